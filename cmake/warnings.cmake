@@ -1,0 +1,15 @@
+# Warnings and flags for patchbay's own targets (tests, benchmarks, examples). Consumers of
+# the INTERFACE library choose their own.
+add_library(patchbay_project_flags INTERFACE)
+target_compile_options(patchbay_project_flags INTERFACE
+  -Wall -Wextra -Wpedantic -Wshadow -Wconversion -Werror)
+if(PATCHBAY_NATIVE)
+  target_compile_options(patchbay_project_flags INTERFACE -march=native)
+endif()
+target_link_libraries(patchbay_project_flags INTERFACE patchbay::patchbay)
+
+# patchbay_add_program(<name> <sources...>): an executable of ours with the project flags.
+function(patchbay_add_program name)
+  add_executable(${name} ${ARGN})
+  target_link_libraries(${name} PRIVATE patchbay_project_flags)
+endfunction()

@@ -1,0 +1,71 @@
+// patchbay: what a denoise call hands each kind of hook (ComfyUI's model_options slots).
+//
+// All predictions are in denoised (x0) space, as ComfyUI hands them to its hooks. A patch
+// that works in another space (RescaleCFG: v space) converts inside.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "patchbay/core/view.hpp"
+
+namespace patchbay {
+
+/// Which model pass a call is.
+enum class pass_kind : std::uint8_t {
+    cond,        ///< the positive prompt
+    uncond,      ///< the negative prompt
+    reevaluation ///< an extra call a post-cfg hook makes (SAG, PAG)
+};
+
+/// The hook slot a patch occupies (DESIGN.md, "Hook kinds").
+enum class hook_kind : std::uint8_t {
+    model_sampling,
+    output_block, ///< FreeU, FreeU_V2: (h, hsp) at each UNet output block
+    attention,    ///< SAG, PAG (read / replace self-attention), always paired with post_cfg
+    mask_function, ///< DifferentialDiffusion: at most one
+    pre_cfg,      ///< APG, TCFG, FreSca, CFGNorm(pre_cfg): ordered list
+    cfg_function, ///< RescaleCFG, RenormCFG: at most one
+    post_cfg      ///< CFGNorm, Mahiro, SAG, PAG: ordered list
+};
+
+/// The model's prediction type, as ComfyUI's model sampling names it. Hooks that depend on
+/// the model kind (RescaleCFG: v space for discrete models, x0 space for flow) read it.
+enum class prediction_type : std::uint8_t { eps, v_prediction, lcm, x0, img_to_img, flow };
+
+inline bool is_flow(prediction_type p) noexcept { return p == prediction_type::flow; }
+
+/// The values a sampling step hands every cfg-stage hook (pre-cfg, cfg function, post-cfg).
+/// ComfyUI's args["timestep"] is this sigma vector too.
+template <class T, std::size_t R>
+struct guidance_inputs {
+    view<const T, R> x;        ///< the current noisy latent (ComfyUI's "input")
+    view<const T, 1> sigma;    ///< one noise level per batch item
+    double cond_scale = 1.0;   ///< the CFG scale
+    bool uncond_is_none = false; ///< the uncond pass was skipped (cond_scale 1): uncond is 0
+    prediction_type prediction = prediction_type::eps; ///< the model sampling's type
+};
+
+/// UNet stage of a hook site.
+enum class unet_stage : std::uint8_t { input, middle, output };
+
+/// An output block of a UNet, named explicitly by the model (never found by tensor shape).
+/// `channels` is the channel count of h entering the block, which FreeU's rule reads.
+struct block_site {
+    unet_stage stage = unet_stage::output;
+    int index = 0;
+    index_t channels = 0;
+};
+
+/// A self-attention site (ComfyUI's attn1 key: block name, block number, transformer index).
+struct attention_site {
+    unet_stage stage = unet_stage::middle;
+    int block = 0;
+    int transformer = 0;
+    friend bool operator==(const attention_site&, const attention_site&) = default;
+};
+
+/// Parameters-free marker for patches that keep nothing between calls.
+struct no_state {};
+
+} // namespace patchbay

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Install the dependencies (Debian 12), build the examples and run the demo on the toy models.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/deps.sh
+cmake -S . -B build/demo -G Ninja -DCMAKE_BUILD_TYPE=Release -DPATCHBAY_BUILD_TESTS=OFF \
+      -DPATCHBAY_BUILD_BENCHMARKS=OFF >/dev/null
+cmake --build build/demo -j"$(nproc)"
+if [ -x build/demo/examples/example_demo ]; then
+  exec build/demo/examples/example_demo "$@"
+fi
+exec build/demo/examples/example_quickstart "$@"

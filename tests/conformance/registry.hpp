@@ -1,0 +1,85 @@
+// patchbay conformance: one golden case, the handlers that compute its outputs, and the
+// registry the runner dispatches through. Each patch family registers its handlers in its own
+// cases_<family>.cpp with PATCHBAY_CONFORMANCE(patch, function).
+#pragma once
+
+#include <functional>
+#include <map>
+#include <string>
+#include <utility>
+
+#include <nlohmann/json.hpp>
+
+#include "npy.hpp"
+#include "patchbay/core/tensor.hpp"
+
+namespace patchbay::conformance {
+
+/// A loaded golden case: its case.json and lazy access to its input files.
+struct golden_case {
+    std::string dir;
+    nlohmann::json spec;
+
+    const nlohmann::json& params() const { return spec.at("params"); }
+    const nlohmann::json& scalars() const { return spec.at("scalars"); }
+
+    /// Input array by its case.json name (e.g. "cond_denoised").
+    npy::array input(const std::string& name) const {
+        const auto& in = spec.at("inputs");
+        if (!in.contains(name)) fail("conformance", "case has no input '" + name + "'");
+        return npy::load(dir + "/" + in.at(name).get<std::string>());
+    }
+    template <class T = float>
+    tensor<T> tensor_input(const std::string& name) const {
+        return input(name).template to_tensor<T>();
+    }
+    bool has_input(const std::string& name) const { return spec.at("inputs").contains(name); }
+
+    template <class V>
+    V param(const std::string& name, V fallback) const {
+        const auto& p = params();
+        return p.contains(name) ? p.at(name).get<V>() : fallback;
+    }
+    template <class V>
+    V scalar(const std::string& name, V fallback) const {
+        const auto& s = scalars();
+        return s.contains(name) && !s.at(name).is_null() ? s.at(name).get<V>() : fallback;
+    }
+};
+
+/// What a handler computed: output name -> array.
+using results = std::map<std::string, npy::array>;
+
+using handler = std::function<void(const golden_case&, results&)>;
+
+inline std::map<std::pair<std::string, std::string>, handler>& registry() {
+    static std::map<std::pair<std::string, std::string>, handler> r;
+    return r;
+}
+
+struct registrar {
+    registrar(const char* patch, const char* function, handler h) {
+        registry()[{patch, function}] = std::move(h);
+    }
+};
+
+#define PATCHBAY_CONF_CAT2(a, b) a##b
+#define PATCHBAY_CONF_CAT(a, b) PATCHBAY_CONF_CAT2(a, b)
+/// Register a handler: PATCHBAY_CONFORMANCE("APG", "sampler_pre_cfg_function") { ... }
+/// The body sees `const golden_case& gc` and `results& out`.
+#define PATCHBAY_CONFORMANCE(patch, function)                                                   \
+    static void PATCHBAY_CONF_CAT(conf_fn_, __LINE__)(const ::patchbay::conformance::golden_case&, \
+                                                      ::patchbay::conformance::results&);        \
+    static ::patchbay::conformance::registrar PATCHBAY_CONF_CAT(conf_reg_, __LINE__){            \
+        patch, function, &PATCHBAY_CONF_CAT(conf_fn_, __LINE__)};                                \
+    static void PATCHBAY_CONF_CAT(conf_fn_, __LINE__)(                                          \
+        [[maybe_unused]] const ::patchbay::conformance::golden_case& gc,                         \
+        [[maybe_unused]] ::patchbay::conformance::results& out)
+
+/// Store a float/double tensor result under a name.
+template <class T>
+void put(results& out, const std::string& name, const tensor<T>& t) {
+    out[name] = npy::from_tensor(t);
+}
+
+} // namespace patchbay::conformance

@@ -1,0 +1,193 @@
+// patchbay conformance runner: runs every golden case under a directory and compares each
+// output with ComfyUI's recorded one. One line per case, then "N passed, M failed".
+//
+// usage: conformance DIR [--only PATCH[,PATCH...]] [--registered-patches-only] [--verbose]
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <exception>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "registry.hpp"
+
+namespace fs = std::filesystem;
+using namespace patchbay;
+using namespace patchbay::conformance;
+
+namespace {
+
+struct verdict {
+    bool pass = false;
+    std::string detail;
+};
+
+std::vector<std::string> split(const std::string& s) {
+    std::vector<std::string> v;
+    std::stringstream ss(s);
+    for (std::string item; std::getline(ss, item, ',');)
+        if (!item.empty()) v.push_back(item);
+    return v;
+}
+
+/// numpy.allclose per element; NaN in the expected output (equal_nan cases) means "ComfyUI
+/// gave NaN from finite input": patchbay must be finite there (the NaN policy).
+verdict compare(const std::string& name, const npy::array& want, const npy::array& got, double rtol,
+                double atol, bool equal_nan, double& worst_ratio) {
+    verdict v;
+    if (got.shape != want.shape && !(got.size() == want.size() && got.size() == 1)) {
+        std::string ws, gs;
+        for (auto e : want.shape) ws += std::to_string(e) + ",";
+        for (auto e : got.shape) gs += std::to_string(e) + ",";
+        v.detail = name + ": shape (" + gs + ") != expected (" + ws + ")";
+        return v;
+    }
+    double worst = 0;
+    std::size_t worst_i = 0, nan_policy = 0;
+    for (std::size_t i = 0; i < want.values.size(); ++i) {
+        const double e = want.values[i], a = got.values[i];
+        if (std::isnan(e)) {
+            if (!equal_nan) {
+                v.detail = name + ": expected NaN at " + std::to_string(i) + " in a case without equal_nan";
+                return v;
+            }
+            if (!std::isfinite(a)) {
+                v.detail = name + ": non-finite value at " + std::to_string(i) + " (NaN policy: must be finite)";
+                return v;
+            }
+            ++nan_policy;
+            continue;
+        }
+        if (!std::isfinite(a)) {
+            v.detail = name + ": non-finite value at " + std::to_string(i);
+            return v;
+        }
+        const double ratio = std::fabs(a - e) / (atol + rtol * std::fabs(e));
+        if (ratio > worst) worst = ratio, worst_i = i;
+    }
+    worst_ratio = std::max(worst_ratio, worst);
+    char buf[256];
+    std::snprintf(buf, sizeof buf, "%s worst %.3g of tolerance at %zu%s", name.c_str(), worst, worst_i,
+                  nan_policy ? (" (" + std::to_string(nan_policy) + " NaN-policy positions finite)").c_str() : "");
+    v.detail = buf;
+    v.pass = worst <= 1.0;
+    return v;
+}
+
+verdict run_case(const fs::path& dir, std::string& patch, std::string& name) {
+    verdict v;
+    golden_case gc;
+    gc.dir = dir.string();
+    {
+        std::ifstream f(dir / "case.json");
+        gc.spec = nlohmann::json::parse(f);
+    }
+    patch = gc.spec.value("patch", "?");
+    name = dir.filename().string();
+    const std::string function = gc.spec.value("function", "?");
+    const bool expect_error = gc.spec.value("expect_error", false);
+    const auto it = registry().find({patch, function});
+    if (it == registry().end()) {
+        v.detail = "not implemented: no handler for " + patch + " / " + function;
+        return v;
+    }
+    results out;
+    try {
+        it->second(gc, out);
+    } catch (const patchbay::error& e) {
+        if (expect_error) {
+            v.pass = true;
+            v.detail = std::string("rejected: ") + e.what();
+        } else {
+            v.detail = std::string("patchbay::error: ") + e.what();
+        }
+        return v;
+    } catch (const std::exception& e) {
+        v.detail = std::string(expect_error ? "wrong exception type: " : "exception: ") + e.what();
+        return v;
+    }
+    if (expect_error) {
+        v.detail = "expected a patchbay::error, got a result";
+        return v;
+    }
+    const bool equal_nan = gc.spec.value("equal_nan", false);
+    double worst_ratio = 0;
+    std::string details;
+    v.pass = true;
+    for (const auto& [oname, file] : gc.spec.at("outputs").items()) {
+        const auto want = npy::load((dir / file.get<std::string>()).string());
+        double rtol = gc.spec.value("rtol", 0.0), atol = gc.spec.value("atol", 0.0);
+        if (gc.spec.contains("tolerances") && gc.spec["tolerances"].contains(oname)) {
+            rtol = gc.spec["tolerances"][oname].value("rtol", rtol);
+            atol = gc.spec["tolerances"][oname].value("atol", atol);
+        }
+        const auto got = out.find(oname);
+        if (got == out.end()) {
+            v.pass = false;
+            details += "; " + oname + ": not computed";
+            continue;
+        }
+        const auto c = compare(oname, want, got->second, rtol, atol, equal_nan, worst_ratio);
+        if (!c.pass) v.pass = false;
+        if (!c.pass || details.empty()) details += "; " + c.detail;
+    }
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "max err/tol %.3f", worst_ratio);
+    v.detail = buf + details;
+    return v;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    if (argc < 2) {
+        std::fprintf(stderr, "usage: %s DIR [--only PATCH[,PATCH...]] [--verbose]\n", argv[0]);
+        return 2;
+    }
+    const fs::path root = argv[1];
+    std::set<std::string> only;
+    bool verbose = false;
+    for (int i = 2; i < argc; ++i) {
+        const std::string a = argv[i];
+        if (a == "--only" && i + 1 < argc) for (auto& p : split(argv[++i])) only.insert(p);
+        else if (a == "--verbose") verbose = true;
+        else if (a == "--registered-patches-only")
+        {
+            only.insert("(none registered)"); // so an empty registry runs nothing, not everything
+            for (const auto& [key, fn] : registry()) only.insert(key.first);
+        }
+    }
+    std::vector<fs::path> cases;
+    if (fs::exists(root / "case.json")) cases.push_back(root);
+    else if (fs::is_directory(root))
+        for (const auto& e : fs::recursive_directory_iterator(root))
+            if (e.is_regular_file() && e.path().filename() == "case.json") cases.push_back(e.path().parent_path());
+    std::sort(cases.begin(), cases.end());
+    int passed = 0, failed = 0, not_run = 0;
+    for (const auto& dir : cases) {
+        std::string patch, name;
+        verdict v;
+        try {
+            v = run_case(dir, patch, name);
+        } catch (const std::exception& e) {
+            v.pass = false;
+            v.detail = std::string("could not run the case: ") + e.what();
+            if (name.empty()) name = dir.filename().string();
+        }
+        if (!only.empty() && !only.count(patch)) {
+            ++not_run;
+            continue;
+        }
+        (v.pass ? passed : failed)++;
+        std::string detail = v.detail;
+        if (!verbose && detail.size() > 300) detail = detail.substr(0, 300) + "...";
+        std::printf("%s %s/%s: %s\n", v.pass ? "PASS" : "FAIL", patch.c_str(), name.c_str(), detail.c_str());
+    }
+    if (not_run) std::printf("(%d cases of other patches not run: --only / --registered-patches-only)\n", not_run);
+    std::printf("%d passed, %d failed\n", passed, failed);
+    return failed == 0 && passed > 0 ? 0 : 1;
+}

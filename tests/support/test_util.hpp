@@ -1,0 +1,39 @@
+// patchbay tests: small helpers shared by the test files.
+#pragma once
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "patchbay/core/tensor.hpp"
+
+namespace patchbay::test {
+
+/// Deterministic normal values.
+inline tensor<float> random_tensor(std::vector<index_t> shape, unsigned seed, float mean = 0.f,
+                                   float stddev = 1.f) {
+    tensor<float> t(std::move(shape));
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> d(mean, stddev);
+    for (index_t i = 0; i < t.size(); ++i) t[i] = d(rng);
+    return t;
+}
+
+/// Largest |a - b| over two same-sized tensors.
+template <class T>
+double max_abs_diff(const tensor<T>& a, const tensor<T>& b) {
+    double m = 0;
+    for (index_t i = 0; i < a.size(); ++i) m = std::max(m, std::fabs(double(a[i]) - double(b[i])));
+    return m;
+}
+
+/// True when two tensors are bit-identical.
+template <class T>
+bool bit_equal(const tensor<T>& a, const tensor<T>& b) {
+    if (a.shape() != b.shape()) return false;
+    for (index_t i = 0; i < a.size(); ++i)
+        if (!(a[i] == b[i]) && !(std::isnan(a[i]) && std::isnan(b[i]))) return false;
+    return true;
+}
+
+} // namespace patchbay::test
