@@ -1,0 +1,37 @@
+// Tests for adapters/eigen.hpp: RowMajor maps are the raw view; ColMajor maps keep Eigen's
+// logical index order (a strided view), never a silent transpose.
+#include <catch2/catch.hpp>
+
+#include "patchbay/adapters/eigen.hpp"
+#include "patchbay/adapters/raw.hpp"
+#include "patchbay/kernels/reduce.hpp"
+#include "test_util.hpp"
+
+using namespace patchbay;
+
+TEST_CASE("RowMajor TensorMap gives the same view as raw", "[adapters][eigen]") {
+    auto t = test::random_tensor({2, 3, 4, 5}, 3);
+    Eigen::TensorMap<Eigen::Tensor<float, 4, Eigen::RowMajor>> map(t.data(), 2, 3, 4, 5);
+    const auto e = from_eigen(map);
+    const auto r = from_raw<4>(t.data(), {2, 3, 4, 5});
+    CHECK(e.extents() == r.extents());
+    CHECK(e.strides() == r.strides());
+    CHECK(e.data_handle() == r.data_handle());
+}
+
+TEST_CASE("ColMajor tensors keep Eigen's logical indexing", "[adapters][eigen]") {
+    Eigen::Tensor<float, 4, Eigen::ColMajor> cm(2, 3, 4, 5);
+    cm.setRandom();
+    const auto e = from_eigen(cm);
+    CHECK_FALSE(e.is_contiguous());
+    for (int n = 0; n < 2; ++n)
+        for (int c = 0; c < 3; ++c)
+            for (int h = 0; h < 4; ++h)
+                for (int w = 0; w < 5; ++w) REQUIRE(e(n, c, h, w) == cm(n, c, h, w));
+    // the same kernel result as a RowMajor copy of the same logical tensor
+    Eigen::Tensor<float, 4, Eigen::RowMajor> rm = cm.swap_layout().shuffle(Eigen::array<int, 4>{3, 2, 1, 0});
+    double a[2] = {}, b[2] = {};
+    kernels::sample_sum_sq(e, a);
+    kernels::sample_sum_sq(from_eigen(rm), b);
+    for (int i = 0; i < 2; ++i) CHECK(a[i] == Approx(b[i]).epsilon(1e-6));
+}
