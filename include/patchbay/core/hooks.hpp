@@ -58,11 +58,19 @@ struct block_site {
 };
 
 /// A self-attention site (ComfyUI's attn1 key: block name, block number, transformer index).
+/// A model reports the site's token grid (rows x cols of the feature map the tokens come
+/// from, row-major) when it calls a hook; 0 x 0 means "not reported" (SAG then guesses it
+/// as ComfyUI does). Sites compare equal by name only: the grid is what the site reports,
+/// not part of its key.
 struct attention_site {
     unet_stage stage = unet_stage::middle;
     int block = 0;
     int transformer = 0;
-    friend bool operator==(const attention_site&, const attention_site&) = default;
+    index_t rows = 0; ///< token grid rows reported by the model (0 = unknown)
+    index_t cols = 0; ///< token grid columns reported by the model (0 = unknown)
+    friend bool operator==(const attention_site& a, const attention_site& b) noexcept {
+        return a.stage == b.stage && a.block == b.block && a.transformer == b.transformer;
+    }
 };
 
 /// Parameters-free marker for patches that keep nothing between calls.
