@@ -40,11 +40,15 @@ public:
         return t;
     }
 
-    tensor(const tensor& o) : tensor(o.shape_) {
+    // (a default-constructed tensor has no shape; copying one gives another empty tensor)
+    tensor(const tensor& o) {
+        if (o.shape_.empty()) return;
+        resize(o.shape_);
         if (size_) std::memcpy(data_.get(), o.data_.get(), bytes());
     }
     tensor& operator=(const tensor& o) {
         if (this != &o) {
+            if (o.shape_.empty()) { shape_.clear(); size_ = 0; return *this; }
             if (o.size_ != capacity_) resize(o.shape_);
             else shape_ = o.shape_, size_ = o.size_;
             if (size_) std::memcpy(data_.get(), o.data_.get(), bytes());
