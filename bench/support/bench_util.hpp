@@ -50,3 +50,51 @@ inline void stream_pass(const std::vector<const float*>& in, float* out, index_t
 }
 
 } // namespace patchbay::bench
+
+#include <algorithm>
+#include <chrono>
+
+namespace patchbay::bench {
+
+/// Median seconds per call of fn over a few timed batches (for the baseline column that
+/// runs beside a Google Benchmark loop in the same binary).
+template <class F>
+double seconds_per_call(F&& fn, double min_seconds = 0.05) {
+    using clock = std::chrono::steady_clock;
+    fn(); // warm up
+    int reps = 1;
+    for (;;) {
+        const auto t0 = clock::now();
+        for (int i = 0; i < reps; ++i) fn();
+        const double dt = std::chrono::duration<double>(clock::now() - t0).count();
+        if (dt > min_seconds / 5 || reps > (1 << 20)) break;
+        reps *= 2;
+    }
+    std::vector<double> samples;
+    for (int k = 0; k < 5; ++k) {
+        const auto t0 = clock::now();
+        for (int i = 0; i < reps; ++i) fn();
+        samples.push_back(std::chrono::duration<double>(clock::now() - t0).count() / reps);
+    }
+    std::sort(samples.begin(), samples.end());
+    return samples[2];
+}
+
+/// Runs `ours` in the benchmark loop and reports, as counters, our microseconds per call,
+/// the baseline's (when given), and the speed-up (baseline / ours).
+template <class Ours, class Baseline>
+void run_with_baseline(benchmark::State& state, Ours&& ours, Baseline&& baseline) {
+    for (auto _ : state) {
+        ours();
+        benchmark::ClobberMemory();
+    }
+    const double ours_s = seconds_per_call(ours);
+    state.counters["ours_us"] = ours_s * 1e6;
+    if constexpr (!std::is_same_v<std::decay_t<Baseline>, std::nullptr_t>) {
+        const double base_s = seconds_per_call(baseline);
+        state.counters["torch_us"] = base_s * 1e6;
+        state.counters["speedup"] = base_s / ours_s;
+    }
+}
+
+} // namespace patchbay::bench

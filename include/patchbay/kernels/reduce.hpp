@@ -125,37 +125,53 @@ void sample_mean_std(const view<T, R>& x, int correction, Out&& out) {
 
 // ---- per-pixel reductions over channels (dim 1), one value per (batch, pixel) -----------
 
-/// Calls f(pixel_values_ptr...) style accumulation: for each batch item and channel c,
-/// acc[p] += term(a[b,c,p], ...) where p runs over the flattened dims 2..R-1. `acc` must hold
-/// N*P doubles (P = pixels per item) and is overwritten. Channels are the outer loop so the
-/// pixel loop is contiguous for contiguous inputs.
+/// Per-pixel accumulation over channels: for each batch item b and channel c,
+/// acc[b*P + p] += term(v0[b,c,p], ...) where p runs over the flattened dims 2..R-1 in C order.
+/// `acc` must hold N*P doubles (P = pixels per item) and is overwritten. Channels are the
+/// outer loop so the pixel loop walks memory contiguously (and vectorises) for contiguous
+/// inputs; strided inputs take the same loop with their strides.
 template <std::size_t R, class F, class T0, class... Tn>
 void channel_reduce(F&& term, double* acc, const view<T0, R>& v0, const view<Tn, R>&... vn) {
     static_assert(R >= 3, "channel_reduce needs (N, C, spatial...) views.");
+    constexpr std::size_t N = 1 + sizeof...(Tn);
+    constexpr std::size_t S = R - 2; // spatial rank
     using T = std::remove_const_t<T0>;
     const index_t batch = v0.extent(0), channels = v0.extent(1);
     index_t pixels = 1;
-    for (std::size_t r = 2; r < R; ++r) pixels *= v0.extent(r);
+    std::array<index_t, S> ext{};
+    for (std::size_t r = 2; r < R; ++r) pixels *= (ext[r - 2] = v0.extent(r));
+    std::array<std::array<index_t, S>, N> str{};
+    {
+        const std::array<const std::array<index_t, R>*, N> all{&v0.strides(), &vn.strides()...};
+        for (std::size_t v = 0; v < N; ++v)
+            for (std::size_t r = 2; r < R; ++r) str[v][r - 2] = (*all[v])[r];
+    }
+    const std::array<const T*, N> base{v0.data_handle(), vn.data_handle()...};
+    const std::array<std::array<index_t, 2>, N> bc{{{v0.stride(0), v0.stride(1)}, {vn.stride(0), vn.stride(1)}...}};
     for (index_t i = 0; i < batch * pixels; ++i) acc[i] = 0.0;
     for (index_t b = 0; b < batch; ++b)
         for (index_t c = 0; c < channels; ++c) {
             double* a = acc + b * pixels;
-            index_t p = 0;
-            // walk pixels in C order of dims 2..R-1 for each view
-            std::array<index_t, R> idx{};
-            auto offset = [&](const auto& v) {
-                index_t o = b * v.stride(0) + c * v.stride(1);
-                for (std::size_t r = 2; r < R; ++r) o += idx[r] * v.stride(r);
-                return o;
-            };
-            for (; p < pixels; ++p) {
-                const T t = static_cast<T>(term(v0.data_handle()[offset(v0)], vn.data_handle()[offset(vn)]...));
-                a[p] += static_cast<double>(t);
-                for (std::size_t r = R; r-- > 2;) {
-                    if (++idx[r] < v0.extent(r)) break;
-                    idx[r] = 0;
+            detail::for_each_row<S, N>(ext, str, [&](const std::array<index_t, N>& off, index_t len,
+                                                     const std::array<index_t, N>& st) {
+                std::array<const T*, N> p{};
+                for (std::size_t v = 0; v < N; ++v) p[v] = base[v] + b * bc[v][0] + c * bc[v][1] + off[v];
+                auto apply = [&](index_t k) {
+                    return std::apply([&](auto... ptr) { return static_cast<double>(term(ptr[k]...)); }, p);
+                };
+                bool unit = true;
+                for (std::size_t v = 0; v < N; ++v) unit = unit && st[v] == 1;
+                if (unit) {
+                    for (index_t k = 0; k < len; ++k) a[k] += apply(k);
+                } else {
+                    for (index_t k = 0; k < len; ++k) {
+                        std::array<const T*, N> q = p;
+                        for (std::size_t v = 0; v < N; ++v) q[v] = p[v] + k * st[v];
+                        a[k] += std::apply([&](auto... ptr) { return static_cast<double>(term(*ptr...)); }, q);
+                    }
                 }
-            }
+                a += len;
+            });
         }
 }
 
