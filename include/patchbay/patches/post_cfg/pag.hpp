@@ -1,0 +1,130 @@
+// Perturbed-Attention Guidance: Ahn et al., "Self-Rectifying Diffusion Sampling with
+// Perturbed-Attention Guidance" (ECCV 2024). Matches ComfyUI's PerturbedAttentionGuidance node
+// (comfy_extras/nodes_pag.py).
+//
+// After CFG the model is run once more on the cond prompt with the self-attention of every
+// transformer block of the middle block replaced by identity attention (the output is v, so
+// the block's self-attention becomes to_out(to_v(x))); the result is pushed away from that
+// perturbed prediction: result = cfg + scale * (cond - perturbed).
+#pragma once
+
+#include <cstddef>
+#include <type_traits>
+
+#include "patchbay/core/hooks.hpp"
+#include "patchbay/core/model.hpp"
+#include "patchbay/core/patch.hpp"
+#include "patchbay/core/tensor.hpp"
+#include "patchbay/core/view.hpp"
+#include "patchbay/kernels/elementwise.hpp"
+
+namespace patchbay::pag {
+
+/// The sites PAG perturbs: every transformer of middle block 0 (ComfyUI's ("middle", 0) key).
+inline constexpr attention_site site{unet_stage::middle, 0, -1, 0, 0};
+
+/// The replacement attention: out = v (identity attention). q and k are unused, as in ComfyUI.
+template <class T>
+void perturbed_attention(std::type_identity_t<view<const T, 3>> q,
+                         std::type_identity_t<view<const T, 3>> k,
+                         std::type_identity_t<view<const T, 3>> v, view<T, 3> out) {
+    constexpr const char* where = "PerturbedAttentionGuidance";
+    (void)k;
+    require_nonempty(v, where, "v");
+    require(q.extent(0) == v.extent(0) && q.extent(1) == v.extent(1), where,
+            "identity attention needs one value per query: q " + shape_string(q) + ", v " +
+                shape_string(v));
+    require_same_shape(v, view<const T, 3>(out), where, "v", "out");
+    require_writable_layout(out, where, "out");
+    require_no_partial_overlap(out, v, where, "out", "v");
+    kernels::copy<T, 3>(v, out);
+}
+
+/// result += (cond - perturbed) * scale, in place on the cfg result.
+template <class T, std::size_t R>
+void combine(std::type_identity_t<view<const T, R>> cond,
+             std::type_identity_t<view<const T, R>> perturbed, double scale, view<T, R> result) {
+    const T s = static_cast<T>(scale);
+    kernels::transform(result, [s](auto r, auto c, auto p) { return r + (c - p) * s; },
+                       view<const T, R>(result), cond, perturbed);
+}
+
+} // namespace patchbay::pag
+
+namespace patchbay {
+
+/// PAG (ComfyUI node PerturbedAttentionGuidance). Needs a model that calls attention hooks in
+/// its middle block. scale 0 returns the cfg result without the extra model call.
+struct perturbed_attention_guidance {
+    double scale = 3.0; ///< ComfyUI "scale", [0, 100]
+
+    static constexpr hook_kind hook = hook_kind::post_cfg;
+    static constexpr bool needs_attention_hooks = true;
+
+    /// Scratch for the perturbed prediction (one per precision); no state carries between steps.
+    struct state_type {
+        tensor<float> f32;
+        tensor<double> f64;
+
+        template <class T>
+        tensor<T>& scratch() noexcept {
+            if constexpr (std::is_same_v<T, float>) return f32;
+            else return f64;
+        }
+    };
+
+    void validate() const { require_range(scale, 0.0, 100.0, "PerturbedAttentionGuidance", "scale"); }
+
+    /// The overrides PAG's extra model call carries: identity attention at the middle block.
+    template <class T>
+    static call_overrides<T> perturbation() {
+        call_overrides<T> ov;
+        ov.replace_attention(pag::site,
+                             typename call_overrides<T>::attention_replace_fn(
+                                 [](void*, const attention_site&, const attention_tensors<T>& t,
+                                    view<T, 3> out) { pag::perturbed_attention<T>(t.q, t.k, t.v, out); },
+                                 nullptr));
+        return ov;
+    }
+
+    /// The post-cfg step, evaluating the model through the guider's model access.
+    template <class T, std::size_t R>
+    void post_cfg(state_type& st, const guidance_inputs<T, R>& in,
+                  std::type_identity_t<view<const T, R>> cond,
+                  std::type_identity_t<view<const T, R>> uncond, view<T, R> denoised,
+                  model_access<T, R>& model) const {
+        (void)uncond;
+        const auto extra = perturbation<T>();
+        post_cfg_with(st, in, cond, denoised,
+                      [&model, &extra](view<const T, R> input, view<T, R> prediction) {
+                          model.evaluate(pass_kind::cond, input, prediction, &extra);
+                      });
+    }
+
+    /// The post-cfg step with the extra model evaluation supplied by the caller:
+    /// `perturbed_model(x, prediction)` writes the model's denoised prediction for x with the
+    /// cond conditioning and the middle block's self-attention replaced by its value
+    /// (perturbation<T>() / pag::perturbed_attention). `denoised` is updated in place.
+    template <class T, std::size_t R, class PerturbedModel>
+    void post_cfg_with(state_type& st, const guidance_inputs<T, R>& in,
+                       std::type_identity_t<view<const T, R>> cond, view<T, R> denoised,
+                       PerturbedModel&& perturbed_model) const {
+        constexpr const char* where = "PerturbedAttentionGuidance";
+        validate();
+        require_nonempty(denoised, where, "denoised");
+        require_same_shape(denoised, in.x, where, "denoised", "x");
+        require_same_shape(denoised, cond, where, "denoised", "cond");
+        require_batch_vector(in.sigma, in.x, where, "sigma");
+        require_writable_layout(denoised, where, "denoised");
+        if (scale == 0.0) return; // ComfyUI skips the extra call
+        auto& buf = st.template scratch<T>();
+        bool same = buf.rank() == R;
+        for (std::size_t r = 0; same && r < R; ++r) same = buf.extent(r) == denoised.extent(r);
+        if (!same) buf.resize_like(denoised);
+        const auto perturbed = buf.template as<R>();
+        perturbed_model(in.x, perturbed);
+        pag::combine<T, R>(cond, perturbed, scale, denoised);
+    }
+};
+
+} // namespace patchbay
