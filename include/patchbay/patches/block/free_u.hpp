@@ -1,0 +1,330 @@
+// patchbay: FreeU and FreeU_V2 (Si et al., "FreeU: Free Lunch in Diffusion U-Net", CVPR 2024),
+// matching ComfyUI's "FreeU" and "FreeU_V2" nodes (comfy_extras/nodes_freelunch.py), output
+// block patches.
+//
+// At each UNet output block (semantics.md section 4), with (b, s) chosen by h's channel count
+// (4 x model_channels -> (b1, s1), 2 x model_channels -> (b2, s2), otherwise nothing):
+//   FreeU:    h[:, :C/2] *= b
+//   FreeU_V2: m = channel mean of h, min-max normalised per batch item over the pixels;
+//             h[:, :C/2] *= (b - 1) m + 1
+//   both:     hsp = Re(ifft2(ifftshift(fftshift(fft2(hsp)) * mask))), mask = s on the 2x2 box
+//             of frequencies {-1, 0} x {-1, 0}, 1 elsewhere.
+// The box touches four bins, so the filter is computed directly (kernels/fourier_mask.hpp):
+// hsp + (s - 1) L(hsp) with L the real part of the four-bin projection, exact and one read
+// per element instead of two complex FFTs. fourier_filter_fft() is the FFT path (tests).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <complex>
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "patchbay/core/error.hpp"
+#include "patchbay/core/hooks.hpp"
+#include "patchbay/core/patch.hpp"
+#include "patchbay/core/view.hpp"
+#include "patchbay/kernels/elementwise.hpp"
+#include "patchbay/kernels/fft.hpp"
+#include "patchbay/kernels/fourier_mask.hpp"
+#include "patchbay/kernels/reduce.hpp"
+
+namespace patchbay {
+
+/// The (b, s) pair ComfyUI's FreeU rule picks for an output block.
+struct free_u_factors {
+    double b = 1.0, s = 1.0;
+};
+
+namespace free_u_detail {
+
+/// ComfyUI's rule: by h's channel count only.
+inline std::optional<free_u_factors> rule(index_t h_channels, index_t model_channels, double b1,
+                                          double b2, double s1, double s2) {
+    if (h_channels == 4 * model_channels) return free_u_factors{b1, s1};
+    if (h_channels == 2 * model_channels) return free_u_factors{b2, s2};
+    return std::nullopt;
+}
+
+inline void validate(const char* where, double b1, double b2, double s1, double s2,
+                     index_t model_channels) {
+    require_range(b1, 0.0, 10.0, where, "b1");
+    require_range(b2, 0.0, 10.0, where, "b2");
+    require_range(s1, 0.0, 10.0, where, "s1");
+    require_range(s2, 0.0, 10.0, where, "s2");
+    require(model_channels >= 1, where,
+            "parameter 'model_channels' must be >= 1 (320 for SD1.x / SDXL), got " +
+                std::to_string(model_channels));
+}
+
+/// hsp_out = hsp + (s - 1) L(hsp), plane by plane (direct four-bin path). hsp_out may be
+/// exactly hsp.
+template <class T>
+void fourier_filter(view<const T, 4> hsp, view<T, 4> out, double s) {
+    using O = kernels::fourier_detail::vec<T>;
+    const index_t N = hsp.extent(0), C = hsp.extent(1), H = hsp.extent(2), W = hsp.extent(3);
+    const auto proj = kernels::cached_box_projector<T>(kernels::freeu_box(H), kernels::freeu_box(W));
+    auto& ws = kernels::box_workspace<T>::local();
+    const index_t Wp = proj->padded_cols();
+    ws.plane.assign(static_cast<std::size_t>(H * Wp), T(0));
+    T* g = ws.plane.data();
+    const T k = static_cast<T>(s - 1.0), sv = static_cast<T>(s);
+    const bool identity = proj->is_identity();
+    for (index_t n = 0; n < N; ++n)
+        for (index_t c = 0; c < C; ++c) {
+            const T* src = hsp.data_handle() + n * hsp.stride(0) + c * hsp.stride(1);
+            T* dst = out.data_handle() + n * out.stride(0) + c * out.stride(1);
+            for (index_t h = 0; h < H; ++h) {
+                const T* sr = src + h * hsp.stride(2);
+                T* gr = g + h * Wp;
+                if (hsp.stride(3) == 1) std::copy(sr, sr + W, gr);
+                else
+                    for (index_t w = 0; w < W; ++w) gr[w] = sr[w * hsp.stride(3)];
+            }
+            auto write_row = [&](index_t h, auto&& f) {
+                T* o = dst + h * out.stride(2);
+                const index_t os = out.stride(3);
+                if (os == 1) {
+                    index_t w = 0;
+                    for (; w + O::L <= W; w += O::L) O::store(o + w, f(w, typename O::V{}));
+                    for (; w < W; ++w) o[w] = f(w, T{});
+                } else {
+                    for (index_t w = 0; w < W; ++w) o[w * os] = f(w, T{});
+                }
+            };
+            if (identity) { // the box holds every bin (H, W <= 2): the filter is s * hsp
+                for (index_t h = 0; h < H; ++h) {
+                    const T* gr = g + h * Wp;
+                    write_row(h, [&](index_t w, auto tag) {
+                        if constexpr (std::is_same_v<decltype(tag), T>) return gr[w] * sv;
+                        else return O::load(gr + w) * O::bcast(sv);
+                    });
+                }
+                continue;
+            }
+            proj->apply(g, ws, [&](index_t h, const T* L) {
+                const T* gr = g + h * Wp;
+                write_row(h, [&](index_t w, auto tag) {
+                    if constexpr (std::is_same_v<decltype(tag), T>) return gr[w] + k * L[w];
+                    else return O::fma(O::bcast(k), O::load(L + w), O::load(gr + w));
+                });
+            });
+        }
+}
+
+/// The same filter through the general 2-D FFT (kernels/fft.hpp), as ComfyUI computes it:
+/// complex FFT, mask in shifted coordinates, inverse FFT, real part. For tests and for
+/// comparison; the direct path above is exact and cheaper.
+template <class T>
+void fourier_filter_fft(view<const T, 4> hsp, view<T, 4> out, double s) {
+    const index_t N = hsp.extent(0), C = hsp.extent(1), H = hsp.extent(2), W = hsp.extent(3);
+    std::vector<std::complex<T>> spec(static_cast<std::size_t>(H * W));
+    const auto rb = kernels::freeu_box(H), cb = kernels::freeu_box(W);
+    const T sv = static_cast<T>(s);
+    for (index_t n = 0; n < N; ++n)
+        for (index_t c = 0; c < C; ++c) {
+            for (index_t h = 0; h < H; ++h)
+                for (index_t w = 0; w < W; ++w)
+                    spec[static_cast<std::size_t>(h * W + w)] = std::complex<T>(hsp(n, c, h, w), T(0));
+            kernels::fft2(spec.data(), 1, H, W, kernels::fft_direction::forward);
+            for (index_t h = 0; h < H; ++h) {
+                const index_t sh = kernels::natural_to_fftshift(h, H);
+                if (sh < rb.lo || sh >= rb.hi) continue;
+                for (index_t w = 0; w < W; ++w) {
+                    const index_t sw = kernels::natural_to_fftshift(w, W);
+                    if (sw >= cb.lo && sw < cb.hi) spec[static_cast<std::size_t>(h * W + w)] *= sv;
+                }
+            }
+            kernels::fft2(spec.data(), 1, H, W, kernels::fft_direction::inverse);
+            for (index_t h = 0; h < H; ++h)
+                for (index_t w = 0; w < W; ++w) out(n, c, h, w) = spec[static_cast<std::size_t>(h * W + w)].real();
+        }
+}
+
+/// h_out = h with the first C/2 channels scaled (FreeU: by b; FreeU_V2: by (b-1) m + 1).
+template <bool V2, class T>
+void scale_backbone(view<const T, 4> h, view<T, 4> out, double b) {
+    const index_t N = h.extent(0), C = h.extent(1), H = h.extent(2), W = h.extent(3);
+    const index_t half = C / 2;
+    if (!same_elements(view<const T, 4>(out), h))
+        kernels::copy<T, 4>(h.channel_slice(half, C - half), out.channel_slice(half, C - half));
+    if (half == 0) return;
+    if constexpr (!V2) {
+        const T bv = static_cast<T>(b);
+        kernels::transform(out.channel_slice(0, half), [bv](auto a) { return a * bv; },
+                           h.channel_slice(0, half));
+    } else {
+        // Per-pixel channel mean (double sums), min-max normalised per batch item.
+        const index_t P = H * W;
+        thread_local std::vector<double> acc;
+        thread_local std::vector<T> weight;
+        acc.resize(static_cast<std::size_t>(N * P));
+        weight.resize(static_cast<std::size_t>(P));
+        kernels::channel_reduce<4>([](auto a) { return a; }, acc.data(), h);
+        const T bm1 = static_cast<T>(b - 1.0);
+        for (index_t n = 0; n < N; ++n) {
+            const double* a = acc.data() + n * P;
+            T mn = static_cast<T>(a[0] / double(C)), mx = mn;
+            for (index_t p = 0; p < P; ++p) {
+                const T m = static_cast<T>(a[p] / double(C));
+                weight[static_cast<std::size_t>(p)] = m;
+                mn = std::min(mn, m);
+                mx = std::max(mx, m);
+            }
+            const T range = mx - mn;
+            const auto hn = h.batch_slice(n, 1).channel_slice(0, half);
+            const auto on = out.batch_slice(n, 1).channel_slice(0, half);
+            if (!(range > T(0))) {
+                // Constant mean map (e.g. 1x1 features): ComfyUI computes 0/0 = NaN here;
+                // patchbay applies no weighting (the weight of a constant map is undefined).
+                if (!same_elements(view<const T, 4>(on), hn)) kernels::copy<T, 4>(hn, on);
+                continue;
+            }
+            for (auto& m : weight) m = bm1 * ((m - mn) / range) + T(1);
+            // out[c, p] = h[c, p] * weight[p], the weight broadcast over channels
+            const view<const T, 4> wv(weight.data(), {1, 1, H, W}, {0, 0, W, 1});
+            for (index_t c = 0; c < half; ++c)
+                kernels::transform(on.channel_slice(c, 1), [](auto x, auto wt) { return x * wt; },
+                                   hn.channel_slice(c, 1), wv);
+        }
+    }
+}
+
+template <bool V2, class T>
+void apply(const char* where, std::optional<free_u_factors> f, const block_site& site,
+           view<const T, 4> h, view<const T, 4> hsp, view<T, 4> h_out, view<T, 4> hsp_out) {
+    require_nonempty(h, where, "h");
+    require_nonempty(hsp, where, "hsp");
+    require(site.channels == 0 || site.channels == h.extent(1), where,
+            "block_site.channels (" + std::to_string(site.channels) +
+                ") must be h's channel count " + std::to_string(h.extent(1)));
+    require(h.extent(0) == hsp.extent(0) && h.extent(2) == hsp.extent(2) &&
+                h.extent(3) == hsp.extent(3),
+            where,
+            "tensor 'hsp' has shape " + shape_string(hsp) +
+                "; its batch and spatial dims must match 'h' " + shape_string(h) +
+                " (the UNet concatenates them; only the channel count may differ)");
+    require_same_shape(h, view<const T, 4>(h_out), where, "h", "h_out");
+    require_same_shape(hsp, view<const T, 4>(hsp_out), where, "hsp", "hsp_out");
+    require_writable_layout(h_out, where, "h_out");
+    require_writable_layout(hsp_out, where, "hsp_out");
+    require_no_partial_overlap(h_out, h, where, "h_out", "h");
+    require_no_partial_overlap(hsp_out, hsp, where, "hsp_out", "hsp");
+    require(!may_overlap(h_out, hsp) && !may_overlap(hsp_out, h), where,
+            "the outputs must not overlap the other input (h / hsp are separate tensors)");
+    if (!f || site.stage != unet_stage::output) { // not a FreeU block: untouched
+        if (!same_elements(view<const T, 4>(h_out), h)) kernels::copy<T, 4>(h, h_out);
+        if (!same_elements(view<const T, 4>(hsp_out), hsp)) kernels::copy<T, 4>(hsp, hsp_out);
+        return;
+    }
+    if (f->b == 1.0) { // exact pass-through (x * 1 and (1-1) m + 1 are identities)
+        if (!same_elements(view<const T, 4>(h_out), h)) kernels::copy<T, 4>(h, h_out);
+    } else {
+        scale_backbone<V2, T>(h, h_out, f->b);
+    }
+    if (f->s == 1.0) { // the mask is all ones: skipped, exact
+        if (!same_elements(view<const T, 4>(hsp_out), hsp)) kernels::copy<T, 4>(hsp, hsp_out);
+    } else {
+        fourier_filter<T>(hsp, hsp_out, f->s);
+    }
+}
+
+template <class P, class T>
+void apply_patch(const P& p, const block_site& site, view<const T, 4> h, view<const T, 4> hsp,
+                 view<T, 4> h_out, view<T, 4> hsp_out) {
+    p.validate();
+    apply<P::is_v2, T>(P::name, p.factors_for(h.extent(1)), site, h, hsp, h_out, hsp_out);
+}
+
+} // namespace free_u_detail
+
+/// ComfyUI "FreeU". `model_channels` is the UNet's base channel count (320 for SD1.x and
+/// SDXL), which ComfyUI reads from the model config; patchbay takes it as a field.
+struct free_u {
+    static constexpr hook_kind hook = hook_kind::output_block;
+    static constexpr const char* name = "FreeU";
+    static constexpr bool is_v2 = false;
+
+    double b1 = 1.1; ///< backbone factor for blocks with 4 x model_channels channels
+    double b2 = 1.2; ///< backbone factor for blocks with 2 x model_channels channels
+    double s1 = 0.9; ///< skip low-frequency factor for 4 x model_channels blocks
+    double s2 = 0.2; ///< skip low-frequency factor for 2 x model_channels blocks
+    index_t model_channels = 320;
+
+    void validate() const { free_u_detail::validate(name, b1, b2, s1, s2, model_channels); }
+
+    /// ComfyUI's rule: (b1, s1) when h has 4 x model_channels channels, (b2, s2) for
+    /// 2 x model_channels, none otherwise (the block is left untouched).
+    std::optional<free_u_factors> factors_for(index_t h_channels) const {
+        return free_u_detail::rule(h_channels, model_channels, b1, b2, s1, s2);
+    }
+
+    /// Rewrites h and hsp IN PLACE (as ComfyUI does). hsp's channel count may differ from h's.
+    template <class T>
+    void output_block(no_state&, const block_site& site, view<T, 4> h, view<T, 4> hsp) const {
+        free_u_detail::apply_patch<free_u, T>(*this, site, h, hsp, h, hsp);
+    }
+
+    /// Non-mutating variant: reads h and hsp, writes h_out and hsp_out (each may be exactly
+    /// its input, nothing else may overlap).
+    template <class T>
+    void output_block(no_state&, const block_site& site, std::type_identity_t<view<const T, 4>> h,
+                      std::type_identity_t<view<const T, 4>> hsp, view<T, 4> h_out,
+                      view<T, 4> hsp_out) const {
+        free_u_detail::apply_patch<free_u, T>(*this, site, h, hsp, h_out, hsp_out);
+    }
+
+    /// FreeU is defined for 4-D (N,C,H,W) features only, as in ComfyUI.
+    template <class T, std::size_t RH, std::size_t RS>
+        requires(RH != 4 || RS != 4)
+    void output_block(no_state&, const block_site&, view<T, RH>, view<T, RS>) const {
+        fail(name, "h and hsp must be 4-D (N,C,H,W) features, got ranks " + std::to_string(RH) +
+                       " and " + std::to_string(RS));
+    }
+};
+
+/// ComfyUI "FreeU_V2": the backbone factor is weighted by the normalised channel mean.
+/// Where that mean is spatially constant (1x1 features) ComfyUI gives NaN; patchbay applies
+/// no weighting there.
+struct free_u_v2 {
+    static constexpr hook_kind hook = hook_kind::output_block;
+    static constexpr const char* name = "FreeU_V2";
+    static constexpr bool is_v2 = true;
+
+    double b1 = 1.3;
+    double b2 = 1.4;
+    double s1 = 0.9;
+    double s2 = 0.2;
+    index_t model_channels = 320;
+
+    void validate() const { free_u_detail::validate(name, b1, b2, s1, s2, model_channels); }
+
+    std::optional<free_u_factors> factors_for(index_t h_channels) const {
+        return free_u_detail::rule(h_channels, model_channels, b1, b2, s1, s2);
+    }
+
+    /// Rewrites h and hsp IN PLACE (as ComfyUI does).
+    template <class T>
+    void output_block(no_state&, const block_site& site, view<T, 4> h, view<T, 4> hsp) const {
+        free_u_detail::apply_patch<free_u_v2, T>(*this, site, h, hsp, h, hsp);
+    }
+
+    /// Non-mutating variant (see free_u).
+    template <class T>
+    void output_block(no_state&, const block_site& site, std::type_identity_t<view<const T, 4>> h,
+                      std::type_identity_t<view<const T, 4>> hsp, view<T, 4> h_out,
+                      view<T, 4> hsp_out) const {
+        free_u_detail::apply_patch<free_u_v2, T>(*this, site, h, hsp, h_out, hsp_out);
+    }
+
+    template <class T, std::size_t RH, std::size_t RS>
+        requires(RH != 4 || RS != 4)
+    void output_block(no_state&, const block_site&, view<T, RH>, view<T, RS>) const {
+        fail(name, "h and hsp must be 4-D (N,C,H,W) features, got ranks " + std::to_string(RH) +
+                       " and " + std::to_string(RS));
+    }
+};
+
+} // namespace patchbay
