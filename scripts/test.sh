@@ -10,7 +10,7 @@ jobs=$(nproc)
 echo "== Release build (tests, examples, benchmark smoke runs)"
 cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release -DPATCHBAY_BENCH_TORCH=OFF >/dev/null
 cmake --build build/release -j"$jobs"
-ctest --test-dir build/release -j"$jobs" --output-on-failure | tail -n 25
+ctest --test-dir build/release -j"$jobs" --output-on-failure
 
 echo "== ASan+UBSan build (clang)"
 san="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"

@@ -101,6 +101,7 @@ inline array parse(std::string_view bytes) {
     else bad("unsupported dtype '" + std::string(descr) + "' (expected <f4, <f8 or <i8)");
     if (detail::dict_value(header, "fortran_order") != "False") bad("fortran_order arrays are not supported");
     auto shape = detail::dict_value(header, "shape");
+    if (shape.size() < 2 || shape.front() != '(' || shape.back() != ')') bad("shape must be a tuple");
     shape.remove_prefix(1);
     shape.remove_suffix(1);
     std::size_t count = 1;

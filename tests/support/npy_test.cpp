@@ -55,5 +55,8 @@ TEST_CASE("malformed npy files are rejected with patchbay::error", "[npy]") {
     CHECK_THROWS_AS(npy::parse(swap_text(good, "(4,)", "(99999999999999,)")), patchbay::error);
     CHECK_THROWS_AS(npy::parse(swap_text(good, "(4,)", "(x4,)")), patchbay::error);
     CHECK_THROWS_AS(npy::parse(swap_text(good, "(4,)", "(5,)")), patchbay::error); // data too short
+    // found by fuzzing: a shape that is not a tuple once read past the end of the header
+    CHECK_THROWS_AS(npy::parse(swap_text(good, "(4,)", "")), patchbay::error);
+    CHECK_THROWS_AS(npy::parse(swap_text(good, "(4,)", "'x'")), patchbay::error);
     CHECK_THROWS_AS(npy::load("/nonexistent/file.npy"), patchbay::error);
 }
