@@ -1,3 +1,6 @@
-// Conformance handlers: CFGBaseline (plain CFG through the sampler harness). Registered by the
-// sampling core, which owns the end-to-end harness; this file is a placeholder until then.
-#include "registry.hpp"
+// Conformance handlers: CFGBaseline, plain classifier-free guidance (no patch) through the
+// end-to-end sampler harness. These cases check the harness itself: model sampling, toy
+// model, guider and Euler sampler together.
+#include "e2e.hpp"
+
+PATCHBAY_CONFORMANCE("CFGBaseline", "e2e.sample_euler") { patchbay::e2e::run(gc, out); }
