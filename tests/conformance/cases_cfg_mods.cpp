@@ -3,6 +3,7 @@
 #include <string>
 #include <vector>
 
+#include "e2e.hpp"
 #include "registry.hpp"
 
 #include "patchbay/kernels/elementwise.hpp"
@@ -115,6 +116,14 @@ cfg_norm cfg_norm_from(const golden_case& gc) {
 PATCHBAY_CONFORMANCE("RescaleCFG", "sampler_cfg_function") { cfg_function_case(gc, out, rescale_from(gc)); }
 
 PATCHBAY_CONFORMANCE("RenormCFG", "sampler_cfg_function") { cfg_function_case(gc, out, renorm_from(gc)); }
+
+// End-to-end Euler runs through the library's guider (prediction type from the case's model
+// sampling, so RescaleCFG takes its flow branch for ModelSamplingSD3).
+PATCHBAY_CONFORMANCE("RescaleCFG", "e2e.sample_euler") { e2e::run(gc, out, rescale_from(gc)); }
+
+PATCHBAY_CONFORMANCE("RenormCFG", "e2e.sample_euler") { e2e::run(gc, out, renorm_from(gc)); }
+
+PATCHBAY_CONFORMANCE("CFGNorm", "e2e.sample_euler") { e2e::run(gc, out, cfg_norm_from(gc)); }
 
 PATCHBAY_CONFORMANCE("CFGNorm", "sampler_post_cfg_function") {
     const cfg_norm p = cfg_norm_from(gc);
