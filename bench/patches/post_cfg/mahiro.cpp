@@ -1,0 +1,143 @@
+// Benchmark: Mahiro (post-CFG) vs a libtorch implementation written op for op as ComfyUI's
+// nodes_mahiro.py, single-threaded. Counters: torch_ms, x_vs_torch (torch time / ours),
+// bytes (minimum traffic: read cond, uncond, cfg; write the result), stream_ms (one
+// streaming pass over those bytes), x_stream (ours / stream).
+#include <ctime>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <string>
+
+#include "bench_util.hpp"
+#include "patchbay/patches/post_cfg/mahiro.hpp"
+
+#ifdef PATCHBAY_HAVE_TORCH
+#include <torch/torch.h>
+#endif
+
+namespace {
+
+using namespace patchbay;
+
+/// CPU time of the calling thread in seconds: the machine is shared, so wall time would
+/// count other processes' work.
+double thread_seconds() {
+    timespec ts{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
+/// Best of `reps` timings of fn, in seconds.
+double best_time(const std::function<void()>& fn, int reps = 30) {
+    fn();
+    double best = 1e30;
+    for (int r = 0; r < reps; ++r) {
+        const double t0 = thread_seconds();
+        fn();
+        best = std::min(best, thread_seconds() - t0);
+    }
+    return best;
+}
+
+double stream_time(index_t n, int reads) {
+    static std::map<std::pair<index_t, int>, double> memo;
+    auto& t = memo[{n, reads}];
+    if (t > 0) return t;
+    std::vector<tensor<float>> bufs;
+    std::vector<const float*> in;
+    for (int i = 0; i < reads; ++i) bufs.push_back(bench::random_tensor({n}, 100u + static_cast<unsigned>(i)));
+    for (auto& b : bufs) in.push_back(b.data());
+    tensor<float> out({n});
+    t = best_time([&] {
+        bench::stream_pass(in, out.data(), n);
+        benchmark::DoNotOptimize(out.data());
+    });
+    return t;
+}
+
+#ifdef PATCHBAY_HAVE_TORCH
+// ComfyUI's Mahiro, op for op.
+torch::Tensor torch_mahiro(const torch::Tensor& cfg, const torch::Tensor& cond, const torch::Tensor& uncond,
+                           double scale) {
+    auto leap = cond * scale;
+    auto u_leap = uncond * scale;
+    auto merge = (leap + cfg) / 2;
+    auto normu = torch::sqrt(u_leap.abs()) * u_leap.sign();
+    auto normm = torch::sqrt(merge.abs()) * merge.sign();
+    auto sim = torch::nn::functional::cosine_similarity(
+        normu, normm, torch::nn::functional::CosineSimilarityFuncOptions().dim(1)).mean();
+    auto simsc = 2 * (sim + 1);
+    return (simsc * cfg + (4 - simsc) * leap) / 4;
+}
+
+double torch_time(const std::vector<index_t>& dims) {
+    static std::map<std::vector<index_t>, double> memo;
+    auto& t = memo[dims];
+    if (t > 0) return t;
+    torch::set_num_threads(1);
+    std::vector<int64_t> shape(dims.begin(), dims.end());
+    auto f = torch::randn(shape), c = torch::randn(shape), u = torch::randn(shape);
+    t = best_time([&] {
+        auto r = torch_mahiro(f, c, u, 7.0);
+        benchmark::DoNotOptimize(r.data_ptr());
+    });
+    return t;
+}
+#endif
+
+template <std::size_t R>
+void run_ours(benchmark::State& st, const std::vector<index_t>& dims) {
+    auto x = bench::random_tensor(dims, 1), c = bench::random_tensor(dims, 2),
+         u = bench::random_tensor(dims, 3), f = bench::random_tensor(dims, 4);
+    tensor<float> sigma({dims[0]});
+    sigma.fill(1.0f);
+    guidance_inputs<float, R> in;
+    in.x = x.template as<R>();
+    in.sigma = sigma.template as<1>();
+    in.cond_scale = 7.0;
+    no_state state;
+    const mahiro p{};
+    const auto cv = c.template as<R>();
+    const auto uv = u.template as<R>();
+    const auto fv = f.template as<R>();
+    const double t0 = thread_seconds();
+    for (auto _ : st) {
+        p.post_cfg<float, R>(state, in, cv, uv, fv);
+        benchmark::DoNotOptimize(f.data());
+        benchmark::ClobberMemory();
+    }
+    const double ours = (thread_seconds() - t0) / static_cast<double>(st.iterations());
+    const index_t n = c.size();
+    const double bytes = 4.0 * static_cast<double>(n) * sizeof(float);
+    const double stream = stream_time(n, 3);
+    st.SetBytesProcessed(static_cast<int64_t>(bytes) * static_cast<int64_t>(st.iterations()));
+    st.counters["bytes"] = bytes;
+    st.counters["stream_ms"] = stream * 1e3;
+    st.counters["x_stream"] = ours / stream;
+#ifdef PATCHBAY_HAVE_TORCH
+    const double tt = torch_time(dims);
+    st.counters["torch_ms"] = tt * 1e3;
+    st.counters["x_vs_torch"] = tt / ours;
+#endif
+}
+
+void register_all() {
+    for (const auto& s : bench::latent_shapes()) {
+        const std::string name = std::string("Mahiro/") + s.name;
+        const auto dims = s.dims;
+        benchmark::RegisterBenchmark(name.c_str(), [dims](benchmark::State& st) {
+            if (dims.size() == 4) run_ours<4>(st, dims);
+            else run_ours<5>(st, dims);
+        })->Unit(benchmark::kMicrosecond);
+    }
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    register_all();
+    benchmark::Initialize(&argc, argv);
+    benchmark::RunSpecifiedBenchmarks();
+    benchmark::Shutdown();
+    return 0;
+}
