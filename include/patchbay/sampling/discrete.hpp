@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <vector>
 
+#include "patchbay/sampling/flow.hpp"
 #include "patchbay/sampling/zero_terminal_snr.hpp"
 
 namespace patchbay::sampling_detail {
@@ -29,8 +30,8 @@ inline std::vector<double> linspace64(double start, double end, int steps) {
     const double step = (end - start) / static_cast<double>(steps - 1);
     const int half = steps / 2;
     for (int i = 0; i < steps; ++i)
-        v[static_cast<std::size_t>(i)] = i < half ? start + step * static_cast<double>(i)
-                                                  : end - step * static_cast<double>(steps - i - 1);
+        v[static_cast<std::size_t>(i)] = i < half ? start + rounded(step * static_cast<double>(i))
+                                                  : end - rounded(step * static_cast<double>(steps - i - 1));
     return v;
 }
 
@@ -43,7 +44,7 @@ inline std::vector<double> linear_schedule_sigmas64(bool zsnr) {
     std::vector<double> sigmas(betas.size());
     double cumprod = 1.0;
     for (std::size_t i = 0; i < betas.size(); ++i) {
-        const double beta = betas[i] * betas[i];
+        const double beta = rounded(betas[i] * betas[i]);
         cumprod *= 1.0 - beta;
         sigmas[i] = std::sqrt((1.0 - cumprod) / cumprod);
     }

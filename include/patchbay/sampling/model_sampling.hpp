@@ -243,8 +243,8 @@ inline double model_sampling::sigma(double timestep) const {
     const float lo = std::floor(t);
     const float hi = std::ceil(t);
     const float w = t - lo;
-    const float log_sigma = (1.0f - w) * log_sigmas_[static_cast<std::size_t>(lo)] +
-                            w * log_sigmas_[static_cast<std::size_t>(hi)];
+    const float log_sigma = sampling_detail::rounded((1.0f - w) * log_sigmas_[static_cast<std::size_t>(lo)]) +
+                            sampling_detail::rounded(w * log_sigmas_[static_cast<std::size_t>(hi)]);
     return static_cast<double>(std::exp(log_sigma));
 }
 
@@ -309,7 +309,7 @@ void model_sampling::calculate_input(std::type_identity_t<view<const T, 1>> sigm
             continue;
         }
         const T s = sigma(b);
-        const T q = std::sqrt(s * s + T(1));
+        const T q = std::sqrt(sampling_detail::rounded(s * s) + T(1));
         kernels::transform(ob, [q](auto v) { return v / q; }, xb);
     }
 }
@@ -338,7 +338,7 @@ void model_sampling::calculate_denoised(std::type_identity_t<view<const T, 1>> s
             if (!same_elements(ob, mb)) kernels::copy<T, R>(mb, ob);
             break;
         case prediction_type::v_prediction: {
-            const T a = s * s + T(1);
+            const T a = sampling_detail::rounded(s * s) + T(1);
             const T q = std::sqrt(a);
             kernels::transform(ob, [s, a, q](auto xv, auto mv) { return xv / a - mv * s / q; },
                                xb, mb);
@@ -349,7 +349,7 @@ void model_sampling::calculate_denoised(std::type_identity_t<view<const T, 1>> s
             // (torch evaluates scalar / tensor as reciprocal * scalar); c_out = scaled /
             // sqrt(scaled^2 + 0.25); result c_out * (x - out*sigma) + c_skip * x.
             const T st = static_cast<T>(timestep(static_cast<double>(s))) * T(10);
-            const T d = st * st + T(0.25);
+            const T d = sampling_detail::rounded(st * st) + T(0.25);
             const T c_skip = (T(1) / d) * T(0.25);
             const T c_out = st / std::sqrt(d);
             kernels::transform(
@@ -379,7 +379,7 @@ void model_sampling::noise_scaling(std::type_identity_t<view<const T, 1>> sigma,
             const T keep = T(1) - s;
             kernels::transform(ob, [s, keep](auto n, auto l) { return s * n + keep * l; }, nb, lb);
         } else {
-            const T scale = max_denoise ? std::sqrt(T(1) + s * s) : s;
+            const T scale = max_denoise ? std::sqrt(T(1) + sampling_detail::rounded(s * s)) : s;
             kernels::transform(ob, [scale](auto n, auto l) { return n * scale + l; }, nb, lb);
         }
     }

@@ -36,8 +36,8 @@ inline std::vector<float> linspace32(float start, float end, int steps) {
     const float step = (end - start) / static_cast<float>(steps - 1);
     const int half = steps / 2;
     for (int i = 0; i < steps; ++i)
-        v[static_cast<std::size_t>(i)] = i < half ? start + step * static_cast<float>(i)
-                                                  : end - step * static_cast<float>(steps - i - 1);
+        v[static_cast<std::size_t>(i)] = i < half ? start + sampling_detail::rounded(step * static_cast<float>(i))
+                                                  : end - sampling_detail::rounded(step * static_cast<float>(steps - i - 1));
     return v;
 }
 
@@ -119,7 +119,7 @@ inline std::vector<double> karras_schedule(int steps, double sigma_min, double s
     const float r = static_cast<float>(rho);
     std::vector<double> sigs;
     sigs.reserve(ramp.size() + 1);
-    for (float u : ramp) sigs.push_back(static_cast<double>(std::pow(hi + u * lo, r)));
+    for (float u : ramp) sigs.push_back(static_cast<double>(std::pow(hi + sampling_detail::rounded(u * lo), r)));
     sigs.push_back(0.0);
     return sigs;
 }

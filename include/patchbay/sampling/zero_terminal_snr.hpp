@@ -9,6 +9,8 @@
 #include <cstddef>
 #include <vector>
 
+#include "patchbay/sampling/flow.hpp"
+
 namespace patchbay::sampling_detail {
 
 /// ComfyUI pins the last cumulative alpha to this value instead of 0 (which would make the
@@ -21,7 +23,7 @@ inline std::vector<double> rescale_zero_terminal_snr(std::vector<double> sigmas)
     const std::size_t n = sigmas.size();
     if (n < 2) return sigmas;
     std::vector<double> r(n);
-    for (std::size_t i = 0; i < n; ++i) r[i] = std::sqrt(1.0 / (sigmas[i] * sigmas[i] + 1.0));
+    for (std::size_t i = 0; i < n; ++i) r[i] = std::sqrt(1.0 / (rounded(sigmas[i] * sigmas[i]) + 1.0));
     const double r0 = r[0];
     const double rT = r[n - 1];
     // Two in-place steps, in ComfyUI's order: shift so the last is 0, then scale so the first
@@ -32,7 +34,7 @@ inline std::vector<double> rescale_zero_terminal_snr(std::vector<double> sigmas)
         r[i] *= scale;
     }
     for (std::size_t i = 0; i < n; ++i) {
-        double abar = r[i] * r[i];
+        double abar = rounded(r[i] * r[i]);
         if (i == n - 1) abar = zsnr_last_alpha_bar;
         sigmas[i] = std::sqrt((1.0 - abar) / abar);
     }
