@@ -1,0 +1,242 @@
+// Tests of SAG, PAG and FreeU on the toy UNet through the guider and a real sampler: model
+// calls per step (counted), SAG reads only the uncond pass, PAG replaces only in its own
+// call, scale 0 equals plain CFG bit for bit, runs are deterministic for a seed, FreeU
+// changes (h, hsp) only at the blocks its rule selects, samples look like the prompt's
+// picture, and a model without attention hooks is refused before sampling.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <vector>
+
+#include "../../examples/toy_unet.hpp"
+#include "patchbay/core/guider.hpp"
+#include "patchbay/patches/block/free_u.hpp"
+#include "patchbay/patches/post_cfg/pag.hpp"
+#include "patchbay/patches/post_cfg/sag.hpp"
+#include "patchbay/sampling/samplers.hpp"
+#include "test_util.hpp"
+
+using namespace patchbay;
+using examples::toy_unet;
+
+namespace {
+
+constexpr index_t B = 2;
+
+/// ComfyUI's "simple" schedule: `steps` sigmas taken evenly from the model's table, then 0.
+std::vector<double> simple_sigmas(const model_sampling& ms, int steps) {
+    const auto table = ms.sigmas();
+    std::vector<double> s;
+    const double stride = double(table.size()) / steps;
+    for (int k = 0; k < steps; ++k)
+        s.push_back(double(table[table.size() - 1 - static_cast<std::size_t>(k * stride)]));
+    s.push_back(0.0);
+    return s;
+}
+
+struct run_result {
+    tensor<float> samples;
+    examples::toy_unet_counts counts;
+};
+
+/// Sample `steps` Euler steps with the given patches on a fresh model.
+template <class... P>
+run_result sample_with(int steps, double cond_scale, std::uint64_t noise_seed, P... patches) {
+    toy_unet model;
+    const auto& c = model.config();
+    guider<toy_unet, P...> g(model, model_sampling::discrete("eps"), patches...);
+    const auto pos = model.prompt(1), neg = model.negative_prompt();
+    auto run = g.begin_run(&pos, &neg);
+    const auto noise = test::random_tensor({B, c.channels, c.height, c.width}, unsigned(noise_seed));
+    const auto sigmas = simple_sigmas(g.sampling(), steps);
+    run_result r{tensor<float>(noise.shape()), {}};
+    sample_inputs<float, 4> in{noise.as<4>(), {}, sigmas, cond_scale};
+    sample_euler(g, run, in, r.samples.as<4>());
+    r.counts = model.counts;
+    return r;
+}
+
+} // namespace
+
+TEST_CASE("toy_unet: plain CFG makes two calls a step; SAG and PAG one more each") {
+    const int n = 3;
+    const auto plain = sample_with(n, 5.0, 1);
+    CHECK(plain.counts.cond == n);
+    CHECK(plain.counts.uncond == n);
+    CHECK(plain.counts.reevaluation == 0);
+    CHECK(plain.counts.attention_reads == 0);
+    CHECK(plain.counts.attention_replaced == 0);
+
+    const auto sag = sample_with(n, 5.0, 1, self_attention_guidance{});
+    CHECK(sag.counts.total() == 3 * n);
+    CHECK(sag.counts.reevaluation == n);
+    // SAG reads the attention of the uncond passes only (not cond, not its own re-run)
+    CHECK(sag.counts.attention_reads == n);
+    CHECK(sag.counts.attention_reads_uncond == n);
+    CHECK(sag.counts.attention_replaced == 0);
+
+    const auto pag = sample_with(n, 5.0, 1, perturbed_attention_guidance{});
+    CHECK(pag.counts.total() == 3 * n);
+    CHECK(pag.counts.reevaluation == n);
+    CHECK(pag.counts.attention_replaced == n); // only its own call is perturbed
+    CHECK(pag.counts.attention_reads == 0);
+
+    // cond_scale 1: SAG keeps the uncond pass, PAG does not
+    const auto sag1 = sample_with(n, 1.0, 1, self_attention_guidance{});
+    CHECK(sag1.counts.cond == n);
+    CHECK(sag1.counts.uncond == n);
+    CHECK(sag1.counts.reevaluation == n);
+    const auto pag1 = sample_with(n, 1.0, 1, perturbed_attention_guidance{});
+    CHECK(pag1.counts.cond == n);
+    CHECK(pag1.counts.uncond == 0);
+    CHECK(pag1.counts.reevaluation == n);
+
+    // both: one extra call each; PAG's call is not recorded by SAG
+    const auto both = sample_with(n, 5.0, 1, self_attention_guidance{}, perturbed_attention_guidance{});
+    CHECK(both.counts.total() == 4 * n);
+    CHECK(both.counts.attention_reads == n);
+    CHECK(both.counts.attention_reads_uncond == n);
+    CHECK(both.counts.attention_replaced == n);
+}
+
+TEST_CASE("toy_unet: scale 0 equals plain CFG; nonzero scales change the sample") {
+    const int n = 4;
+    const auto plain = sample_with(n, 4.0, 2);
+    const auto sag0 = sample_with(n, 4.0, 2, self_attention_guidance{0.0, 2.0});
+    const auto pag0 = sample_with(n, 4.0, 2, perturbed_attention_guidance{0.0});
+    CHECK(test::bit_equal(sag0.samples, plain.samples));
+    CHECK(test::bit_equal(pag0.samples, plain.samples));
+    CHECK(pag0.counts.reevaluation == 0);
+
+    const auto sag = sample_with(n, 4.0, 2, self_attention_guidance{1.0, 2.0});
+    const auto pag = sample_with(n, 4.0, 2, perturbed_attention_guidance{3.0});
+    const auto fu = sample_with(n, 4.0, 2, free_u{1.3, 1.4, 0.9, 0.2, 8});
+    CHECK(test::max_abs_diff(sag.samples, plain.samples) > 1e-3);
+    CHECK(test::max_abs_diff(pag.samples, plain.samples) > 1e-3);
+    CHECK(test::max_abs_diff(fu.samples, plain.samples) > 1e-3);
+}
+
+TEST_CASE("toy_unet: a run is deterministic for a seed") {
+    const auto a = sample_with(3, 5.0, 7, self_attention_guidance{}, perturbed_attention_guidance{},
+                               free_u{1.1, 1.2, 0.9, 0.2, 8});
+    const auto b = sample_with(3, 5.0, 7, self_attention_guidance{}, perturbed_attention_guidance{},
+                               free_u{1.1, 1.2, 0.9, 0.2, 8});
+    CHECK(test::bit_equal(a.samples, b.samples));
+    const auto c = sample_with(3, 5.0, 8, self_attention_guidance{}, perturbed_attention_guidance{},
+                               free_u{1.1, 1.2, 0.9, 0.2, 8});
+    CHECK_FALSE(test::bit_equal(a.samples, c.samples));
+
+    examples::toy_unet_config other;
+    other.seed = 2;
+    CHECK_FALSE(test::bit_equal(toy_unet(other).picture(0), toy_unet().picture(0)));
+    CHECK(test::bit_equal(toy_unet().picture(0), toy_unet().picture(0)));
+}
+
+TEST_CASE("toy_unet: FreeU changes (h, hsp) only at the output blocks its rule selects") {
+    toy_unet model;
+    const auto& c = model.config();
+    const free_u fu{1.3, 1.4, 0.9, 0.2, c.model_channels};
+    const auto x = test::random_tensor({1, c.channels, c.height, c.width}, 3, 0.f, 2.f);
+    tensor<float> sigma({1});
+    sigma.fill(2.f);
+    const auto pos = model.prompt(0);
+
+    struct snapshot {
+        std::vector<tensor<float>> h, hsp;
+        std::vector<block_site> sites;
+    };
+    snapshot before, after;
+    auto record = [](snapshot& s) {
+        return [&s](const block_site& site, view<float, 4> h, view<float, 4> hsp) {
+            s.sites.push_back(site);
+            s.h.push_back(tensor<float>::copy_of(h));
+            s.hsp.push_back(tensor<float>::copy_of(hsp));
+        };
+    };
+    auto rec_before = record(before);
+    auto rec_after = record(after);
+    no_state ns;
+    auto apply_free_u = [&](const block_site& site, view<float, 4> h, view<float, 4> hsp) {
+        fu.output_block(ns, site, h, hsp);
+    };
+    using fn = call_overrides<float>::output_block_fn;
+    call_overrides<float> ov;
+    ov.add_output_block(fn::to(rec_before));
+    ov.add_output_block(fn::to(apply_free_u));
+    ov.add_output_block(fn::to(rec_after));
+    tensor<float> out(x.shape());
+    model.predict(model_call<examples::toy_unet_prompt, float, 4>{x.as<4>(), sigma.as<1>(), pass_kind::cond,
+                                                                  pass_kind::cond, &pos, &ov},
+                  out.as<4>());
+    REQUIRE(before.sites.size() == 4);
+    const index_t mc = c.model_channels;
+    CHECK(before.sites[0].channels == 4 * mc);
+    CHECK(before.sites[1].channels == 2 * mc);
+    CHECK(before.sites[2].channels == mc);
+    CHECK(before.sites[3].channels == mc);
+    for (std::size_t i = 0; i < 4; ++i) {
+        INFO("output block " << i);
+        CHECK(before.sites[i].index == int(i));
+        const bool selected = i < 2;
+        CHECK(test::bit_equal(before.h[i], after.h[i]) == !selected);
+        CHECK(test::bit_equal(before.hsp[i], after.hsp[i]) == !selected);
+    }
+}
+
+TEST_CASE("toy_unet: samples look like the prompt's picture") {
+    toy_unet model;
+    const auto& c = model.config();
+    guider<toy_unet, self_attention_guidance, perturbed_attention_guidance> g(
+        model, model_sampling::discrete("eps"), self_attention_guidance{}, perturbed_attention_guidance{1.0});
+    const auto sigmas = simple_sigmas(g.sampling(), 12);
+    for (index_t k : {0, 3}) {
+        const auto pos = model.prompt(k), neg = model.negative_prompt();
+        auto run = g.begin_run(&pos, &neg);
+        const auto noise = test::random_tensor({1, c.channels, c.height, c.width}, unsigned(10 + k));
+        tensor<float> out(noise.shape());
+        sample_euler(g, run, sample_inputs<float, 4>{noise.as<4>(), {}, sigmas, 5.0}, out.as<4>());
+        index_t best = -1;
+        double best_d = 1e300;
+        for (index_t j = 0; j < c.pictures; ++j) {
+            const auto pic = model.picture(j);
+            double l2 = 0;
+            for (index_t i = 0; i < out.size(); ++i) l2 += double(out[i] - pic[i]) * double(out[i] - pic[i]);
+            if (l2 < best_d) best_d = l2, best = j;
+        }
+        INFO("prompt " << k);
+        CHECK(best == k);
+        CHECK(std::sqrt(best_d / double(out.size())) < 0.5); // RMS distance to the picture
+    }
+}
+
+namespace {
+/// The toy UNet behind an engine that only knows at run time whether it has attention hooks.
+struct runtime_model {
+    using conditioning_type = examples::toy_unet_prompt;
+    toy_unet* inner;
+    bool attention = false;
+    bool supports(capability c) const { return c == capability::block_hooks || attention; }
+    template <class T>
+    void predict(const model_call<conditioning_type, T, 4>& call, view<T, 4> out) {
+        inner->predict(call, out);
+    }
+};
+} // namespace
+
+TEST_CASE("toy_unet: a model without attention hooks is refused before sampling") {
+    toy_unet model;
+    runtime_model no_attention{&model, false}, with_attention{&model, true};
+    const auto pos = model.prompt(0), neg = model.negative_prompt();
+    guider<runtime_model, self_attention_guidance> g1(no_attention, model_sampling::discrete("eps"),
+                                                      self_attention_guidance{});
+    CHECK_THROWS_AS(g1.begin_run(&pos, &neg), error);
+    guider<runtime_model, perturbed_attention_guidance> g2(no_attention, model_sampling::discrete("eps"),
+                                                           perturbed_attention_guidance{});
+    CHECK_THROWS_AS(g2.begin_run(&pos, &neg), error);
+    CHECK(model.counts.total() == 0);
+    guider<runtime_model, self_attention_guidance> g3(with_attention, model_sampling::discrete("eps"),
+                                                      self_attention_guidance{});
+    CHECK_NOTHROW(g3.begin_run(&pos, &neg));
+    // (a model that declares neither calls_attention_hooks nor supports() is a compile-time
+    // error in guider<Model, SAG>: see the static_assert in core/guider.hpp)
+}
