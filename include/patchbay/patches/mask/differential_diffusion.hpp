@@ -19,6 +19,7 @@
 
 #include "patchbay/core/error.hpp"
 #include "patchbay/core/hooks.hpp"
+#include "patchbay/core/patch.hpp"
 #include "patchbay/core/view.hpp"
 #include "patchbay/kernels/elementwise.hpp"
 #include "patchbay/kernels/reduce.hpp"
