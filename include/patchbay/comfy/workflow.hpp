@@ -1,0 +1,920 @@
+// patchbay: import the model patches of a ComfyUI API-format workflow (optional header; needs
+// nlohmann-json). Not a paper: it reads the JSON ComfyUI posts to /prompt ("Save (API)"), the
+// format of script_examples/basic_api_example.py.
+//
+// A workflow is an object keyed by node id ("3", "57:11", ...), each node
+// {"class_type", "inputs", "_meta"}; a linked input is ["<source id>", <output index>]. The
+// importer starts at the sampler node (KSampler, KSamplerAdvanced, SamplerCustom, or
+// SamplerCustomAdvanced through its CFGGuider / BasicGuider / DualCFGGuider), follows the
+// `model` links back to the loader and turns every patch node on the way into a patchbay patch
+// config, validated against the node's declared range. ComfyUI applies the node nearest the
+// loader first, so `workflow::patches` lists them in that order (pre/post-cfg and block hooks
+// run in that order). Where ComfyUI lets a later node silently replace an earlier one (a second
+// cfg function, mask function or model sampling), patchbay rejects the workflow and names both.
+//
+// Two steps: parse_workflow() -> `workflow` (a plain description: patch configs, the model
+// sampling, the sampler's settings), then build_chain<Model>() -> patch_chain<Model>.
+// docs/workflow_import.md lists the nodes, the options and the errors.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <initializer_list>
+#include <limits>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "patchbay/core/error.hpp"
+#include "patchbay/core/hooks.hpp"
+#include "patchbay/core/view.hpp"
+#include "patchbay/patches/block/free_u.hpp"
+#include "patchbay/patches/cfg/renorm_cfg.hpp"
+#include "patchbay/patches/cfg/rescale_cfg.hpp"
+#include "patchbay/patches/mask/differential_diffusion.hpp"
+#include "patchbay/patches/post_cfg/cfg_norm.hpp"
+#include "patchbay/patches/post_cfg/mahiro.hpp"
+#include "patchbay/patches/post_cfg/pag.hpp"
+#include "patchbay/patches/post_cfg/sag.hpp"
+#include "patchbay/patches/pre_cfg/apg.hpp"
+#include "patchbay/patches/pre_cfg/fresca.hpp"
+#include "patchbay/patches/pre_cfg/tcfg.hpp"
+#include "patchbay/sampling/model_sampling.hpp"
+
+namespace patchbay::comfy {
+
+/// One patch node's configuration: a patchbay patch struct with the node's inputs.
+using patch_config =
+    std::variant<differential_diffusion, free_u, free_u_v2, fresca, apg, tcfg, rescale_cfg,
+                 renorm_cfg, cfg_norm, mahiro, self_attention_guidance, perturbed_attention_guidance>;
+
+/// A node of the workflow, as the description names it.
+struct node_info {
+    std::string id;         ///< the workflow's key ("12", "57:11")
+    std::string class_type; ///< ComfyUI's node class
+    std::string title;      ///< _meta.title when present
+};
+
+/// A patch node on the model path.
+struct workflow_patch {
+    std::string node_id;
+    std::string class_type;
+    std::string title;
+    patch_config config;
+
+    /// The hook slot the patch occupies (CFGNorm with pre_cfg = true: the cfg function).
+    hook_kind slot() const;
+};
+
+/// The model sampling a ModelSampling* node installs (the node nearest the sampler).
+struct workflow_sampling {
+    node_info node;
+    model_sampling sampling;
+    std::string spec; ///< the same, in model_sampling::from_comfy syntax
+};
+
+/// What the sampler node says about the run. Values that are links patchbay cannot evaluate
+/// (e.g. a seed from a custom node) stay empty.
+struct sampler_settings {
+    node_info node;  ///< KSampler, KSamplerAdvanced, SamplerCustom, SamplerCustomAdvanced
+    node_info guider; ///< SamplerCustomAdvanced only: the CFGGuider / BasicGuider / DualCFGGuider
+    std::optional<double> cfg; ///< cond_scale (BasicGuider: 1; DualCFGGuider: cfg_conds)
+    std::optional<double> cfg_cond2_negative; ///< DualCFGGuider only
+    std::optional<std::int64_t> steps;
+    std::optional<std::string> sampler_name; ///< KSamplerSelect's for the custom samplers
+    std::optional<std::string> scheduler;    ///< BasicScheduler's for the custom samplers
+    std::optional<std::uint64_t> seed;       ///< seed / noise_seed / RandomNoise's noise_seed
+    std::optional<double> denoise;
+};
+
+/// The model patches a workflow describes, in the order ComfyUI applies them.
+struct workflow {
+    std::vector<workflow_patch> patches;     ///< nearest the loader first
+    std::optional<workflow_sampling> sampling; ///< none: the checkpoint's own model sampling
+    sampler_settings sampler;
+    node_info loader;                        ///< the node that ends the model path
+    std::vector<node_info> pass_through;     ///< LoraLoader, ... on the path (loader side first)
+    std::vector<node_info> skipped;          ///< unknown patch nodes skipped on request
+
+    /// A readable listing of the patch stack (one line per item).
+    std::string describe() const;
+};
+
+/// Import choices, and the model facts some patches need but a workflow does not carry.
+struct import_options {
+    /// Id of the sampler node to follow when the workflow has more than one (hires fix,
+    /// refiner); empty = the workflow must have exactly one sampler node.
+    std::string sampler_node;
+    /// Unknown patch nodes (a node with a `model` link that patchbay does not implement, e.g.
+    /// CFGZeroStar) are an error; true skips them (listed in workflow::skipped).
+    bool skip_unknown_patches = false;
+    /// Inputs of a patch node that the node does not declare are an error; true ignores them.
+    bool allow_unknown_inputs = false;
+    /// Node classes (besides LoraLoader, LoraLoaderModelOnly) that pass the model through
+    /// without patching it: followed through their `model` input.
+    std::vector<std::string> pass_through_classes;
+    /// FreeU / FreeU_V2: the UNet's base channel count (320 for SD1.x and SDXL).
+    index_t model_channels = 320;
+    /// RenormCFG: the model's in_channels (0 = every channel).
+    index_t in_channels = 0;
+};
+
+/// The node classes patchbay turns into patches (besides the ModelSampling* nodes).
+inline constexpr std::string_view patch_classes[] = {
+    "DifferentialDiffusion", "FreeU", "FreeU_V2", "FreSca", "APG", "TCFG", "RescaleCFG",
+    "RenormCFG", "CFGNorm", "Mahiro", "SelfAttentionGuidance", "PerturbedAttentionGuidance"};
+/// The model-sampling node classes patchbay reads.
+inline constexpr std::string_view sampling_classes[] = {
+    "ModelSamplingDiscrete", "ModelSamplingSD3", "ModelSamplingAuraFlow"};
+/// Nodes that take a model and return it unpatched (as far as guidance is concerned).
+inline constexpr std::string_view builtin_pass_through_classes[] = {"LoraLoader",
+                                                                    "LoraLoaderModelOnly"};
+/// The sampler nodes a workflow may end in.
+inline constexpr std::string_view sampler_classes[] = {"KSampler", "KSamplerAdvanced",
+                                                       "SamplerCustom", "SamplerCustomAdvanced"};
+
+/// Read a parsed API-format workflow (also accepted: the posted form {"prompt": {...}}).
+workflow parse_workflow(const nlohmann::json& prompt, const import_options& options = {});
+/// Parse JSON text, then parse_workflow. Malformed JSON is a patchbay::error.
+workflow parse_workflow_text(std::string_view text, const import_options& options = {});
+/// Read a file, then parse_workflow_text.
+workflow parse_workflow_file(const std::filesystem::path& path, const import_options& options = {});
+
+/// The node class a patch config comes from ("RescaleCFG", ...).
+std::string_view class_of(const patch_config& config);
+/// The config as text: "RescaleCFG(multiplier=0.7)".
+std::string to_string(const patch_config& config);
+
+// ------------------------------------------------------------------------------------------
+// Implementation
+
+namespace workflow_detail {
+
+using json = nlohmann::json;
+
+inline std::string num(double v) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%g", v);
+    return buf;
+}
+
+inline bool in_list(std::string_view s, std::initializer_list<std::string_view> list) {
+    for (auto v : list)
+        if (v == s) return true;
+    return false;
+}
+template <std::size_t N>
+bool in_list(std::string_view s, const std::string_view (&list)[N]) {
+    for (auto v : list)
+        if (v == s) return true;
+    return false;
+}
+
+/// A JSON value as it appears in a message: its type and (shortened) text.
+inline std::string show(const json& j) {
+    std::string text = j.dump();
+    if (text.size() > 60) text = text.substr(0, 57) + "...";
+    return std::string(j.type_name()) + " " + text;
+}
+
+inline std::string quote(std::string_view s) {
+    std::string q;
+    q.reserve(s.size() + 2);
+    q += '\'';
+    q.append(s);
+    q += '\'';
+    return q;
+}
+
+struct link {
+    std::string source;
+    std::int64_t output = 0;
+};
+
+/// One workflow node with its id, for reading inputs and naming it in errors.
+struct node_ref {
+    const std::string* id = nullptr;
+    const json* node = nullptr;
+    std::string class_type;
+    std::string title;
+
+    const json& inputs() const { return node->at("inputs"); }
+    const json* input(std::string_view name) const {
+        const json& in = inputs();
+        const auto it = in.find(std::string(name));
+        return it == in.end() ? nullptr : &*it;
+    }
+    std::string where() const { return "workflow node " + quote(*id) + " (" + class_type + ")"; }
+    node_info info() const { return {*id, class_type, title}; }
+};
+
+inline bool is_link(const json& v) { return v.is_array(); }
+
+class importer {
+public:
+    importer(const json& prompt, const import_options& opts) : prompt_(prompt), opts_(opts) {}
+
+    workflow run() {
+        check_nodes();
+        workflow wf;
+        const node_ref sampler = find_sampler();
+        wf.sampler.node = sampler.info();
+        const auto [model_owner, model_link] = read_sampler(sampler, wf.sampler);
+        walk(model_owner, model_link, wf);
+        return wf;
+    }
+
+private:
+    const json& prompt_;
+    const import_options& opts_;
+
+    // ---- nodes and links ------------------------------------------------------------------
+
+    void check_nodes() const {
+        if (!prompt_.is_object())
+            fail("workflow", "the workflow must be a JSON object keyed by node id, got " +
+                                 std::string(prompt_.type_name()));
+        if (prompt_.contains("nodes") && prompt_.contains("links") && prompt_["nodes"].is_array())
+            fail("workflow", "this is a UI-format workflow (\"nodes\"/\"links\" arrays); export "
+                             "it with \"Save (API)\" / \"Export (API)\" to get the API format");
+        for (const auto& [id, node] : prompt_.items()) {
+            const std::string where = "workflow node " + quote(id);
+            if (!node.is_object())
+                fail(where, "must be an object {\"class_type\", \"inputs\"}, got " + show(node));
+            const auto ct = node.find("class_type");
+            if (ct == node.end()) fail(where, "has no 'class_type'");
+            if (!ct->is_string()) fail(where, "'class_type' must be a string, got " + show(*ct));
+            const auto in = node.find("inputs");
+            if (in == node.end()) fail(where + " (" + ct->get<std::string>() + ")", "has no 'inputs'");
+            if (!in->is_object())
+                fail(where + " (" + ct->get<std::string>() + ")",
+                     "'inputs' must be an object, got " + show(*in));
+        }
+    }
+
+    node_ref ref(const std::string& id) const {
+        const auto it = prompt_.find(id);
+        node_ref r;
+        r.id = &it.key();
+        r.node = &*it;
+        r.class_type = it->at("class_type").get<std::string>();
+        if (const auto meta = it->find("_meta"); meta != it->end() && meta->is_object())
+            if (const auto t = meta->find("title"); t != meta->end() && t->is_string())
+                r.title = t->get<std::string>();
+        return r;
+    }
+
+    link parse_link(const node_ref& owner, std::string_view input, const json& v) const {
+        const auto whole = [](const json& e) {
+            return e.is_number_integer() && (e.is_number_unsigned() || e.get<std::int64_t>() >= 0);
+        };
+        const bool ok_shape = v.is_array() && v.size() == 2 && (v[0].is_string() || whole(v[0])) &&
+                              whole(v[1]) && v[1].get<std::uint64_t>() < (1u << 30);
+        if (!ok_shape)
+            fail(owner.where(), "input " + quote(input) +
+                                    " is a malformed link (expected [\"<node id>\", <output index>]), got " +
+                                    show(v));
+        link l;
+        l.source = v[0].is_string() ? v[0].get<std::string>() : std::to_string(v[0].get<std::uint64_t>());
+        l.output = static_cast<std::int64_t>(v[1].get<std::uint64_t>());
+        if (!prompt_.contains(l.source))
+            fail(owner.where(), "input " + quote(input) + " links to node " + quote(l.source) +
+                                    ", which is not in the workflow (dangling link)");
+        return l;
+    }
+
+    /// Follow a link through Reroute nodes to the node that produces the value.
+    std::pair<node_ref, link> through_reroutes(const node_ref& owner, std::string_view input,
+                                               link l) const {
+        std::set<std::string> seen;
+        node_ref cur_owner = owner;
+        std::string cur_input(input);
+        for (;;) {
+            node_ref n = ref(l.source);
+            if (n.class_type != "Reroute") return {n, l};
+            if (!seen.insert(l.source).second)
+                fail(cur_owner.where(), "input " + quote(cur_input) +
+                                            ": link cycle through Reroute node " + quote(l.source));
+            // A Reroute has one input (named "", "input", ... depending on the exporter).
+            const json& in = n.inputs();
+            if (in.size() != 1 || !is_link(in.begin().value()))
+                fail(n.where(), "a Reroute needs exactly one linked input, got " + show(in));
+            cur_input = in.begin().key();
+            l = parse_link(n, cur_input, in.begin().value());
+            cur_owner = n;
+        }
+    }
+
+    // ---- reading input values ------------------------------------------------------------
+
+    /// The constant behind an input: inline, or a link (through Reroutes) to a Primitive* node.
+    /// nullptr when absent. A link to anything else is an error when `required_constant`,
+    /// else nullptr.
+    const json* constant(const node_ref& n, std::string_view name, bool required_constant) const {
+        const json* v = n.input(name);
+        if (v == nullptr || !is_link(*v)) return v;
+        const node_ref src = through_reroutes(n, name, parse_link(n, name, *v)).first;
+        if (in_list(src.class_type, {"PrimitiveFloat", "PrimitiveInt", "PrimitiveBoolean",
+                                     "PrimitiveString", "PrimitiveStringMultiline", "PrimitiveNode"})) {
+            if (const json* pv = src.input("value"); pv != nullptr && !is_link(*pv)) return pv;
+        }
+        if (!required_constant) return nullptr;
+        fail(n.where(), "input " + quote(name) + " is linked to node " + quote(*src.id) + " (" +
+                            src.class_type + "), whose value patchbay cannot evaluate; use a "
+                            "constant (widget) value");
+    }
+
+    const json* need(const node_ref& n, std::string_view name, bool optional) const {
+        const json* v = constant(n, name, true);
+        if (v == nullptr && !optional) fail(n.where(), "required input " + quote(name) + " is missing");
+        return v;
+    }
+
+    double number(const node_ref& n, std::string_view name, double lo, double hi,
+                  std::optional<double> fallback = std::nullopt) const {
+        const json* v = need(n, name, fallback.has_value());
+        if (v == nullptr) return *fallback;
+        if (!v->is_number())
+            fail(n.where(), "input " + quote(name) + " must be a number, got " + show(*v));
+        const double d = v->get<double>();
+        if (!(d >= lo && d <= hi))
+            fail(n.where(), "input " + quote(name) + " must be in [" + num(lo) + ", " + num(hi) +
+                                "], got " + num(d));
+        return d;
+    }
+
+    std::int64_t integer(const node_ref& n, std::string_view name, std::int64_t lo, std::int64_t hi) const {
+        const json* v = need(n, name, false);
+        const bool integral = v->is_number_integer() ||
+                              (v->is_number_float() && std::isfinite(v->get<double>()) &&
+                               v->get<double>() == std::floor(v->get<double>()));
+        if (!integral) fail(n.where(), "input " + quote(name) + " must be an integer, got " + show(*v));
+        const double d = v->get<double>();
+        if (v->is_number_unsigned() && v->get<std::uint64_t>() > static_cast<std::uint64_t>(hi))
+            fail(n.where(), "input " + quote(name) + " must be in [" + std::to_string(lo) + ", " +
+                                std::to_string(hi) + "], got " + v->dump());
+        if (!(d >= static_cast<double>(lo) && d <= static_cast<double>(hi)))
+            fail(n.where(), "input " + quote(name) + " must be in [" + std::to_string(lo) + ", " +
+                                std::to_string(hi) + "], got " + v->dump());
+        return v->is_number_integer() ? v->get<std::int64_t>() : static_cast<std::int64_t>(d);
+    }
+
+    bool boolean(const node_ref& n, std::string_view name, std::optional<bool> fallback) const {
+        const json* v = need(n, name, fallback.has_value());
+        if (v == nullptr) return *fallback;
+        if (!v->is_boolean())
+            fail(n.where(), "input " + quote(name) + " must be a boolean (true/false), got " + show(*v));
+        return v->get<bool>();
+    }
+
+    std::string choice(const node_ref& n, std::string_view name,
+                       std::initializer_list<std::string_view> options) const {
+        const json* v = need(n, name, false);
+        std::string list;
+        for (auto o : options) list += (list.empty() ? "" : ", ") + std::string(o);
+        if (!v->is_string())
+            fail(n.where(), "input " + quote(name) + " must be one of " + list + ", got " + show(*v));
+        const std::string s = v->get<std::string>();
+        if (!in_list(s, options))
+            fail(n.where(), "input " + quote(name) + " must be one of " + list + ", got '" + s + "'");
+        return s;
+    }
+
+    /// Every input of a patch node must be one the node declares (unless allowed).
+    void only_inputs(const node_ref& n, std::initializer_list<std::string_view> declared) const {
+        if (opts_.allow_unknown_inputs) return;
+        for (const auto& [key, value] : n.inputs().items()) {
+            if (key == "model" || in_list(key, declared)) continue;
+            std::string list = "model";
+            for (auto d : declared) list += ", " + std::string(d);
+            fail(n.where(), "unknown input " + quote(key) + " (the node declares " + list +
+                                "; set import_options::allow_unknown_inputs to ignore it)");
+        }
+    }
+
+    // ---- patch nodes -----------------------------------------------------------------------
+
+    /// Re-run the patch's own validation so its message carries the node id.
+    template <class P>
+    static P validated(const node_ref& n, P p) {
+#if defined(__cpp_exceptions) || defined(__EXCEPTIONS)
+        try {
+            p.validate();
+        } catch (const error& e) {
+            fail(n.where(), e.what());
+        }
+#else
+        p.validate();
+#endif
+        return p;
+    }
+
+    patch_config patch_of(const node_ref& n) const {
+        const std::string& c = n.class_type;
+        if (c == "DifferentialDiffusion") {
+            only_inputs(n, {"strength"});
+            return validated(n, differential_diffusion{.strength = number(n, "strength", 0, 1, 1.0)});
+        }
+        if (c == "FreeU" || c == "FreeU_V2") {
+            only_inputs(n, {"b1", "b2", "s1", "s2"});
+            const double b1 = number(n, "b1", 0, 10), b2 = number(n, "b2", 0, 10);
+            const double s1 = number(n, "s1", 0, 10), s2 = number(n, "s2", 0, 10);
+            if (c == "FreeU")
+                return validated(n, free_u{.b1 = b1, .b2 = b2, .s1 = s1, .s2 = s2,
+                                           .model_channels = opts_.model_channels});
+            return validated(n, free_u_v2{.b1 = b1, .b2 = b2, .s1 = s1, .s2 = s2,
+                                          .model_channels = opts_.model_channels});
+        }
+        if (c == "FreSca") {
+            only_inputs(n, {"scale_low", "scale_high", "freq_cutoff"});
+            fresca p;
+            p.scale_low = number(n, "scale_low", 0, 10);
+            p.scale_high = number(n, "scale_high", 0, 10);
+            p.freq_cutoff = static_cast<int>(integer(n, "freq_cutoff", 1, 10000));
+            return validated(n, p);
+        }
+        if (c == "APG") {
+            only_inputs(n, {"eta", "norm_threshold", "momentum"});
+            return validated(n, apg{.eta = number(n, "eta", -10, 10),
+                                    .norm_threshold = number(n, "norm_threshold", 0, 50),
+                                    .momentum = number(n, "momentum", -5, 1)});
+        }
+        if (c == "TCFG") {
+            only_inputs(n, {});
+            return tcfg{};
+        }
+        if (c == "RescaleCFG") {
+            only_inputs(n, {"multiplier"});
+            return validated(n, rescale_cfg{.multiplier = number(n, "multiplier", 0, 1)});
+        }
+        if (c == "RenormCFG") {
+            only_inputs(n, {"cfg_trunc", "renorm_cfg"});
+            return validated(n, renorm_cfg{.cfg_trunc = number(n, "cfg_trunc", 0, 100),
+                                           .renorm_cfg = number(n, "renorm_cfg", 0, 100),
+                                           .in_channels = opts_.in_channels});
+        }
+        if (c == "CFGNorm") {
+            only_inputs(n, {"strength", "pre_cfg"});
+            return validated(n, cfg_norm{.strength = number(n, "strength", 0, 100),
+                                         .pre_cfg = boolean(n, "pre_cfg", false)});
+        }
+        if (c == "Mahiro") {
+            only_inputs(n, {});
+            return mahiro{};
+        }
+        if (c == "SelfAttentionGuidance") {
+            only_inputs(n, {"scale", "blur_sigma"});
+            return validated(n, self_attention_guidance{.scale = number(n, "scale", -2, 5),
+                                                        .blur_sigma = number(n, "blur_sigma", 0, 10)});
+        }
+        // PerturbedAttentionGuidance
+        only_inputs(n, {"scale"});
+        return validated(n, perturbed_attention_guidance{.scale = number(n, "scale", 0, 100)});
+    }
+
+    workflow_sampling sampling_of(const node_ref& n) const {
+        const auto make = [&](auto fn) {
+#if defined(__cpp_exceptions) || defined(__EXCEPTIONS)
+            try {
+                return fn();
+            } catch (const error& e) {
+                fail(n.where(), e.what());
+            }
+#else
+            return fn();
+#endif
+        };
+        if (n.class_type == "ModelSamplingDiscrete") {
+            only_inputs(n, {"sampling", "zsnr"});
+            const std::string s =
+                choice(n, "sampling", {"eps", "v_prediction", "lcm", "x0", "img_to_img"});
+            const bool zsnr = boolean(n, "zsnr", std::nullopt);
+            return {n.info(), make([&] { return model_sampling::discrete(s, zsnr); }),
+                    "ModelSamplingDiscrete(sampling=" + s + ", zsnr=" + (zsnr ? "True" : "False") + ")"};
+        }
+        only_inputs(n, {"shift"});
+        const double shift = number(n, "shift", 0, 100);
+        if (n.class_type == "ModelSamplingSD3")
+            return {n.info(), make([&] { return model_sampling::sd3(shift); }),
+                    "ModelSamplingSD3(shift=" + num(shift) + ")"};
+        return {n.info(), make([&] { return model_sampling::aura_flow(shift); }),
+                "ModelSamplingAuraFlow(shift=" + num(shift) + ")"};
+    }
+
+    // ---- sampler ----------------------------------------------------------------------------
+
+    node_ref find_sampler() const {
+        if (!opts_.sampler_node.empty()) {
+            if (!prompt_.contains(opts_.sampler_node))
+                fail("workflow", "import_options::sampler_node " + quote(opts_.sampler_node) +
+                                     " is not a node of the workflow");
+            node_ref n = ref(opts_.sampler_node);
+            if (!in_list(n.class_type, sampler_classes))
+                fail(n.where(), "is not a sampler node (KSampler, KSamplerAdvanced, SamplerCustom, "
+                                "SamplerCustomAdvanced)");
+            return n;
+        }
+        std::vector<node_ref> found;
+        for (auto it = prompt_.begin(); it != prompt_.end(); ++it)
+            if (in_list(it->at("class_type").get<std::string>(), sampler_classes))
+                found.push_back(ref(it.key()));
+        if (found.empty())
+            fail("workflow", "no sampler node (KSampler, KSamplerAdvanced, SamplerCustom or "
+                             "SamplerCustomAdvanced) to start from");
+        if (found.size() > 1) {
+            std::string list;
+            for (const auto& f : found) list += (list.empty() ? "" : ", ") + quote(*f.id) + " (" + f.class_type + ")";
+            fail("workflow", "several sampler nodes (" + list +
+                                 "); choose one with import_options::sampler_node");
+        }
+        return found.front();
+    }
+
+    /// Optional settings: absent or an unevaluable link -> empty; a wrong type -> error.
+    std::optional<double> opt_number(const node_ref& n, std::string_view name, double lo, double hi) const {
+        const json* v = constant(n, name, false);
+        if (v == nullptr) return std::nullopt;
+        if (!v->is_number()) fail(n.where(), "input " + quote(name) + " must be a number, got " + show(*v));
+        const double d = v->get<double>();
+        if (!(d >= lo && d <= hi))
+            fail(n.where(), "input " + quote(name) + " must be in [" + num(lo) + ", " + num(hi) +
+                                "], got " + num(d));
+        return d;
+    }
+    std::optional<std::int64_t> opt_steps(const node_ref& n) const {
+        if (constant(n, "steps", false) == nullptr) return std::nullopt;
+        return integer(n, "steps", 1, 10000);
+    }
+    std::optional<std::uint64_t> opt_seed(const node_ref& n, std::string_view name) const {
+        const json* v = constant(n, name, false);
+        if (v == nullptr) return std::nullopt;
+        if (v->is_number_unsigned()) return v->get<std::uint64_t>();
+        if (v->is_number_integer() && v->get<std::int64_t>() >= 0)
+            return static_cast<std::uint64_t>(v->get<std::int64_t>());
+        if (v->is_number_float() && v->get<double>() >= 0 && v->get<double>() < 1.8446744073709552e19 &&
+            v->get<double>() == std::floor(v->get<double>()))
+            return static_cast<std::uint64_t>(v->get<double>());
+        fail(n.where(), "input " + quote(name) + " must be an integer in [0, 2^64 - 1], got " + show(*v));
+    }
+    std::optional<std::string> opt_string(const node_ref& n, std::string_view name) const {
+        const json* v = constant(n, name, false);
+        if (v == nullptr) return std::nullopt;
+        if (!v->is_string()) fail(n.where(), "input " + quote(name) + " must be a string, got " + show(*v));
+        return v->get<std::string>();
+    }
+
+    /// The node behind a non-model input of the sampler (sampler, sigmas, noise), if linked.
+    std::optional<node_ref> linked(const node_ref& n, std::string_view name) const {
+        const json* v = n.input(name);
+        if (v == nullptr || !is_link(*v)) return std::nullopt;
+        return through_reroutes(n, name, parse_link(n, name, *v)).first;
+    }
+
+    /// The model link's owner and the link itself.
+    std::pair<node_ref, link> model_input(const node_ref& n) const {
+        const json* v = n.input("model");
+        if (v == nullptr) fail(n.where(), "required input 'model' is missing");
+        if (!is_link(*v))
+            fail(n.where(), "input 'model' must be a link [\"<node id>\", <output index>], got " + show(*v));
+        return {n, parse_link(n, "model", *v)};
+    }
+
+    std::pair<node_ref, link> read_sampler(const node_ref& s, sampler_settings& out) const {
+        const std::string& c = s.class_type;
+        if (c == "KSampler" || c == "KSamplerAdvanced") {
+            out.cfg = opt_number(s, "cfg", 0, 100);
+            out.steps = opt_steps(s);
+            out.sampler_name = opt_string(s, "sampler_name");
+            out.scheduler = opt_string(s, "scheduler");
+            out.seed = opt_seed(s, c == "KSampler" ? "seed" : "noise_seed");
+            if (c == "KSampler") out.denoise = opt_number(s, "denoise", 0, 1);
+            return model_input(s);
+        }
+        // SamplerCustom / SamplerCustomAdvanced: sampler and sigmas come from linked nodes.
+        if (auto k = linked(s, "sampler")) out.sampler_name = opt_string(*k, "sampler_name");
+        if (auto sig = linked(s, "sigmas")) {
+            out.steps = opt_steps(*sig);
+            out.scheduler = opt_string(*sig, "scheduler");
+            out.denoise = opt_number(*sig, "denoise", 0, 1);
+        }
+        if (c == "SamplerCustom") {
+            out.cfg = opt_number(s, "cfg", 0, 100);
+            out.seed = opt_seed(s, "noise_seed");
+            return model_input(s);
+        }
+        if (auto noise = linked(s, "noise"); noise && noise->class_type == "RandomNoise")
+            out.seed = opt_seed(*noise, "noise_seed");
+        const json* gv = s.input("guider");
+        if (gv == nullptr) fail(s.where(), "required input 'guider' is missing");
+        if (!is_link(*gv))
+            fail(s.where(), "input 'guider' must be a link [\"<node id>\", <output index>], got " + show(*gv));
+        const node_ref g = through_reroutes(s, "guider", parse_link(s, "guider", *gv)).first;
+        out.guider = g.info();
+        if (g.class_type == "CFGGuider") {
+            out.cfg = opt_number(g, "cfg", 0, 100);
+        } else if (g.class_type == "BasicGuider") {
+            out.cfg = 1.0; // no negative prompt: ComfyUI's guider default cfg
+        } else if (g.class_type == "DualCFGGuider") {
+            out.cfg = opt_number(g, "cfg_conds", 0, 100);
+            out.cfg_cond2_negative = opt_number(g, "cfg_cond2_negative", 0, 100);
+        } else {
+            fail(g.where(), "unsupported guider for SamplerCustomAdvanced (patchbay follows "
+                            "CFGGuider, BasicGuider and DualCFGGuider)");
+        }
+        return model_input(g);
+    }
+
+    // ---- the model path ---------------------------------------------------------------------
+
+    bool is_pass_through(std::string_view c) const {
+        if (in_list(c, builtin_pass_through_classes)) return true;
+        for (const auto& p : opts_.pass_through_classes)
+            if (p == c) return true;
+        return false;
+    }
+
+    static std::string slot_name(hook_kind k) {
+        switch (k) {
+        case hook_kind::cfg_function: return "cfg function";
+        case hook_kind::mask_function: return "denoise mask function";
+        default: return "hook";
+        }
+    }
+
+    void walk(node_ref owner, link l, workflow& wf) const {
+        std::vector<std::string> path; // ids visited, sampler side first
+        std::string input = "model";
+        std::vector<workflow_patch> patches; // sampler side first
+        std::vector<node_info> pass; // sampler side first
+        std::vector<node_info> skipped;
+        for (;;) {
+            node_ref n = ref(l.source);
+            for (const auto& p : path)
+                if (p == *n.id) {
+                    std::string chain;
+                    for (const auto& q : path) chain += q + " -> ";
+                    fail(owner.where(), "input " + quote(input) + ": link cycle on the model path (" +
+                                            chain + *n.id + ")");
+                }
+            path.push_back(*n.id);
+            const std::string& c = n.class_type;
+            auto single_output = [&] {
+                if (l.output != 0)
+                    fail(owner.where(), "input " + quote(input) + " links to output " +
+                                            std::to_string(l.output) + " of node " + quote(*n.id) + " (" + c +
+                                            "), which has only output 0 (MODEL)");
+            };
+            if (c == "Reroute") {
+                single_output();
+                const json& in = n.inputs();
+                if (in.size() != 1 || !is_link(in.begin().value()))
+                    fail(n.where(), "a Reroute needs exactly one linked input, got " + show(in));
+                input = in.begin().key();
+                l = parse_link(n, input, in.begin().value());
+                owner = n;
+                continue;
+            }
+            const bool is_patch = in_list(c, patch_classes);
+            const bool is_sampling = in_list(c, sampling_classes);
+            if (is_patch || is_sampling || is_pass_through(c)) {
+                if (is_patch || is_sampling) single_output();
+                else if (l.output != 0)
+                    fail(owner.where(), "input " + quote(input) + " links to output " +
+                                            std::to_string(l.output) + " of node " + quote(*n.id) +
+                                            " (" + c + "), which is not its MODEL output (0)");
+                if (is_patch) {
+                    patches.push_back({*n.id, c, n.title, patch_of(n)});
+                } else if (is_sampling) {
+                    if (wf.sampling)
+                        fail(n.where(), "a second model sampling on the model path: node " +
+                                            quote(wf.sampling->node.id) + " (" + wf.sampling->node.class_type +
+                                            ") replaces it in ComfyUI; patchbay rejects the workflow "
+                                            "rather than ignore a node (remove one of them)");
+                    wf.sampling = sampling_of(n);
+                } else {
+                    pass.push_back(n.info());
+                }
+                std::tie(owner, l) = model_input(n);
+                input = "model";
+                continue;
+            }
+            // Unknown node: a patch node if it takes a model, else the loader.
+            std::vector<std::pair<std::string, const json*>> model_links;
+            for (const auto& [key, value] : n.inputs().items())
+                if (key.rfind("model", 0) == 0 && is_link(value)) model_links.emplace_back(key, &value);
+            if (model_links.empty()) {
+                wf.loader = n.info();
+                break;
+            }
+            if (!opts_.skip_unknown_patches)
+                fail(n.where(), "unknown patch node: patchbay does not implement " + c +
+                                    " (set import_options::skip_unknown_patches to ignore it, or "
+                                    "import_options::pass_through_classes if it does not patch "
+                                    "the model)");
+            if (model_links.size() != 1)
+                fail(n.where(), "unknown node with several model inputs (" + model_links[0].first +
+                                    ", " + model_links[1].first + "): cannot skip it");
+            skipped.push_back(n.info());
+            input = model_links[0].first;
+            l = parse_link(n, input, *model_links[0].second);
+            owner = n;
+        }
+        // ComfyUI applies the node nearest the loader first.
+        wf.patches.assign(patches.rbegin(), patches.rend());
+        wf.pass_through.assign(pass.rbegin(), pass.rend());
+        wf.skipped.assign(skipped.rbegin(), skipped.rend());
+        // One cfg function and one mask function: a later node would silently replace an
+        // earlier one in ComfyUI.
+        for (hook_kind single : {hook_kind::cfg_function, hook_kind::mask_function}) {
+            const workflow_patch* first = nullptr;
+            for (const auto& p : wf.patches) {
+                if (p.slot() != single) continue;
+                if (first == nullptr) {
+                    first = &p;
+                    continue;
+                }
+                fail("workflow node " + quote(p.node_id) + " (" + p.class_type + ")",
+                     "sets the " + slot_name(single) + " already set by node " + quote(first->node_id) +
+                         " (" + first->class_type + "); ComfyUI would keep only node " +
+                         quote(p.node_id) + "'s, patchbay allows one " + slot_name(single) +
+                         " per chain: remove one of the two nodes");
+            }
+        }
+    }
+};
+
+template <class... F>
+struct overloaded : F... {
+    using F::operator()...;
+};
+template <class... F>
+overloaded(F...) -> overloaded<F...>;
+
+} // namespace workflow_detail
+
+inline hook_kind workflow_patch::slot() const {
+    return std::visit(
+        [](const auto& p) -> hook_kind {
+            if constexpr (requires { p.slot(); }) return static_cast<hook_kind>(p.slot());
+            else return std::decay_t<decltype(p)>::hook;
+        },
+        config);
+}
+
+inline std::string_view class_of(const patch_config& config) {
+    return std::visit(
+        workflow_detail::overloaded{
+            [](const differential_diffusion&) { return std::string_view("DifferentialDiffusion"); },
+            [](const free_u&) { return std::string_view("FreeU"); },
+            [](const free_u_v2&) { return std::string_view("FreeU_V2"); },
+            [](const fresca&) { return std::string_view("FreSca"); },
+            [](const apg&) { return std::string_view("APG"); },
+            [](const tcfg&) { return std::string_view("TCFG"); },
+            [](const rescale_cfg&) { return std::string_view("RescaleCFG"); },
+            [](const renorm_cfg&) { return std::string_view("RenormCFG"); },
+            [](const cfg_norm&) { return std::string_view("CFGNorm"); },
+            [](const mahiro&) { return std::string_view("Mahiro"); },
+            [](const self_attention_guidance&) { return std::string_view("SelfAttentionGuidance"); },
+            [](const perturbed_attention_guidance&) {
+                return std::string_view("PerturbedAttentionGuidance");
+            }},
+        config);
+}
+
+inline std::string to_string(const patch_config& config) {
+    using workflow_detail::num;
+    const std::string args = std::visit(
+        workflow_detail::overloaded{
+            [](const differential_diffusion& p) { return "strength=" + num(p.strength); },
+            [](const free_u& p) {
+                return "b1=" + num(p.b1) + ", b2=" + num(p.b2) + ", s1=" + num(p.s1) + ", s2=" + num(p.s2) +
+                       "; model_channels=" + std::to_string(p.model_channels);
+            },
+            [](const free_u_v2& p) {
+                return "b1=" + num(p.b1) + ", b2=" + num(p.b2) + ", s1=" + num(p.s1) + ", s2=" + num(p.s2) +
+                       "; model_channels=" + std::to_string(p.model_channels);
+            },
+            [](const fresca& p) {
+                return "scale_low=" + num(p.scale_low) + ", scale_high=" + num(p.scale_high) +
+                       ", freq_cutoff=" + std::to_string(p.freq_cutoff);
+            },
+            [](const apg& p) {
+                return "eta=" + num(p.eta) + ", norm_threshold=" + num(p.norm_threshold) +
+                       ", momentum=" + num(p.momentum);
+            },
+            [](const tcfg&) { return std::string(); },
+            [](const rescale_cfg& p) { return "multiplier=" + num(p.multiplier); },
+            [](const renorm_cfg& p) {
+                return "cfg_trunc=" + num(p.cfg_trunc) + ", renorm_cfg=" + num(p.renorm_cfg) +
+                       "; in_channels=" + (p.in_channels == 0 ? std::string("all") : std::to_string(p.in_channels));
+            },
+            [](const cfg_norm& p) {
+                return "strength=" + num(p.strength) + ", pre_cfg=" + (p.pre_cfg ? "True" : "False");
+            },
+            [](const mahiro&) { return std::string(); },
+            [](const self_attention_guidance& p) {
+                return "scale=" + num(p.scale) + ", blur_sigma=" + num(p.blur_sigma);
+            },
+            [](const perturbed_attention_guidance& p) { return "scale=" + num(p.scale); }},
+        config);
+    return std::string(class_of(config)) + "(" + args + ")";
+}
+
+inline std::string workflow::describe() const {
+    auto name = [](const node_info& n) {
+        std::string s = n.class_type + " (node " + n.id;
+        if (!n.title.empty() && n.title != n.class_type) s += ", \"" + n.title + "\"";
+        return s + ")";
+    };
+    auto slot_text = [](hook_kind k) {
+        switch (k) {
+        case hook_kind::model_sampling: return "model sampling";
+        case hook_kind::output_block: return "output block";
+        case hook_kind::attention: return "attention";
+        case hook_kind::mask_function: return "mask function";
+        case hook_kind::pre_cfg: return "pre-cfg";
+        case hook_kind::cfg_function: return "cfg function";
+        case hook_kind::post_cfg: return "post-cfg";
+        }
+        return "?";
+    };
+    std::ostringstream os;
+    os << "sampler: " << name(sampler.node);
+    if (!sampler.guider.id.empty()) os << " with " << name(sampler.guider);
+    os << "\n ";
+    if (sampler.cfg) os << " cfg " << workflow_detail::num(*sampler.cfg);
+    if (sampler.cfg_cond2_negative) os << " cfg_cond2_negative " << workflow_detail::num(*sampler.cfg_cond2_negative);
+    if (sampler.steps) os << " steps " << *sampler.steps;
+    if (sampler.sampler_name) os << " sampler " << *sampler.sampler_name;
+    if (sampler.scheduler) os << " scheduler " << *sampler.scheduler;
+    if (sampler.seed) os << " seed " << *sampler.seed;
+    if (sampler.denoise) os << " denoise " << workflow_detail::num(*sampler.denoise);
+    os << "\nmodel: " << name(loader) << "\n";
+    os << "model sampling: ";
+    if (sampling) os << sampling->spec << " from " << name(sampling->node) << "\n";
+    else os << "the checkpoint's own\n";
+    os << "patches (in the order ComfyUI applies them):";
+    if (patches.empty()) os << " none";
+    os << "\n";
+    for (std::size_t i = 0; i < patches.size(); ++i)
+        os << "  " << i + 1 << ". " << to_string(patches[i].config) << "  ["
+           << slot_text(patches[i].slot()) << "]  from "
+           << name({patches[i].node_id, patches[i].class_type, patches[i].title}) << "\n";
+    for (const auto& p : pass_through) os << "pass-through: " << name(p) << "\n";
+    for (const auto& s : skipped) os << "skipped (unknown patch node): " << name(s) << "\n";
+    return os.str();
+}
+
+inline workflow parse_workflow(const nlohmann::json& prompt, const import_options& options) {
+    // The body posted to /prompt wraps the workflow: {"prompt": {...}, "client_id": ...}.
+    if (prompt.is_object()) {
+        const auto it = prompt.find("prompt");
+        if (it != prompt.end() && it->is_object() && !it->contains("class_type"))
+            return workflow_detail::importer(*it, options).run();
+    }
+    return workflow_detail::importer(prompt, options).run();
+}
+
+inline workflow parse_workflow_text(std::string_view text, const import_options& options) {
+    nlohmann::json j;
+#if defined(__cpp_exceptions) || defined(__EXCEPTIONS)
+    try {
+        j = nlohmann::json::parse(text.begin(), text.end());
+    } catch (const nlohmann::json::exception& e) {
+        fail("workflow", std::string("malformed JSON: ") + e.what());
+    }
+#else
+    j = nlohmann::json::parse(text.begin(), text.end(), nullptr, false);
+    if (j.is_discarded()) fail("workflow", "malformed JSON");
+#endif
+    return parse_workflow(j, options);
+}
+
+inline workflow parse_workflow_file(const std::filesystem::path& path, const import_options& options) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) fail("workflow", "cannot open '" + path.string() + "'");
+    std::ostringstream ss;
+    ss << in.rdbuf();
+#if defined(__cpp_exceptions) || defined(__EXCEPTIONS)
+    try {
+        return parse_workflow_text(ss.str(), options);
+    } catch (const error& e) {
+        throw error(path.string() + ": " + e.what());
+    }
+#else
+    return parse_workflow_text(ss.str(), options);
+#endif
+}
+
+} // namespace patchbay::comfy

@@ -1,0 +1,508 @@
+// Tests for include/patchbay/comfy/workflow.hpp: ComfyUI API-format workflow import.
+#include <catch2/catch.hpp>
+
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <variant>
+
+#include <nlohmann/json.hpp>
+
+#include "patchbay/comfy/workflow.hpp"
+
+using namespace patchbay;
+using namespace patchbay::comfy;
+using json = nlohmann::json;
+
+namespace {
+
+std::filesystem::path fixture(const std::string& name) {
+    return std::filesystem::path(PATCHBAY_GOLDEN_DIR).parent_path() / "workflows" / name;
+}
+
+/// The message of the patchbay::error `f` throws (the test fails when it throws nothing).
+template <class F>
+std::string error_of(F&& f) {
+    try {
+        f();
+    } catch (const patchbay::error& e) {
+        return e.what();
+    }
+    FAIL("expected a patchbay::error");
+    return {};
+}
+
+bool has(const std::string& text, const std::string& part) {
+    return text.find(part) != std::string::npos;
+}
+
+/// A minimal KSampler graph: loader "1" -> the given patch nodes (in order) -> KSampler "9".
+json chain_of(std::vector<std::pair<std::string, json>> patches) {
+    json wf;
+    wf["1"] = {{"class_type", "CheckpointLoaderSimple"}, {"inputs", {{"ckpt_name", "m.safetensors"}}}};
+    std::string prev = "1";
+    for (auto& [id, n] : patches) {
+        n["inputs"]["model"] = json::array({prev, 0});
+        wf[id] = n;
+        prev = id;
+    }
+    wf["9"] = {{"class_type", "KSampler"},
+               {"inputs",
+                {{"seed", 1}, {"steps", 4}, {"cfg", 5.0}, {"sampler_name", "euler"},
+                 {"scheduler", "simple"}, {"denoise", 1.0}, {"model", json::array({prev, 0})},
+                 {"positive", json::array({"5", 0})}, {"negative", json::array({"6", 0})},
+                 {"latent_image", json::array({"7", 0})}}}};
+    return wf;
+}
+
+json node(const std::string& cls, json inputs = json::object()) {
+    return {{"class_type", cls}, {"inputs", inputs}};
+}
+
+} // namespace
+
+TEST_CASE("KSampler workflow: CheckpointLoaderSimple -> FreeU_V2 -> RescaleCFG -> KSampler") {
+    import_options opts;
+    opts.model_channels = 64;
+    const workflow wf = parse_workflow_file(fixture("ksampler_freeu_rescale.json"), opts);
+
+    REQUIRE(wf.patches.size() == 2);
+    CHECK(wf.patches[0].node_id == "10");
+    CHECK(wf.patches[0].class_type == "FreeU_V2");
+    CHECK(wf.patches[0].slot() == hook_kind::output_block);
+    const auto& fu = std::get<free_u_v2>(wf.patches[0].config);
+    CHECK(fu.b1 == 1.3);
+    CHECK(fu.b2 == 1.4);
+    CHECK(fu.s1 == 0.9);
+    CHECK(fu.s2 == 0.2);
+    CHECK(fu.model_channels == 64); // from the options, not the workflow
+
+    CHECK(wf.patches[1].node_id == "11");
+    CHECK(wf.patches[1].slot() == hook_kind::cfg_function);
+    CHECK(std::get<rescale_cfg>(wf.patches[1].config).multiplier == 0.7);
+
+    CHECK_FALSE(wf.sampling.has_value());
+    CHECK(wf.loader.id == "4");
+    CHECK(wf.loader.class_type == "CheckpointLoaderSimple");
+    CHECK(wf.pass_through.empty());
+    CHECK(wf.skipped.empty());
+
+    CHECK(wf.sampler.node.id == "3");
+    CHECK(wf.sampler.node.class_type == "KSampler");
+    CHECK(wf.sampler.cfg == 8.0);
+    CHECK(wf.sampler.steps == 20);
+    CHECK(wf.sampler.sampler_name == "euler");
+    CHECK(wf.sampler.scheduler == "normal");
+    CHECK(wf.sampler.seed == std::uint64_t{156680208700286});
+    CHECK(wf.sampler.denoise == 1.0);
+
+    const std::string text = wf.describe();
+    INFO(text);
+    CHECK(has(text, "FreeU_V2(b1=1.3, b2=1.4, s1=0.9, s2=0.2; model_channels=64)"));
+    CHECK(has(text, "RescaleCFG(multiplier=0.7)"));
+    CHECK(text.find("FreeU_V2(") < text.find("RescaleCFG("));
+    CHECK(has(text, "cfg 8"));
+    CHECK(has(text, "CheckpointLoaderSimple (node 4"));
+}
+
+TEST_CASE("SamplerCustomAdvanced + CFGGuider: stacked patches, Reroutes, ModelSamplingSD3, ids like 57:11") {
+    const workflow wf = parse_workflow_file(fixture("custom_advanced_stack.json"));
+
+    REQUIRE(wf.patches.size() == 4);
+    CHECK(wf.patches[0].node_id == "20");
+    CHECK(wf.patches[1].node_id == "21");
+    CHECK(wf.patches[2].node_id == "57:22");
+    CHECK(wf.patches[3].node_id == "23");
+
+    const auto& fr = std::get<fresca>(wf.patches[0].config);
+    CHECK(fr.scale_low == 1.0);
+    CHECK(fr.scale_high == 1.25);
+    CHECK(fr.freq_cutoff == 20);
+    const auto& a = std::get<apg>(wf.patches[1].config);
+    CHECK(a.eta == 0.8);
+    CHECK(a.norm_threshold == 15.0);
+    CHECK(a.momentum == -0.5);
+    const auto& cn = std::get<cfg_norm>(wf.patches[2].config);
+    CHECK(cn.strength == 0.9);
+    CHECK_FALSE(cn.pre_cfg); // omitted optional input takes its default
+    CHECK(wf.patches[2].slot() == hook_kind::post_cfg);
+    CHECK(std::holds_alternative<mahiro>(wf.patches[3].config));
+    CHECK(wf.patches[3].title.find("Mahiro is so cute") == 0);
+
+    REQUIRE(wf.sampling.has_value());
+    CHECK(wf.sampling->node.id == "13");
+    CHECK(wf.sampling->sampling.is_flow());
+    CHECK(wf.sampling->sampling.shift() == 3.0);
+    CHECK(wf.sampling->sampling.multiplier() == 1000.0);
+    CHECK(wf.sampling->spec == "ModelSamplingSD3(shift=3)");
+    const model_sampling round_trip = model_sampling::from_comfy(wf.sampling->spec);
+    CHECK(round_trip.sigma(500.0) == wf.sampling->sampling.sigma(500.0));
+
+    REQUIRE(wf.pass_through.size() == 1);
+    CHECK(wf.pass_through[0].id == "57:11");
+    CHECK(wf.loader.id == "12");
+    CHECK(wf.loader.class_type == "UNETLoader");
+
+    CHECK(wf.sampler.node.class_type == "SamplerCustomAdvanced");
+    CHECK(wf.sampler.guider.id == "30");
+    CHECK(wf.sampler.guider.class_type == "CFGGuider");
+    CHECK(wf.sampler.cfg == 4.5);
+    CHECK(wf.sampler.seed == std::uint64_t{42});
+    CHECK(wf.sampler.sampler_name == "dpmpp_2m");
+    CHECK(wf.sampler.scheduler == "sgm_uniform"); // through the Reroute "52"
+    CHECK(wf.sampler.steps == 28);
+    CHECK(wf.sampler.denoise == 1.0);
+
+    const std::string text = wf.describe();
+    INFO(text);
+    CHECK(has(text, "ModelSamplingSD3(shift=3)"));
+    CHECK(has(text, "pass-through: LoraLoaderModelOnly (node 57:11)"));
+    CHECK(text.find("FreSca(") < text.find("APG("));
+    CHECK(text.find("APG(") < text.find("CFGNorm("));
+    CHECK(text.find("CFGNorm(") < text.find("Mahiro("));
+}
+
+TEST_CASE("KSamplerAdvanced inpainting: LoraLoader, ModelSamplingDiscrete, DifferentialDiffusion defaults") {
+    import_options opts;
+    opts.in_channels = 4;
+    const workflow wf = parse_workflow_file(fixture("inpaint_differential.json"), opts);
+    REQUIRE(wf.patches.size() == 3);
+    CHECK(wf.patches[0].slot() == hook_kind::mask_function);
+    CHECK(std::get<differential_diffusion>(wf.patches[0].config).strength == 1.0); // omitted
+    CHECK(std::holds_alternative<tcfg>(wf.patches[1].config));
+    const auto& rn = std::get<renorm_cfg>(wf.patches[2].config);
+    CHECK(rn.cfg_trunc == 50.0);
+    CHECK(rn.renorm_cfg == 1.5);
+    CHECK(rn.in_channels == 4);
+
+    REQUIRE(wf.sampling.has_value());
+    const model_sampling expect = model_sampling::discrete("v_prediction", true);
+    CHECK(wf.sampling->sampling.prediction() == prediction_type::v_prediction);
+    CHECK(wf.sampling->sampling.zsnr());
+    CHECK(wf.sampling->sampling.sigma_max() == expect.sigma_max());
+    CHECK(wf.sampling->spec == "ModelSamplingDiscrete(sampling=v_prediction, zsnr=True)");
+    REQUIRE(wf.pass_through.size() == 1);
+    CHECK(wf.pass_through[0].class_type == "LoraLoader");
+    CHECK(wf.loader.id == "1");
+
+    CHECK(wf.sampler.node.class_type == "KSamplerAdvanced");
+    CHECK(wf.sampler.seed == std::uint64_t{18446744073709551615ull}); // full 64-bit seed range
+    CHECK(wf.sampler.cfg == 6.5);
+    CHECK(wf.sampler.steps == 30);
+    CHECK(wf.sampler.scheduler == "karras");
+    CHECK_FALSE(wf.sampler.denoise.has_value());
+}
+
+TEST_CASE("Every known node with explicit values, and the defaults of optional inputs") {
+    const json wf = chain_of({
+        {"2", node("DifferentialDiffusion", {{"strength", 0.25}})},
+        {"3", node("FreeU", {{"b1", 1.0}, {"b2", 2}, {"s1", 0}, {"s2", 10}})},
+        {"4", node("SelfAttentionGuidance", {{"scale", -2}, {"blur_sigma", 0.5}})},
+        {"5", node("PerturbedAttentionGuidance", {{"scale", 100}})},
+        {"6", node("TCFG")},
+        {"7", node("CFGNorm", {{"strength", 100}, {"pre_cfg", true}})},
+        {"8", node("ModelSamplingAuraFlow", {{"shift", 1.73}})},
+    });
+    const workflow w = parse_workflow(wf);
+    REQUIRE(w.patches.size() == 6);
+    CHECK(std::get<differential_diffusion>(w.patches[0].config).strength == 0.25);
+    const auto& fu = std::get<free_u>(w.patches[1].config);
+    CHECK((fu.b1 == 1.0 && fu.b2 == 2.0 && fu.s1 == 0.0 && fu.s2 == 10.0));
+    CHECK(fu.model_channels == 320); // default option
+    const auto& sag = std::get<self_attention_guidance>(w.patches[2].config);
+    CHECK((sag.scale == -2.0 && sag.blur_sigma == 0.5));
+    CHECK(std::get<perturbed_attention_guidance>(w.patches[3].config).scale == 100.0);
+    CHECK(std::holds_alternative<tcfg>(w.patches[4].config));
+    CHECK(std::get<cfg_norm>(w.patches[5].config).pre_cfg);
+    CHECK(w.patches[5].slot() == hook_kind::cfg_function); // CFGNorm pre_cfg takes the cfg slot
+    REQUIRE(w.sampling.has_value());
+    CHECK(w.sampling->sampling.multiplier() == 1.0);
+    CHECK(w.sampling->sampling.shift() == 1.73);
+    CHECK(w.sampler.cfg == 5.0);
+    CHECK(to_string(w.patches[0].config) == "DifferentialDiffusion(strength=0.25)");
+    CHECK(to_string(w.patches[4].config) == "TCFG()");
+}
+
+TEST_CASE("Accepted variants: posted {prompt: ...}, numeric link ids, Primitive and Reroute values, BasicGuider, SamplerCustom") {
+    SECTION("posted form and numeric link source ids") {
+        json wf = chain_of({{"2", node("RescaleCFG", {{"multiplier", 0.5}})}});
+        wf["9"]["inputs"]["model"] = json::array({2, 0});
+        const workflow w = parse_workflow(json{{"prompt", wf}, {"client_id", "abc"}});
+        REQUIRE(w.patches.size() == 1);
+        CHECK(std::get<rescale_cfg>(w.patches[0].config).multiplier == 0.5);
+    }
+    SECTION("a parameter linked to a PrimitiveFloat through a Reroute") {
+        json wf = chain_of({{"2", node("RescaleCFG", {{"multiplier", json::array({"20", 0})}})}});
+        wf["20"] = node("Reroute", {{"", json::array({"21", 0})}});
+        wf["21"] = node("PrimitiveFloat", {{"value", 0.25}});
+        const workflow w = parse_workflow(wf);
+        CHECK(std::get<rescale_cfg>(w.patches[0].config).multiplier == 0.25);
+    }
+    SECTION("SamplerCustom with KSamplerSelect and BasicScheduler") {
+        json wf = chain_of({{"2", node("Mahiro")}});
+        wf["9"] = node("SamplerCustom",
+                       {{"model", json::array({"2", 0})}, {"add_noise", true}, {"noise_seed", 7},
+                        {"cfg", 3.5}, {"sampler", json::array({"10", 0})},
+                        {"sigmas", json::array({"11", 0})}, {"positive", json::array({"5", 0})},
+                        {"negative", json::array({"6", 0})}, {"latent_image", json::array({"7", 0})}});
+        wf["10"] = node("KSamplerSelect", {{"sampler_name", "euler_ancestral"}});
+        wf["11"] = node("KarrasScheduler", {{"steps", 12}, {"sigma_max", 14.6}, {"sigma_min", 0.03}, {"rho", 7}});
+        const workflow w = parse_workflow(wf);
+        CHECK(w.sampler.cfg == 3.5);
+        CHECK(w.sampler.seed == std::uint64_t{7});
+        CHECK(w.sampler.sampler_name == "euler_ancestral");
+        CHECK(w.sampler.steps == 12);
+        CHECK_FALSE(w.sampler.scheduler.has_value());
+        REQUIRE(w.patches.size() == 1);
+    }
+    SECTION("SamplerCustomAdvanced with BasicGuider: cfg 1; DualCFGGuider: cfg_conds") {
+        json wf = chain_of({{"2", node("APG", {{"eta", 1}, {"norm_threshold", 0}, {"momentum", 0}})}});
+        wf["9"] = node("SamplerCustomAdvanced", {{"noise", json::array({"12", 0})},
+                                                 {"guider", json::array({"10", 0})},
+                                                 {"sampler", json::array({"13", 0})},
+                                                 {"sigmas", json::array({"14", 0})},
+                                                 {"latent_image", json::array({"7", 0})}});
+        wf["10"] = node("BasicGuider", {{"model", json::array({"2", 0})}, {"conditioning", json::array({"5", 0})}});
+        wf["12"] = node("DisableNoise");
+        wf["13"] = node("KSamplerSelect", {{"sampler_name", "euler"}});
+        wf["14"] = node("BasicScheduler", {{"scheduler", "simple"}, {"steps", 9}, {"denoise", 0.5}, {"model", json::array({"2", 0})}});
+        workflow w = parse_workflow(wf);
+        CHECK(w.sampler.cfg == 1.0);
+        CHECK(w.sampler.guider.class_type == "BasicGuider");
+        CHECK_FALSE(w.sampler.seed.has_value());
+        CHECK(w.sampler.denoise == 0.5);
+        REQUIRE(w.patches.size() == 1);
+
+        wf["10"] = node("DualCFGGuider", {{"model", json::array({"2", 0})}, {"cond1", json::array({"5", 0})},
+                                          {"cond2", json::array({"5", 0})}, {"negative", json::array({"6", 0})},
+                                          {"cfg_conds", 8.0}, {"cfg_cond2_negative", 2.0}, {"style", "regular"}});
+        w = parse_workflow(wf);
+        CHECK(w.sampler.cfg == 8.0);
+        CHECK(w.sampler.cfg_cond2_negative == 2.0);
+    }
+    SECTION("several samplers: one chosen by id") {
+        json wf = chain_of({{"2", node("Mahiro")}});
+        wf["19"] = wf["9"];
+        wf["19"]["inputs"]["model"] = json::array({"1", 0});
+        CHECK(has(error_of([&] { parse_workflow(wf); }), "several sampler nodes"));
+        import_options o;
+        o.sampler_node = "19";
+        CHECK(parse_workflow(wf, o).patches.empty());
+        o.sampler_node = "9";
+        CHECK(parse_workflow(wf, o).patches.size() == 1);
+        o.sampler_node = "2";
+        CHECK(has(error_of([&] { parse_workflow(wf, o); }), "not a sampler node"));
+    }
+    SECTION("unknown inputs are rejected unless allowed") {
+        const json wf = chain_of({{"2", node("RescaleCFG", {{"multiplier", 0.5}, {"extra", 1}})}});
+        const std::string msg = error_of([&] { parse_workflow(wf); });
+        CHECK(has(msg, "node '2' (RescaleCFG)"));
+        CHECK(has(msg, "'extra'"));
+        import_options o;
+        o.allow_unknown_inputs = true;
+        CHECK(parse_workflow(wf, o).patches.size() == 1);
+    }
+}
+
+TEST_CASE("Malformed workflows are patchbay::errors naming the node and input") {
+    SECTION("malformed JSON text") {
+        const std::string msg = error_of([] { parse_workflow_text("{\"3\": {\"class_type\": \"KSampler\",}"); });
+        CHECK(has(msg, "malformed JSON"));
+        CHECK(has(error_of([] { parse_workflow_text(""); }), "malformed JSON"));
+        CHECK(has(error_of([] { parse_workflow_file(fixture("no_such_file.json")); }), "cannot open"));
+    }
+    SECTION("not an API workflow") {
+        CHECK(has(error_of([] { parse_workflow(json::array({1, 2})); }), "JSON object keyed by node id"));
+        CHECK(has(error_of([] { parse_workflow(json{{"nodes", json::array()}, {"links", json::array()}}); }),
+                  "UI-format"));
+        CHECK(has(error_of([] { parse_workflow(json::object()); }), "no sampler node"));
+        CHECK(has(error_of([] { parse_workflow(json{{"3", 5}}); }), "workflow node '3'"));
+        CHECK(has(error_of([] { parse_workflow(json{{"3", {{"inputs", json::object()}}}}); }), "no 'class_type'"));
+        CHECK(has(error_of([] { parse_workflow(json{{"3", {{"class_type", "KSampler"}}}}); }), "no 'inputs'"));
+    }
+    SECTION("a string where a number is expected") {
+        const json wf = chain_of({{"2", node("RescaleCFG", {{"multiplier", "0.7"}})}});
+        const std::string msg = error_of([&] { parse_workflow(wf); });
+        CHECK(has(msg, "workflow node '2' (RescaleCFG)"));
+        CHECK(has(msg, "'multiplier' must be a number"));
+        CHECK(has(msg, "string"));
+    }
+    SECTION("a boolean where a number is expected, a string where a boolean is expected") {
+        CHECK(has(error_of([] { parse_workflow(chain_of({{"2", node("PerturbedAttentionGuidance", {{"scale", true}})}})); }),
+                  "'scale' must be a number"));
+        CHECK(has(error_of([] { parse_workflow(chain_of({{"2", node("CFGNorm", {{"strength", 1}, {"pre_cfg", "true"}})}})); }),
+                  "'pre_cfg' must be a boolean"));
+        CHECK(has(error_of([] { parse_workflow(chain_of({{"2", node("ModelSamplingDiscrete", {{"sampling", "eps"}, {"zsnr", 0}})}})); }),
+                  "'zsnr' must be a boolean"));
+    }
+    SECTION("out-of-range values, exactly at the nodes.md bounds") {
+        auto msg_of = [](const std::string& cls, json inputs) {
+            return error_of([&] { parse_workflow(chain_of({{"2", node(cls, inputs)}})); });
+        };
+        CHECK(has(msg_of("RescaleCFG", {{"multiplier", 1.01}}), "'multiplier' must be in [0, 1], got 1.01"));
+        CHECK(has(msg_of("APG", {{"eta", 1}, {"norm_threshold", 5}, {"momentum", -5.01}}), "'momentum' must be in [-5, 1]"));
+        CHECK(has(msg_of("APG", {{"eta", 10.5}, {"norm_threshold", 5}, {"momentum", 0}}), "'eta' must be in [-10, 10]"));
+        CHECK(has(msg_of("APG", {{"eta", 1}, {"norm_threshold", 50.1}, {"momentum", 0}}), "'norm_threshold' must be in [0, 50]"));
+        CHECK(has(msg_of("FreSca", {{"scale_low", 1}, {"scale_high", 1}, {"freq_cutoff", 0}}), "'freq_cutoff' must be in [1, 10000]"));
+        CHECK(has(msg_of("FreSca", {{"scale_low", 1}, {"scale_high", 1}, {"freq_cutoff", 20.5}}), "'freq_cutoff' must be an integer"));
+        CHECK(has(msg_of("FreSca", {{"scale_low", 1}, {"scale_high", 10.01}, {"freq_cutoff", 20}}), "'scale_high' must be in [0, 10]"));
+        CHECK(has(msg_of("FreeU", {{"b1", 1}, {"b2", 1}, {"s1", -0.01}, {"s2", 1}}), "'s1' must be in [0, 10]"));
+        CHECK(has(msg_of("RenormCFG", {{"cfg_trunc", 100.5}, {"renorm_cfg", 1}}), "'cfg_trunc' must be in [0, 100]"));
+        CHECK(has(msg_of("CFGNorm", {{"strength", -1}}), "'strength' must be in [0, 100]"));
+        CHECK(has(msg_of("DifferentialDiffusion", {{"strength", 1.5}}), "'strength' must be in [0, 1]"));
+        CHECK(has(msg_of("SelfAttentionGuidance", {{"scale", 5.5}, {"blur_sigma", 2}}), "'scale' must be in [-2, 5]"));
+        CHECK(has(msg_of("SelfAttentionGuidance", {{"scale", 0.5}, {"blur_sigma", 11}}), "'blur_sigma' must be in [0, 10]"));
+        CHECK(has(msg_of("PerturbedAttentionGuidance", {{"scale", -0.1}}), "'scale' must be in [0, 100]"));
+        CHECK(has(msg_of("ModelSamplingSD3", {{"shift", 101}}), "'shift' must be in [0, 100]"));
+        CHECK(has(msg_of("ModelSamplingDiscrete", {{"sampling", "img_to_img_flow"}, {"zsnr", false}}),
+                  "'sampling' must be one of eps, v_prediction, lcm, x0, img_to_img"));
+        // the bounds themselves are accepted
+        CHECK_NOTHROW(parse_workflow(chain_of({{"2", node("APG", {{"eta", -10}, {"norm_threshold", 50}, {"momentum", -5}})}})));
+        CHECK_NOTHROW(parse_workflow(chain_of({{"2", node("FreSca", {{"scale_low", 0}, {"scale_high", 10}, {"freq_cutoff", 10000}})}})));
+        CHECK_NOTHROW(parse_workflow(chain_of({{"2", node("ModelSamplingSD3", {{"shift", 0}})}})));
+    }
+    SECTION("a missing required input") {
+        const std::string msg = error_of([] {
+            parse_workflow(chain_of({{"2", node("FreeU_V2", {{"b1", 1.3}, {"s1", 0.9}, {"s2", 0.2}})}}));
+        });
+        CHECK(has(msg, "workflow node '2' (FreeU_V2)"));
+        CHECK(has(msg, "required input 'b2' is missing"));
+        json wf = chain_of({{"2", node("Mahiro")}});
+        wf["2"]["inputs"].erase("model");
+        CHECK(has(error_of([&] { parse_workflow(wf); }), "node '2' (Mahiro): required input 'model' is missing"));
+    }
+    SECTION("a dangling link") {
+        json wf = chain_of({{"2", node("Mahiro")}});
+        wf["2"]["inputs"]["model"] = json::array({"99", 0});
+        const std::string msg = error_of([&] { parse_workflow(wf); });
+        CHECK(has(msg, "workflow node '2' (Mahiro): input 'model' links to node '99'"));
+        CHECK(has(msg, "dangling"));
+    }
+    SECTION("malformed links and a model given as a value") {
+        json wf = chain_of({{"2", node("Mahiro")}});
+        wf["2"]["inputs"]["model"] = json::array({"1"});
+        CHECK(has(error_of([&] { parse_workflow(wf); }), "input 'model' is a malformed link"));
+        wf["2"]["inputs"]["model"] = json::array({"1", -1});
+        CHECK(has(error_of([&] { parse_workflow(wf); }), "malformed link"));
+        wf["2"]["inputs"]["model"] = "1";
+        CHECK(has(error_of([&] { parse_workflow(wf); }), "input 'model' must be a link"));
+    }
+    SECTION("a link to a non-MODEL output of a patch node") {
+        json wf = chain_of({{"2", node("Mahiro")}});
+        wf["9"]["inputs"]["model"] = json::array({"2", 1});
+        CHECK(has(error_of([&] { parse_workflow(wf); }), "links to output 1 of node '2' (Mahiro)"));
+    }
+    SECTION("link cycles") {
+        json wf = chain_of({{"2", node("Mahiro")}, {"3", node("TCFG")}});
+        wf["2"]["inputs"]["model"] = json::array({"3", 0});
+        const std::string msg = error_of([&] { parse_workflow(wf); });
+        CHECK(has(msg, "link cycle"));
+        CHECK(has(msg, "3 -> 2 -> 3"));
+        json self = chain_of({{"2", node("Mahiro")}});
+        self["2"]["inputs"]["model"] = json::array({"2", 0});
+        CHECK(has(error_of([&] { parse_workflow(self); }), "link cycle"));
+        json reroute = chain_of({{"2", node("Mahiro")}});
+        reroute["2"]["inputs"]["model"] = json::array({"20", 0});
+        reroute["20"] = node("Reroute", {{"", json::array({"21", 0})}});
+        reroute["21"] = node("Reroute", {{"", json::array({"20", 0})}});
+        CHECK(has(error_of([&] { parse_workflow(reroute); }), "link cycle"));
+    }
+    SECTION("a parameter linked to a node patchbay cannot evaluate") {
+        json wf = chain_of({{"2", node("RescaleCFG", {{"multiplier", json::array({"20", 0})}})}});
+        wf["20"] = node("SomeMathNode", {{"a", 1}});
+        const std::string msg = error_of([&] { parse_workflow(wf); });
+        CHECK(has(msg, "node '2' (RescaleCFG): input 'multiplier' is linked to node '20' (SomeMathNode)"));
+    }
+    SECTION("a bad sampler setting and an unsupported guider") {
+        json wf = chain_of({{"2", node("Mahiro")}});
+        wf["9"]["inputs"]["cfg"] = "7";
+        CHECK(has(error_of([&] { parse_workflow(wf); }), "node '9' (KSampler): input 'cfg' must be a number"));
+        wf["9"]["inputs"]["cfg"] = 7;
+        wf["9"]["inputs"]["steps"] = 0;
+        CHECK(has(error_of([&] { parse_workflow(wf); }), "'steps' must be in [1, 10000]"));
+        wf["9"] = node("SamplerCustomAdvanced", {{"guider", json::array({"10", 0})}});
+        wf["10"] = node("PerpNegGuider", {{"model", json::array({"2", 0})}});
+        CHECK(has(error_of([&] { parse_workflow(wf); }), "node '10' (PerpNegGuider): unsupported guider"));
+    }
+}
+
+TEST_CASE("Unknown patch nodes: an error by default, skipped on request; pass-through classes") {
+    const json wf = chain_of({{"2", node("CFGZeroStar")}, {"3", node("RescaleCFG", {{"multiplier", 0.3}})},
+                              {"4", node("SkipLayerGuidanceDiT", {{"double_layers", "7, 8, 9"}, {"scale", 3.0}})}});
+    const std::string msg = error_of([&] { parse_workflow(wf); });
+    // The walk starts at the sampler: the node nearest to it is reported first.
+    CHECK(has(msg, "workflow node '4' (SkipLayerGuidanceDiT): unknown patch node"));
+
+    import_options skip;
+    skip.skip_unknown_patches = true;
+    const workflow w = parse_workflow(wf, skip);
+    REQUIRE(w.patches.size() == 1);
+    CHECK(std::get<rescale_cfg>(w.patches[0].config).multiplier == 0.3);
+    REQUIRE(w.skipped.size() == 2);
+    CHECK(w.skipped[0].class_type == "CFGZeroStar");
+    CHECK(w.skipped[1].class_type == "SkipLayerGuidanceDiT");
+    CHECK(w.loader.id == "1");
+    CHECK(has(w.describe(), "skipped (unknown patch node): CFGZeroStar (node 2)"));
+
+    // A node declared pass-through is followed without being reported.
+    json hyper = chain_of({{"2", node("HypernetworkLoader", {{"hypernetwork_name", "h.pt"}, {"strength", 1}})}});
+    CHECK(has(error_of([&] { parse_workflow(hyper); }), "unknown patch node"));
+    import_options pass;
+    pass.pass_through_classes = {"HypernetworkLoader"};
+    const workflow wp = parse_workflow(hyper, pass);
+    CHECK(wp.patches.empty());
+    REQUIRE(wp.pass_through.size() == 1);
+    CHECK(wp.pass_through[0].id == "2");
+
+    // A node with two model inputs cannot be skipped.
+    json merge = chain_of({});
+    merge["2"] = node("ModelMergeSimple", {{"model1", json::array({"1", 0})}, {"model2", json::array({"1", 0})}, {"ratio", 0.5}});
+    merge["9"]["inputs"]["model"] = json::array({"2", 0});
+    CHECK(has(error_of([&] { parse_workflow(merge, skip); }), "several model inputs"));
+}
+
+TEST_CASE("One cfg function, one mask function, one model sampling: a second is an error naming both") {
+    const std::string two_cfg = error_of([] {
+        parse_workflow(chain_of({{"2", node("RescaleCFG", {{"multiplier", 0.7}})},
+                                 {"3", node("RenormCFG", {{"cfg_trunc", 100}, {"renorm_cfg", 1}})}}));
+    });
+    CHECK(has(two_cfg, "workflow node '3' (RenormCFG)"));
+    CHECK(has(two_cfg, "node '2' (RescaleCFG)"));
+    CHECK(has(two_cfg, "cfg function"));
+
+    const std::string cfgnorm = error_of([] {
+        parse_workflow(chain_of({{"2", node("CFGNorm", {{"strength", 1}, {"pre_cfg", true}})},
+                                 {"3", node("RescaleCFG", {{"multiplier", 0.7}})}}));
+    });
+    CHECK(has(cfgnorm, "node '3' (RescaleCFG)"));
+    CHECK(has(cfgnorm, "node '2' (CFGNorm)"));
+    // CFGNorm as a post-cfg hook beside RescaleCFG is fine.
+    CHECK(parse_workflow(chain_of({{"2", node("CFGNorm", {{"strength", 1}})},
+                                   {"3", node("RescaleCFG", {{"multiplier", 0.7}})}}))
+              .patches.size() == 2);
+
+    const std::string two_masks = error_of([] {
+        parse_workflow(chain_of({{"2", node("DifferentialDiffusion")}, {"3", node("DifferentialDiffusion")}}));
+    });
+    CHECK(has(two_masks, "node '3' (DifferentialDiffusion)"));
+    CHECK(has(two_masks, "node '2'"));
+    CHECK(has(two_masks, "mask function"));
+
+    const std::string two_ms = error_of([] {
+        parse_workflow(chain_of({{"2", node("ModelSamplingSD3", {{"shift", 3}})},
+                                 {"3", node("ModelSamplingAuraFlow", {{"shift", 1.73}})}}));
+    });
+    CHECK(has(two_ms, "node '2' (ModelSamplingSD3)"));
+    CHECK(has(two_ms, "node '3' (ModelSamplingAuraFlow)"));
+
+    // Several pre/post-cfg and block patches stack in order.
+    const workflow w = parse_workflow(chain_of({{"2", node("Mahiro")},
+                                                {"3", node("FreeU", {{"b1", 1}, {"b2", 1}, {"s1", 1}, {"s2", 1}})},
+                                                {"4", node("FreeU_V2", {{"b1", 1}, {"b2", 1}, {"s1", 1}, {"s2", 1}})},
+                                                {"5", node("Mahiro")}}));
+    REQUIRE(w.patches.size() == 4);
+    CHECK(w.patches[0].node_id == "2");
+    CHECK(w.patches[3].node_id == "5");
+}
