@@ -71,7 +71,7 @@ struct vec {
     static V zero() noexcept { return V(T(0)); }
     static V fma(const V& a, const V& b, const V& c) noexcept {
         if constexpr (simd) return xsimd::fma(a, b, c);
-        else return a * b + c;
+        else return std::fma(a, b, c);
     }
 };
 

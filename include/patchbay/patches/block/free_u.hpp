@@ -107,7 +107,7 @@ void fourier_filter(view<const T, 4> hsp, view<T, 4> out, double s) {
             proj->apply(g, ws, [&](index_t h, const T* L) {
                 const T* gr = g + h * Wp;
                 write_row(h, [&](index_t w, auto tag) {
-                    if constexpr (std::is_same_v<decltype(tag), T>) return gr[w] + k * L[w];
+                    if constexpr (std::is_same_v<decltype(tag), T>) return std::fma(k, L[w], gr[w]);
                     else return O::fma(O::bcast(k), O::load(L + w), O::load(gr + w));
                 });
             });

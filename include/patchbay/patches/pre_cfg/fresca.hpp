@@ -93,7 +93,7 @@ void filter_direct(const kernels::box_projector<T>& proj, view<T, R> cond, view<
                             O::store(cr + w, O::fma(kv, O::load(L + w),
                                                     O::fma(shv, O::load(gr + w), O::load(ur + w))));
                     }
-                    for (; w < W; ++w) cr[w * cs] = k * L[w] + (sh * gr[w] + ur[w * us]);
+                    for (; w < W; ++w) cr[w * cs] = std::fma(k, L[w], std::fma(sh, gr[w], ur[w * us]));
                 });
             }
 }
