@@ -109,9 +109,9 @@ public:
 private:
     template <std::size_t R>
     std::array<index_t, R> extents_for() const {
-        require(shape_.size() == R, "tensor",
-                "view of rank " + std::to_string(R) + " requested from a tensor of rank " +
-                    std::to_string(shape_.size()));
+        if (shape_.size() != R) // (message built only on failure: as<R>() must not allocate)
+            fail("tensor", "view of rank " + std::to_string(R) + " requested from a tensor of rank " +
+                               std::to_string(shape_.size()));
         std::array<index_t, R> e{};
         std::copy(shape_.begin(), shape_.end(), e.begin());
         return e;
