@@ -12,6 +12,7 @@
 
 #include <cstddef>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include <patchbay/core/error.hpp>
@@ -36,8 +37,9 @@ inline toy_kind toy_kind_from(std::string_view name) {
 class toy_prompt {
 public:
     toy_prompt() = default;
-    template <std::size_t R>
-    explicit toy_prompt(view<const float, R> mu)
+    template <class U, std::size_t R>
+        requires std::is_same_v<std::remove_const_t<U>, float>
+    explicit toy_prompt(view<U, R> mu)
         : mu_f_(tensor<float>::copy_of(mu)), mu_d_(tensor<double>::copy_of(mu)) {
         require_nonempty(mu, "toy_prompt", "mu");
         require(mu.extent(0) == 1, "toy_prompt", "mu must have batch size 1 (broadcast over the batch)");
@@ -74,9 +76,9 @@ public:
         require_same_shape(call.x, out, where, "x", "out");
         require_batch_vector(call.sigma, call.x, where, "sigma");
         for (std::size_t r = 1; r < R; ++r)
-            require(mu.extent(r) == call.x.extent(r), where,
-                    "the prompt's mu has shape " + shape_string(mu) +
-                        ", which does not broadcast over x " + shape_string(call.x));
+            if (mu.extent(r) != call.x.extent(r))
+                fail(where, "the prompt's mu has shape " + shape_string(mu) +
+                                ", which does not broadcast over x " + shape_string(call.x));
         const T s2 = static_cast<T>(data_std_ * data_std_);
         for (index_t b = 0; b < call.x.extent(0); ++b) {
             const T sigma = call.sigma(b);
