@@ -10,7 +10,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include "../../examples/toy_unet.hpp"
 #include "patchbay/comfy/workflow.hpp"
+#include "patchbay/core/guider.hpp"
+#include "patchbay/kernels/elementwise.hpp"
+#include "patchbay/sampling/samplers.hpp"
+#include "patchbay/sampling/schedules.hpp"
 
 using namespace patchbay;
 using namespace patchbay::comfy;
@@ -59,6 +64,29 @@ json chain_of(std::vector<std::pair<std::string, json>> patches) {
 
 json node(const std::string& cls, json inputs = json::object()) {
     return {{"class_type", cls}, {"inputs", inputs}};
+}
+
+/// A model for the cfg stage alone (combine never calls it); no block or attention hooks.
+struct plain_model {
+    using conditioning_type = int;
+    template <class T, std::size_t R>
+    void predict(const model_call<int, T, R>&, view<T, R> out) const {
+        kernels::fill(out, T(0));
+    }
+};
+
+tensor<float> random_tensor(std::vector<index_t> shape, std::uint64_t seed, double scale = 1.0) {
+    tensor<float> t(std::move(shape));
+    normal_generator rng(seed);
+    for (index_t i = 0; i < t.size(); ++i) t[i] = static_cast<float>(scale * rng.next());
+    return t;
+}
+
+double max_abs_diff(const tensor<float>& a, const tensor<float>& b) {
+    REQUIRE(a.size() == b.size());
+    double m = 0;
+    for (index_t i = 0; i < a.size(); ++i) m = std::max(m, std::abs(double(a[i]) - double(b[i])));
+    return m;
 }
 
 } // namespace
@@ -505,4 +533,119 @@ TEST_CASE("One cfg function, one mask function, one model sampling: a second is 
     REQUIRE(w.patches.size() == 4);
     CHECK(w.patches[0].node_id == "2");
     CHECK(w.patches[3].node_id == "5");
+}
+
+TEST_CASE("build_chain: the chain's combine step equals the patches called directly, in workflow order") {
+    const workflow wf = parse_workflow_file(fixture("custom_advanced_stack.json"));
+    plain_model model;
+    const patch_chain<plain_model> chain = build_chain(wf, model);
+    REQUIRE(chain.size() == 4);
+    CHECK(chain.slot(0) == hook_kind::pre_cfg);  // FreSca
+    CHECK(chain.slot(1) == hook_kind::pre_cfg);  // APG
+    CHECK(chain.slot(2) == hook_kind::post_cfg); // CFGNorm
+    CHECK(chain.slot(3) == hook_kind::post_cfg); // Mahiro
+    CHECK(chain.sampling().is_flow());
+    CHECK(chain.sampling().shift() == 3.0);
+
+    const auto& fr = std::get<fresca>(wf.patches[0].config);
+    const auto& ap = std::get<apg>(wf.patches[1].config);
+    const auto& cn = std::get<cfg_norm>(wf.patches[2].config);
+    const auto& mh = std::get<mahiro>(wf.patches[3].config);
+    REQUIRE(ap.momentum != 0.0); // the run state (APG's running average) matters over steps
+
+    const std::vector<index_t> shape{2, 4, 6, 10};
+    const tensor<float> x = random_tensor(shape, 1);
+    auto run = chain.begin_run();
+    apg::state_type apg_state;
+    no_state none;
+    const double cond_scale = *wf.sampler.cfg;
+    const float sigmas[] = {0.9f, 0.6f, 0.3f};
+    for (int step = 0; step < 3; ++step) {
+        const tensor<float> c0 = random_tensor(shape, 10 + std::uint64_t(step), 0.8);
+        const tensor<float> u0 = random_tensor(shape, 20 + std::uint64_t(step), 0.8);
+        const float sig[2] = {sigmas[step], sigmas[step]};
+        const guidance_inputs<float, 4> gi{x.as<4>(), make_view(sig, 2), cond_scale, false,
+                                           prediction_type::flow};
+
+        tensor<float> c1 = c0, u1 = u0, got(shape);
+        chain.combine(run, gi, c1.as<4>(), u1.as<4>(), got.as<4>());
+
+        tensor<float> c2 = c0, u2 = u0, want(shape);
+        fr.pre_cfg(none, gi, c2.as<4>(), u2.as<4>());
+        ap.pre_cfg(apg_state, gi, c2.as<4>(), u2.as<4>());
+        kernels::cfg_combine<float, 4>(c2.as<4>(), u2.as<4>(), cond_scale, want.as<4>());
+        cn.post_cfg(none, gi, c2.as<4>(), u2.as<4>(), want.as<4>());
+        mh.post_cfg<float, 4>(none, gi, c2.as<4>(), u2.as<4>(), want.as<4>());
+
+        INFO("step " << step);
+        CHECK(max_abs_diff(got, want) == 0.0);
+        // and the patches did something: the result is not plain CFG
+        tensor<float> plain(shape);
+        kernels::cfg_combine<float, 4>(c0.as<4>(), u0.as<4>(), cond_scale, plain.as<4>());
+        CHECK(max_abs_diff(got, plain) > 1e-3);
+    }
+}
+
+TEST_CASE("build_chain: a workflow's chain samples exactly like the static guider with the same patches") {
+    using examples::toy_unet;
+    toy_unet probe;
+    import_options opts;
+    opts.model_channels = probe.config().model_channels;
+    const json wf_json = chain_of({{"2", node("ModelSamplingDiscrete", {{"sampling", "eps"}, {"zsnr", false}})},
+                                   {"3", node("FreeU_V2", {{"b1", 1.3}, {"b2", 1.4}, {"s1", 0.9}, {"s2", 0.2}})},
+                                   {"4", node("SelfAttentionGuidance", {{"scale", 0.8}, {"blur_sigma", 2.0}})},
+                                   {"5", node("RescaleCFG", {{"multiplier", 0.7}})}});
+    const workflow wf = parse_workflow(wf_json, opts);
+    REQUIRE(wf.patches.size() == 3);
+
+    const auto& c = probe.config();
+    tensor<float> noise({1, c.channels, c.height, c.width});
+    normal_generator rng(5);
+    rng.fill(noise.as<4>());
+    const auto sigmas = simple_schedule(wf.sampling->sampling, 3);
+
+    toy_unet m1;
+    const auto pos = m1.prompt(1), neg = m1.negative_prompt();
+    const patch_chain<toy_unet> chain = build_chain(wf, m1, model_sampling::discrete("v_prediction"));
+    CHECK(chain.sampling().prediction() == prediction_type::eps); // the workflow's node wins
+    auto run1 = chain.begin_run(&pos, &neg);
+    tensor<float> out1(noise.shape());
+    sample_euler(chain, run1, sample_inputs<float, 4>{noise.as<4>(), {}, sigmas, *wf.sampler.cfg}, out1.as<4>());
+
+    toy_unet m2;
+    guider<toy_unet, free_u_v2, self_attention_guidance, rescale_cfg> g(
+        m2, model_sampling::discrete("eps"), free_u_v2{1.3, 1.4, 0.9, 0.2, c.model_channels},
+        self_attention_guidance{0.8, 2.0}, rescale_cfg{0.7});
+    auto run2 = g.begin_run(&pos, &neg);
+    tensor<float> out2(noise.shape());
+    sample_euler(g, run2, sample_inputs<float, 4>{noise.as<4>(), {}, sigmas, 5.0}, out2.as<4>());
+
+    CHECK(*wf.sampler.cfg == 5.0);
+    CHECK(max_abs_diff(out1, out2) == 0.0);
+    CHECK(m1.counts.total() == m2.counts.total());
+    CHECK(m1.counts.reevaluation > 0); // SAG ran its extra pass
+    CHECK(m1.counts.block_hook_calls > 0);
+
+    REQUIRE(chain.size() == 3);
+    CHECK(chain.slot(0) == hook_kind::output_block);
+    CHECK(chain.slot(1) == hook_kind::post_cfg);
+    CHECK(chain.slot(2) == hook_kind::cfg_function);
+}
+
+TEST_CASE("build_chain errors name the node") {
+    plain_model model;
+    const workflow freeu = parse_workflow(chain_of({{"2", node("FreeU", {{"b1", 1.1}, {"b2", 1.2}, {"s1", 0.9}, {"s2", 0.2}})}}));
+    const std::string msg = error_of([&] { build_chain(freeu, model, model_sampling::discrete()); });
+    CHECK(has(msg, "workflow node '2' (FreeU)"));
+    CHECK(has(msg, "block hooks"));
+
+    const workflow pag = parse_workflow(chain_of({{"3", node("PerturbedAttentionGuidance", {{"scale", 3}})}}));
+    CHECK(has(error_of([&] { build_chain(pag, model, model_sampling::discrete()); }),
+              "workflow node '3' (PerturbedAttentionGuidance)"));
+
+    const workflow no_sampling = parse_workflow(chain_of({{"2", node("Mahiro")}}));
+    CHECK(has(error_of([&] { build_chain(no_sampling, model); }), "no ModelSampling node"));
+    const auto chain = build_chain(no_sampling, model, model_sampling::discrete("v_prediction"));
+    CHECK(chain.sampling().prediction() == prediction_type::v_prediction); // the checkpoint's own
+    CHECK(chain.size() == 1);
 }

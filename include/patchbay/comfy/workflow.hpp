@@ -38,6 +38,7 @@
 
 #include "patchbay/core/error.hpp"
 #include "patchbay/core/hooks.hpp"
+#include "patchbay/core/patch_chain.hpp"
 #include "patchbay/core/view.hpp"
 #include "patchbay/patches/block/free_u.hpp"
 #include "patchbay/patches/cfg/renorm_cfg.hpp"
@@ -150,6 +151,16 @@ workflow parse_workflow(const nlohmann::json& prompt, const import_options& opti
 workflow parse_workflow_text(std::string_view text, const import_options& options = {});
 /// Read a file, then parse_workflow_text.
 workflow parse_workflow_file(const std::filesystem::path& path, const import_options& options = {});
+
+/// The patch_chain the workflow describes, over `model`: its patches in ComfyUI's order, with
+/// the workflow's model sampling, or `checkpoint_sampling` when the workflow has no
+/// ModelSampling* node (the model's own). A patch the model cannot host (FreeU without block
+/// hooks, SAG/PAG without attention hooks) is a patchbay::error naming the node.
+template <class Model>
+patch_chain<Model> build_chain(const workflow& wf, Model& model, const model_sampling& checkpoint_sampling);
+/// The same for a workflow that has a ModelSampling* node (an error otherwise).
+template <class Model>
+patch_chain<Model> build_chain(const workflow& wf, Model& model);
 
 /// The node class a patch config comes from ("RescaleCFG", ...).
 std::string_view class_of(const patch_config& config);
@@ -874,6 +885,32 @@ inline std::string workflow::describe() const {
     for (const auto& p : pass_through) os << "pass-through: " << name(p) << "\n";
     for (const auto& s : skipped) os << "skipped (unknown patch node): " << name(s) << "\n";
     return os.str();
+}
+
+template <class Model>
+patch_chain<Model> build_chain(const workflow& wf, Model& model, const model_sampling& checkpoint_sampling) {
+    patch_chain<Model> chain(model, wf.sampling ? wf.sampling->sampling : checkpoint_sampling);
+    for (const auto& p : wf.patches) {
+        const auto add = [&] { std::visit([&](const auto& config) { chain.add(config); }, p.config); };
+#if defined(__cpp_exceptions) || defined(__EXCEPTIONS)
+        try {
+            add();
+        } catch (const error& e) {
+            fail("workflow node " + workflow_detail::quote(p.node_id) + " (" + p.class_type + ")", e.what());
+        }
+#else
+        add();
+#endif
+    }
+    return chain;
+}
+
+template <class Model>
+patch_chain<Model> build_chain(const workflow& wf, Model& model) {
+    if (!wf.sampling)
+        fail("build_chain", "the workflow has no ModelSampling node; pass the checkpoint's model "
+                            "sampling (build_chain(wf, model, sampling))");
+    return build_chain(wf, model, wf.sampling->sampling);
 }
 
 inline workflow parse_workflow(const nlohmann::json& prompt, const import_options& options) {
