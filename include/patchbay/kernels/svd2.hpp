@@ -6,8 +6,8 @@
 // v1 = (e1 a + e2 b) / sigma1. Eigen's JacobiSVD is the test oracle (tests/kernels/svd2.cpp).
 //
 // Degenerate inputs get a fixed, finite answer (a general SVD picks an arbitrary one):
-//   - equal singular values (G = lambda I, e.g. a orthogonal to b with |a| = |b|): e = (1, 0),
-//     so v1 = a / |a|;
+//   - equal singular values (G = lambda I, e.g. a orthogonal to b with |a| = |b|, within the
+//     rounding of the Gram sums, svd2_tie_rtol): e = (1, 0), so v1 = a / |a|;
 //   - a zero row: the other row's direction (e = (0, 1) when a = 0, e = (1, 0) when b = 0);
 //   - both rows zero: sigma1 = 0, e = (1, 0) and v1 = 0 (no direction to project on).
 #pragma once
@@ -37,9 +37,17 @@ struct svd2_top {
     double e2 = 0;
 };
 
+/// Relative eigenvalue gap, (lambda1 - lambda2) / (lambda1 + lambda2), below which the
+/// singular values count as equal: the rounding of a Gram matrix summed from elements of type
+/// T (float products summed in blocks, see reduce.hpp) cannot resolve a smaller gap, so the
+/// documented choice e = (1, 0) is taken instead of a direction set by rounding noise.
+template <class T>
+inline constexpr double svd2_tie_rtol = std::is_same_v<T, float> ? 4e-6 : 1e-13;
+
 /// Top eigenpair of a 2x2 symmetric positive semi-definite Gram matrix, in closed form.
 /// Written with half-angle identities so neither component loses precision to cancellation.
-inline svd2_top svd2_from_gram(const gram2& g) noexcept {
+/// A relative gap at or below `tie_rtol` is a tie (e = (1, 0)).
+inline svd2_top svd2_from_gram(const gram2& g, double tie_rtol = 0.0) noexcept {
     svd2_top t;
     const double d = g.aa - g.bb;
     const double r = std::hypot(d, 2.0 * g.ab); // lambda1 - lambda2
@@ -50,7 +58,8 @@ inline svd2_top svd2_from_gram(const gram2& g) noexcept {
     const double lambda2 = lambda1 > 0 ? std::clamp(det / lambda1, 0.0, lambda1) : 0.0;
     t.sigma1 = std::sqrt(lambda1);
     t.sigma2 = std::sqrt(lambda2);
-    if (!(r > 0)) return t; // G = lambda I (or zero): documented choice e = (1, 0)
+    if (!(r > tie_rtol * (g.aa + g.bb)) || !(r > 0))
+        return t; // G = lambda I (or zero): documented choice e = (1, 0)
     // e = (cos th, sin th) with tan(2 th) = 2 ab / d; the larger component first.
     if (d >= 0) {
         t.e1 = std::sqrt(0.5 * (r + d) / r);
@@ -86,7 +95,7 @@ gram2 gram2_rows(std::type_identity_t<view<const T, R>> a, std::type_identity_t<
 /// First singular triplet of the 2 x N matrix whose rows are the views a and b.
 template <class T, std::size_t R>
 svd2_top svd2(std::type_identity_t<view<const T, R>> a, std::type_identity_t<view<const T, R>> b) {
-    return svd2_from_gram(gram2_rows<T, R>(a, b));
+    return svd2_from_gram(gram2_rows<T, R>(a, b), svd2_tie_rtol<T>);
 }
 
 /// Writes the first right-singular vector v1 = (e1 a + e2 b) / sigma1 (same shape as a and

@@ -52,7 +52,7 @@ struct tcfg {
             const view<T, R> ub = uncond.batch_slice(b, 1);
             const kernels::svd2_top top = kernels::svd2_from_gram(kernels::gram2_of<R>(
                 [](auto xv, auto uv, auto cv) { return std::array{xv - uv, xv - cv}; }, xb,
-                view<const T, R>(ub), cb));
+                view<const T, R>(ub), cb), kernels::svd2_tie_rtol<T>);
             // (a . v1) v1 = p a + q b
             const T p = static_cast<T>(top.e1 * top.e1), q = static_cast<T>(top.e1 * top.e2);
             kernels::transform(
