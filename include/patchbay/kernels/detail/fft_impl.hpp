@@ -12,6 +12,7 @@
 #include <cmath>
 #include <complex>
 #include <cstddef>
+#include <cstring>
 #include <memory>
 #include <numbers>
 #include <type_traits>
@@ -25,6 +26,15 @@
 #include "patchbay/core/config.hpp"
 #include "patchbay/core/view.hpp"
 #include "patchbay/kernels/detail/simd.hpp"
+#ifndef PATCHBAY_FFT_ROW_TARGET
+#define PATCHBAY_FFT_ROW_TARGET 256
+#endif
+#ifndef PATCHBAY_FFT_COL_TARGET
+#define PATCHBAY_FFT_COL_TARGET 1024
+#endif
+#ifndef PATCHBAY_FFT_PREFETCH
+#define PATCHBAY_FFT_PREFETCH 1
+#endif
 
 namespace patchbay::kernels::fft_detail {
 
@@ -190,13 +200,14 @@ struct stage {
 };
 
 // One Stockham stage over packs: for each pp < m and each of the L = s*inner contiguous packs,
-// a_r = x[(pp + m r) L + k], y[(P pp + j) L + k] = DFT_P(a)_j * w^(pp j).
+// a_r = x[(pp + m r) xs + k], y[(P pp + j) L + k] = DFT_P(a)_j * w^(pp j). The input element
+// stride xs is L except for a first stage reading straight from a wider array (column blocks).
 template <int P, class T>
-void run_stage(const T* PATCHBAY_RESTRICT x, T* PATCHBAY_RESTRICT y, index_t outer, index_t seq,
-               index_t m, index_t L, const T* tw) noexcept {
+void run_stage(const T* PATCHBAY_RESTRICT x, T* PATCHBAY_RESTRICT y, index_t outer, index_t xseq,
+               index_t yseq, index_t m, index_t L, index_t xs, const T* tw) noexcept {
     using O = ops<T>;
     constexpr index_t PS = O::PS, V = O::V;
-    const index_t rstride = m * L * PS;
+    const index_t rstride = m * xs * PS, jstride = L * PS;
     for (index_t pp = 0; pp < m; ++pp) {
         cpx<T> w[P];
         const bool twiddle = pp != 0;
@@ -206,8 +217,8 @@ void run_stage(const T* PATCHBAY_RESTRICT x, T* PATCHBAY_RESTRICT y, index_t out
                 w[j] = {O::bcast(t[0]), O::bcast(t[1])};
             }
         for (index_t o = 0; o < outer; ++o) {
-            const T* xb = x + (o * seq + pp * L) * PS;
-            T* yb = y + (o * seq + P * pp * L) * PS;
+            const T* xb = x + (o * xseq + pp * xs) * PS;
+            T* yb = y + (o * yseq + P * pp * L) * PS;
             if (twiddle) {
                 for (index_t k = 0; k < L; ++k) {
                     cpx<T> a[P];
@@ -221,8 +232,8 @@ void run_stage(const T* PATCHBAY_RESTRICT x, T* PATCHBAY_RESTRICT y, index_t out
                     O::store(q + V, a[0].im);
                     for (int j = 1; j < P; ++j) {
                         const cpx<T> b = cmul(a[j], w[j]);
-                        O::store(q + j * L * PS, b.re);
-                        O::store(q + j * L * PS + V, b.im);
+                        O::store(q + j * jstride, b.re);
+                        O::store(q + j * jstride + V, b.im);
                     }
                 }
             } else {
@@ -235,8 +246,8 @@ void run_stage(const T* PATCHBAY_RESTRICT x, T* PATCHBAY_RESTRICT y, index_t out
                     dft<P, T>(a);
                     T* q = yb + k * PS;
                     for (int j = 0; j < P; ++j) {
-                        O::store(q + j * L * PS, a[j].re);
-                        O::store(q + j * L * PS + V, a[j].im);
+                        O::store(q + j * jstride, a[j].re);
+                        O::store(q + j * jstride + V, a[j].im);
                     }
                 }
             }
@@ -311,6 +322,9 @@ public:
         return sub_ ? 2 * outer * M_ * inner : 0;
     }
 
+    /// True when run() leaves the result in its first buffer.
+    bool result_in_first() const noexcept { return sub_ || stages_.size() % 2 == 0; }
+
     /// Transform the (outer, n, inner) packs in `a`; `b` is a buffer of the same size. Returns
     /// the buffer holding the result (a or b).
     T* run(T* a, T* b, T* scratch, index_t outer, index_t inner) const {
@@ -318,26 +332,49 @@ public:
             run_bluestein(a, scratch, outer, inner);
             return a;
         }
-        T* x = a;
-        T* y = b;
+        return run_stages(a, n_ * inner, inner, a, b, outer, inner);
+    }
+
+    /// One column block (outer 1): sequence element e, pack i is read at src + (e xs + i) PS
+    /// (src is not written); the result lands in b1 or b2 (returned), each n * inner packs.
+    T* run_from(const T* src, index_t xs, T* b1, T* b2, T* scratch, index_t inner) const {
+        if (sub_ || stages_.empty()) {
+            for (index_t e = 0; e < n_; ++e)
+                std::copy(src + e * xs * O::PS, src + (e * xs + inner) * O::PS, b1 + e * inner * O::PS);
+            return run(b1, b2, scratch, 1, inner);
+        }
+        // the first stage reads src and writes b1; later stages ping-pong b1 / b2
+        return run_stages(src, n_ * xs, xs, b1, b2, 1, inner);
+    }
+
+private:
+    // Stages from x0 (element stride xs0 packs, sequences xseq0 packs apart) ping-ponging
+    // between a and b; x0 is a or an external read-only array. Returns the result buffer.
+    T* run_stages(const T* x0, index_t xseq0, index_t xs0, T* a, T* b, index_t outer,
+                  index_t inner) const {
+        const T* x = x0;
+        T* y = x0 == a ? b : a;
         const index_t seq = n_ * inner;
+        index_t xseq = xseq0, xs = xs0;
         for (const stage& st : stages_) {
             const index_t L = st.s * inner;
             const T* tw = tw_.data() + 2 * st.tw;
             switch (st.radix) {
-            case 2: run_stage<2, T>(x, y, outer, seq, st.m, L, tw); break;
-            case 3: run_stage<3, T>(x, y, outer, seq, st.m, L, tw); break;
-            case 4: run_stage<4, T>(x, y, outer, seq, st.m, L, tw); break;
-            case 5: run_stage<5, T>(x, y, outer, seq, st.m, L, tw); break;
-            case 7: run_stage<7, T>(x, y, outer, seq, st.m, L, tw); break;
-            default: run_stage<8, T>(x, y, outer, seq, st.m, L, tw); break;
+            case 2: run_stage<2, T>(x, y, outer, xseq, seq, st.m, L, xs, tw); break;
+            case 3: run_stage<3, T>(x, y, outer, xseq, seq, st.m, L, xs, tw); break;
+            case 4: run_stage<4, T>(x, y, outer, xseq, seq, st.m, L, xs, tw); break;
+            case 5: run_stage<5, T>(x, y, outer, xseq, seq, st.m, L, xs, tw); break;
+            case 7: run_stage<7, T>(x, y, outer, xseq, seq, st.m, L, xs, tw); break;
+            default: run_stage<8, T>(x, y, outer, xseq, seq, st.m, L, xs, tw); break;
             }
-            std::swap(x, y);
+            x = y;
+            y = y == a ? b : a;
+            xseq = seq;
+            xs = st.s * st.radix * inner; // the next stage's L
         }
-        return x;
+        return const_cast<T*>(x);
     }
 
-private:
     void init_bluestein() {
         M_ = smooth_at_least(2 * n_ - 1);
         sub_ = std::make_shared<const pass_plan>(M_);
@@ -477,10 +514,10 @@ constexpr bool avx_packs() noexcept {
     return false;
 }
 
-/// Interleaved complex planes src[p] (p < nb, plane stride HW complex) -> packs; lanes >= nb
-/// are zero. With `swap` the real and imaginary parts trade places.
+/// Interleaved complex planes (plane p at src + 2 p ps, elements e < count) -> packs; lanes
+/// >= nb are zero. With `swap` the real and imaginary parts trade places.
 template <class T>
-void gather_complex(const T* src, index_t nb, index_t HW, T* dst, bool swap) noexcept {
+void gather_complex(const T* src, index_t nb, index_t ps, index_t count, T* dst, bool swap) noexcept {
     constexpr index_t V = ops<T>::V, PS = ops<T>::PS;
     index_t e0 = 0;
 #if defined(__AVX__)
@@ -488,16 +525,16 @@ void gather_complex(const T* src, index_t nb, index_t HW, T* dst, bool swap) noe
         if (nb == V) {
             constexpr index_t C = V / 2; // complex per 256-bit register
             const int sw = swap ? 1 : 0;
-            for (; e0 + C <= HW; e0 += C) {
+            for (; e0 + C <= count; e0 += C) {
                 T* d = dst + e0 * PS;
                 if constexpr (std::is_same_v<T, float>) {
                     __m256 r[8];
-                    for (int p = 0; p < 8; ++p) r[p] = _mm256_loadu_ps(src + (p * HW + e0) * 2);
+                    for (int p = 0; p < 8; ++p) r[p] = _mm256_loadu_ps(src + (p * ps + e0) * 2);
                     transpose8(r);
                     for (int c = 0; c < 8; ++c) _mm256_store_ps(d + c * 8, r[c ^ sw]);
                 } else {
                     __m256d r[4];
-                    for (int p = 0; p < 4; ++p) r[p] = _mm256_loadu_pd(src + (p * HW + e0) * 2);
+                    for (int p = 0; p < 4; ++p) r[p] = _mm256_loadu_pd(src + (p * ps + e0) * 2);
                     transpose4(r);
                     for (int c = 0; c < 4; ++c) _mm256_store_pd(d + c * 4, r[c ^ sw]);
                 }
@@ -506,12 +543,12 @@ void gather_complex(const T* src, index_t nb, index_t HW, T* dst, bool swap) noe
     }
 #endif
     const index_t ro = swap ? V : 0, io = swap ? 0 : V;
-    for (index_t e = e0; e < HW; ++e) {
+    for (index_t e = e0; e < count; ++e) {
         T* d = dst + e * PS;
         for (index_t p = 0; p < V; ++p) {
             if (p < nb) {
-                d[ro + p] = src[(p * HW + e) * 2];
-                d[io + p] = src[(p * HW + e) * 2 + 1];
+                d[ro + p] = src[(p * ps + e) * 2];
+                d[io + p] = src[(p * ps + e) * 2 + 1];
             } else {
                 d[p] = T(0);
                 d[V + p] = T(0);
@@ -520,9 +557,11 @@ void gather_complex(const T* src, index_t nb, index_t HW, T* dst, bool swap) noe
     }
 }
 
-/// Packs -> interleaved complex planes (p < nb), times `scale`, optionally swapping parts.
+/// Packs -> interleaved complex planes (plane p at dst + 2 p ps, elements e < count, p < nb),
+/// times `scale`, optionally swapping parts.
 template <class T>
-void scatter_complex(const T* src, index_t nb, index_t HW, T* dst, bool swap, T scale) noexcept {
+void scatter_complex(const T* src, index_t nb, index_t count, T* dst, index_t ps, bool swap,
+                     T scale) noexcept {
     constexpr index_t V = ops<T>::V, PS = ops<T>::PS;
     index_t e0 = 0;
 #if defined(__AVX__)
@@ -530,20 +569,20 @@ void scatter_complex(const T* src, index_t nb, index_t HW, T* dst, bool swap, T 
         if (nb == V) {
             constexpr index_t C = V / 2;
             const int sw = swap ? 1 : 0;
-            for (; e0 + C <= HW; e0 += C) {
+            for (; e0 + C <= count; e0 += C) {
                 const T* s = src + e0 * PS;
                 if constexpr (std::is_same_v<T, float>) {
                     __m256 r[8];
                     const __m256 k = _mm256_set1_ps(scale);
                     for (int c = 0; c < 8; ++c) r[c ^ sw] = _mm256_mul_ps(_mm256_load_ps(s + c * 8), k);
                     transpose8(r);
-                    for (int p = 0; p < 8; ++p) _mm256_storeu_ps(dst + (p * HW + e0) * 2, r[p]);
+                    for (int p = 0; p < 8; ++p) _mm256_storeu_ps(dst + (p * ps + e0) * 2, r[p]);
                 } else {
                     __m256d r[4];
                     const __m256d k = _mm256_set1_pd(scale);
                     for (int c = 0; c < 4; ++c) r[c ^ sw] = _mm256_mul_pd(_mm256_load_pd(s + c * 4), k);
                     transpose4(r);
-                    for (int p = 0; p < 4; ++p) _mm256_storeu_pd(dst + (p * HW + e0) * 2, r[p]);
+                    for (int p = 0; p < 4; ++p) _mm256_storeu_pd(dst + (p * ps + e0) * 2, r[p]);
                 }
             }
         }
@@ -551,12 +590,43 @@ void scatter_complex(const T* src, index_t nb, index_t HW, T* dst, bool swap, T 
 #endif
     const index_t ro = swap ? V : 0, io = swap ? 0 : V;
     for (index_t p = 0; p < nb; ++p)
-        for (index_t e = e0; e < HW; ++e) {
+        for (index_t e = e0; e < count; ++e) {
             const T* s = src + e * PS;
-            dst[(p * HW + e) * 2] = s[ro + p] * scale;
-            dst[(p * HW + e) * 2 + 1] = s[io + p] * scale;
+            dst[(p * ps + e) * 2] = s[ro + p] * scale;
+            dst[(p * ps + e) * 2 + 1] = s[io + p] * scale;
         }
 }
+
+/// Buffer layout of one call: the chunk array A (H x W packs), two row-block buffers of g rows,
+/// two column-block buffers of wb columns, and Bluestein scratch. Blocks are sized to stay in
+/// L1 / L2 so the Stockham ping-pong never streams the whole chunk.
+struct blocking {
+    index_t g, wb;
+    index_t a, r1, r2, c1, c2, scratch, total; // offsets / total in packs
+
+    template <class P>
+    static blocking make(const P& row, const P& col, index_t H, index_t W) noexcept {
+        // rows: small blocks, so gathering from memory interleaves with in-L1 row transforms;
+        // columns: up to 64 KiB (L2), whole rows when they fit, so the scatter is sequential
+        constexpr index_t row_target = PATCHBAY_FFT_ROW_TARGET, col_target = PATCHBAY_FFT_COL_TARGET;
+        blocking b{};
+        b.g = std::clamp<index_t>(row_target / W, 1, H);
+        b.wb = W;
+        if (H * W > col_target) {
+            // at least 8 packs: a row segment of a block then fills whole cache lines
+            b.wb = std::max<index_t>(8, (col_target / H) / 4 * 4);
+            b.wb = std::min(b.wb, W);
+        }
+        b.a = 0;
+        b.r1 = H * W;
+        b.r2 = b.r1 + b.g * W;
+        b.c1 = b.r2 + b.g * W;
+        b.c2 = b.c1 + H * b.wb;
+        b.scratch = b.c2 + H * b.wb;
+        b.total = b.scratch + std::max(row.scratch_packs(b.g, 1), col.scratch_packs(1, b.wb));
+        return b;
+    }
+};
 
 template <class T>
 struct engine {
@@ -564,31 +634,95 @@ struct engine {
 
     static std::size_t workspace_elems(const pass_plan<T>& row, const pass_plan<T>& col, index_t H,
                                        index_t W) noexcept {
-        const index_t packs =
-            2 * H * W + std::max(row.scratch_packs(H, 1), col.scratch_packs(1, W));
-        return static_cast<std::size_t>(packs * O::PS);
+        return static_cast<std::size_t>(blocking::make(row, col, H, W).total * O::PS);
     }
 
-    /// Both passes over the chunk in `a` (b: second buffer); returns the buffer with the result.
-    static T* transform(const pass_plan<T>& row, const pass_plan<T>& col, index_t H, index_t W,
-                        T* a, T* b, T* scratch) {
-        T* r = row.run(a, b, scratch, H, 1);
-        T* other = r == a ? b : a;
-        return col.run(r, other, scratch, 1, W);
+    /// One chunk of V planes. gather(dst, h0, rows) fills rows [h0, h0 + rows) of every plane
+    /// as packs; scatter(src, w0, cols) takes the finished columns [w0, w0 + cols) (H x cols
+    /// packs, row-major).
+    template <class Gather, class Scatter>
+    static void run_chunk(const pass_plan<T>& row, const pass_plan<T>& col, index_t H, index_t W,
+                          T* ws, Gather&& gather, Scatter&& scatter) {
+        const blocking bl = blocking::make(row, col, H, W);
+        constexpr index_t PS = O::PS;
+        T* A = ws + bl.a * PS;
+        T* R1 = ws + bl.r1 * PS;
+        T* S = ws + bl.scratch * PS;
+        const bool in_first = row.result_in_first();
+        for (index_t h0 = 0; h0 < H; h0 += bl.g) {
+            const index_t gb = std::min(bl.g, H - h0);
+            T* blk = A + h0 * W * PS;
+            // gather so that the last stage writes straight into A
+            T* x = in_first ? blk : R1;
+            T* y = in_first ? R1 : blk;
+            gather(x, h0, gb);
+            row.run(x, y, S, gb, 1);
+        }
+        T* C1 = ws + bl.c1 * PS;
+        T* C2 = ws + bl.c2 * PS;
+        if (bl.wb == W) {
+            scatter(col.run_from(A, W, C1, C2, S, W), 0, W);
+            return;
+        }
+        // column blocks go back into A, then one sequential scatter of whole rows: scattering
+        // narrow column blocks would write every output plane at a stride (slow on big chunks)
+        for (index_t w0 = 0; w0 < W; w0 += bl.wb) {
+            const index_t wbb = std::min(bl.wb, W - w0);
+            const T* r = col.run_from(A + w0 * PS, W, C1, C2, S, wbb);
+            for (index_t h = 0; h < H; ++h)
+                std::memcpy(A + (h * W + w0) * PS, r + h * wbb * PS,
+                            static_cast<std::size_t>(wbb * PS) * sizeof(T));
+        }
+        scatter(A, 0, W);
+    }
+
+    /// Prefetch the input rows of the next row block (in this chunk or the next one) and the
+    /// output rows of this block, so memory traffic overlaps the transforms.
+    static void prefetch_next(const T* in, T* out, index_t count, index_t c0, index_t nb,
+                              index_t h0, index_t rows, index_t H, index_t W) noexcept {
+#if PATCHBAY_FFT_PREFETCH && (defined(__GNUC__) || defined(__clang__))
+        const index_t HW = H * W;
+        constexpr index_t line = 64 / static_cast<index_t>(sizeof(T));
+        index_t nc0 = c0, nh0 = h0 + rows, nnb = nb;
+        if (nh0 >= H) {
+            nc0 = c0 + O::V, nh0 = 0;
+            nnb = std::min(O::V, count - nc0);
+        }
+        const index_t nrows = std::min(rows, H - nh0);
+        for (index_t p = 0; p < nnb; ++p) {
+            const T* base = in + 2 * ((nc0 + p) * HW + nh0 * W);
+            for (index_t i = 0; i < 2 * nrows * W; i += line) __builtin_prefetch(base + i, 0, 3);
+        }
+        if (out != in)
+            for (index_t p = 0; p < nb; ++p) {
+                T* base = out + 2 * ((c0 + p) * HW + h0 * W);
+                for (index_t i = 0; i < 2 * rows * W; i += line) __builtin_prefetch(base + i, 1, 3);
+            }
+#else
+        (void)in, (void)out, (void)count, (void)c0, (void)nb, (void)h0, (void)rows, (void)H, (void)W;
+#endif
     }
 
     static void run_complex(const pass_plan<T>& row, const pass_plan<T>& col, index_t H,
                             index_t W, const T* in, T* out, index_t count, bool inverse, T* ws) {
         const index_t HW = H * W;
-        T* a = ws;
-        T* b = ws + HW * O::PS;
-        T* scratch = ws + 2 * HW * O::PS;
         const T scale = inverse ? static_cast<T>(1.0 / static_cast<double>(HW)) : T(1);
         for (index_t c0 = 0; c0 < count; c0 += O::V) {
             const index_t nb = std::min(O::V, count - c0);
-            gather_complex(in + 2 * c0 * HW, nb, HW, a, inverse);
-            T* r = transform(row, col, H, W, a, b, scratch);
-            scatter_complex(r, nb, HW, out + 2 * c0 * HW, inverse, scale);
+            const T* src = in + 2 * c0 * HW;
+            T* dst = out + 2 * c0 * HW;
+            run_chunk(
+                row, col, H, W, ws,
+                [&](T* d, index_t h0, index_t rows) {
+                    gather_complex(src + 2 * h0 * W, nb, HW, rows * W, d, inverse);
+                    prefetch_next(in, out, count, c0, nb, h0, rows, H, W);
+                },
+                [&](const T* r, index_t w0, index_t cols) {
+                    if (cols == W) return scatter_complex(r, nb, HW, dst, HW, inverse, scale);
+                    for (index_t h = 0; h < H; ++h)
+                        scatter_complex(r + h * cols * O::PS, nb, cols, dst + 2 * (h * W + w0), HW,
+                                        inverse, scale);
+                });
         }
     }
 
@@ -596,22 +730,28 @@ struct engine {
                             view<const T, 3> in, T* out, T* ws) {
         const index_t HW = H * W, count = in.extent(0);
         const index_t s0 = in.stride(0), s1 = in.stride(1), s2 = in.stride(2);
-        T* a = ws;
-        T* b = ws + HW * O::PS;
-        T* scratch = ws + 2 * HW * O::PS;
         for (index_t c0 = 0; c0 < count; c0 += O::V) {
             const index_t nb = std::min(O::V, count - c0);
-            for (index_t h = 0; h < H; ++h)
-                for (index_t w = 0; w < W; ++w) {
-                    T* d = a + (h * W + w) * O::PS;
-                    const T* s = in.data_handle() + c0 * s0 + h * s1 + w * s2;
-                    for (index_t p = 0; p < O::V; ++p) {
-                        d[p] = p < nb ? s[p * s0] : T(0);
-                        d[O::V + p] = T(0);
-                    }
-                }
-            T* r = transform(row, col, H, W, a, b, scratch);
-            scatter_complex(r, nb, HW, out + 2 * c0 * HW, false, T(1));
+            T* dst = out + 2 * c0 * HW;
+            run_chunk(
+                row, col, H, W, ws,
+                [&](T* d, index_t h0, index_t rows) {
+                    for (index_t h = h0; h < h0 + rows; ++h)
+                        for (index_t w = 0; w < W; ++w) {
+                            T* pk = d + ((h - h0) * W + w) * O::PS;
+                            const T* s = in.data_handle() + c0 * s0 + h * s1 + w * s2;
+                            for (index_t p = 0; p < O::V; ++p) {
+                                pk[p] = p < nb ? s[p * s0] : T(0);
+                                pk[O::V + p] = T(0);
+                            }
+                        }
+                },
+                [&](const T* r, index_t w0, index_t cols) {
+                    if (cols == W) return scatter_complex(r, nb, HW, dst, HW, false, T(1));
+                    for (index_t h = 0; h < H; ++h)
+                        scatter_complex(r + h * cols * O::PS, nb, cols, dst + 2 * (h * W + w0), HW,
+                                        false, T(1));
+                });
         }
     }
 
@@ -619,21 +759,24 @@ struct engine {
                              index_t W, const T* in, view<T, 3> out, T* ws) {
         const index_t HW = H * W, count = out.extent(0);
         const index_t s0 = out.stride(0), s1 = out.stride(1), s2 = out.stride(2);
-        T* a = ws;
-        T* b = ws + HW * O::PS;
-        T* scratch = ws + 2 * HW * O::PS;
         const T scale = static_cast<T>(1.0 / static_cast<double>(HW));
         for (index_t c0 = 0; c0 < count; c0 += O::V) {
             const index_t nb = std::min(O::V, count - c0);
-            gather_complex(in + 2 * c0 * HW, nb, HW, a, true);
-            T* r = transform(row, col, H, W, a, b, scratch);
-            // real part of swap(result) is the imaginary lane
-            for (index_t h = 0; h < H; ++h)
-                for (index_t w = 0; w < W; ++w) {
-                    const T* s = r + (h * W + w) * O::PS + O::V;
-                    T* d = out.data_handle() + c0 * s0 + h * s1 + w * s2;
-                    for (index_t p = 0; p < nb; ++p) d[p * s0] = s[p] * scale;
-                }
+            const T* src = in + 2 * c0 * HW;
+            run_chunk(
+                row, col, H, W, ws,
+                [&](T* d, index_t h0, index_t rows) {
+                    gather_complex(src + 2 * h0 * W, nb, HW, rows * W, d, true);
+                },
+                [&](const T* r, index_t w0, index_t cols) {
+                    // real part of swap(result) is the imaginary lane
+                    for (index_t h = 0; h < H; ++h)
+                        for (index_t w = 0; w < cols; ++w) {
+                            const T* pk = r + (h * cols + w) * O::PS + O::V;
+                            T* d = out.data_handle() + c0 * s0 + h * s1 + (w0 + w) * s2;
+                            for (index_t p = 0; p < nb; ++p) d[p * s0] = pk[p] * scale;
+                        }
+                });
         }
     }
 };
