@@ -2,6 +2,7 @@
 #include <cstddef>
 #include <vector>
 
+#include "e2e.hpp"
 #include "registry.hpp"
 
 #include "patchbay/kernels/elementwise.hpp"
@@ -124,3 +125,9 @@ PATCHBAY_CONFORMANCE("Mahiro", "sampler_post_cfg_function") {
     if (latent_rank(gc, "cond_denoised") == 4) mahiro_case<4>(gc, out);
     else mahiro_case<5>(gc, out);
 }
+
+PATCHBAY_CONFORMANCE("APG", "e2e.sample_euler") { e2e::run(gc, out, apg_from(gc)); }
+
+PATCHBAY_CONFORMANCE("TCFG", "e2e.sample_euler") { e2e::run(gc, out, tcfg{}); }
+
+PATCHBAY_CONFORMANCE("Mahiro", "e2e.sample_euler") { e2e::run(gc, out, mahiro{}); }
