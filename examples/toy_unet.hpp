@@ -45,7 +45,8 @@ struct toy_unet_config {
     index_t context_tokens = 2;  ///< tokens of a prompt's cross-attention context
     index_t context_dim = 16;    ///< width of a context token
     double data_std = 0.12;      ///< std of each mixture component
-    double residual = 0.1;       ///< weight of the UNet path on top of the exact denoiser
+    double residual = 0.2;       ///< weight of the UNet path on top of the exact denoiser
+    double attention_gain = 4.0; ///< gain of the middle self-attention's output projection
     std::uint64_t seed = 1;      ///< pictures and weights
 };
 
@@ -91,6 +92,8 @@ public:
         in3_ = conv(rng, 2 * mc, 4 * mc);
         const index_t d = 4 * mc;
         q1_ = linear(rng, d, d), k1_ = linear(rng, d, d), v1_ = linear(rng, d, d), o1_ = linear(rng, d, d);
+        // a strong self-attention path, so perturbing it (PAG) shows in the picture
+        for (auto& w : o1_.w) w *= float(cfg.attention_gain);
         q2_ = linear(rng, d, d), k2_ = linear(rng, cfg.context_dim, d), v2_ = linear(rng, cfg.context_dim, d),
         o2_ = linear(rng, d, d);
         mid_ = conv(rng, d, d);
