@@ -2,6 +2,7 @@
 #include <cstddef>
 #include <string>
 
+#include "e2e.hpp"
 #include "registry.hpp"
 
 #include "patchbay/kernels/elementwise.hpp"
@@ -89,3 +90,5 @@ PATCHBAY_CONFORMANCE("FreSca", "sampler_pre_cfg_function") {
 
 PATCHBAY_CONFORMANCE("FreeU", "output_block_patch") { free_u_case(gc, out, free_u{}); }
 PATCHBAY_CONFORMANCE("FreeU_V2", "output_block_patch") { free_u_case(gc, out, free_u_v2{}); }
+
+PATCHBAY_CONFORMANCE("FreSca", "e2e.sample_euler") { e2e::run(gc, out, fresca_from(gc)); }
