@@ -14,6 +14,7 @@
 
 #include "patchbay/core/view.hpp"
 #include "patchbay/kernels/detail/simd.hpp"
+#include "patchbay/kernels/reduce.hpp"
 
 namespace patchbay::kernels {
 
@@ -49,10 +50,13 @@ index_t pixel_offset(const view<T, R>& v, index_t p) noexcept {
     return off;
 }
 
-/// Pixels handled per tile. With 16 channels and three float inputs a tile is 96 KiB, which
-/// stays in L2 between the reduction and the map.
+/// Pixels per tile on the strided path, and the largest tile of the packed path.
 inline constexpr index_t channel_tile = 512;
-/// Channels summed in the first-level accumulator before it is folded into the second; the
+inline constexpr index_t channel_tile_max = 2048;
+/// Bytes of input a packed tile may span: it must stay in L2 between the reduction and the
+/// map, while long per-channel runs let the hardware prefetcher stream each row.
+inline constexpr index_t channel_tile_bytes = 192 * 1024;
+/// Channels summed in registers before the partial sums are added to the tile's sums; the
 /// two-level sum keeps the rounding error small for many channels.
 inline constexpr index_t channel_block = 16;
 
@@ -79,69 +83,82 @@ void channel_reduce_map(view<T, R> out, Terms&& terms, Factor&& factor, Apply&& 
     bool packed = pixels_packed(out);
     for (const auto& v : in_views) packed = packed && pixels_packed(v);
 
-    alignas(64) std::array<std::array<T, channel_tile>, K> acc1;
-    alignas(64) std::array<std::array<T, channel_tile>, K> acc2;
-    alignas(64) std::array<T, channel_tile> fac;
-    const bool two_level = channels > channel_block;
+    // Packed tiles: as long as the tile's inputs fit the cache budget, in whole SIMD vectors.
+    index_t tile = channel_tile;
+    if (packed) {
+        const index_t per_pixel = channels * static_cast<index_t>(N * sizeof(T));
+        tile = std::clamp<index_t>(channel_tile_bytes / std::max<index_t>(per_pixel, 1), 64, channel_tile_max);
+        tile -= tile % 64;
+    }
 
+    alignas(64) std::array<std::array<T, channel_tile_max>, K> sums;
+    alignas(64) std::array<T, channel_tile_max> fac;
     // Offsets of the tile's pixels in each view (strided path only).
     std::array<std::array<index_t, channel_tile>, N + 1> poff;
 
     for (index_t b = 0; b < batch; ++b) {
-        for (index_t p0 = 0; p0 < pixels; p0 += channel_tile) {
-            const index_t len = std::min(channel_tile, pixels - p0);
+        std::array<const T*, N> item;
+        for (std::size_t v = 0; v < N; ++v) item[v] = src[v] + b * in_strides[v][0];
+        for (index_t p0 = 0; p0 < pixels; p0 += tile) {
+            const index_t len = std::min(tile, pixels - p0);
             if (!packed) {
                 for (index_t i = 0; i < len; ++i) {
                     for (std::size_t v = 0; v < N; ++v) poff[v][i] = pixel_offset(in_views[v], p0 + i);
                     poff[N][i] = pixel_offset(out, p0 + i);
                 }
             }
-            for (std::size_t k = 0; k < K; ++k) {
-                std::fill_n(acc1[k].data(), len, T(0));
-                if (two_level) std::fill_n(acc2[k].data(), len, T(0));
-            }
-            // ---- reduction over channels
-            for (index_t c = 0; c < channels; ++c) {
-                std::array<const T*, N> row;
-                for (std::size_t v = 0; v < N; ++v)
-                    row[v] = src[v] + b * in_strides[v][0] + c * in_strides[v][1];
-                index_t i = 0;
-                if (packed) {
-                    for (std::size_t v = 0; v < N; ++v) row[v] += p0;
-                    if constexpr (simd::enabled) {
-                        using B = simd::batch<T>;
-                        constexpr index_t W = static_cast<index_t>(B::size);
-                        for (; i + W <= len; i += W) {
-                            std::array<B, N> x;
-                            for (std::size_t v = 0; v < N; ++v) x[v] = B::load_unaligned(row[v] + i);
-                            const auto t = std::apply([&](const auto&... a) { return terms(a...); }, x);
-                            for (std::size_t k = 0; k < K; ++k)
-                                (B::load_aligned(acc1[k].data() + i) + t[k]).store_aligned(acc1[k].data() + i);
+            // ---- reduction over channels: a few pixel vectors at a time, channels inner,
+            // partial sums in registers for up to channel_block channels
+            index_t px = 0;
+            if (packed) {
+                if constexpr (simd::enabled) {
+                    using B = simd::batch<T>;
+                    constexpr index_t W = static_cast<index_t>(B::size);
+                    constexpr index_t U = K <= 2 ? 2 : 1; // vectors per step (registers permitting)
+                    auto step = [&](index_t at, auto unroll) {
+                        constexpr index_t UU = decltype(unroll)::value;
+                        for (index_t c0 = 0; c0 < channels; c0 += channel_block) {
+                            const index_t c1 = std::min(channels, c0 + channel_block);
+                            std::array<std::array<B, K>, UU> a;
+                            for (auto& q : a) q.fill(B(T(0)));
+                            for (index_t c = c0; c < c1; ++c) {
+                                for (index_t uu = 0; uu < UU; ++uu) {
+                                    std::array<B, N> x;
+                                    for (std::size_t v = 0; v < N; ++v)
+                                        x[v] = B::load_unaligned(item[v] + c * in_strides[v][1] + p0 + at + uu * W);
+                                    const auto t = std::apply([&](const auto&... e) { return terms(e...); }, x);
+                                    for (std::size_t k = 0; k < K; ++k) a[std::size_t(uu)][k] += t[k];
+                                }
+                            }
+                            for (index_t uu = 0; uu < UU; ++uu)
+                                for (std::size_t k = 0; k < K; ++k) {
+                                    T* dst = sums[k].data() + at + uu * W;
+                                    (c0 == 0 ? a[std::size_t(uu)][k] : B::load_aligned(dst) + a[std::size_t(uu)][k])
+                                        .store_aligned(dst);
+                                }
                         }
-                    }
-                    for (; i < len; ++i) {
-                        std::array<T, N> x;
-                        for (std::size_t v = 0; v < N; ++v) x[v] = row[v][i];
-                        const auto t = std::apply([&](const auto&... a) { return terms(a...); }, x);
-                        for (std::size_t k = 0; k < K; ++k) acc1[k][i] += T(t[k]);
-                    }
-                } else {
-                    for (; i < len; ++i) {
-                        std::array<T, N> x;
-                        for (std::size_t v = 0; v < N; ++v) x[v] = row[v][poff[v][i]];
-                        const auto t = std::apply([&](const auto&... a) { return terms(a...); }, x);
-                        for (std::size_t k = 0; k < K; ++k) acc1[k][i] += T(t[k]);
-                    }
-                }
-                if (two_level && ((c + 1) % channel_block == 0 || c + 1 == channels)) {
-                    for (std::size_t k = 0; k < K; ++k)
-                        for (index_t j = 0; j < len; ++j) {
-                            acc2[k][j] += acc1[k][j];
-                            acc1[k][j] = T(0);
-                        }
+                    };
+                    for (; px + U * W <= len; px += U * W) step(px, std::integral_constant<index_t, U>{});
+                    for (; px + W <= len; px += W) step(px, std::integral_constant<index_t, 1>{});
                 }
             }
-            auto& sums = two_level ? acc2 : acc1;
+            // scalar tail (packed) or the whole tile (strided): per pixel, channels inner
+            for (; px < len; ++px) {
+                std::array<T, K> total{};
+                for (index_t c0 = 0; c0 < channels; c0 += channel_block) {
+                    const index_t c1 = std::min(channels, c0 + channel_block);
+                    std::array<T, K> part{};
+                    for (index_t c = c0; c < c1; ++c) {
+                        std::array<T, N> x;
+                        for (std::size_t v = 0; v < N; ++v)
+                            x[v] = item[v][c * in_strides[v][1] + (packed ? p0 + px : poff[v][px])];
+                        const auto t = std::apply([&](const auto&... e) { return terms(e...); }, x);
+                        for (std::size_t k = 0; k < K; ++k) part[k] += T(t[k]);
+                    }
+                    for (std::size_t k = 0; k < K; ++k) total[k] = c0 == 0 ? part[k] : total[k] + part[k];
+                }
+                for (std::size_t k = 0; k < K; ++k) sums[k][px] = total[k];
+            }
             // ---- per-pixel factor
             {
                 index_t i = 0;
@@ -196,6 +213,53 @@ void channel_reduce_map(view<T, R> out, Terms&& terms, Factor&& factor, Apply&& 
                 }
             }
         }
+    }
+}
+
+/// Sums K terms over every element of same-shaped views, like reduce<K>, but faster on
+/// contiguous views: several independent accumulator sets hide the latency of the adds that
+/// bounds reduce<K>'s single chain per sum. Same blocking (reduce_block terms per lane in the
+/// input precision, blocks in double), so the accuracy is reduce's. Strided views fall back
+/// to reduce<K>.
+template <std::size_t K, std::size_t R, class F, class T0, class... Tn>
+std::array<double, K> reduce_unrolled(F&& f, const view<T0, R>& v0, const view<Tn, R>&... vn) {
+    using T = std::remove_const_t<T0>;
+    if constexpr (!simd::enabled) {
+        return reduce<K>(f, v0, vn...);
+    } else {
+        if (!v0.is_contiguous() || !(vn.is_contiguous() && ...)) return reduce<K>(f, v0, vn...);
+        constexpr std::size_t N = 1 + sizeof...(Tn);
+        using B = simd::batch<T>;
+        constexpr index_t W = static_cast<index_t>(B::size);
+        constexpr index_t U = K <= 2 ? 4 : 2; // accumulator sets (registers permitting)
+        const std::array<const T*, N> src{v0.data_handle(), vn.data_handle()...};
+        const index_t n = v0.size();
+        std::array<double, K> total{};
+        index_t i = 0;
+        while (i + U * W <= n) {
+            std::array<std::array<B, K>, U> acc;
+            for (auto& a : acc) a.fill(B(T(0)));
+            const index_t stop = std::min(n - U * W, i + U * W * (reduce_block - 1));
+            for (; i <= stop; i += U * W)
+                for (index_t u = 0; u < U; ++u) {
+                    std::array<B, N> x;
+                    for (std::size_t v = 0; v < N; ++v) x[v] = B::load_unaligned(src[v] + i + u * W);
+                    const auto t = std::apply([&](const auto&... a) { return f(a...); }, x);
+                    for (std::size_t k = 0; k < K; ++k) acc[std::size_t(u)][k] += t[k];
+                }
+            for (std::size_t k = 0; k < K; ++k) {
+                B s = acc[0][k];
+                for (index_t u = 1; u < U; ++u) s += acc[std::size_t(u)][k];
+                total[k] += simd::hsum(s);
+            }
+        }
+        for (; i < n; ++i) {
+            std::array<T, N> x;
+            for (std::size_t v = 0; v < N; ++v) x[v] = src[v][i];
+            const auto t = std::apply([&](const auto&... a) { return f(a...); }, x);
+            for (std::size_t k = 0; k < K; ++k) total[k] += static_cast<double>(t[k]);
+        }
+        return total;
     }
 }
 

@@ -22,6 +22,7 @@
 #include "patchbay/core/patch.hpp"
 #include "patchbay/core/view.hpp"
 #include "patchbay/kernels/elementwise.hpp"
+#include "patchbay/kernels/channel_norm.hpp"
 #include "patchbay/kernels/reduce.hpp"
 
 namespace patchbay {
@@ -63,7 +64,7 @@ struct renorm_cfg {
             const auto og = out.batch_slice(b, 1).channel_slice(0, guided);
             T scale = T(1);
             if (renorm_cfg > 0.0) {
-                const auto s = kernels::reduce<2>(
+                const auto s = kernels::reduce_unrolled<2>(
                     [k](auto c, auto u) {
                         const auto h = u + (c - u) * k;
                         return std::array{c * c, h * h};

@@ -29,6 +29,7 @@
 #include "patchbay/core/view.hpp"
 #include "patchbay/kernels/detail/simd.hpp"
 #include "patchbay/kernels/elementwise.hpp"
+#include "patchbay/kernels/channel_norm.hpp"
 #include "patchbay/kernels/reduce.hpp"
 
 namespace patchbay {
@@ -90,7 +91,7 @@ private:
         const T c0 = first(c), u0 = first(u);
         const T xc0 = first(x) * inv;
         const T kc = xc0 - c0, kg = xc0 - (u0 + (c0 - u0) * k);
-        const auto s = kernels::reduce<4>(
+        const auto s = kernels::reduce_unrolled<4>(
             [=](auto xv, auto cv, auto uv) {
                 const auto xc = xv * inv;
                 const auto dc = xc - cv - kc;
@@ -114,7 +115,7 @@ private:
         const T k = static_cast<T>(cond_scale);
         const T c0 = first(c), u0 = first(u);
         const T kc = c0, kg = u0 + (c0 - u0) * k;
-        const auto s = kernels::reduce<4>(
+        const auto s = kernels::reduce_unrolled<4>(
             [=](auto cv, auto uv) {
                 const auto dc = cv - kc;
                 const auto dg = (uv + (cv - uv) * k) - kg;
@@ -165,33 +166,44 @@ private:
                     }
                 rows_in_block = 0;
             };
-            // ---- pass 1: per-column shifted sums
+            // ---- pass 1: per-column shifted sums, up to four H rows per visit of the
+            // accumulators (they live in memory: a row of columns does not fit registers)
             for (index_t ch = 0; ch < C; ++ch)
                 for (index_t t = 0; t < TT; ++t)
-                    for (index_t h = 0; h < H; ++h) {
+                    for (index_t h = 0; h < H;) {
+                        const index_t hn = std::min<index_t>(4, H - h);
                         const T* xp = &x(0, ch, t, h, w0);
                         const T* cp = &c(0, ch, t, h, w0);
                         const T* up = &u(0, ch, t, h, w0);
+                        const index_t hx = x.stride(3), hc = c.stride(3), hu = u.stride(3);
                         index_t j = 0;
                         if (unit) {
                             if constexpr (simd::enabled) {
                                 using B = simd::batch<T>;
                                 constexpr index_t L = static_cast<index_t>(B::size);
                                 for (; j + L <= len; j += L) {
-                                    const auto tv = terms(B::load_unaligned(xp + j), B::load_unaligned(cp + j),
-                                                          B::load_unaligned(up + j), B::load_aligned(shift_c.data() + j),
-                                                          B::load_aligned(shift_g.data() + j));
-                                    for (std::size_t q = 0; q < 4; ++q)
-                                        (B::load_aligned(acc1[q].data() + j) + tv[q]).store_aligned(acc1[q].data() + j);
+                                    std::array<B, 4> a;
+                                    for (std::size_t q = 0; q < 4; ++q) a[q] = B::load_aligned(acc1[q].data() + j);
+                                    const B kc = B::load_aligned(shift_c.data() + j), kg = B::load_aligned(shift_g.data() + j);
+                                    for (index_t r = 0; r < hn; ++r) {
+                                        const auto tv = terms(B::load_unaligned(xp + r * hx + j), B::load_unaligned(cp + r * hc + j),
+                                                              B::load_unaligned(up + r * hu + j), kc, kg);
+                                        for (std::size_t q = 0; q < 4; ++q) a[q] += tv[q];
+                                    }
+                                    for (std::size_t q = 0; q < 4; ++q) a[q].store_aligned(acc1[q].data() + j);
                                 }
                             }
                         }
                         const index_t sx = x.stride(4), sc = c.stride(4), su = u.stride(4);
-                        for (; j < len; ++j) {
-                            const auto tv = terms(xp[j * sx], cp[j * sc], up[j * su], shift_c[j], shift_g[j]);
-                            for (std::size_t q = 0; q < 4; ++q) acc1[q][j] += tv[q];
-                        }
-                        if (++rows_in_block == block) flush();
+                        for (; j < len; ++j)
+                            for (index_t r = 0; r < hn; ++r) {
+                                const auto tv = terms(xp[r * hx + j * sx], cp[r * hc + j * sc], up[r * hu + j * su],
+                                                      shift_c[j], shift_g[j]);
+                                for (std::size_t q = 0; q < 4; ++q) acc1[q][j] += tv[q];
+                            }
+                        h += hn;
+                        rows_in_block += hn;
+                        if (rows_in_block >= block) flush();
                     }
             flush();
             for (index_t j = 0; j < len; ++j)
