@@ -91,10 +91,11 @@ void channel_reduce_map(view<T, R> out, Terms&& terms, Factor&& factor, Apply&& 
         tile -= tile % 64;
     }
 
-    alignas(64) std::array<std::array<T, channel_tile_max>, K> sums;
-    alignas(64) std::array<T, channel_tile_max> fac;
+    // (C arrays: indexed with signed pixel indices)
+    alignas(64) T sums[K][channel_tile_max];
+    alignas(64) T fac[channel_tile_max];
     // Offsets of the tile's pixels in each view (strided path only).
-    std::array<std::array<index_t, channel_tile>, N + 1> poff;
+    index_t poff[N + 1][channel_tile];
 
     for (index_t b = 0; b < batch; ++b) {
         std::array<const T*, N> item;
@@ -132,7 +133,7 @@ void channel_reduce_map(view<T, R> out, Terms&& terms, Factor&& factor, Apply&& 
                             }
                             for (index_t uu = 0; uu < UU; ++uu)
                                 for (std::size_t k = 0; k < K; ++k) {
-                                    T* dst = sums[k].data() + at + uu * W;
+                                    T* dst = sums[k] + at + uu * W;
                                     (c0 == 0 ? a[std::size_t(uu)][k] : B::load_aligned(dst) + a[std::size_t(uu)][k])
                                         .store_aligned(dst);
                                 }
@@ -167,8 +168,8 @@ void channel_reduce_map(view<T, R> out, Terms&& terms, Factor&& factor, Apply&& 
                     constexpr index_t W = static_cast<index_t>(B::size);
                     for (; i + W <= len; i += W) {
                         std::array<B, K> s;
-                        for (std::size_t k = 0; k < K; ++k) s[k] = B::load_aligned(sums[k].data() + i);
-                        B(factor(s)).store_aligned(fac.data() + i);
+                        for (std::size_t k = 0; k < K; ++k) s[k] = B::load_aligned(sums[k] + i);
+                        B(factor(s)).store_aligned(fac + i);
                     }
                 }
                 for (; i < len; ++i) {
@@ -193,7 +194,7 @@ void channel_reduce_map(view<T, R> out, Terms&& terms, Factor&& factor, Apply&& 
                         for (; i + W <= len; i += W) {
                             std::array<B, N> x;
                             for (std::size_t v = 0; v < N; ++v) x[v] = B::load_unaligned(row[v] + i);
-                            const B f = B::load_aligned(fac.data() + i);
+                            const B f = B::load_aligned(fac + i);
                             const B r = std::apply([&](const auto&... a) { return B(apply(f, a...)); }, x);
                             r.store_unaligned(orow + i);
                         }

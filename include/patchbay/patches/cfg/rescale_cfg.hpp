@@ -143,9 +143,10 @@ private:
             const auto dg = xc - (uv + (cv - uv) * k) - kg;
             return std::array{dc, dc * dc, dg, dg * dg};
         };
-        alignas(64) std::array<std::array<T, tile>, 4> acc1;
-        std::array<std::array<double, tile>, 4> acc2;
-        alignas(64) std::array<T, tile> shift_c, shift_g, fac;
+        // (C arrays: indexed with signed column indices)
+        alignas(64) T acc1[4][tile];
+        double acc2[4][tile];
+        alignas(64) T shift_c[tile], shift_g[tile], fac[tile];
         for (index_t w0 = 0; w0 < W; w0 += tile) {
             const index_t len = std::min(tile, W - w0);
             for (index_t j = 0; j < len; ++j) {
@@ -154,8 +155,8 @@ private:
                 shift_g[j] = xc - (uv + (cv - uv) * k);
             }
             for (std::size_t q = 0; q < 4; ++q) {
-                std::fill_n(acc1[q].data(), len, T(0));
-                std::fill_n(acc2[q].data(), len, 0.0);
+                std::fill_n(acc1[q], len, T(0));
+                std::fill_n(acc2[q], len, 0.0);
             }
             index_t rows_in_block = 0;
             auto flush = [&] {
@@ -183,14 +184,14 @@ private:
                                 constexpr index_t L = static_cast<index_t>(B::size);
                                 for (; j + L <= len; j += L) {
                                     std::array<B, 4> a;
-                                    for (std::size_t q = 0; q < 4; ++q) a[q] = B::load_aligned(acc1[q].data() + j);
-                                    const B kc = B::load_aligned(shift_c.data() + j), kg = B::load_aligned(shift_g.data() + j);
+                                    for (std::size_t q = 0; q < 4; ++q) a[q] = B::load_aligned(acc1[q] + j);
+                                    const B kc = B::load_aligned(shift_c + j), kg = B::load_aligned(shift_g + j);
                                     for (index_t r = 0; r < hn; ++r) {
                                         const auto tv = terms(B::load_unaligned(xp + r * hx + j), B::load_unaligned(cp + r * hc + j),
                                                               B::load_unaligned(up + r * hu + j), kc, kg);
                                         for (std::size_t q = 0; q < 4; ++q) a[q] += tv[q];
                                     }
-                                    for (std::size_t q = 0; q < 4; ++q) a[q].store_aligned(acc1[q].data() + j);
+                                    for (std::size_t q = 0; q < 4; ++q) a[q].store_aligned(acc1[q] + j);
                                 }
                             }
                         }
@@ -227,7 +228,7 @@ private:
                                 constexpr index_t L = static_cast<index_t>(B::size);
                                 for (; j + L <= len; j += L)
                                     B(value(B::load_unaligned(xp + j), B::load_unaligned(cp + j),
-                                            B::load_unaligned(up + j), B::load_aligned(fac.data() + j)))
+                                            B::load_unaligned(up + j), B::load_aligned(fac + j)))
                                         .store_unaligned(op + j);
                             }
                         }
