@@ -81,131 +81,67 @@ constexpr index_t pad(index_t n) noexcept {
     return (n + L - 1) / L * L;
 }
 
-/// Calls f.template operator()<N>() with N = n (1 <= n <= 8).
+/// Calls f.template operator()<N>() with N = n (1 <= n <= 4).
 template <class F>
 void with_count(index_t n, F&& f) {
     switch (n) {
     case 1: f.template operator()<1>(); break;
     case 2: f.template operator()<2>(); break;
     case 3: f.template operator()<3>(); break;
-    case 4: f.template operator()<4>(); break;
-    case 5: f.template operator()<5>(); break;
-    case 6: f.template operator()<6>(); break;
-    case 7: f.template operator()<7>(); break;
-    default: f.template operator()<8>(); break;
+    default: f.template operator()<4>(); break;
     }
 }
 
-/// out[r, :] = sum_w src[r, w] * U[w, :] for r < rows; U is len x kp (kp a multiple of the
-/// SIMD width), out rows hold kp values. Several rows at once when kp is short, so the
-/// multiply-add chains are independent.
-template <class T>
-void rows_times_basis(const T* src, index_t src_stride, index_t rows, index_t len, const T* U,
-                      index_t kp, T* out, index_t out_stride) {
+/// One MR x NR-vector tile of C = A B (C += A B when accumulating).
+template <class T, int MR, int NR>
+PATCHBAY_ALWAYS_INLINE void gemm_tile(const T* A, index_t lda, const T* B, index_t ldb, T* C,
+                                      index_t ldc, index_t K, bool accumulate) {
     using O = vec<T>;
-    const index_t nvec = kp / O::L;
-    for (index_t j0 = 0; j0 < nvec; j0 += 8) {
-        const index_t nv = std::min<index_t>(8, nvec - j0);
-        with_count(nv, [&]<int NV>() {
-            constexpr int RB = NV <= 2 ? 4 : (NV <= 4 ? 2 : 1);
-            index_t r = 0;
-            for (; r + RB <= rows; r += RB) {
-                typename O::V acc[RB][NV];
-                for (int a = 0; a < RB; ++a)
-                    for (int j = 0; j < NV; ++j) acc[a][j] = O::zero();
-                for (index_t w = 0; w < len; ++w) {
-                    const T* u = U + w * kp + j0 * O::L;
-                    typename O::V uv[NV];
-                    for (int j = 0; j < NV; ++j) uv[j] = O::load(u + j * O::L);
-                    for (int a = 0; a < RB; ++a) {
-                        const auto b = O::bcast(src[(r + a) * src_stride + w]);
-                        for (int j = 0; j < NV; ++j) acc[a][j] = O::fma(b, uv[j], acc[a][j]);
-                    }
-                }
-                for (int a = 0; a < RB; ++a)
-                    for (int j = 0; j < NV; ++j)
-                        O::store(out + (r + a) * out_stride + (j0 + j) * O::L, acc[a][j]);
-            }
-            for (; r < rows; ++r) {
-                typename O::V acc[NV];
-                for (int j = 0; j < NV; ++j) acc[j] = O::zero();
-                for (index_t w = 0; w < len; ++w) {
-                    const auto b = O::bcast(src[r * src_stride + w]);
-                    const T* u = U + w * kp + j0 * O::L;
-                    for (int j = 0; j < NV; ++j) acc[j] = O::fma(b, O::load(u + j * O::L), acc[j]);
-                }
-                for (int j = 0; j < NV; ++j) O::store(out + r * out_stride + (j0 + j) * O::L, acc[j]);
-            }
-        });
-    }
-}
-
-/// out[k, :] = sum_h coef[h * coef_stride + k] * src[h, :] for k < K; rows of src and out hold
-/// lenp values (a multiple of the SIMD width).
-template <class T>
-void transpose_times(const T* coef, index_t coef_stride, index_t K, const T* src,
-                     index_t src_stride, index_t rows, index_t lenp, T* out, index_t out_stride) {
-    using O = vec<T>;
-    const index_t nvec = lenp / O::L;
-    constexpr int KB = 4, CV = 2;
-    index_t k0 = 0;
-    for (; k0 + KB <= K; k0 += KB) {
-        index_t c = 0;
-        for (; c + CV <= nvec; c += CV) {
-            typename O::V acc[KB][CV];
-            for (int a = 0; a < KB; ++a)
-                for (int j = 0; j < CV; ++j) acc[a][j] = O::zero();
-            for (index_t h = 0; h < rows; ++h) {
-                typename O::V s[CV];
-                for (int j = 0; j < CV; ++j) s[j] = O::load(src + h * src_stride + (c + j) * O::L);
-                for (int a = 0; a < KB; ++a) {
-                    const auto b = O::bcast(coef[h * coef_stride + k0 + a]);
-                    for (int j = 0; j < CV; ++j) acc[a][j] = O::fma(b, s[j], acc[a][j]);
-                }
-            }
-            for (int a = 0; a < KB; ++a)
-                for (int j = 0; j < CV; ++j) O::store(out + (k0 + a) * out_stride + (c + j) * O::L, acc[a][j]);
-        }
-        for (; c < nvec; ++c) {
-            typename O::V acc[KB];
-            for (int a = 0; a < KB; ++a) acc[a] = O::zero();
-            for (index_t h = 0; h < rows; ++h) {
-                const auto s = O::load(src + h * src_stride + c * O::L);
-                for (int a = 0; a < KB; ++a)
-                    acc[a] = O::fma(O::bcast(coef[h * coef_stride + k0 + a]), s, acc[a]);
-            }
-            for (int a = 0; a < KB; ++a) O::store(out + (k0 + a) * out_stride + c * O::L, acc[a]);
+    typename O::V acc[MR][NR];
+    for (int i = 0; i < MR; ++i)
+        for (int j = 0; j < NR; ++j) acc[i][j] = accumulate ? O::load(C + i * ldc + j * O::L) : O::zero();
+    for (index_t k = 0; k < K; ++k) {
+        typename O::V b[NR];
+        for (int j = 0; j < NR; ++j) b[j] = O::load(B + k * ldb + j * O::L);
+        for (int i = 0; i < MR; ++i) {
+            const auto a = O::bcast(A[i * lda + k]);
+            for (int j = 0; j < NR; ++j) acc[i][j] = O::fma(a, b[j], acc[i][j]);
         }
     }
-    for (; k0 < K; ++k0)
-        for (index_t c = 0; c < nvec; ++c) {
-            typename O::V acc = O::zero();
-            for (index_t h = 0; h < rows; ++h)
-                acc = O::fma(O::bcast(coef[h * coef_stride + k0]),
-                             O::load(src + h * src_stride + c * O::L), acc);
-            O::store(out + k0 * out_stride + c * O::L, acc);
-        }
+    for (int i = 0; i < MR; ++i)
+        for (int j = 0; j < NR; ++j) O::store(C + i * ldc + j * O::L, acc[i][j]);
 }
 
-/// out[:] (+)= sum_k a[k] * V[k, :] over lenp values (a multiple of the SIMD width).
-template <class T>
-void combine_rows(const T* a, index_t K, const T* V, index_t v_stride, index_t lenp, T* out,
-                  bool accumulate) {
+template <class T, int MR>
+void gemm_rows(const T* A, index_t lda, const T* B, index_t ldb, T* C, index_t ldc, index_t K,
+               index_t nvec, bool accumulate) {
     using O = vec<T>;
-    const index_t nvec = lenp / O::L;
-    for (index_t j0 = 0; j0 < nvec; j0 += 8) {
-        const index_t nv = std::min<index_t>(8, nvec - j0);
-        with_count(nv, [&]<int NV>() {
-            typename O::V acc[NV];
-            for (int j = 0; j < NV; ++j)
-                acc[j] = accumulate ? O::load(out + (j0 + j) * O::L) : O::zero();
-            for (index_t k = 0; k < K; ++k) {
-                const auto b = O::bcast(a[k]);
-                const T* v = V + k * v_stride + j0 * O::L;
-                for (int j = 0; j < NV; ++j) acc[j] = O::fma(b, O::load(v + j * O::L), acc[j]);
-            }
-            for (int j = 0; j < NV; ++j) O::store(out + (j0 + j) * O::L, acc[j]);
-        });
+    index_t j = 0;
+    for (; j + 3 <= nvec; j += 3) gemm_tile<T, MR, 3>(A, lda, B + j * O::L, ldb, C + j * O::L, ldc, K, accumulate);
+    if (nvec - j == 2) gemm_tile<T, MR, 2>(A, lda, B + j * O::L, ldb, C + j * O::L, ldc, K, accumulate);
+    else if (nvec - j == 1) gemm_tile<T, MR, 1>(A, lda, B + j * O::L, ldb, C + j * O::L, ldc, K, accumulate);
+}
+
+/// C (M x Np) = A (M x K, row stride lda) * B (K x Np, row stride ldb), or C += A B. Np is a
+/// multiple of the SIMD width; register tiles of 4 rows x 3 vectors.
+template <class T>
+void gemm(const T* A, index_t lda, const T* B, index_t ldb, T* C, index_t ldc, index_t M,
+          index_t K, index_t Np, bool accumulate) {
+    using O = vec<T>;
+    const index_t nvec = Np / O::L;
+    if (M <= 0 || nvec <= 0) return;
+    if (K <= 0) {
+        if (!accumulate)
+            for (index_t i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + Np, T(0));
+        return;
+    }
+    index_t i = 0;
+    for (; i + 4 <= M; i += 4) gemm_rows<T, 4>(A + i * lda, lda, B, ldb, C + i * ldc, ldc, K, nvec, accumulate);
+    switch (M - i) {
+    case 3: gemm_rows<T, 3>(A + i * lda, lda, B, ldb, C + i * ldc, ldc, K, nvec, accumulate); break;
+    case 2: gemm_rows<T, 2>(A + i * lda, lda, B, ldb, C + i * ldc, ldc, K, nvec, accumulate); break;
+    case 1: gemm_rows<T, 1>(A + i * lda, lda, B, ldb, C + i * ldc, ldc, K, nvec, accumulate); break;
+    default: break;
     }
 }
 
@@ -324,7 +260,7 @@ std::shared_ptr<const axis_basis<T>> cached_axis(const box_range& box, bool comp
 /// Per-thread scratch of the direct path; grows to the largest plane seen, then is reused.
 template <class T>
 struct box_workspace {
-    std::vector<T> plane, Y, X, Z, M, A, B, row;
+    std::vector<T> plane, Y, X, Z, M, A, B, L;
     static box_workspace& local() {
         thread_local box_workspace ws;
         return ws;
@@ -356,8 +292,8 @@ public:
                 const double kr = double(ar ? n_rout : n_rin), kc = double(ac ? n_cout : n_cin);
                 const double hw = double(H_) * double(W_);
                 double c = 0;
-                if (!ac) c = 2 * hw * kc + 2 * double(H_) * kr * kc;
-                else if (!ar) c = 2 * hw * kr + 2 * double(W_) * kr * kc;
+                if (!ar) c = 2 * hw * kr + 2 * double(W_) * kr * kc;
+                else if (!ac) c = 2 * hw * kc + 2 * double(H_) * kr * kc;
                 else c = 2 * hw * (kr + kc) + hw + 2 * double(H_) * kr * kc;
                 if (best < 0 || c < best) {
                     best = c;
@@ -383,83 +319,79 @@ public:
     /// Estimated multiply-adds per plane.
     double cost() const noexcept { return cost_; }
 
-    /// x: H rows of padded_cols() values (entries past W must be 0). Calls sink(h, Lrow) for
-    /// every row, Lrow holding W values of L(x) (padded_cols() readable).
+    /// x: H rows of padded_cols() values, row stride ldx (entries past W must be 0). Calls
+    /// sink(h, Lrow) for every row, Lrow holding W values of L(x) (padded_cols() readable).
+    /// Reads x before the first sink call, so the sink may overwrite x's memory.
     template <class Sink>
-    void apply(const T* x, box_workspace<T>& ws, Sink&& sink) const {
+    void apply(const T* x, index_t ldx, box_workspace<T>& ws, Sink&& sink) const {
         using namespace fourier_detail;
         const index_t H = H_, Wp = Wp_;
-        ws.row.resize(static_cast<std::size_t>(Wp));
-        T* row = ws.row.data();
+        ws.L.resize(static_cast<std::size_t>(std::max<index_t>(H * Wp, 1)));
+        T* L = ws.L.data();
         if (zero_) {
-            std::fill(row, row + Wp, T(0));
-            for (index_t h = 0; h < H; ++h) sink(h, static_cast<const T*>(row));
-            return;
-        }
-        const auto& R = *r_;
-        const auto& C = *c_;
-        const index_t Kr = R.K, Kc = C.K, Kcp = C.Kp;
-        const bool use_A = !ac_ || ar_; // H x Kc term (A U_c^T)
-        const bool use_B = ac_;         // Kr x W term (U_r B)
-        ws.Z.assign(static_cast<std::size_t>(std::max<index_t>(Kr * Kcp, 1)), T(0));
-        T* Z = ws.Z.data();
-        if (use_A) {
-            ws.Y.resize(static_cast<std::size_t>(std::max<index_t>(H * Kcp, 1)));
-            ws.A.resize(static_cast<std::size_t>(std::max<index_t>(H * Kcp, 1)));
-        }
-        if (use_B) {
-            ws.X.resize(static_cast<std::size_t>(std::max<index_t>(Kr * Wp, 1)));
-            ws.B.resize(static_cast<std::size_t>(std::max<index_t>(Kr * Wp, 1)));
-        }
-        T* Y = ws.Y.data();
-        T* A = ws.A.data();
-        T* X = ws.X.data();
-        T* B = ws.B.data();
-        // Z = U_r^T x U_c
-        if (Kc > 0 && use_A) {
-            rows_times_basis(x, Wp, H, W_, C.U.data(), Kcp, Y, Kcp);
-            if (Kr > 0) transpose_times(R.U.data(), R.Kp, Kr, Y, Kcp, H, Kcp, Z, Kcp);
-        }
-        if (use_B && Kr > 0) {
-            transpose_times(R.U.data(), R.Kp, Kr, x, Wp, H, Wp, X, Wp);
-            if (Kc > 0 && !use_A) rows_times_basis(X, Wp, Kr, W_, C.U.data(), Kcp, Z, Kcp);
-        }
-        // M = D_r Z D_c - J_r Z J_c^T (in place of Z; J terms read the original Z)
-        ws.M.assign(ws.Z.begin(), ws.Z.end());
-        T* M = ws.M.data();
-        for (index_t i = 0; i < Kr; ++i)
-            for (index_t j = 0; j < Kc; ++j) M[i * Kcp + j] = R.d[static_cast<std::size_t>(i)] * Z[i * Kcp + j] * C.d[static_cast<std::size_t>(j)];
-        for (const auto& jr : R.J)
-            for (const auto& jc : C.J) M[jr.row * Kcp + jc.row] -= jr.v * Z[jr.col * Kcp + jc.col] * jc.v;
-        if (use_A && Kc > 0) {
-            // A[h, :] = alpha_r Y[h, :] D_c + sum_kr U_r[h, kr] M[kr, :]
-            for (index_t h = 0; h < H; ++h) {
-                T* a = A + h * Kcp;
-                if (ar_) {
-                    for (index_t j = 0; j < Kcp; ++j) a[j] = j < Kc ? Y[h * Kcp + j] * C.d[static_cast<std::size_t>(j)] : T(0);
-                    if (Kr > 0) combine_rows(R.U.data() + h * R.Kp, Kr, M, Kcp, Kcp, a, true);
-                } else {
-                    combine_rows(R.U.data() + h * R.Kp, Kr, M, Kcp, Kcp, a, false);
+            std::fill(L, L + H * Wp, T(0));
+        } else {
+            const auto& R = *r_;
+            const auto& C = *c_;
+            const index_t Kr = R.K, Kc = C.K, Kcp = C.Kp, Krp = R.Kp;
+            auto grow = [](std::vector<T>& v, index_t n) { v.resize(static_cast<std::size_t>(std::max<index_t>(n, 1))); };
+            grow(ws.Z, Kr * Kcp);
+            grow(ws.M, Kr * Kcp);
+            T* Z = ws.Z.data();
+            T* M = ws.M.data();
+            // M = D_r Z D_c - J_r Z J_c^T
+            auto make_m = [&] {
+                for (index_t i = 0; i < Kr; ++i)
+                    for (index_t j = 0; j < Kcp; ++j)
+                        M[i * Kcp + j] = j < Kc ? R.d[static_cast<std::size_t>(i)] * Z[i * Kcp + j] * C.d[static_cast<std::size_t>(j)] : T(0);
+                for (const auto& jr : R.J)
+                    for (const auto& jc : C.J) M[jr.row * Kcp + jc.row] -= jr.v * Z[jr.col * Kcp + jc.col] * jc.v;
+            };
+            if (!ar_) {
+                // rows first: X = U_r^T x, Z = X U_c, B = M U_c^T (+ D_r X), L = U_r B
+                grow(ws.X, Kr * Wp);
+                grow(ws.B, Kr * Wp);
+                T* X = ws.X.data();
+                T* B = ws.B.data();
+                gemm(R.UT.data(), R.np, x, ldx, X, Wp, Kr, H, Wp, false);
+                gemm(X, Wp, C.U.data(), Kcp, Z, Kcp, Kr, W_, Kcp, false);
+                make_m();
+                gemm(M, Kcp, C.UT.data(), C.np, B, Wp, Kr, Kc, Wp, false);
+                if (ac_)
+                    for (index_t k = 0; k < Kr; ++k) {
+                        const T dk = R.d[static_cast<std::size_t>(k)];
+                        for (index_t w = 0; w < Wp; ++w) B[k * Wp + w] += dk * X[k * Wp + w];
+                    }
+                gemm(R.U.data(), Krp, B, Wp, L, Wp, H, Kr, Wp, false);
+            } else {
+                // columns first: Y = x U_c, Z = U_r^T Y, A = Y D_c + U_r M, L = (x) + A U_c^T (+ U_r D_r X)
+                grow(ws.Y, H * Kcp);
+                grow(ws.A, H * Kcp);
+                T* Y = ws.Y.data();
+                T* A = ws.A.data();
+                gemm(x, ldx, C.U.data(), Kcp, Y, Kcp, H, W_, Kcp, false);
+                gemm(R.UT.data(), R.np, Y, Kcp, Z, Kcp, Kr, H, Kcp, false);
+                make_m();
+                for (index_t h = 0; h < H; ++h)
+                    for (index_t j = 0; j < Kcp; ++j)
+                        A[h * Kcp + j] = j < Kc ? Y[h * Kcp + j] * C.d[static_cast<std::size_t>(j)] : T(0);
+                gemm(R.U.data(), Krp, M, Kcp, A, Kcp, H, Kr, Kcp, true);
+                if (ac_)
+                    for (index_t h = 0; h < H; ++h) std::copy(x + h * ldx, x + h * ldx + Wp, L + h * Wp);
+                gemm(A, Kcp, C.UT.data(), C.np, L, Wp, H, Kc, Wp, ac_ != 0);
+                if (ac_ && Kr > 0) {
+                    grow(ws.X, Kr * Wp);
+                    T* X = ws.X.data();
+                    gemm(R.UT.data(), R.np, x, ldx, X, Wp, Kr, H, Wp, false);
+                    for (index_t k = 0; k < Kr; ++k) {
+                        const T dk = R.d[static_cast<std::size_t>(k)];
+                        for (index_t w = 0; w < Wp; ++w) X[k * Wp + w] *= dk;
+                    }
+                    gemm(R.U.data(), Krp, X, Wp, L, Wp, H, Kr, Wp, true);
                 }
             }
         }
-        if (use_B && Kr > 0) {
-            // B[kr, :] = D_r X[kr, :] (+ M[kr, :] U_c^T when there is no A term)
-            for (index_t k = 0; k < Kr; ++k) {
-                T* b = B + k * Wp;
-                const T dk = R.d[static_cast<std::size_t>(k)];
-                for (index_t w = 0; w < Wp; ++w) b[w] = dk * X[k * Wp + w];
-                if (!use_A && Kc > 0) combine_rows(M + k * Kcp, Kc, C.UT.data(), C.np, Wp, b, true);
-            }
-        }
-        const bool plus_x = ar_ && ac_;
-        for (index_t h = 0; h < H; ++h) {
-            if (plus_x) std::copy(x + h * Wp, x + (h + 1) * Wp, row);
-            else std::fill(row, row + Wp, T(0));
-            if (use_A && Kc > 0) combine_rows(A + h * Kcp, Kc, C.UT.data(), C.np, Wp, row, true);
-            if (use_B && Kr > 0) combine_rows(R.U.data() + h * R.Kp, Kr, B, Wp, Wp, row, true);
-            sink(h, static_cast<const T*>(row));
-        }
+        for (index_t h = 0; h < H; ++h) sink(h, static_cast<const T*>(L + h * Wp));
     }
 
 private:
@@ -483,6 +415,107 @@ std::shared_ptr<const box_projector<T>> cached_box_projector(const box_range& ro
     if (cache.size() >= 32) cache.erase(cache.begin());
     cache.push_back({rows, cols, std::make_shared<const box_projector<T>>(rows, cols)});
     return cache.back().p;
+}
+
+/// FreeU's 2x2 box {-1, 0} x {-1, 0} on planes with H, W >= 3, fused into two passes: column
+/// sums S0, Sc, Ss (rows weighted by 1, cos, sin of 2 pi h / H) give the four coefficients
+/// X00, X10, X01, X11; then L[h, w] = (a(h) + qr(h) cos(2 pi w / W) + qi(h) sin(2 pi w / W)) / HW
+/// with a = X00 + Re(X10 e^{-i phi_h}), qr + i qi = X01 + X11 e^{-i phi_h}.
+template <class T>
+class freeu_box_filter {
+public:
+    freeu_box_filter(index_t H, index_t W) : H_(H), W_(W), Wp_(fourier_detail::pad<T>(W)) {
+        cw_.assign(static_cast<std::size_t>(Wp_), T(0));
+        sw_.assign(static_cast<std::size_t>(Wp_), T(0));
+        for (index_t w = 0; w < W; ++w) {
+            const double a = 2.0 * std::numbers::pi * double(w) / double(W);
+            cw_[static_cast<std::size_t>(w)] = static_cast<T>(std::cos(a));
+            sw_[static_cast<std::size_t>(w)] = static_cast<T>(std::sin(a));
+        }
+        for (index_t h = 0; h < H; ++h) {
+            const double a = 2.0 * std::numbers::pi * double(h) / double(H);
+            ch_.push_back(std::cos(a));
+            sh_.push_back(std::sin(a));
+            cht_.push_back(static_cast<T>(std::cos(a)));
+            sht_.push_back(static_cast<T>(std::sin(a)));
+        }
+    }
+    index_t padded_cols() const noexcept { return Wp_; }
+    const T* cos_w() const noexcept { return cw_.data(); }
+    const T* sin_w() const noexcept { return sw_.data(); }
+
+    /// coef[3h .. 3h+2] = scale * (a, qr, qi) / HW for every row; x has padded_cols()
+    /// readable columns per row (zeros past W), row stride ldx.
+    void coefficients(const T* x, index_t ldx, double scale, std::vector<T>& sums, T* coef) const {
+        using O = fourier_detail::vec<T>;
+        const index_t Wp = Wp_, nvec = Wp / O::L;
+        sums.resize(static_cast<std::size_t>(3 * Wp));
+        T* S0 = sums.data();
+        T* Sc = S0 + Wp;
+        T* Ss = Sc + Wp;
+        for (index_t j0 = 0; j0 < nvec; j0 += 4) {
+            const index_t nv = std::min<index_t>(4, nvec - j0);
+            fourier_detail::with_count(nv, [&]<int NV>() {
+                typename O::V a0[NV], ac[NV], as[NV];
+                for (int j = 0; j < NV; ++j) a0[j] = ac[j] = as[j] = O::zero();
+                for (index_t h = 0; h < H_; ++h) {
+                    const auto c = O::bcast(cht_[static_cast<std::size_t>(h)]);
+                    const auto s = O::bcast(sht_[static_cast<std::size_t>(h)]);
+                    const T* xr = x + h * ldx + j0 * O::L;
+                    for (int j = 0; j < NV; ++j) {
+                        const auto v = O::load(xr + j * O::L);
+                        a0[j] = a0[j] + v;
+                        ac[j] = O::fma(c, v, ac[j]);
+                        as[j] = O::fma(s, v, as[j]);
+                    }
+                }
+                for (int j = 0; j < NV; ++j) {
+                    O::store(S0 + (j0 + j) * O::L, a0[j]);
+                    O::store(Sc + (j0 + j) * O::L, ac[j]);
+                    O::store(Ss + (j0 + j) * O::L, as[j]);
+                }
+            });
+        }
+        double x00 = 0, x10r = 0, x10i = 0, x01r = 0, x01i = 0, x11r = 0, x11i = 0;
+        for (index_t w = 0; w < Wp; ++w) {
+            const double s0 = S0[w], sc = Sc[w], ss = Ss[w];
+            const double cw = cw_[static_cast<std::size_t>(w)], sw = sw_[static_cast<std::size_t>(w)];
+            x00 += s0;
+            x10r += sc;
+            x10i += ss;
+            x01r += s0 * cw;
+            x01i += s0 * sw;
+            x11r += sc * cw - ss * sw;
+            x11i += sc * sw + ss * cw;
+        }
+        const double k = scale / (double(H_) * double(W_));
+        for (index_t h = 0; h < H_; ++h) {
+            const double c = ch_[static_cast<std::size_t>(h)], s = sh_[static_cast<std::size_t>(h)];
+            coef[3 * h] = static_cast<T>(k * (x00 + x10r * c + x10i * s));
+            coef[3 * h + 1] = static_cast<T>(k * (x01r + x11r * c + x11i * s));
+            coef[3 * h + 2] = static_cast<T>(k * (x01i + x11i * c - x11r * s));
+        }
+    }
+
+private:
+    index_t H_, W_, Wp_;
+    std::vector<T> cw_, sw_, cht_, sht_;
+    std::vector<double> ch_, sh_;
+};
+
+/// Per-thread cache of FreeU filters by plane size.
+template <class T>
+std::shared_ptr<const freeu_box_filter<T>> cached_freeu_filter(index_t H, index_t W) {
+    struct entry {
+        index_t H, W;
+        std::shared_ptr<const freeu_box_filter<T>> f;
+    };
+    thread_local std::vector<entry> cache;
+    for (const auto& e : cache)
+        if (e.H == H && e.W == W) return e.f;
+    if (cache.size() >= 32) cache.erase(cache.begin());
+    cache.push_back({H, W, std::make_shared<const freeu_box_filter<T>>(H, W)});
+    return cache.back().f;
 }
 
 } // namespace patchbay::kernels

@@ -68,20 +68,28 @@ void fourier_filter(view<const T, 4> hsp, view<T, 4> out, double s) {
     const auto proj = kernels::cached_box_projector<T>(kernels::freeu_box(H), kernels::freeu_box(W));
     auto& ws = kernels::box_workspace<T>::local();
     const index_t Wp = proj->padded_cols();
-    ws.plane.assign(static_cast<std::size_t>(H * Wp), T(0));
-    T* g = ws.plane.data();
+    // Rows that are unit-stride and a whole number of SIMD vectors are read in place; other
+    // layouts are gathered into a padded plane first.
+    const bool direct_read = hsp.stride(3) == 1 && Wp == W;
+    if (!direct_read) ws.plane.assign(static_cast<std::size_t>(H * Wp), T(0));
     const T k = static_cast<T>(s - 1.0), sv = static_cast<T>(s);
     const bool identity = proj->is_identity();
+    const auto fast = H >= 3 && W >= 3 ? kernels::cached_freeu_filter<T>(H, W) : nullptr;
+    if (fast) ws.Z.resize(static_cast<std::size_t>(3 * H));
     for (index_t n = 0; n < N; ++n)
         for (index_t c = 0; c < C; ++c) {
             const T* src = hsp.data_handle() + n * hsp.stride(0) + c * hsp.stride(1);
             T* dst = out.data_handle() + n * out.stride(0) + c * out.stride(1);
-            for (index_t h = 0; h < H; ++h) {
-                const T* sr = src + h * hsp.stride(2);
-                T* gr = g + h * Wp;
-                if (hsp.stride(3) == 1) std::copy(sr, sr + W, gr);
-                else
+            const T* g = src;
+            index_t ldg = hsp.stride(2);
+            if (!direct_read) {
+                for (index_t h = 0; h < H; ++h) {
+                    const T* sr = src + h * hsp.stride(2);
+                    T* gr = ws.plane.data() + h * Wp;
                     for (index_t w = 0; w < W; ++w) gr[w] = sr[w * hsp.stride(3)];
+                }
+                g = ws.plane.data();
+                ldg = Wp;
             }
             auto write_row = [&](index_t h, auto&& f) {
                 T* o = dst + h * out.stride(2);
@@ -96,7 +104,7 @@ void fourier_filter(view<const T, 4> hsp, view<T, 4> out, double s) {
             };
             if (identity) { // the box holds every bin (H, W <= 2): the filter is s * hsp
                 for (index_t h = 0; h < H; ++h) {
-                    const T* gr = g + h * Wp;
+                    const T* gr = g + h * ldg;
                     write_row(h, [&](index_t w, auto tag) {
                         if constexpr (std::is_same_v<decltype(tag), T>) return gr[w] * sv;
                         else return O::load(gr + w) * O::bcast(sv);
@@ -104,8 +112,28 @@ void fourier_filter(view<const T, 4> hsp, view<T, 4> out, double s) {
                 }
                 continue;
             }
-            proj->apply(g, ws, [&](index_t h, const T* L) {
-                const T* gr = g + h * Wp;
+            if (fast) { // H, W >= 3: two fused passes (kernels::freeu_box_filter)
+                fast->coefficients(g, ldg, s - 1.0, ws.A, ws.Z.data());
+                const T* cw = fast->cos_w();
+                const T* sw = fast->sin_w();
+                for (index_t h = 0; h < H; ++h) {
+                    const T* gr = g + h * ldg;
+                    const T a = ws.Z[static_cast<std::size_t>(3 * h)];
+                    const T qr = ws.Z[static_cast<std::size_t>(3 * h + 1)];
+                    const T qi = ws.Z[static_cast<std::size_t>(3 * h + 2)];
+                    write_row(h, [&](index_t w, auto tag) {
+                        if constexpr (std::is_same_v<decltype(tag), T>)
+                            return std::fma(qi, sw[w], std::fma(qr, cw[w], gr[w] + a));
+                        else
+                            return O::fma(O::bcast(qi), O::load(sw + w),
+                                          O::fma(O::bcast(qr), O::load(cw + w), O::load(gr + w) + O::bcast(a)));
+                    });
+                }
+                continue;
+            }
+            // apply() reads the whole plane before the first row is written, so in place is safe
+            proj->apply(g, ldg, ws, [&](index_t h, const T* L) {
+                const T* gr = g + h * ldg;
                 write_row(h, [&](index_t w, auto tag) {
                     if constexpr (std::is_same_v<decltype(tag), T>) return std::fma(k, L[w], gr[w]);
                     else return O::fma(O::bcast(k), O::load(L + w), O::load(gr + w));
@@ -162,7 +190,20 @@ void scale_backbone(view<const T, 4> h, view<T, 4> out, double b) {
         thread_local std::vector<T> weight;
         acc.resize(static_cast<std::size_t>(N * P));
         weight.resize(static_cast<std::size_t>(P));
-        kernels::channel_reduce<4>([](auto a) { return a; }, acc.data(), h);
+        // float SIMD sums over blocks of 32 channels, blocks added in double
+        thread_local std::vector<T> part;
+        part.resize(static_cast<std::size_t>(P));
+        std::fill(acc.begin(), acc.end(), 0.0);
+        const view<T, 4> pv(part.data(), {1, 1, H, W});
+        for (index_t n = 0; n < N; ++n)
+            for (index_t c0 = 0; c0 < C; c0 += 32) {
+                kernels::copy<T, 4>(h.batch_slice(n, 1).channel_slice(c0, 1), pv);
+                for (index_t c = c0 + 1; c < std::min(C, c0 + 32); ++c)
+                    kernels::transform(pv, [](auto a, auto x) { return a + x; }, view<const T, 4>(pv),
+                                       h.batch_slice(n, 1).channel_slice(c, 1));
+                double* a = acc.data() + n * P;
+                for (index_t p = 0; p < P; ++p) a[p] += static_cast<double>(part[static_cast<std::size_t>(p)]);
+            }
         const T bm1 = static_cast<T>(b - 1.0);
         for (index_t n = 0; n < N; ++n) {
             const double* a = acc.data() + n * P;

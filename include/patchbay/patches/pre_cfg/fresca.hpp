@@ -82,7 +82,7 @@ void filter_direct(const kernels::box_projector<T>& proj, view<T, R> cond, view<
                     T* gr = g + h * Wp;
                     for (index_t w = 0; w < W; ++w) gr[w] = cr[w * cs] - ur[w * us];
                 }
-                proj.apply(g, ws, [&](index_t h, const T* L) {
+                proj.apply(g, Wp, ws, [&](index_t h, const T* L) {
                     T* cr = cp + h * cond.stride(hd);
                     const T* ur = up + h * uncond.stride(hd);
                     const T* gr = g + h * Wp;

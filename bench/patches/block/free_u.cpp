@@ -1,0 +1,178 @@
+// Benchmark: FreeU / FreeU_V2 output block patch (in place on h and hsp) vs libtorch written op
+// for op as ComfyUI's nodes_freelunch.py (complex fftn, fftshift, mask, ifftshift, ifftn,
+// real), single-threaded, at SD's 1280-channel 32x32 and 640-channel 64x64 blocks (h and hsp
+// both that shape, model_channels 320). Counters: torch_ms, x_vs_torch (torch / ours),
+// bytes (minimum traffic: FreeU reads and writes the first half of h, V2 also reads the second
+// half for the channel mean; hsp read and written once), stream_ms (streaming passes moving
+// those bytes), x_stream (ours / stream). Times are thread CPU time (the machine is shared).
+#include <cstring>
+#include <ctime>
+#include <functional>
+#include <map>
+#include <string>
+
+#include "bench_util.hpp"
+#include "patchbay/patches/block/free_u.hpp"
+
+#ifdef PATCHBAY_HAVE_TORCH
+#include <torch/torch.h>
+#endif
+
+namespace {
+
+using namespace patchbay;
+
+double thread_seconds() {
+    timespec ts{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
+double best_time(const std::function<void()>& fn, int reps = 30) {
+    fn();
+    double best = 1e30;
+    for (int r = 0; r < reps; ++r) {
+        const double t0 = thread_seconds();
+        fn();
+        best = std::min(best, thread_seconds() - t0);
+    }
+    return best;
+}
+
+/// One streaming pass reading `reads` buffers of n floats and writing one.
+double stream_time(index_t n, int reads) {
+    static std::map<std::pair<index_t, int>, double> memo;
+    auto& t = memo[{n, reads}];
+    if (t > 0) return t;
+    std::vector<tensor<float>> bufs;
+    std::vector<const float*> in;
+    for (int i = 0; i < reads; ++i) bufs.push_back(bench::random_tensor({n}, 100u + static_cast<unsigned>(i)));
+    for (auto& b : bufs) in.push_back(b.data());
+    tensor<float> out({n});
+    t = best_time([&] {
+        bench::stream_pass(in, out.data(), n);
+        benchmark::DoNotOptimize(out.data());
+    });
+    return t;
+}
+
+#ifdef PATCHBAY_HAVE_TORCH
+torch::Tensor torch_fourier_filter(const torch::Tensor& x, int64_t threshold, double scale) {
+    auto x_freq = torch::fft::fftn(x.to(torch::kFloat), c10::nullopt, {-2, -1});
+    x_freq = torch::fft::fftshift(x_freq, {-2, -1});
+    const auto B = x_freq.size(0), C = x_freq.size(1), H = x_freq.size(2), W = x_freq.size(3);
+    auto mask = torch::ones({B, C, H, W});
+    const auto crow = H / 2, ccol = W / 2;
+    mask.slice(2, crow - threshold, crow + threshold).slice(3, ccol - threshold, ccol + threshold).fill_(scale);
+    x_freq = x_freq * mask;
+    x_freq = torch::fft::ifftshift(x_freq, {-2, -1});
+    auto x_filtered = torch::real(torch::fft::ifftn(x_freq, c10::nullopt, {-2, -1}));
+    return x_filtered.to(x.scalar_type());
+}
+
+// ComfyUI's output_block_patch for one block whose channel count selects (b, s).
+void torch_free_u(torch::Tensor& h, torch::Tensor& hsp, double b, double s, bool v2) {
+    const auto half = h.size(1) / 2;
+    if (!v2) {
+        h.slice(1, 0, half).copy_(h.slice(1, 0, half) * b);
+    } else {
+        auto hidden_mean = h.mean(1).unsqueeze(1);
+        const auto B = hidden_mean.size(0);
+        auto hidden_max = std::get<0>(torch::max(hidden_mean.view({B, -1}), -1, true));
+        auto hidden_min = std::get<0>(torch::min(hidden_mean.view({B, -1}), -1, true));
+        hidden_mean = (hidden_mean - hidden_min.unsqueeze(2).unsqueeze(3)) /
+                      (hidden_max - hidden_min).unsqueeze(2).unsqueeze(3);
+        h.slice(1, 0, half).copy_(h.slice(1, 0, half) * ((b - 1) * hidden_mean + 1));
+    }
+    hsp = torch_fourier_filter(hsp, 1, s);
+}
+
+double torch_time(const std::vector<index_t>& dims, bool v2) {
+    static std::map<std::pair<std::vector<index_t>, bool>, double> memo;
+    auto& t = memo[{dims, v2}];
+    if (t > 0) return t;
+    torch::set_num_threads(1);
+    std::vector<int64_t> shape(dims.begin(), dims.end());
+    auto h0 = torch::randn(shape), hsp0 = torch::randn(shape);
+    auto h = h0.clone(), hsp = hsp0.clone();
+    t = best_time([&] {
+        torch_free_u(h, hsp, v2 ? 1.3 : 1.1, 0.9, v2);
+        benchmark::DoNotOptimize(hsp.data_ptr());
+    }, 10);
+    return t;
+}
+#endif
+
+template <class P>
+void run_ours(benchmark::State& st, const std::vector<index_t>& dims) {
+    constexpr bool v2 = P::is_v2;
+    const auto h0 = bench::random_tensor(dims, 1), hsp0 = bench::random_tensor(dims, 2);
+    auto h = h0, hsp = hsp0;
+    const P p{};
+    no_state state;
+    const block_site site{unet_stage::output, 0, dims[1]};
+    double total = 0;
+    for (auto _ : st) {
+        std::memcpy(h.data(), h0.data(), sizeof(float) * static_cast<std::size_t>(h.size()));
+        std::memcpy(hsp.data(), hsp0.data(), sizeof(float) * static_cast<std::size_t>(hsp.size()));
+        const double t0 = thread_seconds();
+        p.output_block(state, site, h.template as<4>(), hsp.template as<4>());
+        benchmark::DoNotOptimize(hsp.data());
+        benchmark::ClobberMemory();
+        const double dt = thread_seconds() - t0;
+        total += dt;
+        st.SetIterationTime(dt);
+    }
+    const double ours = total / static_cast<double>(st.iterations());
+    const index_t n = h.size();
+    const double bytes = (v2 ? 1.5 + 0.5 : 1.0) * double(n) * sizeof(float) + 2.0 * double(n) * sizeof(float);
+    const double stream = (v2 ? stream_time(n / 2, 2) : stream_time(n / 2, 1)) + stream_time(n, 1);
+    st.SetBytesProcessed(static_cast<int64_t>(bytes) * static_cast<int64_t>(st.iterations()));
+    st.counters["bytes"] = bytes;
+    st.counters["stream_ms"] = stream * 1e3;
+    st.counters["x_stream"] = ours / stream;
+    st.counters["ours_ms"] = ours * 1e3;
+#ifdef PATCHBAY_HAVE_TORCH
+    const double tt = torch_time(dims, v2);
+    st.counters["torch_ms"] = tt * 1e3;
+    st.counters["x_vs_torch"] = tt / ours;
+#endif
+}
+
+/// The skip filter alone: direct four-bin path vs the FFT path (kernels/fft.hpp).
+void run_filter(benchmark::State& st, const std::vector<index_t>& dims, bool fft) {
+    const auto x = bench::random_tensor(dims, 3);
+    tensor<float> y(dims);
+    for (auto _ : st) {
+        if (fft) free_u_detail::fourier_filter_fft<float>(x.as<4>(), y.as<4>(), 0.9);
+        else free_u_detail::fourier_filter<float>(x.as<4>(), y.as<4>(), 0.9);
+        benchmark::DoNotOptimize(y.data());
+    }
+}
+
+const std::vector<std::pair<const char*, std::vector<index_t>>> shapes{{"1x1280x32x32", {1, 1280, 32, 32}},
+                                                                       {"1x640x64x64", {1, 640, 64, 64}}};
+
+const int registered = [] {
+    for (const auto& [name, dims] : shapes) {
+        benchmark::RegisterBenchmark((std::string("FreeU/") + name).c_str(),
+                                     [d = dims](benchmark::State& s) { run_ours<free_u>(s, d); })
+            ->UseManualTime()
+            ->Unit(benchmark::kMicrosecond);
+        benchmark::RegisterBenchmark((std::string("FreeU_V2/") + name).c_str(),
+                                     [d = dims](benchmark::State& s) { run_ours<free_u_v2>(s, d); })
+            ->UseManualTime()
+            ->Unit(benchmark::kMicrosecond);
+        benchmark::RegisterBenchmark((std::string("FreeU_filter_direct/") + name).c_str(),
+                                     [d = dims](benchmark::State& s) { run_filter(s, d, false); })
+            ->Unit(benchmark::kMicrosecond);
+        benchmark::RegisterBenchmark((std::string("FreeU_filter_fft/") + name).c_str(),
+                                     [d = dims](benchmark::State& s) { run_filter(s, d, true); })
+            ->Unit(benchmark::kMicrosecond);
+    }
+    return 0;
+}();
+
+} // namespace
+
+BENCHMARK_MAIN();
