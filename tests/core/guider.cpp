@@ -331,3 +331,56 @@ TEST_CASE("a denoise call allocates nothing after the first step of a run", "[gu
     tensor<float> t({4});
     CHECK(check.count() > 0);
 }
+
+TEST_CASE("strided x and denoised give the contiguous result", "[guider][strides]") {
+    scene sc;
+    const toy_gaussian model(toy_kind::vp, 0.8);
+    const guider<const toy_gaussian, counter_patch> g(model, sc.ms, counter_patch{});
+    tensor<float> want({2, 4, 8, 8});
+    auto r1 = g.begin_run(&sc.pos, &sc.neg);
+    g.denoise(r1, sc.step(4.0), want.as<4>());
+
+    // x stored transposed (N, W, H, C in memory), denoised written every other element
+    tensor<float> xt({2, 8, 8, 4});
+    const view<float, 4> xv(xt.data(), {2, 4, 8, 8}, {256, 1, 4, 32});
+    for (index_t n = 0; n < 2; ++n)
+        for (index_t c = 0; c < 4; ++c)
+            for (index_t h = 0; h < 8; ++h)
+                for (index_t w = 0; w < 8; ++w) xv(n, c, h, w) = sc.x.as<4>()(n, c, h, w);
+    tensor<float> big({2, 4, 8, 16});
+    const view<float, 4> dv(big.data(), {2, 4, 8, 8}, {512, 128, 16, 2});
+    auto r2 = g.begin_run(&sc.pos, &sc.neg);
+    auto st = sc.step(4.0);
+    st.x = xv;
+    g.denoise(r2, st, dv);
+    for (index_t n = 0; n < 2; ++n)
+        for (index_t c = 0; c < 4; ++c)
+            for (index_t h = 0; h < 8; ++h)
+                for (index_t w = 0; w < 8; ++w)
+                    REQUIRE(dv(n, c, h, w) == Approx(want.as<4>()(n, c, h, w)).margin(1e-6));
+    CHECK(big[1] == 0.f); // the gaps are untouched
+}
+
+TEST_CASE("double precision and 5-D latents", "[guider]") {
+    const tensor<double> x = [] {
+        tensor<double> t({2, 3, 2, 4, 5});
+        const tensor<float> r = test::random_tensor({2, 3, 2, 4, 5}, 51);
+        for (index_t i = 0; i < t.size(); ++i) t[i] = r[i];
+        return t;
+    }();
+    const tensor<float> mc = test::random_tensor({1, 3, 2, 4, 5}, 52), mu = test::random_tensor({1, 3, 2, 4, 5}, 53);
+    const toy_prompt pos(mc.as<5>()), neg(mu.as<5>());
+    tensor<double> sigma({2});
+    sigma[0] = 0.9;
+    sigma[1] = 0.3;
+    const toy_gaussian model(toy_kind::flow, 0.7);
+    const guider<const toy_gaussian> g(model, model_sampling::sd3());
+    auto run = g.begin_run(&pos, &neg);
+    tensor<double> out({2, 3, 2, 4, 5}), c({2, 3, 2, 4, 5}), u({2, 3, 2, 4, 5}), want({2, 3, 2, 4, 5});
+    g.denoise(run, step_inputs<double, 5>{x.as<5>(), sigma.as<1>(), 3.5, {}, nullptr}, out.as<5>());
+    call_overrides<double> none;
+    model.predict(model_call<toy_prompt, double, 5>{x.as<5>(), sigma.as<1>(), pass_kind::cond, pass_kind::cond, &pos, &none}, c.as<5>());
+    model.predict(model_call<toy_prompt, double, 5>{x.as<5>(), sigma.as<1>(), pass_kind::uncond, pass_kind::uncond, &neg, &none}, u.as<5>());
+    kernels::cfg_combine<double, 5>(c.as<5>(), u.as<5>(), 3.5, want.as<5>());
+    CHECK(test::bit_equal(out, want));
+}
