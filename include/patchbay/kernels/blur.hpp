@@ -24,6 +24,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "patchbay/core/config.hpp"
 #include "patchbay/core/view.hpp"
 #include "patchbay/kernels/detail/simd.hpp"
 
@@ -56,10 +57,11 @@ std::array<T, blur_taps> gaussian_taps(double sigma) {
 template <class T>
 struct blur_workspace {
     std::vector<T> padded;     // one input row with reflect padding (W + 8)
-    std::vector<T> horizontal; // the row-blurred plane (H x W)
+    std::vector<T> horizontal; // ring of the last 9 row-blurred rows (9 x W)
     std::vector<T> column;     // one output row before it is written (W)
     std::vector<index_t> src_row, src_col; // nearest source token row/column of each pixel
     std::vector<std::uint8_t> row_on;      // does output row y contain a masked pixel
+    std::vector<T> pixel_mask;             // the upsampled mask of one batch item (H x W, 0 / 1)
 };
 
 /// A token mask for masked_gaussian_blur_2d: `on[b*rows*cols + r*cols + c]` is nonzero where
@@ -89,27 +91,48 @@ inline index_t nearest_source(index_t dst, index_t in, index_t out) noexcept {
     return std::min(s, in - 1);
 }
 
-/// 9-tap weighted sum sum_t w[t] * src(t) over a contiguous row, SIMD where possible.
-/// `at(t, x)` returns a pointer whose element x is tap t's input for output x.
-template <class T, class Src>
-void tap_row(const std::array<T, blur_taps>& w, index_t n, T* dst, Src&& src) {
+/// 9-tap weighted sum over a contiguous row, SIMD where possible: dst[x] = sum_t w[t] r[t][x]
+/// with the taps paired by symmetry (w[t] == w[8-t]): 5 multiplies instead of 9.
+template <class T>
+void tap_row(const std::array<T, blur_taps>& w, index_t n, T* PATCHBAY_RESTRICT dst,
+             const std::array<const T*, blur_taps>& r) {
     index_t x = 0;
     if constexpr (simd::enabled) {
         using B = simd::batch<T>;
         constexpr index_t L = static_cast<index_t>(B::size);
+        const B w0(w[0]), w1(w[1]), w2(w[2]), w3(w[3]), w4(w[4]);
         for (; x + L <= n; x += L) {
-            B acc = B::load_unaligned(src(0) + x) * B(w[0]);
-            for (index_t t = 1; t < blur_taps; ++t)
-                acc = xsimd::fma(B::load_unaligned(src(t) + x), B(w[static_cast<std::size_t>(t)]), acc);
+            B acc = B::load_unaligned(r[4] + x) * w4;
+            acc = xsimd::fma(B::load_unaligned(r[3] + x) + B::load_unaligned(r[5] + x), w3, acc);
+            acc = xsimd::fma(B::load_unaligned(r[2] + x) + B::load_unaligned(r[6] + x), w2, acc);
+            acc = xsimd::fma(B::load_unaligned(r[1] + x) + B::load_unaligned(r[7] + x), w1, acc);
+            acc = xsimd::fma(B::load_unaligned(r[0] + x) + B::load_unaligned(r[8] + x), w0, acc);
             acc.store_unaligned(dst + x);
         }
     }
     for (; x < n; ++x) {
-        T acc = src(0)[x] * w[0];
-        for (index_t t = 1; t < blur_taps; ++t)
-            acc = std::fma(src(t)[x], w[static_cast<std::size_t>(t)], acc);
+        T acc = r[4][x] * w[4];
+        acc = std::fma(r[3][x] + r[5][x], w[3], acc);
+        acc = std::fma(r[2][x] + r[6][x], w[2], acc);
+        acc = std::fma(r[1][x] + r[7][x], w[1], acc);
+        acc = std::fma(r[0][x] + r[8][x], w[0], acc);
         dst[x] = acc;
     }
+}
+
+/// dst[x] = mask[x] != 0 ? blurred[x] : input[x] over a contiguous row.
+template <class T>
+void blend_row(index_t n, const T* mask, const T* blurred, const T* input, T* dst) {
+    index_t x = 0;
+    if constexpr (simd::enabled) {
+        using B = simd::batch<T>;
+        constexpr index_t L = static_cast<index_t>(B::size);
+        for (; x + L <= n; x += L)
+            xsimd::select(B::load_unaligned(mask + x) != B(T(0)), B::load_unaligned(blurred + x),
+                          B::load_unaligned(input + x))
+                .store_unaligned(dst + x);
+    }
+    for (; x < n; ++x) dst[x] = mask[x] != T(0) ? blurred[x] : input[x];
 }
 
 template <class T>
@@ -126,7 +149,7 @@ void check_blur_args(const view<const T, 4>& img, const view<T, 4>& out, double 
     require_no_partial_overlap(out, img, where, "out", "img");
 }
 
-/// Blur every plane of img into out; where `mask.on` is set, only masked pixels take the
+/// Blur every plane of img into out; where `mask` is given, only masked pixels take the
 /// blurred value and the rest copy img. out may be exactly img.
 template <class T>
 void blur_planes(view<const T, 4> img, double sigma, const token_mask* mask, view<T, 4> out,
@@ -135,28 +158,39 @@ void blur_planes(view<const T, 4> img, double sigma, const token_mask* mask, vie
     const auto w = gaussian_taps<T>(sigma);
     const auto uW = static_cast<std::size_t>(W), uH = static_cast<std::size_t>(H);
     ws.padded.resize(uW + 2 * blur_radius);
-    ws.horizontal.resize(uW * uH);
+    ws.horizontal.resize(uW * static_cast<std::size_t>(blur_taps));
     ws.column.resize(uW);
     ws.row_on.resize(uH);
     if (mask) {
         ws.src_row.resize(uH);
         ws.src_col.resize(uW);
+        ws.pixel_mask.resize(uW * uH);
         for (index_t y = 0; y < H; ++y) ws.src_row[static_cast<std::size_t>(y)] = nearest_source(y, mask->rows, H);
         for (index_t x = 0; x < W; ++x) ws.src_col[static_cast<std::size_t>(x)] = nearest_source(x, mask->cols, W);
     }
     T* const pad = ws.padded.data();
     T* const hor = ws.horizontal.data();
     T* const col = ws.column.data();
+    T* const pm = ws.pixel_mask.data();
     for (index_t b = 0; b < B; ++b) {
-        // Which output rows hold a masked pixel (all of them without a mask).
-        bool any = false;
-        const std::uint8_t* on = mask ? mask->on + b * mask->rows * mask->cols : nullptr;
+        // The item's pixel mask (nearest-upsampled tokens) and which rows hold a masked pixel.
+        bool any = !mask;
         for (index_t y = 0; y < H; ++y) {
-            bool row = true;
+            bool row = !mask;
             if (mask) {
-                row = false;
-                const std::uint8_t* tr = on + ws.src_row[static_cast<std::size_t>(y)] * mask->cols;
-                for (index_t x = 0; x < W && !row; ++x) row = tr[ws.src_col[static_cast<std::size_t>(x)]] != 0;
+                T* pr = pm + y * W;
+                const index_t src = ws.src_row[static_cast<std::size_t>(y)];
+                if (y > 0 && src == ws.src_row[static_cast<std::size_t>(y - 1)]) { // same token row
+                    std::copy_n(pr - W, W, pr);
+                    row = ws.row_on[static_cast<std::size_t>(y - 1)] != 0;
+                } else {
+                    const std::uint8_t* tr = mask->on + (b * mask->rows + src) * mask->cols;
+                    for (index_t x = 0; x < W; ++x) {
+                        const bool on = tr[ws.src_col[static_cast<std::size_t>(x)]] != 0;
+                        pr[x] = on ? T(1) : T(0);
+                        row = row || on;
+                    }
+                }
             }
             ws.row_on[static_cast<std::size_t>(y)] = row;
             any = any || row;
@@ -166,41 +200,62 @@ void blur_planes(view<const T, 4> img, double sigma, const token_mask* mask, vie
             T* op = &out(b, c, 0, 0);
             const index_t is_y = img.stride(2), is_x = img.stride(3);
             const index_t os_y = out.stride(2), os_x = out.stride(3);
-            if (!any) { // nothing to blur in this item: copy (a no-op when out is img)
-                if (static_cast<const T*>(op) != ip || os_y != is_y || os_x != is_x)
-                    for (index_t y = 0; y < H; ++y)
-                        for (index_t x = 0; x < W; ++x) op[y * os_y + x * os_x] = ip[y * is_y + x * is_x];
+            const bool in_place = static_cast<const T*>(op) == ip && os_y == is_y && os_x == is_x;
+            auto copy_row = [&](index_t y) {
+                if (in_place) return;
+                const T* ir = ip + y * is_y;
+                T* orow = op + y * os_y;
+                for (index_t x = 0; x < W; ++x) orow[x * os_x] = ir[x * is_x];
+            };
+            if (!any) { // nothing to blur in this item: copy (nothing to do in place)
+                for (index_t y = 0; y < H; ++y) copy_row(y);
                 continue;
             }
-            // Rows: reflect-pad each input row, then the 9-tap pass.
-            for (index_t y = 0; y < H; ++y) {
+            // One pass down the plane: input row y is reflect-padded and row-blurred into a
+            // ring of the last 9 row-blurred rows; output row y - 4 is then complete (its taps
+            // are rows y-8 .. y, reflected at the edges, all in the ring), so the intermediate
+            // stays in L1. Output rows trail the input rows read by 4, so out may be img.
+            auto row_blur = [&](index_t y) {
                 const T* r = ip + y * is_y;
-                for (index_t x = -blur_radius; x < W + blur_radius; ++x)
-                    pad[x + blur_radius] = r[reflect_index(x, W) * is_x];
-                tap_row(w, W, hor + y * W, [&](index_t t) -> const T* { return pad + t; });
-            }
-            // Columns: the 9-tap pass over reflected rows of the row-blurred plane, then the
-            // blend with the input. Output rows are written only after every read of the
-            // input (the rows pass above), so out may be img.
-            for (index_t y = 0; y < H; ++y) {
+                if (is_x == 1) std::copy_n(r, W, pad + blur_radius);
+                else
+                    for (index_t x = 0; x < W; ++x) pad[x + blur_radius] = r[x * is_x];
+                for (index_t k = 1; k <= blur_radius; ++k) { // reflect: the edge is not repeated
+                    pad[blur_radius - k] = pad[blur_radius + k];
+                    pad[blur_radius + W - 1 + k] = pad[blur_radius + W - 1 - k];
+                }
+                std::array<const T*, blur_taps> taps{};
+                for (index_t t = 0; t < blur_taps; ++t) taps[static_cast<std::size_t>(t)] = pad + t;
+                tap_row(w, W, hor + (y % blur_taps) * W, taps);
+            };
+            auto column_blur = [&](index_t y) {
+                if (!ws.row_on[static_cast<std::size_t>(y)]) {
+                    copy_row(y);
+                    return;
+                }
+                std::array<const T*, blur_taps> taps{};
+                for (index_t t = 0; t < blur_taps; ++t)
+                    taps[static_cast<std::size_t>(t)] =
+                        hor + (reflect_index(y + t - blur_radius, H) % blur_taps) * W;
                 T* orow = op + y * os_y;
                 const T* irow = ip + y * is_y;
-                if (!ws.row_on[static_cast<std::size_t>(y)]) {
-                    if (static_cast<const T*>(orow) != irow || os_x != is_x)
-                        for (index_t x = 0; x < W; ++x) orow[x * os_x] = irow[x * is_x];
-                    continue;
-                }
-                tap_row(w, W, col, [&](index_t t) -> const T* {
-                    return hor + reflect_index(y + t - blur_radius, H) * W;
-                });
-                if (mask) {
-                    const std::uint8_t* tr = on + ws.src_row[static_cast<std::size_t>(y)] * mask->cols;
-                    for (index_t x = 0; x < W; ++x)
-                        orow[x * os_x] = tr[ws.src_col[static_cast<std::size_t>(x)]] ? col[x] : irow[x * is_x];
+                const bool direct = os_x == 1 && !mask;
+                tap_row(w, W, direct ? orow : col, taps);
+                if (direct) return;
+                if (mask && os_x == 1 && is_x == 1) {
+                    blend_row(W, pm + y * W, col, irow, orow);
+                } else if (mask) {
+                    const T* pr = pm + y * W;
+                    for (index_t x = 0; x < W; ++x) orow[x * os_x] = pr[x] != T(0) ? col[x] : irow[x * is_x];
                 } else {
                     for (index_t x = 0; x < W; ++x) orow[x * os_x] = col[x];
                 }
+            };
+            for (index_t y = 0; y < H; ++y) {
+                row_blur(y);
+                if (y >= blur_radius) column_blur(y - blur_radius);
             }
+            for (index_t y = std::max<index_t>(0, H - blur_radius); y < H; ++y) column_blur(y);
         }
     }
 }

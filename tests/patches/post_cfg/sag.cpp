@@ -114,7 +114,8 @@ TEST_CASE("attention: output and probabilities match a double reference") {
                                                 mass.data(), row.data());
         CHECK(test::bit_equal(out2, out));
         sag::key_mass_from_probabilities<float>(sim.as<3>(), 2, mass_ref.data());
-        for (std::size_t i = 0; i < mass.size(); ++i) CHECK(mass[i] == Approx(mass_ref[i]).epsilon(1e-12));
+        // (the second sums blocks of 16 queries in float, the first all in double)
+        for (std::size_t i = 0; i < mass.size(); ++i) CHECK(mass[i] == Approx(mass_ref[i]).epsilon(1e-6));
         double total = 0;
         for (double m : mass) total += m;
         CHECK(total == Approx(2 * 7).epsilon(1e-6)); // every query row sums to 1
