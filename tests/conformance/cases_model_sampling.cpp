@@ -1,6 +1,7 @@
 // Conformance handlers: ModelSamplingDiscrete, ModelSamplingSD3, ModelSamplingAuraFlow
 // (model_sampling.schedule and model_sampling.prediction).
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "patchbay/sampling/model_sampling.hpp"
@@ -11,13 +12,29 @@ namespace {
 using namespace patchbay;
 using namespace patchbay::conformance;
 
-model_sampling discrete_from(const golden_case& gc) {
-    return model_sampling::discrete(gc.param<std::string>("sampling", "eps"),
-                                    gc.param<bool>("zsnr", false));
+/// A node input of the expected JSON type; a wrong type (e.g. zsnr "yes", shift null) is bad
+/// input and raises patchbay::error like any other invalid parameter.
+template <class V>
+V typed_param(const golden_case& gc, const char* patch, const std::string& name, V fallback) {
+    if (!gc.params().contains(name)) return fallback;
+    const auto& v = gc.params().at(name);
+    const bool ok = std::is_same_v<V, bool> ? v.is_boolean()
+                    : std::is_same_v<V, std::string> ? v.is_string()
+                                                     : v.is_number();
+    if (!ok) fail(patch, "parameter '" + name + "' has the wrong type: " + v.dump());
+    return v.get<V>();
 }
-model_sampling sd3_from(const golden_case& gc) { return model_sampling::sd3(gc.param<double>("shift", 3.0)); }
+
+model_sampling discrete_from(const golden_case& gc) {
+    constexpr const char* p = "ModelSamplingDiscrete";
+    return model_sampling::discrete(typed_param<std::string>(gc, p, "sampling", "eps"),
+                                    typed_param<bool>(gc, p, "zsnr", false));
+}
+model_sampling sd3_from(const golden_case& gc) {
+    return model_sampling::sd3(typed_param<double>(gc, "ModelSamplingSD3", "shift", 3.0));
+}
 model_sampling aura_from(const golden_case& gc) {
-    return model_sampling::aura_flow(gc.param<double>("shift", 1.73));
+    return model_sampling::aura_flow(typed_param<double>(gc, "ModelSamplingAuraFlow", "shift", 1.73));
 }
 
 tensor<float> vector_tensor(std::span<const float> v) {
@@ -82,12 +99,13 @@ void prediction_r(const model_sampling& ms, const golden_case& gc, results& out)
 }
 
 void prediction(const model_sampling& ms, const golden_case& gc, results& out) {
+    // Latents are 4-D (B,C,H,W) or 5-D (B,C,T,H,W); sigma holds one value per batch item.
     const auto rank = gc.input("x").shape.size();
+    if (gc.input("sigma").shape.size() != 1)
+        fail("model_sampling.prediction", "tensor 'sigma' must be 1-D (one value per batch item)");
     if (rank == 4) prediction_r<4>(ms, gc, out);
     else if (rank == 5) prediction_r<5>(ms, gc, out);
-    else if (rank == 3) prediction_r<3>(ms, gc, out);
-    else if (rank == 2) prediction_r<2>(ms, gc, out);
-    else fail("conformance", "model_sampling.prediction: unsupported rank of x");
+    else fail("model_sampling.prediction", "tensor 'x' must have rank 4 or 5, got rank " + std::to_string(rank));
 }
 
 } // namespace

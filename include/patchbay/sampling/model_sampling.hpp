@@ -319,9 +319,9 @@ void model_sampling::calculate_denoised(std::type_identity_t<view<const T, 1>> s
                                         std::type_identity_t<view<const T, R>> model_output,
                                         std::type_identity_t<view<const T, R>> x,
                                         view<T, R> out) const {
-    check_op<T, R>(sigma, x, out, "calculate_denoised", "x");
     const std::string w = std::string(where()) + ".calculate_denoised";
-    require_same_shape(x, model_output, w, "x", "model_output");
+    require_same_shape(x, model_output, w, "x", "model_output"); // inputs first: clearer message
+    check_op<T, R>(sigma, x, out, "calculate_denoised", "x");
     require_no_partial_overlap(out, model_output, w, "out", "model_output");
     for (index_t b = 0; b < x.extent(0); ++b) {
         auto xb = x.batch_slice(b, 1);
@@ -366,9 +366,9 @@ void model_sampling::noise_scaling(std::type_identity_t<view<const T, 1>> sigma,
                                    std::type_identity_t<view<const T, R>> noise,
                                    std::type_identity_t<view<const T, R>> latent_image,
                                    bool max_denoise, view<T, R> out) const {
-    check_op<T, R>(sigma, noise, out, "noise_scaling", "noise");
     const std::string w = std::string(where()) + ".noise_scaling";
     require_same_shape(noise, latent_image, w, "noise", "latent_image");
+    check_op<T, R>(sigma, noise, out, "noise_scaling", "noise");
     require_no_partial_overlap(out, latent_image, w, "out", "latent_image");
     for (index_t b = 0; b < noise.extent(0); ++b) {
         auto nb = noise.batch_slice(b, 1);
