@@ -122,6 +122,14 @@ TEST_CASE("a chain with block and attention patches equals the guider", "[patch_
     const guidance_inputs<float, 4> in{sc.x.as<4>(), sc.sigma.as<1>(), 3.0, false, prediction_type::eps};
     tensor<float> c = sc.predict(sc.pos, sc.x.as<4>()), u = sc.predict(sc.neg, sc.x.as<4>());
     CHECK_THROWS_AS(chain.combine(rc, in, c.as<4>(), u.as<4>(), b.as<4>()), error);
+    // nor one that hooks into the model (it would be skipped silently)
+    patch_chain<hooked_model> blocks(m2, sc.ms);
+    blocks.add(block_doubler{});
+    auto rb = blocks.begin_run();
+    CHECK_THROWS_AS(blocks.combine(rb, in, c.as<4>(), u.as<4>(), b.as<4>()), error);
+    const patch_chain<hooked_model> none(m2, sc.ms);
+    auto rn = none.begin_run();
+    CHECK_NOTHROW(none.combine(rn, in, c.as<4>(), u.as<4>(), b.as<4>()));
 }
 
 TEST_CASE("chains are values; run states reset and clone", "[patch_chain][state]") {

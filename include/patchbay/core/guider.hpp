@@ -359,14 +359,19 @@ public:
     /// The cfg stage alone, for engines that run the model themselves (a stable-diffusion.cpp
     /// style loop): pre-cfg hooks (which rewrite cond and uncond in place), the cfg function
     /// or default combine, post-cfg hooks. Patches that evaluate the model again (SAG, PAG)
-    /// or hook into it cannot be used here. in.uncond_is_none must say whether the engine
-    /// skipped the uncond pass (then uncond must be zeros, as ComfyUI hands it to hooks).
+    /// or hook into it (FreeU) cannot be used here: a compile-time error, never a silent
+    /// skip. in.uncond_is_none must say whether the engine skipped the uncond pass (then
+    /// uncond must be zeros, as ComfyUI hands it to hooks).
     template <class T, std::size_t R>
     void combine(run_state& run, const guidance_inputs<T, R>& in, view<T, R> cond,
                  view<T, R> uncond, view<T, R> denoised) const {
         static_assert(!(detail::has_post_cfg_access<Patches, T, R> || ...),
                       "guider::combine cannot run a post-cfg patch that evaluates the model "
                       "again (SAG, PAG); use denoise() with a model instead.");
+        static_assert(!((detail::has_output_block<Patches, T> || detail::has_on_model_call<Patches, T>) || ...),
+                      "guider::combine cannot apply a patch that hooks into the model (FreeU, "
+                      "attention hooks): it would be silently skipped; call the patch from your "
+                      "network or use denoise().");
         detail::validate_combine(in, cond, uncond, denoised, "guider::combine");
         step_hooks<T, R> hooks{*this, run};
         hooks.guidance(in, cond, uncond, denoised, nullptr);

@@ -261,6 +261,11 @@ public:
                  view<T, R> uncond, view<T, R> denoised) const {
         check_run(run, "patch_chain::combine");
         detail::validate_combine(in, cond, uncond, denoised, "patch_chain::combine");
+        for (const auto& e : entries_) // a model hook would be silently skipped: refuse
+            if (e.vt->template model_ops<T>().output_block || e.vt->template model_ops<T>().on_model_call)
+                fail("patch_chain::combine", "patch '" + std::string(e.vt->name) +
+                                                 "' hooks into the model; call it from your network "
+                                                 "or use denoise()");
         step_hooks<T, R> hooks(*this, run);
         hooks.guidance(in, cond, uncond, denoised, nullptr);
     }
