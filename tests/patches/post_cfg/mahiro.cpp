@@ -135,6 +135,10 @@ TEMPLATE_TEST_CASE("Mahiro matches the float64 reference", "[mahiro]", float, do
         const auto c = random_call<TestType>({1, 16, 3, 23, 21}, 20, 3.5);
         CHECK(max_diff(c.template run<5>(), reference(c)) < tol);
     }
+    SECTION("odd channel count (a channel left over after the pairs), two tiles, batch 2") {
+        const auto c = random_call<TestType>({2, 3, 40, 33}, 25, 7.0);
+        CHECK(max_diff(c.template run<4>(), reference(c)) < tol);
+    }
 }
 
 TEST_CASE("Mahiro at cond_scale 1 (zero uncond) gives (cfg + leap) / 2", "[mahiro]") {

@@ -87,28 +87,49 @@ double mahiro_cosine_sum(const view<const T, R>& cond, const view<const T, R>& u
                 std::fill_n(dot, len, T(0));
                 std::fill_n(nn, len, T(0));
                 std::fill_n(mm, len, T(0));
-                for (index_t ch = 0; ch < channels; ++ch) {
-                    const T* pc = cond.data_handle() + b * cond.stride(0) + ch * cond.stride(1) + p0;
-                    const T* pu = uncond.data_handle() + b * uncond.stride(0) + ch * uncond.stride(1) + p0;
-                    const T* pf = cfg.data_handle() + b * cfg.stride(0) + ch * cfg.stride(1) + p0;
+                // Channels in pairs: the tile sums are loaded and stored once per pair (measured
+                // fastest on Zen 3; blocks of 4 keep too many streams in flight).
+                constexpr index_t block = 2;
+                for (index_t ch0 = 0; ch0 < channels; ch0 += block) {
+                    const index_t nch = std::min(block, channels - ch0);
+                    std::array<const T*, block> pc{}, pu{}, pf{};
+                    for (index_t k = 0; k < nch; ++k) {
+                        const index_t ch = ch0 + k;
+                        pc[static_cast<std::size_t>(k)] = cond.data_handle() + b * cond.stride(0) + ch * cond.stride(1) + p0;
+                        pu[static_cast<std::size_t>(k)] = uncond.data_handle() + b * uncond.stride(0) + ch * uncond.stride(1) + p0;
+                        pf[static_cast<std::size_t>(k)] = cfg.data_handle() + b * cfg.stride(0) + ch * cfg.stride(1) + p0;
+                    }
                     index_t i = 0;
                     if constexpr (simd::enabled) {
                         using B = simd::batch<T>;
                         constexpr index_t W = static_cast<index_t>(B::size);
-                        for (; i + W <= len; i += W) {
-                            const auto t = mahiro_terms(B::load_unaligned(pc + i), B::load_unaligned(pu + i),
-                                                        B::load_unaligned(pf + i), s);
-                            (B::load_aligned(dot + i) + t[0]).store_aligned(dot + i);
-                            (B::load_aligned(nn + i) + t[1]).store_aligned(nn + i);
-                            (B::load_aligned(mm + i) + t[2]).store_aligned(mm + i);
+                        auto accumulate = [&](auto channels_in_block) {
+                            constexpr std::size_t K = decltype(channels_in_block)::value;
+                            for (; i + W <= len; i += W) {
+                                B d = B::load_aligned(dot + i), n1 = B::load_aligned(nn + i),
+                                  n2 = B::load_aligned(mm + i);
+                                for (std::size_t k = 0; k < K; ++k) {
+                                    const auto t = mahiro_terms(B::load_unaligned(pc[k] + i), B::load_unaligned(pu[k] + i),
+                                                                B::load_unaligned(pf[k] + i), s);
+                                    d += t[0];
+                                    n1 += t[1];
+                                    n2 += t[2];
+                                }
+                                d.store_aligned(dot + i);
+                                n1.store_aligned(nn + i);
+                                n2.store_aligned(mm + i);
+                            }
+                        };
+                        if (nch == block) accumulate(std::integral_constant<std::size_t, block>{});
+                        else accumulate(std::integral_constant<std::size_t, 1>{});
+                    }
+                    for (; i < len; ++i)
+                        for (std::size_t k = 0; k < static_cast<std::size_t>(nch); ++k) {
+                            const auto t = mahiro_terms(pc[k][i], pu[k][i], pf[k][i], s);
+                            dot[i] += t[0];
+                            nn[i] += t[1];
+                            mm[i] += t[2];
                         }
-                    }
-                    for (; i < len; ++i) {
-                        const auto t = mahiro_terms(pc[i], pu[i], pf[i], s);
-                        dot[i] += t[0];
-                        nn[i] += t[1];
-                        mm[i] += t[2];
-                    }
                 }
                 index_t i = 0;
                 if constexpr (simd::enabled) {
