@@ -428,6 +428,9 @@ TEST_CASE("Malformed workflows are patchbay::errors naming the node and input") 
         const std::string msg = error_of([&] { parse_workflow(wf); });
         CHECK(has(msg, "link cycle"));
         CHECK(has(msg, "3 -> 2 -> 3"));
+        json back = chain_of({{"2", node("Mahiro")}});
+        back["2"]["inputs"]["model"] = json::array({"9", 0}); // back to the sampler
+        CHECK(has(error_of([&] { parse_workflow(back); }), "9 -> 2 -> 9"));
         json self = chain_of({{"2", node("Mahiro")}});
         self["2"]["inputs"]["model"] = json::array({"2", 0});
         CHECK(has(error_of([&] { parse_workflow(self); }), "link cycle"));
@@ -483,6 +486,12 @@ TEST_CASE("Unknown patch nodes: an error by default, skipped on request; pass-th
     CHECK(wp.patches.empty());
     REQUIRE(wp.pass_through.size() == 1);
     CHECK(wp.pass_through[0].id == "2");
+
+    // A loader whose model_name is linked is still a loader.
+    json named = chain_of({{"2", node("Mahiro")}});
+    named["1"]["inputs"]["model_name"] = json::array({"30", 0});
+    named["30"] = node("StringSelector", {{"choice", "a"}});
+    CHECK(parse_workflow(named).loader.id == "1");
 
     // A node with two model inputs cannot be skipped.
     json merge = chain_of({});

@@ -663,8 +663,16 @@ private:
         }
     }
 
+    /// "model", or "model1", "model2", ... (merge nodes); not "model_name".
+    static bool is_model_input(std::string_view key) {
+        if (key.rfind("model", 0) != 0) return false;
+        for (char ch : key.substr(5))
+            if (ch < '0' || ch > '9') return false;
+        return true;
+    }
+
     void walk(node_ref owner, link l, workflow& wf) const {
-        std::vector<std::string> path; // ids visited, sampler side first
+        std::vector<std::string> path{*owner.id}; // ids visited, sampler (or guider) first
         std::string input = "model";
         std::vector<workflow_patch> patches; // sampler side first
         std::vector<node_info> pass; // sampler side first
@@ -723,7 +731,7 @@ private:
             // Unknown node: a patch node if it takes a model, else the loader.
             std::vector<std::pair<std::string, const json*>> model_links;
             for (const auto& [key, value] : n.inputs().items())
-                if (key.rfind("model", 0) == 0 && is_link(value)) model_links.emplace_back(key, &value);
+                if (is_model_input(key) && is_link(value)) model_links.emplace_back(key, &value);
             if (model_links.empty()) {
                 wf.loader = n.info();
                 break;
