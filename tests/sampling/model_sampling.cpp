@@ -119,6 +119,41 @@ TEST_CASE("discrete timestep and sigma conversions", "[model_sampling]") {
     CHECK(lcm.sigma(999.0) == Approx(lcm.sigma_max()).epsilon(2e-6));
 }
 
+TEST_CASE("timestep(sigma) equals ComfyUI's full argmin scan", "[model_sampling]") {
+    // Reference: argmin over every entry of |log(sigma) - log_sigmas[i]| in float32, first on
+    // ties (torch.argmin), against the library's search.
+    for (const auto& ms : {model_sampling::discrete("eps"), model_sampling::discrete("eps", true),
+                           model_sampling::discrete("lcm"), model_sampling::discrete("lcm", true)}) {
+        const auto L = ms.log_sigmas();
+        const int skip = L.size() == 50 ? 20 : 1;
+        auto scan = [&](float s) {
+            const float ls = std::log(s);
+            std::size_t best = 0;
+            for (std::size_t i = 1; i < L.size(); ++i)
+                if (std::abs(ls - L[i]) < std::abs(ls - L[best])) best = i;
+            return static_cast<double>(best) * skip + (skip - 1);
+        };
+        std::vector<float> queries{1e-30f, 1e-3f, 0.0f, -1.0f, 1e30f, INFINITY};
+        for (std::size_t i = 0; i < ms.sigmas().size(); ++i) {
+            const float a = ms.sigmas()[i];
+            queries.push_back(a);
+            queries.push_back(std::nextafter(a, 0.0f));
+            queries.push_back(std::nextafter(a, INFINITY));
+            if (i + 1 < ms.sigmas().size()) {
+                // around the geometric midpoint, where the answer switches
+                const float mid = static_cast<float>(std::sqrt(double(a) * double(ms.sigmas()[i + 1])));
+                for (float q = mid, k = 0; k < 4; ++k, q = std::nextafter(q, 0.0f)) queries.push_back(q);
+                for (float q = mid, k = 0; k < 4; ++k, q = std::nextafter(q, INFINITY)) queries.push_back(q);
+            }
+        }
+        for (float q : queries) {
+            INFO("sigma " << q);
+            const double want = q > 0.0f ? scan(q) : (skip - 1); // log(<=0): -inf or NaN -> index 0
+            REQUIRE(ms.timestep(q) == want);
+        }
+    }
+}
+
 TEST_CASE("percent_to_sigma edge cases", "[model_sampling]") {
     const auto ms = model_sampling::discrete("eps");
     CHECK(ms.percent_to_sigma(0.0) == 999999999.9);

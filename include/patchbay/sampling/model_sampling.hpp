@@ -215,16 +215,21 @@ inline double model_sampling::timestep(double sigma) const {
     const float s = static_cast<float>(sigma);
     if (is_flow()) return static_cast<double>(s * static_cast<float>(multiplier_));
     const float ls = std::log(s);
+    // ComfyUI: argmin_i |ls - log_sigmas[i]| in float32, first index on ties. The table is
+    // increasing, so the float32 distances fall up to the insertion point k and rise after it:
+    // the minimum is at k-1 or k, and on the falling side equal (rounded) distances can form a
+    // plateau whose first index is the answer. NaN (negative sigma) gives index 0, as torch.
     std::size_t best = 0;
-    float best_d = std::numeric_limits<float>::infinity();
-    bool any = false;
-    for (std::size_t i = 0; i < log_sigmas_.size(); ++i) {
-        const float d = std::abs(ls - log_sigmas_[i]);
-        if (!any || d < best_d) {
-            best = i;
-            best_d = d;
-            any = true;
-        }
+    if (ls == ls) {
+        const auto& L = log_sigmas_;
+        const std::size_t k =
+            static_cast<std::size_t>(std::lower_bound(L.begin(), L.end(), ls) - L.begin());
+        auto dist = [&](std::size_t i) { return std::abs(ls - L[i]); };
+        if (k == 0) best = 0;
+        else if (k == L.size() || dist(k - 1) <= dist(k)) {
+            best = k - 1;
+            while (best > 0 && dist(best - 1) == dist(best)) --best;
+        } else best = k;
     }
     return static_cast<double>(static_cast<long long>(best) * skip_steps_ + (skip_steps_ - 1));
 }
