@@ -562,7 +562,8 @@ TEST_CASE("build_chain: the chain's combine step equals the patches called direc
     const auto& mh = std::get<mahiro>(wf.patches[3].config);
     REQUIRE(ap.momentum != 0.0); // the run state (APG's running average) matters over steps
 
-    const std::vector<index_t> shape{2, 4, 6, 10};
+    // Large enough that FreSca's cutoff (20 bins) leaves high frequencies to scale.
+    const std::vector<index_t> shape{2, 4, 48, 50};
     const tensor<float> x = random_tensor(shape, 1);
     auto run = chain.begin_run();
     apg::state_type apg_state;
@@ -588,6 +589,15 @@ TEST_CASE("build_chain: the chain's combine step equals the patches called direc
 
         INFO("step " << step);
         CHECK(max_abs_diff(got, want) == 0.0);
+        // The order matters (so the comparison above checks it): FreSca after APG differs.
+        tensor<float> c3 = c0, u3 = u0, swapped(shape);
+        apg::state_type fresh_apg;
+        ap.pre_cfg(fresh_apg, gi, c3.as<4>(), u3.as<4>());
+        fr.pre_cfg(none, gi, c3.as<4>(), u3.as<4>());
+        kernels::cfg_combine<float, 4>(c3.as<4>(), u3.as<4>(), cond_scale, swapped.as<4>());
+        cn.post_cfg(none, gi, c3.as<4>(), u3.as<4>(), swapped.as<4>());
+        mh.post_cfg<float, 4>(none, gi, c3.as<4>(), u3.as<4>(), swapped.as<4>());
+        if (step == 0) CHECK(max_abs_diff(got, swapped) > 1e-4);
         // and the patches did something: the result is not plain CFG
         tensor<float> plain(shape);
         kernels::cfg_combine<float, 4>(c0.as<4>(), u0.as<4>(), cond_scale, plain.as<4>());
