@@ -27,7 +27,7 @@
 #include "patchbay/core/tensor.hpp"
 #include "patchbay/core/view.hpp"
 #include "patchbay/kernels/elementwise.hpp"
-#include "patchbay/kernels/reduce.hpp"
+#include "patchbay/kernels/project.hpp"
 
 namespace patchbay {
 
@@ -140,7 +140,7 @@ struct apg {
         if (momentum == 0.0) {
             detail::for_each_last3_group<R>(
                 [&](view<T, R> c, view<T, R> u) {
-                    const auto s = kernels::reduce<3>(
+                    const auto s = kernels::lane_sums<3>(
                         [](auto cv, auto uv) {
                             const auto g = cv - uv;
                             return std::array{g * g, g * cv, cv * cv};
@@ -178,7 +178,7 @@ struct apg {
                                        a, c, u);
                 else
                     kernels::transform(a, [](auto cv, auto uv) { return cv - uv; }, c, u);
-                const auto s = kernels::reduce<3>(
+                const auto s = kernels::lane_sums<3>(
                     [](auto g, auto cv) { return std::array{g * g, g * cv, cv * cv}; }, a, c);
                 T scale, par;
                 coefficients(s, scale, par);
