@@ -309,3 +309,24 @@ TEST_CASE("rescale_cfg rejects bad input", "[rescale_cfg][errors]") {
                                                shifted),
                     patchbay::error);
 }
+
+TEST_CASE("rescale_cfg: 5-D with a non-unit W stride (scalar column path) matches the packed result",
+          "[rescale_cfg]") {
+    auto v = make({1, 3, 2, 5, 11}, {1.7f}, 91);
+    auto want = run<5>(rescale_cfg{0.7}, v.x, v.sigma, v.c, v.u, 5.0);
+    // storage (B, C, T, W, H), viewed as (B, C, T, H, W): W stride is H
+    auto transposed = [](const tensor<float>& t, tensor<float>& store) {
+        store = tensor<float>({1, 3, 2, 11, 5});
+        view<float, 5> v5(store.data(), {1, 3, 2, 5, 11}, {3 * 2 * 55, 2 * 55, 55, 1, 5});
+        kernels::copy<float, 5>(t.as<5>(), v5);
+        return v5;
+    };
+    tensor<float> xs, cs, us, os;
+    auto xv = transposed(v.x, xs), cv = transposed(v.c, cs), uv = transposed(v.u, us);
+    auto ov = transposed(tensor<float>(v.c.shape()), os);
+    REQUIRE(xv.stride(4) != 1);
+    guidance_inputs<float, 5> in{xv, v.sigma.as<1>(), 5.0, false, prediction_type::eps};
+    no_state st;
+    rescale_cfg{0.7}.cfg_function(st, in, cv, uv, ov);
+    CHECK(test::max_abs_diff(tensor<float>::copy_of(ov), want) < 1e-6);
+}
