@@ -668,3 +668,47 @@ TEST_CASE("build_chain errors name the node") {
     CHECK(chain.sampling().prediction() == prediction_type::v_prediction); // the checkpoint's own
     CHECK(chain.size() == 1);
 }
+
+TEST_CASE("build_chain: inpainting workflow (DifferentialDiffusion, TCFG, RenormCFG, v_prediction zsnr) equals the static guider") {
+    using examples::toy_unet;
+    toy_unet m1, m2;
+    const auto& c = m1.config();
+    import_options opts;
+    opts.in_channels = 2; // guide only the first two of the toy's three channels
+    const workflow wf = parse_workflow_file(fixture("inpaint_differential.json"), opts);
+    REQUIRE(wf.patches.size() == 3);
+
+    const std::vector<index_t> shape{1, c.channels, c.height, c.width};
+    tensor<float> noise(shape), mask(shape);
+    normal_generator rng(9);
+    rng.fill(noise.as<4>());
+    for (index_t i = 0; i < mask.size(); ++i) mask[i] = float(i % 7) / 6.0f; // soft mask
+    const tensor<float> latent = m1.picture(3);
+    const auto sigmas = simple_schedule(wf.sampling->sampling, 4);
+    const double cfg = *wf.sampler.cfg;
+    const sample_inputs<float, 4> in{noise.as<4>(), latent.as<4>(), sigmas, cfg, mask.as<4>()};
+    const auto pos = m1.prompt(0), neg = m1.negative_prompt();
+
+    const patch_chain<toy_unet> chain = build_chain(wf, m1);
+    auto run1 = chain.begin_run(&pos, &neg);
+    tensor<float> out1(shape);
+    sample_euler(chain, run1, in, out1.as<4>());
+
+    guider<toy_unet, differential_diffusion, tcfg, renorm_cfg> g(
+        m2, model_sampling::discrete("v_prediction", true), differential_diffusion{1.0}, tcfg{},
+        renorm_cfg{50.0, 1.5, 2});
+    auto run2 = g.begin_run(&pos, &neg);
+    tensor<float> out2(shape);
+    sample_euler(g, run2, in, out2.as<4>());
+
+    CHECK(max_abs_diff(out1, out2) == 0.0);
+
+    // Without DifferentialDiffusion the soft mask is used as is: another result.
+    toy_unet m3;
+    guider<toy_unet, tcfg, renorm_cfg> g3(m3, model_sampling::discrete("v_prediction", true), tcfg{},
+                                          renorm_cfg{50.0, 1.5, 2});
+    auto run3 = g3.begin_run(&pos, &neg);
+    tensor<float> out3(shape);
+    sample_euler(g3, run3, in, out3.as<4>());
+    CHECK(max_abs_diff(out1, out3) > 1e-4);
+}
