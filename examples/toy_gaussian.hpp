@@ -42,7 +42,7 @@ public:
     explicit toy_prompt(view<U, R> mu)
         : mu_f_(tensor<float>::copy_of(mu)), mu_d_(tensor<double>::copy_of(mu)) {
         require_nonempty(mu, "toy_prompt", "mu");
-        require(mu.extent(0) == 1, "toy_prompt", "mu must have batch size 1 (broadcast over the batch)");
+
     }
 
     template <class T, std::size_t R>
@@ -75,6 +75,9 @@ public:
         const view<const T, R> mu = call.conditioning->template mu<T, R>();
         require_same_shape(call.x, out, where, "x", "out");
         require_batch_vector(call.sigma, call.x, where, "sigma");
+        // mu is one item broadcast over the batch (1 x C x ...) or one mean per batch item
+        if (mu.extent(0) != 1 && mu.extent(0) != call.x.extent(0))
+            fail(where, "the prompt's mu must have batch size 1 or x's batch size");
         for (std::size_t r = 1; r < R; ++r)
             if (mu.extent(r) != call.x.extent(r))
                 fail(where, "the prompt's mu has shape " + shape_string(mu) +
@@ -84,15 +87,16 @@ public:
             const T sigma = call.sigma(b);
             const auto xb = call.x.batch_slice(b, 1);
             const auto ob = out.batch_slice(b, 1);
+            const auto mb = mu.extent(0) == 1 ? mu : mu.batch_slice(b, 1);
             if (kind_ == toy_kind::vp) {
                 const T coef = s2 / (s2 + sigma * sigma);
                 kernels::transform(ob, [coef](auto xv, auto m) { return m + coef * (xv - m); }, xb,
-                                   mu);
+                                   mb);
             } else {
                 const T a = T(1) - sigma;
                 const T coef = a * s2 / (a * a * s2 + sigma * sigma);
                 kernels::transform(
-                    ob, [coef, a](auto xv, auto m) { return m + coef * (xv - a * m); }, xb, mu);
+                    ob, [coef, a](auto xv, auto m) { return m + coef * (xv - a * m); }, xb, mb);
             }
         }
     }

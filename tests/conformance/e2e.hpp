@@ -22,14 +22,14 @@ namespace patchbay::e2e {
 using conformance::golden_case;
 using conformance::results;
 
-/// Run the case's sampler with a guider over `patches` and store samples and trajectory.
-template <class... Patches>
-void run(const golden_case& gc, results& out, Patches... patches) {
+namespace detail {
+
+template <std::size_t R, class... Patches>
+void run_rank(const golden_case& gc, results& out, Patches... patches) {
     constexpr std::string_view where = "e2e::run";
     const auto sigmas_f = gc.tensor_input<double>("sigmas");
     const std::vector<double> sigmas(sigmas_f.data(), sigmas_f.data() + sigmas_f.size());
     const tensor<float> noise = gc.tensor_input<float>("noise");
-    require(noise.rank() == 4, where, "the e2e harness runs 4-D latents");
     const tensor<float> latent = gc.has_input("latent_image") ? gc.tensor_input<float>("latent_image")
                                                               : tensor<float>();
     const tensor<float> mask = gc.has_input("denoise_mask") ? gc.tensor_input<float>("denoise_mask")
@@ -41,39 +41,53 @@ void run(const golden_case& gc, results& out, Patches... patches) {
         model_sampling::from_comfy(gc.scalar<std::string>("model_sampling", "ModelSamplingDiscrete"));
     const examples::toy_gaussian model(examples::toy_kind_from(gc.scalar<std::string>("toy_kind", "vp")),
                                        gc.scalar<double>("toy_data_std", 1.0));
-    const examples::toy_prompt positive(mu_cond.as<4>());
-    const examples::toy_prompt negative(mu_uncond.as<4>());
+    const examples::toy_prompt positive(mu_cond.as<R>());
+    const examples::toy_prompt negative(mu_uncond.as<R>());
 
     const guider<const examples::toy_gaussian, Patches...> g(model, ms, std::move(patches)...);
     auto run_state = g.begin_run(&positive, &negative);
 
-    const index_t steps = static_cast<index_t>(sigmas.size()) - 1;
-    std::vector<index_t> traj_shape{steps + 1};
-    traj_shape.insert(traj_shape.end(), noise.shape().begin(), noise.shape().end());
-    tensor<float> trajectory(traj_shape);
-    const index_t item = noise.size();
-    // x before each step comes from the progress report; the final report is x after the last
-    // step (before inverse noise scaling)
-    auto record = [&](const step_report<float, 4>& r) {
-        tensor<float> x = tensor<float>::copy_of(r.x);
-        std::copy(x.data(), x.data() + item, trajectory.data() + r.step * item);
+    // trajectory: x before each step (from the progress report) and, from the final report,
+    // x after the last step (before the inverse noise scaling); rank R + 1, so stored directly
+    const std::size_t steps = sigmas.size() - 1;
+    npy::array trajectory;
+    trajectory.type = npy::dtype::f4;
+    trajectory.shape = {static_cast<index_t>(steps + 1)};
+    trajectory.shape.insert(trajectory.shape.end(), noise.shape().begin(), noise.shape().end());
+    trajectory.values.resize((steps + 1) * static_cast<std::size_t>(noise.size()));
+    auto record = [&](const step_report<float, R>& r) {
+        const tensor<float> x = tensor<float>::copy_of(r.x);
+        std::copy(x.data(), x.data() + x.size(),
+                  trajectory.values.begin() + static_cast<std::ptrdiff_t>(r.step) * x.size());
     };
-    sample_options<float, 4> opt;
-    opt.progress = callback<void(const step_report<float, 4>&)>::to(record);
+    sample_options<float, R> opt;
+    opt.progress = callback<void(const step_report<float, R>&)>::to(record);
 
-    sample_inputs<float, 4> in;
-    in.noise = noise.as<4>();
-    if (latent.rank() != 0) in.latent_image = latent.as<4>();
-    if (mask.rank() != 0) in.denoise_mask = mask.as<4>();
+    sample_inputs<float, R> in;
+    in.noise = noise.as<R>();
+    if (latent.rank() != 0) in.latent_image = latent.as<R>();
+    if (mask.rank() != 0) in.denoise_mask = mask.as<R>();
     in.sigmas = sigmas;
     in.cond_scale = gc.scalar<double>("cond_scale", 1.0);
 
     tensor<float> samples(noise.shape());
     const auto status = sample(gc.scalar<std::string>("sampler", "euler"), g, run_state, in,
-                               samples.as<4>(), opt);
+                               samples.as<R>(), opt);
     require(status == sample_status::completed, where, "the sampler did not complete");
     conformance::put(out, "samples", samples);
-    conformance::put(out, "trajectory", trajectory);
+    out["trajectory"] = std::move(trajectory);
+}
+
+} // namespace detail
+
+/// Run the case's sampler with a guider over `patches` and store samples and trajectory.
+/// Latents may be 4-D (N,C,H,W) or 5-D (N,C,T,H,W).
+template <class... Patches>
+void run(const golden_case& gc, results& out, Patches... patches) {
+    const auto rank = gc.input("noise").shape.size();
+    if (rank == 4) detail::run_rank<4>(gc, out, std::move(patches)...);
+    else if (rank == 5) detail::run_rank<5>(gc, out, std::move(patches)...);
+    else fail("e2e::run", "the e2e harness runs 4-D or 5-D latents, got rank " + std::to_string(rank));
 }
 
 } // namespace patchbay::e2e
