@@ -240,3 +240,27 @@ TEST_CASE("toy_unet: a model without attention hooks is refused before sampling"
     // (a model that declares neither calls_attention_hooks nor supports() is a compile-time
     // error in guider<Model, SAG>: see the static_assert in core/guider.hpp)
 }
+
+TEST_CASE("toy_unet: a guided step in double agrees with float") {
+    toy_unet model;
+    const auto& c = model.config();
+    guider<toy_unet, self_attention_guidance, perturbed_attention_guidance, free_u> g(
+        model, model_sampling::discrete("eps"), self_attention_guidance{}, perturbed_attention_guidance{},
+        free_u{1.1, 1.2, 0.9, 0.2, c.model_channels});
+    const auto pos = model.prompt(4), neg = model.negative_prompt();
+    auto run_f = g.begin_run(&pos, &neg);
+    auto run_d = g.begin_run(&pos, &neg);
+    const auto xf = test::random_tensor({B, c.channels, c.height, c.width}, 5, 0.f, 2.f);
+    tensor<double> xd(xf.shape());
+    for (index_t i = 0; i < xf.size(); ++i) xd[i] = xf[i];
+    tensor<float> sf({B}), of(xf.shape());
+    tensor<double> sd({B}), od(xf.shape());
+    sf.fill(2.f);
+    sd.fill(2.0);
+    g.denoise(run_f, step_inputs<float, 4>{xf.as<4>(), sf.as<1>(), 5.0}, of.as<4>());
+    g.denoise(run_d, step_inputs<double, 4>{xd.as<4>(), sd.as<1>(), 5.0}, od.as<4>());
+    double m = 0;
+    for (index_t i = 0; i < of.size(); ++i) m = std::max(m, std::fabs(double(of[i]) - od[i]));
+    CHECK(m < 1e-4);
+    CHECK(model.counts.total() == 8);
+}

@@ -397,3 +397,62 @@ TEST_CASE("sag: bad input is rejected before the model runs") {
         CHECK(std::string(e.what()).find("4-D") != std::string::npos);
     }
 }
+
+TEST_CASE("attention: strided q, k, v give the contiguous result") {
+    const index_t heads = 2, B = 2, N = 6, D = 8;
+    const auto q = test::random_tensor({B, N, D}, 1), k = test::random_tensor({B, N, D}, 2),
+               v = test::random_tensor({B, N, D}, 3);
+    tensor<float> out({B, N, D}), sim({B * heads, N, N});
+    kernels::attention_basic_with_sim<float>(q.as<3>(), k.as<3>(), v.as<3>(), int(heads), out.as<3>(), sim.as<3>());
+    // token-major -> feature-major storage: (B, N, D) viewed with strides (N*D, 1, N)
+    auto transpose = [&](const tensor<float>& t, std::vector<float>& buf) {
+        buf.resize(std::size_t(t.size()));
+        view<float, 3> s(buf.data(), {B, N, D}, {N * D, 1, N});
+        for (index_t b = 0; b < B; ++b)
+            for (index_t n = 0; n < N; ++n)
+                for (index_t d = 0; d < D; ++d) s(b, n, d) = t.as<3>()(b, n, d);
+        return s;
+    };
+    std::vector<float> bq, bk, bv, bo, bs;
+    const auto sq = transpose(q, bq), sk = transpose(k, bk), sv = transpose(v, bv);
+    tensor<float> zo({B, N, D}), zs({B * heads, N, N});
+    const auto so = transpose(zo, bo);
+    bs.resize(std::size_t(sim.size()));
+    view<float, 3> ss(bs.data(), {B * heads, N, N}, {N * N, 1, N});
+    kernels::attention_basic_with_sim<float>(sq, sk, sv, int(heads), so, ss);
+    for (index_t b = 0; b < B; ++b)
+        for (index_t n = 0; n < N; ++n)
+            for (index_t d = 0; d < D; ++d) REQUIRE(so(b, n, d) == out.as<3>()(b, n, d));
+    for (index_t r = 0; r < B * heads; ++r)
+        for (index_t i = 0; i < N; ++i)
+            for (index_t j = 0; j < N; ++j) REQUIRE(ss(r, i, j) == sim.as<3>()(r, i, j));
+}
+
+TEST_CASE("sag: a batch gives the same result as its items run one at a time") {
+    const self_attention_guidance p{0.7, 1.5};
+    const index_t B = 3, C = 4, H = 12, W = 12, heads = 2;
+    const auto x = test::random_tensor({B, C, H, W}, 1), u = test::random_tensor({B, C, H, W}, 2),
+               cfg0 = test::random_tensor({B, C, H, W}, 3);
+    tensor<float> sigma({B});
+    for (index_t b = 0; b < B; ++b) sigma[b] = 1.f + float(b);
+    const auto probs = probabilities(B, heads, 9, 6);
+    fake_model<float> fm;
+    model_access<float, 4> model(model_access<float, 4>::evaluate_fn::to(fm));
+    state_t<self_attention_guidance> st{};
+    record_uncond<float>(p, st, sag::site, probs, heads);
+    auto whole = cfg0;
+    guidance_inputs<float, 4> in{x.as<4>(), sigma.as<1>(), 4.0, false, prediction_type::eps};
+    p.post_cfg(st, in, u.as<4>(), u.as<4>(), whole.as<4>(), model);
+    for (index_t b = 0; b < B; ++b) {
+        state_t<self_attention_guidance> sb{};
+        tensor<float> pb({heads, 9, 9});
+        for (index_t i = 0; i < pb.size(); ++i) pb[i] = probs[b * pb.size() + i];
+        record_uncond<float>(p, sb, sag::site, pb, heads);
+        auto item = tensor<float>::copy_of(cfg0.as<4>().batch_slice(b, 1));
+        guidance_inputs<float, 4> ib{x.as<4>().batch_slice(b, 1), sigma.as<1>().batch_slice(b, 1), 4.0, false,
+                                     prediction_type::eps};
+        p.post_cfg(sb, ib, u.as<4>().batch_slice(b, 1), u.as<4>().batch_slice(b, 1), item.as<4>(), model);
+        const auto want = tensor<float>::copy_of(whole.as<4>().batch_slice(b, 1));
+        CHECK(test::bit_equal(item, want));
+    }
+}
