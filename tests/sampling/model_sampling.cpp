@@ -2,7 +2,10 @@
 // sigma <-> timestep conversions, prediction identities, strides, float/double, validation.
 #include <catch2/catch.hpp>
 
+#include <atomic>
 #include <cmath>
+#include <cstdlib>
+#include <new>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -16,6 +19,22 @@
 #include "test_util.hpp"
 
 using namespace patchbay;
+
+// Count global allocations so a test can check the per-call paths allocate nothing.
+namespace {
+std::atomic<long> allocations{0};
+}
+#if defined(__GNUC__) && !defined(__clang__)
+// GCC flags free() of a replaced operator new's malloc as a mismatch; it is the matching pair.
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+void* operator new(std::size_t n) {
+    ++allocations;
+    if (void* p = std::malloc(n ? n : 1)) return p;
+    throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 
 // Template argument lists contain commas, so wrap the call in a lambda for Catch's macros.
 #define REQUIRE_BAD(...) CHECK_THROWS_AS(([&] { __VA_ARGS__; }()), patchbay::error)
@@ -405,4 +424,28 @@ TEST_CASE("tensor op argument checks", "[model_sampling]") {
     const view<float, 4> v0(buf.data(), {2, 3, 4, 4}), v1(buf.data() + 1, {2, 3, 4, 4});
     REQUIRE_BAD(m.calculate_input<float, 4>(s.as<1>(), v0, v1));
     REQUIRE_OK(m.calculate_input<float, 4>(s.as<1>(), v0, v0));
+}
+
+TEST_CASE("tensor ops do not allocate", "[model_sampling]") {
+    const auto x = test::random_tensor({2, 4, 8, 8}, 21);
+    tensor<float> out(x.shape());
+    const auto s = batch_sigma({0.5f, 0.25f});
+    for (const char* n : {"eps", "v_prediction", "lcm", "x0", "img_to_img", "sd3", "aura"}) {
+        INFO(n);
+        const auto m = by_name(n);
+        const long before = allocations.load();
+        m.calculate_input<float, 4>(s.as<1>(), x.as<4>(), out.as<4>());
+        m.calculate_denoised<float, 4>(s.as<1>(), x.as<4>(), x.as<4>(), out.as<4>());
+        m.noise_scaling<float, 4>(s.as<1>(), x.as<4>(), x.as<4>(), true, out.as<4>());
+        m.inverse_noise_scaling<float, 4>(s.as<1>(), x.as<4>(), out.as<4>());
+        (void)m.timestep(0.5);
+        (void)m.sigma(300.5);
+        (void)m.scalings_at(0.5);
+        CHECK(allocations.load() == before);
+    }
+    // the counter does see allocations (building a table allocates)
+    const long before = allocations.load();
+    const auto built = model_sampling::discrete("x0");
+    CHECK(allocations.load() > before);
+    CHECK(built.sigmas().size() == 1000);
 }

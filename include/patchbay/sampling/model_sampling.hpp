@@ -120,9 +120,12 @@ private:
     model_sampling() = default;
     static model_sampling flow(double shift, double multiplier, std::string_view where);
     const char* where() const noexcept;
+    enum class op : int { calculate_input, calculate_denoised, noise_scaling, inverse_noise_scaling };
+    /// "<node>.<op>" as a string literal: the hot path builds no strings (no allocation).
+    const char* where(op o) const noexcept;
     template <class T, std::size_t R>
     void check_op(const view<const T, 1>& sigma, const view<const T, R>& a,
-                  const view<T, R>& out, std::string_view op, std::string_view name_a) const;
+                  const view<T, R>& out, const char* w, std::string_view name_a) const;
 
     prediction_type prediction_ = prediction_type::eps;
     bool zsnr_ = false;
@@ -210,6 +213,20 @@ inline const char* model_sampling::where() const noexcept {
     return "model_sampling(flow)";
 }
 
+inline const char* model_sampling::where(op o) const noexcept {
+    static constexpr const char* names[4][4] = {
+        {"ModelSamplingDiscrete.calculate_input", "ModelSamplingDiscrete.calculate_denoised",
+         "ModelSamplingDiscrete.noise_scaling", "ModelSamplingDiscrete.inverse_noise_scaling"},
+        {"ModelSamplingSD3.calculate_input", "ModelSamplingSD3.calculate_denoised",
+         "ModelSamplingSD3.noise_scaling", "ModelSamplingSD3.inverse_noise_scaling"},
+        {"ModelSamplingAuraFlow.calculate_input", "ModelSamplingAuraFlow.calculate_denoised",
+         "ModelSamplingAuraFlow.noise_scaling", "ModelSamplingAuraFlow.inverse_noise_scaling"},
+        {"model_sampling(flow).calculate_input", "model_sampling(flow).calculate_denoised",
+         "model_sampling(flow).noise_scaling", "model_sampling(flow).inverse_noise_scaling"}};
+    const int kind = !is_flow() ? 0 : multiplier_ == 1000.0 ? 1 : multiplier_ == 1.0 ? 2 : 3;
+    return names[kind][static_cast<int>(o)];
+}
+
 inline double model_sampling::timestep(double sigma) const {
     if (sigma != sigma) fail(where(), "timestep: argument 'sigma' is NaN");
     const float s = static_cast<float>(sigma);
@@ -289,9 +306,8 @@ inline model_sampling::scalings model_sampling::scalings_at(double sigma) const 
 
 template <class T, std::size_t R>
 void model_sampling::check_op(const view<const T, 1>& sigma, const view<const T, R>& a,
-                              const view<T, R>& out, std::string_view op,
+                              const view<T, R>& out, const char* w,
                               std::string_view name_a) const {
-    const std::string w = std::string(where()) + "." + std::string(op);
     require_nonempty(a, w, name_a);
     require_same_shape(a, out, w, name_a, "out");
     require_batch_vector(sigma, a, w, "sigma");
@@ -305,7 +321,7 @@ template <class T, std::size_t R>
 void model_sampling::calculate_input(std::type_identity_t<view<const T, 1>> sigma,
                                      std::type_identity_t<view<const T, R>> x,
                                      view<T, R> out) const {
-    check_op<T, R>(sigma, x, out, "calculate_input", "x");
+    check_op<T, R>(sigma, x, out, where(op::calculate_input), "x");
     for (index_t b = 0; b < x.extent(0); ++b) {
         auto xb = x.batch_slice(b, 1);
         auto ob = out.batch_slice(b, 1);
@@ -324,9 +340,9 @@ void model_sampling::calculate_denoised(std::type_identity_t<view<const T, 1>> s
                                         std::type_identity_t<view<const T, R>> model_output,
                                         std::type_identity_t<view<const T, R>> x,
                                         view<T, R> out) const {
-    const std::string w = std::string(where()) + ".calculate_denoised";
+    const char* w = where(op::calculate_denoised);
     require_same_shape(x, model_output, w, "x", "model_output"); // inputs first: clearer message
-    check_op<T, R>(sigma, x, out, "calculate_denoised", "x");
+    check_op<T, R>(sigma, x, out, w, "x");
     require_no_partial_overlap(out, model_output, w, "out", "model_output");
     for (index_t b = 0; b < x.extent(0); ++b) {
         auto xb = x.batch_slice(b, 1);
@@ -371,9 +387,9 @@ void model_sampling::noise_scaling(std::type_identity_t<view<const T, 1>> sigma,
                                    std::type_identity_t<view<const T, R>> noise,
                                    std::type_identity_t<view<const T, R>> latent_image,
                                    bool max_denoise, view<T, R> out) const {
-    const std::string w = std::string(where()) + ".noise_scaling";
+    const char* w = where(op::noise_scaling);
     require_same_shape(noise, latent_image, w, "noise", "latent_image");
-    check_op<T, R>(sigma, noise, out, "noise_scaling", "noise");
+    check_op<T, R>(sigma, noise, out, w, "noise");
     require_no_partial_overlap(out, latent_image, w, "out", "latent_image");
     for (index_t b = 0; b < noise.extent(0); ++b) {
         auto nb = noise.batch_slice(b, 1);
@@ -394,7 +410,7 @@ template <class T, std::size_t R>
 void model_sampling::inverse_noise_scaling(std::type_identity_t<view<const T, 1>> sigma,
                                            std::type_identity_t<view<const T, R>> latent,
                                            view<T, R> out) const {
-    check_op<T, R>(sigma, latent, out, "inverse_noise_scaling", "latent");
+    check_op<T, R>(sigma, latent, out, where(op::inverse_noise_scaling), "latent");
     for (index_t b = 0; b < latent.extent(0); ++b) {
         auto lb = latent.batch_slice(b, 1);
         auto ob = out.batch_slice(b, 1);
@@ -404,7 +420,7 @@ void model_sampling::inverse_noise_scaling(std::type_identity_t<view<const T, 1>
         }
         const T keep = T(1) - sigma(b);
         if (keep == T(0))
-            fail(std::string(where()) + ".inverse_noise_scaling",
+            fail(where(op::inverse_noise_scaling),
                  "argument 'sigma' is 1: a flow latent at sigma 1 is pure noise and cannot be "
                  "unscaled (latent / (1 - sigma) divides by zero)");
         kernels::transform(ob, [keep](auto v) { return v / keep; }, lb);
