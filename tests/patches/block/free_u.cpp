@@ -201,20 +201,23 @@ TEST_CASE("FreeU_V2 weights by the min-max normalised channel mean; constant map
 }
 
 TEST_CASE("strided views give the same result as contiguous copies", "[free_u]") {
-    auto h = test::random_tensor({2, 8, 7, 10}, 11);
-    auto hsp = test::random_tensor({2, 4, 7, 10}, 12);
-    auto hc = h, sc = hsp;
-    run_in_place(free_u_v2{1.3, 1.4, 0.9, 0.2, 2}, hc, sc);
-    // channels-last storage (N,H,W,C) seen as (N,C,H,W) with strides
-    tensor<float> hl({2, 7, 10, 8}), sl({2, 7, 10, 4});
-    view<float, 4> hv(hl.data(), {2, 8, 7, 10}, {7 * 10 * 8, 1, 10 * 8, 8});
-    view<float, 4> sv(sl.data(), {2, 4, 7, 10}, {7 * 10 * 4, 1, 10 * 4, 4});
-    kernels::copy<float, 4>(h.as<4>(), hv);
-    kernels::copy<float, 4>(hsp.as<4>(), sv);
-    no_state st;
-    free_u_v2{1.3, 1.4, 0.9, 0.2, 2}.output_block(st, block_site{unet_stage::output, 0, 8}, hv, sv);
-    CHECK(test::bit_equal(tensor<float>::copy_of(hv), hc));
-    CHECK(test::max_abs_diff(tensor<float>::copy_of(sv), sc) == 0.0);
+    // W = 10 (gathered rows) and W = 16 (rows read in place when contiguous)
+    for (index_t W : {10, 16}) {
+        auto h = test::random_tensor({2, 8, 7, W}, 11);
+        auto hsp = test::random_tensor({2, 4, 7, W}, 12);
+        auto hc = h, sc = hsp;
+        run_in_place(free_u_v2{1.3, 1.4, 0.9, 0.2, 2}, hc, sc);
+        // channels-last storage (N,H,W,C) seen as (N,C,H,W) with strides
+        tensor<float> hl({2, 7, W, 8}), sl({2, 7, W, 4});
+        view<float, 4> hv(hl.data(), {2, 8, 7, W}, {7 * W * 8, 1, W * 8, 8});
+        view<float, 4> sv(sl.data(), {2, 4, 7, W}, {7 * W * 4, 1, W * 4, 4});
+        kernels::copy<float, 4>(h.as<4>(), hv);
+        kernels::copy<float, 4>(hsp.as<4>(), sv);
+        no_state st;
+        free_u_v2{1.3, 1.4, 0.9, 0.2, 2}.output_block(st, block_site{unet_stage::output, 0, 8}, hv, sv);
+        CHECK(test::bit_equal(tensor<float>::copy_of(hv), hc));
+        CHECK(test::max_abs_diff(tensor<float>::copy_of(sv), sc) == 0.0);
+    }
 }
 
 TEST_CASE("batch split and the non-mutating variant agree with the in-place call", "[free_u]") {
