@@ -10,6 +10,7 @@
 
 #include "../../examples/toy_unet.hpp"
 #include "patchbay/core/guider.hpp"
+#include "patchbay/core/patch_chain.hpp"
 #include "patchbay/patches/block/free_u.hpp"
 #include "patchbay/patches/post_cfg/pag.hpp"
 #include "patchbay/patches/post_cfg/sag.hpp"
@@ -263,4 +264,30 @@ TEST_CASE("toy_unet: a guided step in double agrees with float") {
     for (index_t i = 0; i < of.size(); ++i) m = std::max(m, std::fabs(double(of[i]) - od[i]));
     CHECK(m < 1e-4);
     CHECK(model.counts.total() == 8);
+}
+
+TEST_CASE("toy_unet: the run-time patch_chain gives the static guider's result") {
+    toy_unet m1, m2;
+    const auto& c = m1.config();
+    guider<toy_unet, self_attention_guidance, perturbed_attention_guidance> g(
+        m1, model_sampling::discrete("eps"), self_attention_guidance{0.8, 1.0}, perturbed_attention_guidance{2.0});
+    patch_chain<toy_unet> chain(m2, model_sampling::discrete("eps"));
+    chain.add(self_attention_guidance{0.8, 1.0}).add(perturbed_attention_guidance{2.0});
+    const auto pos = m1.prompt(2), neg = m1.negative_prompt();
+    auto rg = g.begin_run(&pos, &neg);
+    auto rc = chain.begin_run(&pos, &neg);
+    const auto noise = test::random_tensor({1, c.channels, c.height, c.width}, 9);
+    const auto sigmas = simple_sigmas(g.sampling(), 3);
+    tensor<float> a(noise.shape()), b(noise.shape());
+    sample_euler(g, rg, sample_inputs<float, 4>{noise.as<4>(), {}, sigmas, 4.0}, a.as<4>());
+    sample_euler(chain, rc, sample_inputs<float, 4>{noise.as<4>(), {}, sigmas, 4.0}, b.as<4>());
+    CHECK(test::bit_equal(a, b));
+    CHECK(m2.counts.total() == 4 * 3);
+    CHECK(m2.counts.attention_reads_uncond == 3);
+
+    // a run-time model without attention hooks: refused when the run begins
+    runtime_model no_attention{&m2, false};
+    patch_chain<runtime_model> bad(no_attention, model_sampling::discrete("eps"));
+    bad.add(perturbed_attention_guidance{});
+    CHECK_THROWS_AS(bad.begin_run(&pos, &neg), error);
 }
