@@ -381,8 +381,9 @@ private:
         // chirp w_t = exp(-i pi t^2 / n); t^2 reduced mod 2n in integers keeps the angle exact.
         std::vector<std::complex<double>> w(static_cast<std::size_t>(n_));
         for (index_t t = 0; t < n_; ++t) {
-            const index_t q = static_cast<index_t>((static_cast<unsigned long long>(t) * t) %
-                                                   static_cast<unsigned long long>(2 * n_));
+            const auto tu = static_cast<unsigned long long>(t);
+            const index_t q =
+                static_cast<index_t>((tu * tu) % static_cast<unsigned long long>(2 * n_));
             const double ang = -std::numbers::pi * static_cast<double>(q) / static_cast<double>(n_);
             w[static_cast<std::size_t>(t)] = {std::cos(ang), std::sin(ang)};
             chirp_.push_back(static_cast<T>(std::cos(ang)));
@@ -420,7 +421,7 @@ private:
             for (index_t e = 0; e < M_; ++e) {
                 T* dst = u + (o * M_ + e) * inner * PS;
                 if (e < n_) {
-                    const cpx<T> w{O::bcast(chirp_[2 * e]), O::bcast(chirp_[2 * e + 1])};
+                    const cpx<T> w{O::bcast(chirp_.data()[2 * e]), O::bcast(chirp_.data()[2 * e + 1])};
                     const T* src = a + (o * n_ + e) * inner * PS;
                     for (index_t i = 0; i < inner; ++i) {
                         const cpx<T> z = cmul(cpx<T>{O::load(src + i * PS), O::load(src + i * PS + V)}, w);
@@ -436,7 +437,7 @@ private:
         // r = swap(r * K): the inverse DFT of the product as a forward DFT of swapped parts
         for (index_t o = 0; o < outer; ++o)
             for (index_t e = 0; e < M_; ++e) {
-                const cpx<T> k{O::bcast(kern_[2 * e]), O::bcast(kern_[2 * e + 1])};
+                const cpx<T> k{O::bcast(kern_.data()[2 * e]), O::bcast(kern_.data()[2 * e + 1])};
                 T* p = r + (o * M_ + e) * inner * PS;
                 for (index_t i = 0; i < inner; ++i) {
                     const cpx<T> z = cmul(cpx<T>{O::load(p + i * PS), O::load(p + i * PS + V)}, k);
@@ -448,7 +449,7 @@ private:
         // x = swap(r2) * chirp
         for (index_t o = 0; o < outer; ++o)
             for (index_t e = 0; e < n_; ++e) {
-                const cpx<T> w{O::bcast(chirp_[2 * e]), O::bcast(chirp_[2 * e + 1])};
+                const cpx<T> w{O::bcast(chirp_.data()[2 * e]), O::bcast(chirp_.data()[2 * e + 1])};
                 const T* src = r2 + (o * M_ + e) * inner * PS;
                 T* dst = a + (o * n_ + e) * inner * PS;
                 for (index_t i = 0; i < inner; ++i) {
