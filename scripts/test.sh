@@ -12,6 +12,9 @@ cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release -DPATCHBAY_BENCH
 cmake --build build/release -j"$jobs"
 ctest --test-dir build/release -j"$jobs" --output-on-failure
 
+echo "== libFuzzer targets, short budget (scripts/fuzz.sh SECONDS runs longer by hand)"
+scripts/fuzz.sh "${PATCHBAY_FUZZ_SECONDS:-15}"
+
 echo "== ASan+UBSan build (clang)"
 san="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"
 cmake -S . -B build/asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPATCHBAY_BUILD_BENCHMARKS=OFF \
