@@ -101,6 +101,8 @@ void mahiro_case(const golden_case& gc, results& out) {
     in.sigma = sigma.as<1>();
     in.cond_scale = gc.scalar<double>("cond_scale", 1.0);
     in.uncond_is_none = gc.scalar<bool>("uncond_is_none", false);
+    // the plain CFG below needs matching shapes; Mahiro itself checks everything else
+    require_same_shape(cond.as<R>(), uncond.as<R>(), "Mahiro", "cond", "uncond");
     tensor<float> cfg(cond.shape());
     kernels::cfg_combine<float, R>(cond.as<R>(), uncond.as<R>(), in.cond_scale, cfg.as<R>());
     tensor<float> result = cfg;

@@ -231,6 +231,11 @@ TEST_CASE("Mahiro rejects bad inputs", "[mahiro][errors]") {
     auto bad_scale = in;
     bad_scale.cond_scale = std::nan("");
     rejects([&] { mahiro{}.post_cfg<float, 4>(st, bad_scale, c.cond.as<4>(), c.uncond.as<4>(), d.as<4>()); }, "cond_scale");
+    tensor<float> nan_sigma({2});
+    nan_sigma[0] = std::numeric_limits<float>::infinity();
+    auto bad_sigma = in;
+    bad_sigma.sigma = nan_sigma.as<1>();
+    rejects([&] { mahiro{}.post_cfg<float, 4>(st, bad_sigma, c.cond.as<4>(), c.uncond.as<4>(), d.as<4>()); }, "sigma");
     tensor<float> e1({0, 4, 8, 8}), e2({0, 4, 8, 8}), e3({0, 4, 8, 8});
     rejects([&] { mahiro{}.post_cfg<float, 4>(st, in, e1.as<4>(), e2.as<4>(), e3.as<4>()); }, "empty");
     // denoised partly over cond

@@ -238,6 +238,9 @@ TEST_CASE("TCFG rejects bad inputs", "[tcfg][errors]") {
     c.sigma = tensor<float>({1});
     rejects("sigma");
     c.sigma = tensor<float>({2});
+    c.sigma[1] = std::numeric_limits<float>::quiet_NaN();
+    rejects("sigma");
+    c.sigma[1] = 1.f;
     c.cond_scale = std::numeric_limits<double>::infinity();
     rejects("cond_scale");
     c.cond_scale = 5.0;

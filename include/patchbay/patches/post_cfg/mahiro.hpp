@@ -206,7 +206,10 @@ struct mahiro {
         require_same_shape(cond, uncond, where, "cond", "uncond");
         require_same_shape(cond, denoised, where, "cond", "denoised");
         if (in.x.data_handle() != nullptr) require_same_shape(cond, in.x, where, "cond", "x");
-        if (in.sigma.data_handle() != nullptr) require_batch_vector(in.sigma, cond, where, "sigma");
+        if (in.sigma.data_handle() != nullptr) {
+            require_batch_vector(in.sigma, cond, where, "sigma");
+            for (index_t b = 0; b < in.sigma.extent(0); ++b) require_finite(in.sigma(b), where, "sigma");
+        }
         require_finite(in.cond_scale, where, "cond_scale");
         require_writable_layout(denoised, where, "denoised");
         require_no_partial_overlap(denoised, cond, where, "denoised", "cond");

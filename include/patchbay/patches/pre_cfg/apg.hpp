@@ -113,8 +113,8 @@ struct apg {
         require_finite(in.cond_scale, where, "cond_scale");
         require(in.cond_scale != 0.0, where,
                 "argument 'cond_scale' must be non-zero (APG divides by it), got 0");
-        const double sigma = static_cast<double>(in.sigma(0));
-        require_finite(sigma, where, "sigma");
+        for (index_t b = 0; b < in.sigma.extent(0); ++b) require_finite(in.sigma(b), where, "sigma");
+        const double sigma = static_cast<double>(in.sigma(0)); // ComfyUI reads sigma[0]
 
         // ComfyUI resets the running average only when sigma strictly increases.
         if (state.has_prev_sigma && sigma > state.prev_sigma) state.has_avg = false;

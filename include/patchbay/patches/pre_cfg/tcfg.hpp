@@ -38,6 +38,7 @@ struct tcfg {
         require_same_shape(cond, uncond, where, "cond", "uncond");
         require_same_shape(cond, in.x, where, "cond", "x");
         require_batch_vector(in.sigma, cond, where, "sigma");
+        for (index_t b = 0; b < in.sigma.extent(0); ++b) require_finite(in.sigma(b), where, "sigma");
         require_finite(in.cond_scale, where, "cond_scale");
         require_writable_layout(uncond, where, "uncond");
         require(!may_overlap(uncond, cond), where,
