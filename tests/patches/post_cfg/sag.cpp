@@ -150,6 +150,8 @@ TEST_CASE("sag: the token grid search reproduces ComfyUI and fails where it cras
     CHECK(sag::detail::round_half_even(2.5) == 2.0);
     CHECK(sag::detail::round_half_even(3.5) == 4.0);
     CHECK(sag::detail::round_half_even(2.4999) == 2.0);
+    // round(sqrt(16/256 * 4)) = round(0.5) = 0 rows: ComfyUI divides by zero
+    CHECK_THROWS_AS(infer_token_grid(4, 16, 256), error);
     for (index_t bad : {1, 2, 3, 7}) {
         INFO(bad << " tokens");
         CHECK_THROWS_AS(infer_token_grid(bad, 16, 16), error);

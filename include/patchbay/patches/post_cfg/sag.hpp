@@ -75,7 +75,10 @@ inline token_grid infer_token_grid(index_t tokens, index_t height, index_t width
     const auto tries = static_cast<index_t>(std::floor(std::sqrt(static_cast<double>(tokens)) / 2.0));
     for (index_t i = 0; i < tries; ++i) {
         for (const index_t j : {x + i, std::max<index_t>(1, x - i)}) {
-            if (j == 0) break; // ComfyUI divides by zero here
+            if (j == 0) // ComfyUI divides by zero here (a very wide latent with few tokens)
+                fail(where, "cannot infer the attention token grid: " + std::to_string(tokens) +
+                                " tokens over a " + std::to_string(height) + "x" + std::to_string(width) +
+                                " latent (ComfyUI fails too); the model must report the site's rows x cols");
             if (tokens % j == 0) return {j, tokens / j};
         }
     }
