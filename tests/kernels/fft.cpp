@@ -89,13 +89,13 @@ err_stats compare(const std::vector<std::complex<T>>& got, const std::vector<cd>
 
 /// The error bound: c * eps * log2(n) * rms(reference), n = H*W (at least 2).
 template <class T>
-double bound(index_t H, index_t W, double rms, double c = 3.0) {
+double bound(index_t H, index_t W, double rms, double c = 2.0) {
     const double n = static_cast<double>(std::max<index_t>(H * W, 2));
     return c * static_cast<double>(std::numeric_limits<T>::epsilon()) * std::log2(n) * rms;
 }
 
 template <class T>
-void check_size(index_t count, index_t H, index_t W, unsigned seed, double c = 3.0) {
+void check_size(index_t count, index_t H, index_t W, unsigned seed, double c = 2.0) {
     INFO("planes " << count << " x " << H << " x " << W);
     kernels::basic_fft_workspace<T> ws;
     const auto x = random_planes<T>(count * H * W, seed);
