@@ -227,3 +227,22 @@ TEST_CASE("lane_sums (the Gram pass) agrees with reduce on every length and layo
     const auto want = kernels::reduce<3>(terms, even, odd);
     for (std::size_t k = 0; k < 3; ++k) CHECK(got[k] == Approx(want[k]).epsilon(1e-9));
 }
+
+TEST_CASE("transform_lane_sums writes f and sums g of what it wrote", "[lane_sums]") {
+    for (index_t n : {5, 64, 1000, 4099}) {
+        auto a = normal<float>(static_cast<std::size_t>(n), 31), b = normal<float>(static_cast<std::size_t>(n), 32);
+        std::vector<float> out(static_cast<std::size_t>(n), 0.f);
+        const view<const float, 1> av(a.data(), {n}), bv(b.data(), {n});
+        const auto sums = kernels::transform_lane_sums<2>(
+            view<float, 1>(out.data(), {n}), [](auto x, auto y) { return x - y * 0.5f; },
+            [](auto o, auto x, auto) { return std::array{o * o, o * x}; }, av, bv);
+        double e0 = 0, e1 = 0;
+        for (std::size_t i = 0; i < out.size(); ++i) {
+            REQUIRE(out[i] == a[i] - b[i] * 0.5f);
+            e0 += double(out[i]) * out[i];
+            e1 += double(out[i]) * a[i];
+        }
+        CHECK(sums[0] == Approx(e0).epsilon(1e-6));
+        CHECK(sums[1] == Approx(e1).epsilon(1e-6).margin(1e-4));
+    }
+}

@@ -9,8 +9,8 @@
 // projection are over the LAST THREE dims: (C,H,W) per batch item for 4-D latents, (T,H,W)
 // per (batch item, channel) for 5-D latents, as ComfyUI.
 //
-// Two passes per group: one reduction (|g|^2, g.cond, |cond|^2, with the running average
-// written on the way) and one fused elementwise pass that rewrites cond.
+// Two passes per group: one reduction (|g|^2, g.cond, |cond|^2; with momentum it writes the
+// new running average in the same pass) and one fused elementwise pass that rewrites cond.
 #pragma once
 
 #include <algorithm>
@@ -173,13 +173,13 @@ struct apg {
         const T m = static_cast<T>(momentum);
         detail::for_each_last3_group<R>(
             [&](view<T, R> c, view<T, R> u, view<T, R> a) {
-                if (continue_avg)
-                    kernels::transform(a, [m](auto av, auto cv, auto uv) { return m * av + (cv - uv); },
-                                       a, c, u);
-                else
-                    kernels::transform(a, [](auto cv, auto uv) { return cv - uv; }, c, u);
-                const auto s = kernels::lane_sums<3>(
-                    [](auto g, auto cv) { return std::array{g * g, g * cv, cv * cv}; }, a, c);
+                // the new running average is written and summed in one pass
+                auto terms = [](auto g, auto cv, auto...) { return std::array{g * g, g * cv, cv * cv}; };
+                const auto s =
+                    continue_avg
+                        ? kernels::transform_lane_sums<3>(
+                              a, [m](auto cv, auto uv, auto av) { return m * av + (cv - uv); }, terms, c, u, a)
+                        : kernels::transform_lane_sums<3>(a, [](auto cv, auto uv) { return cv - uv; }, terms, c, u);
                 T scale, par;
                 coefficients(s, scale, par);
                 kernels::transform(
