@@ -134,6 +134,7 @@ TEST_CASE("fft2 matches a naive DFT on larger mixed-radix and prime sizes", "[ke
     check_size<float>(1, 1, 1000, 8);  // 8 * 125
     check_size<float>(1, 1024, 1, 9);
     check_size<float>(1, 1, 997 * 2, 10);
+    check_size<float>(1, 1, 2053, 11);  // prime, Bluestein length 4320 = 2^5 3^3 5
 }
 
 TEST_CASE("fft2 in double precision meets the double-eps bound", "[kernels][fft]") {

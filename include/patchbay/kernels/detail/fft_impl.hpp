@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <cstring>
 #include <memory>
+#include <new>
 #include <numbers>
 #include <type_traits>
 #include <utility>
@@ -390,26 +391,34 @@ private:
             chirp_.push_back(static_cast<T>(std::sin(ang)));
         }
         // kernel = DFT_M(b) / M with b_t = conj(w_|t|) for |t| < n (cyclic), computed in double
-        // by a direct O(M n) sum so its rounding does not add to the float error.
-        std::vector<std::complex<double>> b(static_cast<std::size_t>(M_));
+        // (one lane of a double-precision plan of the smooth length M) so its rounding does not
+        // add to the float error and building the plan stays O(M log M).
+        using OD = ops<double>;
+        const pass_plan<double> dplan(M_);
+        const std::size_t elems = static_cast<std::size_t>(2 * M_ * OD::PS);
+        std::unique_ptr<double[], aligned_delete> buf(
+            static_cast<double*>(::operator new[](elems * sizeof(double), std::align_val_t{64})));
+        std::fill(buf.get(), buf.get() + elems, 0.0);
+        double* x = buf.get();
         for (index_t t = 0; t < n_; ++t) {
-            b[static_cast<std::size_t>(t)] = std::conj(w[static_cast<std::size_t>(t)]);
-            if (t) b[static_cast<std::size_t>(M_ - t)] = std::conj(w[static_cast<std::size_t>(t)]);
-        }
-        for (index_t k = 0; k < M_; ++k) {
-            std::complex<double> acc = 0;
-            for (index_t t = -(n_ - 1); t < n_; ++t) {
-                const index_t tt = t < 0 ? t + M_ : t;
-                const index_t q = (((k * tt) % M_) + M_) % M_;
-                const double ang = -2.0 * std::numbers::pi * static_cast<double>(q) /
-                                   static_cast<double>(M_);
-                acc += b[static_cast<std::size_t>(tt)] * std::complex<double>(std::cos(ang), std::sin(ang));
+            const std::complex<double> c = std::conj(w[static_cast<std::size_t>(t)]);
+            x[t * OD::PS] = c.real();
+            x[t * OD::PS + OD::V] = c.imag();
+            if (t) {
+                x[(M_ - t) * OD::PS] = c.real();
+                x[(M_ - t) * OD::PS + OD::V] = c.imag();
             }
-            acc /= static_cast<double>(M_);
-            kern_.push_back(static_cast<T>(acc.real()));
-            kern_.push_back(static_cast<T>(acc.imag()));
+        }
+        const double* r = dplan.run(x, x + M_ * OD::PS, nullptr, 1, 1);
+        for (index_t k = 0; k < M_; ++k) {
+            kern_.push_back(static_cast<T>(r[k * OD::PS] / static_cast<double>(M_)));
+            kern_.push_back(static_cast<T>(r[k * OD::PS + OD::V] / static_cast<double>(M_)));
         }
     }
+
+    struct aligned_delete {
+        void operator()(double* p) const noexcept { ::operator delete[](p, std::align_val_t{64}); }
+    };
 
     void run_bluestein(T* a, T* scratch, index_t outer, index_t inner) const {
         constexpr index_t PS = O::PS, V = O::V;
