@@ -120,19 +120,43 @@ void tap_row(const std::array<T, blur_taps>& w, index_t n, T* PATCHBAY_RESTRICT 
     }
 }
 
-/// dst[x] = mask[x] != 0 ? blurred[x] : input[x] over a contiguous row.
+/// The column pass fused with the blend over a contiguous row: dst[x] = mask[x] != 0 ?
+/// sum_t w[t] r[t][x] : input[x]. Runs of SIMD width with no masked pixel skip the taps.
 template <class T>
-void blend_row(index_t n, const T* mask, const T* blurred, const T* input, T* dst) {
+void masked_tap_row(const std::array<T, blur_taps>& w, index_t n, const T* mask, const T* input,
+                    T* dst, const std::array<const T*, blur_taps>& r) {
     index_t x = 0;
     if constexpr (simd::enabled) {
         using B = simd::batch<T>;
         constexpr index_t L = static_cast<index_t>(B::size);
-        for (; x + L <= n; x += L)
-            xsimd::select(B::load_unaligned(mask + x) != B(T(0)), B::load_unaligned(blurred + x),
-                          B::load_unaligned(input + x))
-                .store_unaligned(dst + x);
+        const B w0(w[0]), w1(w[1]), w2(w[2]), w3(w[3]), w4(w[4]), zero(T(0));
+        for (; x + L <= n; x += L) {
+            const auto on = B::load_unaligned(mask + x) != zero;
+            const B in = B::load_unaligned(input + x);
+            if (!xsimd::any(on)) {
+                in.store_unaligned(dst + x);
+                continue;
+            }
+            B acc = B::load_unaligned(r[4] + x) * w4;
+            acc = xsimd::fma(B::load_unaligned(r[3] + x) + B::load_unaligned(r[5] + x), w3, acc);
+            acc = xsimd::fma(B::load_unaligned(r[2] + x) + B::load_unaligned(r[6] + x), w2, acc);
+            acc = xsimd::fma(B::load_unaligned(r[1] + x) + B::load_unaligned(r[7] + x), w1, acc);
+            acc = xsimd::fma(B::load_unaligned(r[0] + x) + B::load_unaligned(r[8] + x), w0, acc);
+            xsimd::select(on, acc, in).store_unaligned(dst + x);
+        }
     }
-    for (; x < n; ++x) dst[x] = mask[x] != T(0) ? blurred[x] : input[x];
+    for (; x < n; ++x) {
+        if (mask[x] == T(0)) {
+            dst[x] = input[x];
+            continue;
+        }
+        T acc = r[4][x] * w[4];
+        acc = std::fma(r[3][x] + r[5][x], w[3], acc);
+        acc = std::fma(r[2][x] + r[6][x], w[2], acc);
+        acc = std::fma(r[1][x] + r[7][x], w[1], acc);
+        acc = std::fma(r[0][x] + r[8][x], w[0], acc);
+        dst[x] = acc;
+    }
 }
 
 template <class T>
@@ -239,12 +263,14 @@ void blur_planes(view<const T, 4> img, double sigma, const token_mask* mask, vie
                         hor + (reflect_index(y + t - blur_radius, H) % blur_taps) * W;
                 T* orow = op + y * os_y;
                 const T* irow = ip + y * is_y;
+                if (mask && os_x == 1 && is_x == 1) {
+                    masked_tap_row(w, W, pm + y * W, irow, orow, taps);
+                    return;
+                }
                 const bool direct = os_x == 1 && !mask;
                 tap_row(w, W, direct ? orow : col, taps);
                 if (direct) return;
-                if (mask && os_x == 1 && is_x == 1) {
-                    blend_row(W, pm + y * W, col, irow, orow);
-                } else if (mask) {
+                if (mask) {
                     const T* pr = pm + y * W;
                     for (index_t x = 0; x < W; ++x) orow[x * os_x] = pr[x] != T(0) ? col[x] : irow[x * is_x];
                 } else {
