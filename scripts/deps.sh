@@ -2,7 +2,7 @@
 # Install patchbay's build and test dependencies from Debian 12 packages (as root, or via sudo).
 # Extra package names given as arguments are installed too (e.g. libtorch-dev libfftw3-dev).
 set -euo pipefail
-pkgs=(cmake ninja-build g++ clang libclang-rt-14-dev pkg-config libxsimd-dev libxtl-dev libeigen3-dev libxtensor-dev
+pkgs=(cmake ninja-build g++ clang libclang-rt-14-dev pkg-config libxsimd-dev xtl-dev libeigen3-dev libxtensor-dev
       catch2 libbenchmark-dev nlohmann-json3-dev libstb-dev "$@")
 missing=()
 for p in "${pkgs[@]}"; do
