@@ -5,6 +5,7 @@
 
 #include <vector>
 
+#include "counting_allocator.hpp"
 #include "patchbay/core/guider.hpp"
 #include "patchbay/core/patch_chain.hpp"
 #include "patchbay/patches/block/free_u.hpp"
@@ -64,11 +65,11 @@ TEST_CASE("real patches: chain equals guider, every hook kind", "[guider][patche
 TEST_CASE("SAG plugs into the guider and the chain", "[guider][patches]") {
     // SAG needs a real attention layout to run; here only its wiring is checked: it keeps the
     // uncond pass at cond_scale 1 and needs attention hooks.
-    STATIC_REQUIRE(detail::flag_disable_cfg1<self_attention_guidance>);
-    STATIC_REQUIRE(detail::needs_attention_hooks<self_attention_guidance>);
-    STATIC_REQUIRE(detail::has_on_model_call<self_attention_guidance, float>);
-    STATIC_REQUIRE(detail::has_post_cfg_access<self_attention_guidance, float, 4>);
-    STATIC_REQUIRE(detail::has_post_cfg_access<perturbed_attention_guidance, double, 5>);
+    STATIC_REQUIRE(patchbay::detail::flag_disable_cfg1<self_attention_guidance>);
+    STATIC_REQUIRE(patchbay::detail::needs_attention_hooks<self_attention_guidance>);
+    STATIC_REQUIRE(patchbay::detail::has_on_model_call<self_attention_guidance, float>);
+    STATIC_REQUIRE(patchbay::detail::has_post_cfg_access<self_attention_guidance, float, 4>);
+    STATIC_REQUIRE(patchbay::detail::has_post_cfg_access<perturbed_attention_guidance, double, 5>);
     scene sc;
     hooked_model model;
     const guider<hooked_model, self_attention_guidance> g(model, sc.ms, self_attention_guidance{});
@@ -79,4 +80,31 @@ TEST_CASE("SAG plugs into the guider and the chain", "[guider][patches]") {
     counting_model plain;
     patch_chain<counting_model> no_attention(plain, sc.ms);
     CHECK_THROWS_AS(no_attention.add(self_attention_guidance{}), error);
+}
+
+TEST_CASE("inpainting with a mask function allocates nothing after the first step", "[guider][alloc]") {
+    scene sc;
+    const toy_gaussian model(toy_kind::vp, 0.8);
+    const guider<const toy_gaussian, differential_diffusion, apg> g(model, sc.ms, differential_diffusion{0.5},
+                                                                    apg{.momentum = 0.5});
+    patch_chain<const toy_gaussian> chain(model, sc.ms);
+    chain.add(differential_diffusion{0.5}).add(apg{.momentum = 0.5});
+    tensor<float> out({2, 4, 8, 8}), mask({2, 4, 8, 8}), latent = test::random_tensor({2, 4, 8, 8}, 71),
+                                     noise = test::random_tensor({2, 4, 8, 8}, 72);
+    for (index_t i = 0; i < mask.size(); ++i) mask[i] = static_cast<float>(i % 5) / 4.f;
+    const std::vector<double> sigmas{1.5, 0.7, 0.0};
+    const inpaint_inputs<float, 4> ip{mask.as<4>(), latent.as<4>(), noise.as<4>()};
+    auto st = sc.step(3.0);
+    st.inpaint = &ip;
+    st.step_sigmas = sigmas;
+    auto rg = g.begin_run(&sc.pos, &sc.neg);
+    auto rc = chain.begin_run(&sc.pos, &sc.neg);
+    g.denoise(rg, st, out.as<4>());
+    chain.denoise(rc, st, out.as<4>());
+    test::allocation_counter counter;
+    for (int i = 0; i < 3; ++i) {
+        g.denoise(rg, st, out.as<4>());
+        chain.denoise(rc, st, out.as<4>());
+    }
+    CHECK(counter.count() == 0);
 }

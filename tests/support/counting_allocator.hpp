@@ -25,7 +25,7 @@ private:
     std::size_t start_;
 };
 
-namespace detail {
+namespace counting_detail {
 inline void* counted_alloc(std::size_t n) {
     allocation_count().fetch_add(1, std::memory_order_relaxed);
     if (void* p = std::malloc(n ? n : 1)) return p;
@@ -38,23 +38,23 @@ inline void* counted_aligned_alloc(std::size_t n, std::align_val_t a) {
     if (void* p = std::aligned_alloc(al, size ? size : al)) return p;
     throw std::bad_alloc();
 }
-} // namespace detail
+} // namespace counting_detail
 
 } // namespace patchbay::test
 
-void* operator new(std::size_t n) { return patchbay::test::detail::counted_alloc(n); }
-void* operator new[](std::size_t n) { return patchbay::test::detail::counted_alloc(n); }
+void* operator new(std::size_t n) { return patchbay::test::counting_detail::counted_alloc(n); }
+void* operator new[](std::size_t n) { return patchbay::test::counting_detail::counted_alloc(n); }
 void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
-    try { return patchbay::test::detail::counted_alloc(n); } catch (...) { return nullptr; }
+    try { return patchbay::test::counting_detail::counted_alloc(n); } catch (...) { return nullptr; }
 }
 void* operator new[](std::size_t n, const std::nothrow_t&) noexcept {
-    try { return patchbay::test::detail::counted_alloc(n); } catch (...) { return nullptr; }
+    try { return patchbay::test::counting_detail::counted_alloc(n); } catch (...) { return nullptr; }
 }
 void* operator new(std::size_t n, std::align_val_t a) {
-    return patchbay::test::detail::counted_aligned_alloc(n, a);
+    return patchbay::test::counting_detail::counted_aligned_alloc(n, a);
 }
 void* operator new[](std::size_t n, std::align_val_t a) {
-    return patchbay::test::detail::counted_aligned_alloc(n, a);
+    return patchbay::test::counting_detail::counted_aligned_alloc(n, a);
 }
 void operator delete(void* p) noexcept { std::free(p); }
 void operator delete[](void* p) noexcept { std::free(p); }
