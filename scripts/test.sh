@@ -12,6 +12,17 @@ cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release -DPATCHBAY_BENCH
 cmake --build build/release -j"$jobs"
 ctest --test-dir build/release -j"$jobs" --output-on-failure
 
+echo "== ThreadSanitizer: concurrent runs over one guider and the FFT plan cache (clang)"
+cmake -S . -B build/tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPATCHBAY_BUILD_BENCHMARKS=OFF \
+      -DPATCHBAY_BUILD_EXAMPLES=OFF -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_DISABLE_FIND_PACKAGE_Torch=ON \
+      -DCMAKE_CXX_FLAGS="-fsanitize=thread" -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=thread" >/dev/null
+cmake --build build/tsan -j"$jobs" --target test_core_concurrency test_core_guider test_kernels_fft
+for t in test_core_concurrency test_core_guider test_kernels_fft; do
+  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" build/tsan/tests/$t "[threads],[thread],[cache]" >/dev/null \
+    || TSAN_OPTIONS="halt_on_error=1" build/tsan/tests/$t
+done
+echo "ThreadSanitizer: no data race reported"
+
 echo "== libFuzzer targets, short budget (scripts/fuzz.sh SECONDS runs longer by hand)"
 scripts/fuzz.sh "${PATCHBAY_FUZZ_SECONDS:-15}"
 
