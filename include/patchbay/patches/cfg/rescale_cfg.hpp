@@ -167,12 +167,12 @@ private:
                     }
                 rows_in_block = 0;
             };
-            // ---- pass 1: per-column shifted sums, up to four H rows per visit of the
+            // ---- pass 1: per-column shifted sums, up to `block` H rows per visit of the
             // accumulators (they live in memory: a row of columns does not fit registers)
             for (index_t ch = 0; ch < C; ++ch)
                 for (index_t t = 0; t < TT; ++t)
                     for (index_t h = 0; h < H;) {
-                        const index_t hn = std::min<index_t>(4, H - h);
+                        const index_t hn = std::min<index_t>(block, H - h);
                         const T* xp = &x(0, ch, t, h, w0);
                         const T* cp = &c(0, ch, t, h, w0);
                         const T* up = &u(0, ch, t, h, w0);
