@@ -46,7 +46,15 @@ inline std::string fmt_num(double v) {
     detail::raise(m);
 }
 
-/// Check a condition; on failure raise "<where>: <message>".
+/// Check a condition; on failure raise "<where>: <message>". The message is evaluated only on
+/// failure, so checks in the per-step path build no strings and allocate nothing.
+#define PATCHBAY_REQUIRE(condition, where, ...)                                                 \
+    do {                                                                                        \
+        if (!(condition)) ::patchbay::fail((where), (__VA_ARGS__));                             \
+    } while (0)
+
+/// Check a condition; on failure raise "<where>: <message>". Prefer PATCHBAY_REQUIRE when the
+/// message is built from strings (this function receives it already built).
 inline void require(bool ok, std::string_view where, std::string_view message) {
     if (!ok) fail(where, message);
 }

@@ -323,8 +323,8 @@ public:
                  ...);
             },
             patches_);
-        require(cfg <= 1, "guider", "more than one patch occupies the cfg-function slot");
-        require(mask <= 1, "guider", "more than one patch occupies the mask-function slot");
+        PATCHBAY_REQUIRE(cfg <= 1, "guider", "more than one patch occupies the cfg-function slot");
+        PATCHBAY_REQUIRE(mask <= 1, "guider", "more than one patch occupies the mask-function slot");
     }
 
     const model_sampling& sampling() const noexcept { return sampling_; }

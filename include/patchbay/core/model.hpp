@@ -155,16 +155,16 @@ public:
 
     /// Append an output-block hook; hooks run in the order added.
     void add_output_block(output_block_fn fn) {
-        require(static_cast<bool>(fn), "call_overrides::add_output_block", "the hook is empty");
-        require(n_block_ < capacity, "call_overrides::add_output_block",
+        PATCHBAY_REQUIRE(static_cast<bool>(fn), "call_overrides::add_output_block", "the hook is empty");
+        PATCHBAY_REQUIRE(n_block_ < capacity, "call_overrides::add_output_block",
                 "more than 8 output-block hooks on one model call");
         block_[n_block_++] = fn;
     }
 
     /// Ask for the attention probabilities at `site` (transformer < 0: every transformer).
     void read_attention(const attention_site& site, attention_read_fn fn) {
-        require(static_cast<bool>(fn), "call_overrides::read_attention", "the hook is empty");
-        require(n_read_ < capacity, "call_overrides::read_attention",
+        PATCHBAY_REQUIRE(static_cast<bool>(fn), "call_overrides::read_attention", "the hook is empty");
+        PATCHBAY_REQUIRE(n_read_ < capacity, "call_overrides::read_attention",
                 "more than 8 attention readers on one model call");
         read_[n_read_++] = {site, fn};
     }
@@ -172,13 +172,13 @@ public:
     /// Replace the self-attention at `site`. A second replacement for the same site pattern
     /// replaces the first (ComfyUI's set_model_options_patch_replace overwrites its key).
     void replace_attention(const attention_site& site, attention_replace_fn fn) {
-        require(static_cast<bool>(fn), "call_overrides::replace_attention", "the hook is empty");
+        PATCHBAY_REQUIRE(static_cast<bool>(fn), "call_overrides::replace_attention", "the hook is empty");
         for (std::size_t i = 0; i < n_replace_; ++i)
             if (replace_[i].site == site) {
                 replace_[i].fn = fn;
                 return;
             }
-        require(n_replace_ < capacity, "call_overrides::replace_attention",
+        PATCHBAY_REQUIRE(n_replace_ < capacity, "call_overrides::replace_attention",
                 "more than 8 attention replacements on one model call");
         replace_[n_replace_++] = {site, fn};
     }
@@ -311,7 +311,7 @@ public:
     /// hooks for this call only (a replacement here overrides one for the same site).
     void evaluate(pass_kind prompt, std::type_identity_t<view<const T, R>> x, view<T, R> out,
                   const call_overrides<T>* extra = nullptr) const {
-        require(prompt == pass_kind::cond || prompt == pass_kind::uncond, "model_access::evaluate",
+        PATCHBAY_REQUIRE(prompt == pass_kind::cond || prompt == pass_kind::uncond, "model_access::evaluate",
                 "argument 'prompt' must be pass_kind::cond or pass_kind::uncond");
         fn_(prompt, x, out, extra);
     }

@@ -171,9 +171,9 @@ public:
         /// The state of patch i, which must be of type S (state_t of that patch).
         template <class S>
         S& state(std::size_t i) {
-            require(i < patch_states.size(), "patch_chain::run_state::state", "index out of range");
+            PATCHBAY_REQUIRE(i < patch_states.size(), "patch_chain::run_state::state", "index out of range");
             S* s = std::any_cast<S>(&patch_states[i]);
-            require(s != nullptr, "patch_chain::run_state::state",
+            PATCHBAY_REQUIRE(s != nullptr, "patch_chain::run_state::state",
                     "the requested type is not that patch's state type");
             return *s;
         }
@@ -278,7 +278,7 @@ private:
     };
 
     void check_run(const run_state& run, std::string_view where) const {
-        require(run.patch_states.size() == entries_.size(), where,
+        PATCHBAY_REQUIRE(run.patch_states.size() == entries_.size(), where,
                 "the run state was begun on a chain with a different number of patches");
     }
 
@@ -302,7 +302,7 @@ private:
                 if (e.slot == hook_kind::mask_function) mask_index = static_cast<int>(i);
                 if constexpr (R == 4) {
                     if (e.vt->template model_ops<T>().output_block) {
-                        require(n_blocks < blocks.size(), "patch_chain", "more than 8 block-hook patches");
+                        PATCHBAY_REQUIRE(n_blocks < blocks.size(), "patch_chain", "more than 8 block-hook patches");
                         blocks[n_blocks++] = {&e, &run.patch_states[i]};
                     }
                 }

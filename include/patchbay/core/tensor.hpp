@@ -61,11 +61,11 @@ public:
     /// Reshape, reallocating only when the element count grows past the capacity.
     /// New elements are zero; kept storage is not cleared.
     void resize(std::vector<index_t> shape) {
-        require(!shape.empty() && shape.size() <= 5, "tensor",
+        PATCHBAY_REQUIRE(!shape.empty() && shape.size() <= 5, "tensor",
                 "rank must be 1 to 5, got " + std::to_string(shape.size()));
         index_t n = 1;
         for (auto e : shape) {
-            require(e >= 0, "tensor", "extents must be non-negative");
+            PATCHBAY_REQUIRE(e >= 0, "tensor", "extents must be non-negative");
             n *= e;
         }
         shape_ = std::move(shape);

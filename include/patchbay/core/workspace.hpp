@@ -24,7 +24,7 @@ public:
     /// changes; the contents are whatever the slot held before (callers overwrite them).
     template <class T, std::size_t R>
     view<T, R> get(std::size_t slot, const std::array<index_t, R>& extents) {
-        require(slot < slots, "workspace::get", "slot index out of range");
+        PATCHBAY_REQUIRE(slot < slots, "workspace::get", "slot index out of range");
         tensor<T>& t = store<T>()[slot];
         if (!has_shape(t, extents))
             t.resize(std::vector<index_t>(extents.begin(), extents.end()));

@@ -30,21 +30,21 @@ void check_attention_inputs(const view<Q, 3>& q, const view<K, 3>& k, const view
     require_nonempty(q, where, "q");
     require_nonempty(k, where, "k");
     require_nonempty(v, where, "v");
-    require(heads >= 1, where, "argument 'heads' must be >= 1, got " + std::to_string(heads));
+    PATCHBAY_REQUIRE(heads >= 1, where, "argument 'heads' must be >= 1, got " + std::to_string(heads));
     const index_t h = heads;
-    require(q.extent(2) % h == 0, where,
+    PATCHBAY_REQUIRE(q.extent(2) % h == 0, where,
             "q's last dimension (" + std::to_string(q.extent(2)) +
                 ") must be a multiple of heads (" + std::to_string(heads) + ")");
-    require(k.extent(2) == q.extent(2), where,
+    PATCHBAY_REQUIRE(k.extent(2) == q.extent(2), where,
             "k's last dimension (" + std::to_string(k.extent(2)) + ") must equal q's (" +
                 std::to_string(q.extent(2)) + ")");
-    require(v.extent(2) % h == 0, where,
+    PATCHBAY_REQUIRE(v.extent(2) % h == 0, where,
             "v's last dimension (" + std::to_string(v.extent(2)) +
                 ") must be a multiple of heads (" + std::to_string(heads) + ")");
-    require(k.extent(0) == q.extent(0) && v.extent(0) == q.extent(0), where,
+    PATCHBAY_REQUIRE(k.extent(0) == q.extent(0) && v.extent(0) == q.extent(0), where,
             "q, k and v must have the same batch size, got " + shape_string(q) + ", " +
                 shape_string(k) + ", " + shape_string(v));
-    require(v.extent(1) == k.extent(1), where,
+    PATCHBAY_REQUIRE(v.extent(1) == k.extent(1), where,
             "v must have one token per key: k " + shape_string(k) + ", v " + shape_string(v));
 }
 
@@ -93,10 +93,10 @@ void attention_basic_with_sim(std::type_identity_t<view<const T, 3>> q,
     attention_detail::check_attention_inputs(q, k, v, heads, where);
     const index_t B = q.extent(0), Nq = q.extent(1), Nk = k.extent(1), H = heads;
     const index_t dh = q.extent(2) / H, dv = v.extent(2) / H;
-    require(out.extent(0) == B && out.extent(1) == Nq && out.extent(2) == v.extent(2), where,
+    PATCHBAY_REQUIRE(out.extent(0) == B && out.extent(1) == Nq && out.extent(2) == v.extent(2), where,
             "output 'out' must have shape " + shape_string(std::array<index_t, 3>{B, Nq, v.extent(2)}) +
                 ", got " + shape_string(out));
-    require(sim.extent(0) == B * H && sim.extent(1) == Nq && sim.extent(2) == Nk, where,
+    PATCHBAY_REQUIRE(sim.extent(0) == B * H && sim.extent(1) == Nq && sim.extent(2) == Nk, where,
             "output 'sim' must have shape " + shape_string(std::array<index_t, 3>{B * H, Nq, Nk}) +
                 ", got " + shape_string(sim));
     require_writable_layout(out, where, "out");
@@ -104,7 +104,7 @@ void attention_basic_with_sim(std::type_identity_t<view<const T, 3>> q,
     const bool overlap = may_overlap(out, q) || may_overlap(out, k) || may_overlap(out, v) ||
                          may_overlap(sim, q) || may_overlap(sim, k) || may_overlap(sim, v) ||
                          may_overlap(out, sim);
-    require(!overlap, where, "outputs 'out' and 'sim' must not overlap each other or q, k, v");
+    PATCHBAY_REQUIRE(!overlap, where, "outputs 'out' and 'sim' must not overlap each other or q, k, v");
 
     const double scale = 1.0 / std::sqrt(static_cast<double>(dh));
     for (index_t b = 0; b < B; ++b)
@@ -127,11 +127,11 @@ void attention_with_key_mass(std::type_identity_t<view<const T, 3>> q,
     attention_detail::check_attention_inputs(q, k, v, heads, where);
     const index_t B = q.extent(0), Nq = q.extent(1), Nk = k.extent(1), H = heads;
     const index_t dh = q.extent(2) / H, dv = v.extent(2) / H;
-    require(out.extent(0) == B && out.extent(1) == Nq && out.extent(2) == v.extent(2), where,
+    PATCHBAY_REQUIRE(out.extent(0) == B && out.extent(1) == Nq && out.extent(2) == v.extent(2), where,
             "output 'out' must have shape " + shape_string(std::array<index_t, 3>{B, Nq, v.extent(2)}) +
                 ", got " + shape_string(out));
     require_writable_layout(out, where, "out");
-    require(!(may_overlap(out, q) || may_overlap(out, k) || may_overlap(out, v)), where,
+    PATCHBAY_REQUIRE(!(may_overlap(out, q) || may_overlap(out, k) || may_overlap(out, v)), where,
             "output 'out' must not overlap q, k or v");
     const double scale = 1.0 / std::sqrt(static_cast<double>(dh));
     const double inv_heads = 1.0 / static_cast<double>(H);

@@ -164,9 +164,9 @@ void check_blur_args(const view<const T, 4>& img, const view<T, 4>& out, double 
                      const char* where) {
     require_nonempty(img, where, "img");
     require_same_shape(img, out, where, "img", "out");
-    require(!(sigma < 0.0) && std::isfinite(sigma), where,
+    PATCHBAY_REQUIRE(!(sigma < 0.0) && std::isfinite(sigma), where,
             "parameter 'blur_sigma' must be finite and >= 0, got " + patchbay::detail::fmt_num(sigma));
-    require(img.extent(2) > blur_radius && img.extent(3) > blur_radius, where,
+    PATCHBAY_REQUIRE(img.extent(2) > blur_radius && img.extent(3) > blur_radius, where,
             "tensor 'img' must be at least 5x5 for the reflect padding of 4, got " +
                 shape_string(img));
     require_writable_layout(out, where, "out");
@@ -312,7 +312,7 @@ void masked_gaussian_blur_2d(std::type_identity_t<view<const T, 4>> img, double 
                              const token_mask& mask, view<T, 4> out, blur_workspace<T>& ws) {
     constexpr const char* where = "masked_gaussian_blur_2d";
     blur_detail::check_blur_args(img, out, blur_sigma, where);
-    require(mask.on != nullptr && mask.rows >= 1 && mask.cols >= 1, where,
+    PATCHBAY_REQUIRE(mask.on != nullptr && mask.rows >= 1 && mask.cols >= 1, where,
             "the token mask must be non-empty, got " + std::to_string(mask.rows) + "x" +
                 std::to_string(mask.cols));
     blur_detail::blur_planes<T>(img, blur_sigma, &mask, out, ws);

@@ -145,7 +145,7 @@ public:
 
     /// Forward transform of real planes given as a (count, H, W) view with any strides.
     void forward_real(view<const T, 3> in, complex_type* out, basic_fft_workspace<T>& ws) const {
-        require(in.extent(1) == rows_ && in.extent(2) == cols_, "fft2 (forward_real)",
+        PATCHBAY_REQUIRE(in.extent(1) == rows_ && in.extent(2) == cols_, "fft2 (forward_real)",
                 "input planes are " + std::to_string(in.extent(1)) + "x" +
                     std::to_string(in.extent(2)) + " but the plan is " + std::to_string(rows_) +
                     "x" + std::to_string(cols_));
@@ -163,7 +163,7 @@ public:
     /// Real part of the inverse transform (ifft2(in).real), written to a (count, H, W) view
     /// with any strides. `in` is not modified.
     void inverse_real(const complex_type* in, view<T, 3> out, basic_fft_workspace<T>& ws) const {
-        require(out.extent(1) == rows_ && out.extent(2) == cols_, "fft2 (inverse_real)",
+        PATCHBAY_REQUIRE(out.extent(1) == rows_ && out.extent(2) == cols_, "fft2 (inverse_real)",
                 "output planes are " + std::to_string(out.extent(1)) + "x" +
                     std::to_string(out.extent(2)) + " but the plan is " + std::to_string(rows_) +
                     "x" + std::to_string(cols_));

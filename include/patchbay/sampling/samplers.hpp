@@ -136,12 +136,12 @@ public:
             require_same_shape(in.noise, in.latent_image, where, "noise", "latent_image");
         if (!in.denoise_mask.empty())
             require_same_shape(in.noise, in.denoise_mask, where, "noise", "denoise_mask");
-        require(in.sigmas.size() >= 2, where,
+        PATCHBAY_REQUIRE(in.sigmas.size() >= 2, where,
                 "argument 'sigmas' must hold at least two noise levels (one step), got " +
                     std::to_string(in.sigmas.size()));
         for (double s : in.sigmas) {
             require_finite(s, where, "sigmas");
-            require(s >= 0.0, where, "argument 'sigmas' must not be negative");
+            PATCHBAY_REQUIRE(s >= 0.0, where, "argument 'sigmas' must not be negative");
         }
         require_finite(in.cond_scale, where, "cond_scale");
         if (may_overlap(out, in.noise) || (!in.latent_image.empty() && may_overlap(out, in.latent_image)) ||

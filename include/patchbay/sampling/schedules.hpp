@@ -106,10 +106,10 @@ inline std::vector<double> karras_schedule(int steps, double sigma_min, double s
     require_finite(sigma_min, where, "sigma_min");
     require_finite(sigma_max, where, "sigma_max");
     require_finite(rho, where, "rho");
-    require(sigma_min > 0.0 && sigma_max >= sigma_min, where,
+    PATCHBAY_REQUIRE(sigma_min > 0.0 && sigma_max >= sigma_min, where,
             "expected 0 < sigma_min <= sigma_max, got sigma_min " + detail::fmt_num(sigma_min) +
                 ", sigma_max " + detail::fmt_num(sigma_max));
-    require(rho > 0.0, where, "argument 'rho' must be > 0, got " + detail::fmt_num(rho));
+    PATCHBAY_REQUIRE(rho > 0.0, where, "argument 'rho' must be > 0, got " + detail::fmt_num(rho));
     const std::vector<float> ramp = sampling_detail::linspace32(0.0f, 1.0f, steps);
     const double min_inv_rho = std::pow(sigma_min, 1.0 / rho);
     const double max_inv_rho = std::pow(sigma_max, 1.0 / rho);
@@ -131,7 +131,7 @@ inline std::vector<double> exponential_schedule(int steps, double sigma_min, dou
     sampling_detail::require_steps(steps, where);
     require_finite(sigma_min, where, "sigma_min");
     require_finite(sigma_max, where, "sigma_max");
-    require(sigma_min > 0.0 && sigma_max >= sigma_min, where,
+    PATCHBAY_REQUIRE(sigma_min > 0.0 && sigma_max >= sigma_min, where,
             "expected 0 < sigma_min <= sigma_max, got sigma_min " + detail::fmt_num(sigma_min) +
                 ", sigma_max " + detail::fmt_num(sigma_max));
     const std::vector<float> logs = sampling_detail::linspace32(

@@ -54,7 +54,7 @@ inline void validate(const char* where, double b1, double b2, double s1, double 
     require_range(b2, 0.0, 10.0, where, "b2");
     require_range(s1, 0.0, 10.0, where, "s1");
     require_range(s2, 0.0, 10.0, where, "s2");
-    require(model_channels >= 1, where,
+    PATCHBAY_REQUIRE(model_channels >= 1, where,
             "parameter 'model_channels' must be >= 1 (320 for SD1.x / SDXL), got " +
                 std::to_string(model_channels));
 }
@@ -238,10 +238,10 @@ void apply(const char* where, std::optional<free_u_factors> f, const block_site&
            view<const T, 4> h, view<const T, 4> hsp, view<T, 4> h_out, view<T, 4> hsp_out) {
     require_nonempty(h, where, "h");
     require_nonempty(hsp, where, "hsp");
-    require(site.channels == 0 || site.channels == h.extent(1), where,
+    PATCHBAY_REQUIRE(site.channels == 0 || site.channels == h.extent(1), where,
             "block_site.channels (" + std::to_string(site.channels) +
                 ") must be h's channel count " + std::to_string(h.extent(1)));
-    require(h.extent(0) == hsp.extent(0) && h.extent(2) == hsp.extent(2) &&
+    PATCHBAY_REQUIRE(h.extent(0) == hsp.extent(0) && h.extent(2) == hsp.extent(2) &&
                 h.extent(3) == hsp.extent(3),
             where,
             "tensor 'hsp' has shape " + shape_string(hsp) +
@@ -253,7 +253,7 @@ void apply(const char* where, std::optional<free_u_factors> f, const block_site&
     require_writable_layout(hsp_out, where, "hsp_out");
     require_no_partial_overlap(h_out, h, where, "h_out", "h");
     require_no_partial_overlap(hsp_out, hsp, where, "hsp_out", "hsp");
-    require(!may_overlap(h_out, hsp) && !may_overlap(hsp_out, h), where,
+    PATCHBAY_REQUIRE(!may_overlap(h_out, hsp) && !may_overlap(hsp_out, h), where,
             "the outputs must not overlap the other input (h / hsp are separate tensors)");
     if (!f || site.stage != unet_stage::output) { // not a FreeU block: untouched
         if (!same_elements(view<const T, 4>(h_out), h)) kernels::copy<T, 4>(h, h_out);

@@ -37,7 +37,7 @@ struct renorm_cfg {
     void validate() const {
         require_range(cfg_trunc, 0.0, 100.0, "renorm_cfg", "cfg_trunc");
         require_range(renorm_cfg, 0.0, 100.0, "renorm_cfg", "renorm_cfg");
-        require(in_channels >= 0, "renorm_cfg",
+        PATCHBAY_REQUIRE(in_channels >= 0, "renorm_cfg",
                 "parameter 'in_channels' must be >= 0 (0 = all channels), got " + std::to_string(in_channels));
     }
 

@@ -45,8 +45,8 @@ struct differential_diffusion {
     /// (only pixels with mask 1 are regenerated).
     static float threshold(const mask_inputs& in) {
         constexpr std::string_view where = "DifferentialDiffusion";
-        require(in.sampling != nullptr, where, "mask_inputs.sampling must point to the model sampling");
-        require(!in.step_sigmas.empty(), where, "mask_inputs.step_sigmas must not be empty");
+        PATCHBAY_REQUIRE(in.sampling != nullptr, where, "mask_inputs.sampling must point to the model sampling");
+        PATCHBAY_REQUIRE(!in.step_sigmas.empty(), where, "mask_inputs.step_sigmas must not be empty");
         require_finite(in.sigma, where, "sigma");
         for (double s : in.step_sigmas) require_finite(s, where, "step_sigmas");
         const model_sampling& ms = *in.sampling;

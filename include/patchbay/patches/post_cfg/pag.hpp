@@ -31,7 +31,7 @@ void perturbed_attention(std::type_identity_t<view<const T, 3>> q,
     constexpr const char* where = "PerturbedAttentionGuidance";
     (void)k;
     require_nonempty(v, where, "v");
-    require(q.extent(0) == v.extent(0) && q.extent(1) == v.extent(1), where,
+    PATCHBAY_REQUIRE(q.extent(0) == v.extent(0) && q.extent(1) == v.extent(1), where,
             "identity attention needs one value per query: q " + shape_string(q) + ", v " +
                 shape_string(v));
     require_same_shape(v, view<const T, 3>(out), where, "v", "out");

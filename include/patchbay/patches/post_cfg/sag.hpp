@@ -65,7 +65,7 @@ inline double round_half_even(double v) {
 /// patchbay::error asks for the grid the model should report.
 inline token_grid infer_token_grid(index_t tokens, index_t height, index_t width) {
     constexpr const char* where = "SelfAttentionGuidance";
-    require(tokens >= 1 && height >= 1 && width >= 1, where,
+    PATCHBAY_REQUIRE(tokens >= 1 && height >= 1 && width >= 1, where,
             "cannot infer the attention token grid from " + std::to_string(tokens) +
                 " tokens over a " + std::to_string(height) + "x" + std::to_string(width) + " latent");
     const double start =
@@ -95,7 +95,7 @@ void key_mass_from_probabilities(std::type_identity_t<view<const T, 3>> probs, i
                                  double* mass) {
     constexpr const char* where = "SelfAttentionGuidance";
     require_nonempty(probs, where, "attn");
-    require(batch >= 1 && probs.extent(0) % batch == 0, where,
+    PATCHBAY_REQUIRE(batch >= 1 && probs.extent(0) % batch == 0, where,
             "attention probabilities " + shape_string(probs) +
                 " must hold batch*heads rows for a batch of " + std::to_string(batch));
     const index_t heads = probs.extent(0) / batch, Nq = probs.extent(1), Nk = probs.extent(2);
@@ -141,7 +141,7 @@ void degrade_from_key_mass(std::type_identity_t<view<const T, 4>> x0, const doub
                            token_grid grid, double blur_sigma, double threshold, view<T, 4> out,
                            degrade_workspace<T>& ws) {
     const index_t tokens = grid.rows * grid.cols;
-    require(grid.rows >= 1 && grid.cols >= 1, "SelfAttentionGuidance",
+    PATCHBAY_REQUIRE(grid.rows >= 1 && grid.cols >= 1, "SelfAttentionGuidance",
             "the token grid must be at least 1x1");
     ws.mask.resize(static_cast<std::size_t>(x0.extent(0) * tokens));
     for (index_t i = 0; i < x0.extent(0) * tokens; ++i)
@@ -161,7 +161,7 @@ void create_blur_map(std::type_identity_t<view<const T, 4>> x0,
     require_nonempty(attn, where, "attn");
     const index_t B = x0.extent(0), Nk = attn.extent(2);
     if (grid.rows == 0 && grid.cols == 0) grid = infer_token_grid(Nk, x0.extent(2), x0.extent(3));
-    require(grid.rows * grid.cols == Nk, where,
+    PATCHBAY_REQUIRE(grid.rows * grid.cols == Nk, where,
             "the token grid " + std::to_string(grid.rows) + "x" + std::to_string(grid.cols) +
                 " does not match the " + std::to_string(Nk) + " attention keys");
     std::vector<double> mass(static_cast<std::size_t>(B * Nk));
@@ -220,7 +220,7 @@ void record(recorded_attention& rec, const attention_site& at,
             std::type_identity_t<view<const T, 3>> probabilities, index_t heads) {
     constexpr const char* where = "SelfAttentionGuidance";
     require_nonempty(probabilities, where, "attention probabilities");
-    require(heads >= 1 && probabilities.extent(0) % heads == 0, where,
+    PATCHBAY_REQUIRE(heads >= 1 && probabilities.extent(0) % heads == 0, where,
             "attention probabilities " + shape_string(probabilities) +
                 " must hold batch*heads rows with heads = " + std::to_string(heads));
     rec.batch = probabilities.extent(0) / heads;
@@ -312,17 +312,17 @@ struct self_attention_guidance {
             if (std::min(denoised.extent(2), denoised.extent(3)) <= 4) return;
 
             const auto& rec = st.attention;
-            require(rec.valid, where,
+            PATCHBAY_REQUIRE(rec.valid, where,
                     "no attention was recorded at the middle block's first self-attention "
                     "during this step's uncond pass; the model must call the attention hooks "
                     "at attention_site{middle, 0, 0} and the uncond pass must run");
-            require(rec.batch == denoised.extent(0), where,
+            PATCHBAY_REQUIRE(rec.batch == denoised.extent(0), where,
                     "the recorded attention has batch " + std::to_string(rec.batch) +
                         " but the latent has batch " + std::to_string(denoised.extent(0)));
             sag::token_grid grid = rec.grid;
             if (grid.rows == 0 && grid.cols == 0)
                 grid = sag::infer_token_grid(rec.tokens, denoised.extent(2), denoised.extent(3));
-            require(grid.rows * grid.cols == rec.tokens, where,
+            PATCHBAY_REQUIRE(grid.rows * grid.cols == rec.tokens, where,
                     "the reported token grid " + std::to_string(grid.rows) + "x" +
                         std::to_string(grid.cols) + " does not match the " +
                         std::to_string(rec.tokens) + " attention tokens");

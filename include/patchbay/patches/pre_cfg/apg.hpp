@@ -108,10 +108,10 @@ struct apg {
         if (in.x.data_handle() != nullptr) require_same_shape(cond, in.x, where, "cond", "x");
         require_batch_vector(in.sigma, cond, where, "sigma");
         require_writable_layout(cond, where, "cond");
-        require(!may_overlap(cond, uncond), where,
+        PATCHBAY_REQUIRE(!may_overlap(cond, uncond), where,
                 "output 'cond' overlaps input 'uncond'; they must be separate tensors");
         require_finite(in.cond_scale, where, "cond_scale");
-        require(in.cond_scale != 0.0, where,
+        PATCHBAY_REQUIRE(in.cond_scale != 0.0, where,
                 "argument 'cond_scale' must be non-zero (APG divides by it), got 0");
         for (index_t b = 0; b < in.sigma.extent(0); ++b) require_finite(in.sigma(b), where, "sigma");
         const double sigma = static_cast<double>(in.sigma(0)); // ComfyUI reads sigma[0]

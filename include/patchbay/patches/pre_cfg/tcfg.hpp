@@ -41,9 +41,9 @@ struct tcfg {
         for (index_t b = 0; b < in.sigma.extent(0); ++b) require_finite(in.sigma(b), where, "sigma");
         require_finite(in.cond_scale, where, "cond_scale");
         require_writable_layout(uncond, where, "uncond");
-        require(!may_overlap(uncond, cond), where,
+        PATCHBAY_REQUIRE(!may_overlap(uncond, cond), where,
                 "output 'uncond' overlaps input 'cond'; they must be separate tensors");
-        require(!may_overlap(uncond, in.x), where,
+        PATCHBAY_REQUIRE(!may_overlap(uncond, in.x), where,
                 "output 'uncond' overlaps input 'x'; they must be separate tensors");
         if (in.uncond_is_none) return; // ComfyUI skips when the negative prompt was dropped
 
