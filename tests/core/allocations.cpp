@@ -1,0 +1,52 @@
+// After the first step of a run nothing allocates: every cfg-stage patch through a guider, and
+// FreeU / FreeU_V2's block patch on its own (the toy UNet, example code, allocates itself).
+#include <catch2/catch.hpp>
+
+#include "counting_allocator.hpp"
+#include "patchbay/patchbay.hpp"
+#include "test_patches.hpp"
+
+using namespace patchbay;
+
+namespace {
+
+template <class G>
+std::size_t allocations_after_first_step(const G& g, const test::scene& sc, double scale) {
+    tensor<float> out({2, 4, 8, 8});
+    auto run = g.begin_run(&sc.pos, &sc.neg);
+    g.denoise(run, sc.step(scale), out.as<4>());
+    test::allocation_counter counter;
+    for (int i = 0; i < 3; ++i) g.denoise(run, sc.step(scale), out.as<4>());
+    return counter.count();
+}
+
+} // namespace
+
+TEST_CASE("cfg-stage patches allocate nothing after the first step", "[alloc]") {
+    const test::scene sc;
+    const test::toy_gaussian model(test::toy_kind::vp, 0.8);
+    const guider<const test::toy_gaussian, fresca, apg, tcfg, rescale_cfg, cfg_norm, mahiro> g1(
+        model, sc.ms, fresca{.scale_low = 0.9, .scale_high = 1.2, .freq_cutoff = 2}, apg{.momentum = 0.5},
+        tcfg{}, rescale_cfg{}, cfg_norm{}, mahiro{});
+    CHECK(allocations_after_first_step(g1, sc, 4.0) == 0);
+    const guider<const test::toy_gaussian, fresca, renorm_cfg> g2(
+        model, sc.ms, fresca{.scale_low = 0.9, .scale_high = 1.2, .freq_cutoff = 3, .path = fresca_path::fft},
+        renorm_cfg{.cfg_trunc = 100, .renorm_cfg = 0.5});
+    CHECK(allocations_after_first_step(g2, sc, 4.0) == 0);
+}
+
+TEST_CASE("FreeU and FreeU_V2 allocate nothing after the first call", "[alloc]") {
+    auto h = test::random_tensor({1, 16, 12, 10}, 1), hsp = test::random_tensor({1, 8, 12, 10}, 2);
+    const free_u fu{.model_channels = 4};
+    const free_u_v2 fu2{.model_channels = 4};
+    no_state none;
+    const block_site site{unet_stage::output, 0, 16};
+    fu.output_block(none, site, h.as<4>(), hsp.as<4>());
+    fu2.output_block(none, site, h.as<4>(), hsp.as<4>());
+    test::allocation_counter counter;
+    for (int i = 0; i < 3; ++i) {
+        fu.output_block(none, site, h.as<4>(), hsp.as<4>());
+        fu2.output_block(none, site, h.as<4>(), hsp.as<4>());
+    }
+    CHECK(counter.count() == 0);
+}
