@@ -23,6 +23,7 @@
 #include <patchbay/patches/block/free_u.hpp>
 #include <patchbay/patches/cfg/renorm_cfg.hpp>
 #include <patchbay/patches/cfg/rescale_cfg.hpp>
+#include <patchbay/patches/mask/differential_diffusion.hpp>
 #include <patchbay/patches/post_cfg/cfg_norm.hpp>
 #include <patchbay/patches/post_cfg/mahiro.hpp>
 #include <patchbay/patches/post_cfg/pag.hpp>
@@ -44,25 +45,27 @@ namespace {
 struct row {
     std::string label;
     std::function<void(chain_t&, const toy_unet&)> add;
+    std::string slug = {};  ///< docs/images/patch_<slug>.png when set
+    bool inpaint = false;   ///< run as an inpainting job (mask + latent image)
 };
 
 std::vector<row> demo_rows() {
     const auto fu = [](const toy_unet& m) { return m.config().model_channels; };
     return {
         {"plain CFG", [](chain_t&, const toy_unet&) {}},
-        {"RescaleCFG 0.7", [](chain_t& c, const toy_unet&) { c.add(rescale_cfg{}); }},
-        {"RenormCFG 1.0", [](chain_t& c, const toy_unet&) { c.add(renorm_cfg{}); }},
-        {"CFGNorm 1.0", [](chain_t& c, const toy_unet&) { c.add(cfg_norm{}); }},
-        {"APG", [](chain_t& c, const toy_unet&) { c.add(apg{}); }},
-        {"TCFG", [](chain_t& c, const toy_unet&) { c.add(tcfg{}); }},
-        {"Mahiro", [](chain_t& c, const toy_unet&) { c.add(mahiro{}); }},
+        {"RescaleCFG 0.7", [](chain_t& c, const toy_unet&) { c.add(rescale_cfg{}); }, "rescale_cfg"},
+        {"RenormCFG 1.0", [](chain_t& c, const toy_unet&) { c.add(renorm_cfg{}); }, "renorm_cfg"},
+        {"CFGNorm 1.0", [](chain_t& c, const toy_unet&) { c.add(cfg_norm{}); }, "cfg_norm"},
+        {"APG", [](chain_t& c, const toy_unet&) { c.add(apg{}); }, "apg"},
+        {"TCFG", [](chain_t& c, const toy_unet&) { c.add(tcfg{}); }, "tcfg"},
+        {"Mahiro", [](chain_t& c, const toy_unet&) { c.add(mahiro{}); }, "mahiro"},
         // the default cutoff 20 covers almost all of a 32x32 latent; 4 shows the effect
-        {"FreSca cutoff 4", [](chain_t& c, const toy_unet&) { c.add(fresca{.scale_low = 1.0, .scale_high = 1.25, .freq_cutoff = 4}); }},
-        {"FreeU", [fu](chain_t& c, const toy_unet& m) { c.add(free_u{.model_channels = fu(m)}); }},
+        {"FreSca cutoff 4", [](chain_t& c, const toy_unet&) { c.add(fresca{.scale_low = 1.0, .scale_high = 1.25, .freq_cutoff = 4}); }, "fresca"},
+        {"FreeU", [fu](chain_t& c, const toy_unet& m) { c.add(free_u{.model_channels = fu(m)}); }, "free_u"},
         {"FreeU_V2", [fu](chain_t& c, const toy_unet& m) { c.add(free_u_v2{.model_channels = fu(m)}); }},
-        {"SAG 0.5", [](chain_t& c, const toy_unet&) { c.add(self_attention_guidance{}); }},
-        {"PAG 3.0", [](chain_t& c, const toy_unet&) { c.add(perturbed_attention_guidance{}); }},
-        {"FreeU_V2+RescaleCFG", [fu](chain_t& c, const toy_unet& m) {
+        {"SAG 0.5", [](chain_t& c, const toy_unet&) { c.add(self_attention_guidance{}); }, "sag"},
+        {"PAG 3.0", [](chain_t& c, const toy_unet&) { c.add(perturbed_attention_guidance{}); }, "pag"},
+        {"FreeU_V2+Rescale", [fu](chain_t& c, const toy_unet& m) {
              c.add(free_u_v2{.model_channels = fu(m)});
              c.add(rescale_cfg{});
          }},
@@ -74,6 +77,10 @@ std::vector<row> demo_rows() {
              c.add(self_attention_guidance{});
              c.add(perturbed_attention_guidance{});
          }},
+        // inpainting: keep another picture where the mask is low (a left-to-right ramp)
+        {"inpaint, plain", [](chain_t&, const toy_unet&) {}, "", true},
+        {"inpaint, DiffDiff", [](chain_t& c, const toy_unet&) { c.add(differential_diffusion{}); },
+         "differential_diffusion", true},
     };
 }
 
@@ -151,7 +158,11 @@ int main(int argc, char** argv) {
     }
     std::filesystem::create_directories(out_dir);
 
+    // The UNet path carries the prompt at every noise level (the exact mixture denoiser alone
+    // stops responding to the prompt once the posterior has picked its picture), so guidance
+    // still acts at low noise and high scales burn, as in real models.
     examples::toy_unet_config model_config;
+    model_config.residual = 0.8;
     if (const char* r = std::getenv("PATCHBAY_DEMO_RESIDUAL")) model_config.residual = std::atof(r);
     toy_unet model(model_config);
     const auto sampling = model_sampling::discrete("eps");
@@ -163,6 +174,15 @@ int main(int argc, char** argv) {
     tensor<float> noise({1, cfg.channels, cfg.height, cfg.width});
     normal_generator rng(42);
     for (index_t i = 0; i < noise.size(); ++i) noise[i] = static_cast<float>(rng.next());
+
+    // inpainting job: the latent image is picture 3, the mask ramps from 0 (keep) to 1
+    const tensor<float> latent_image = model.picture(3);
+    tensor<float> ramp(noise.shape());
+    for (index_t c = 0; c < cfg.channels; ++c)
+        for (index_t y = 0; y < cfg.height; ++y)
+            for (index_t x = 0; x < cfg.width; ++x)
+                ramp.as<4>()(0, c, y, x) = static_cast<float>(double(x) / double(cfg.width - 1));
+    std::vector<std::vector<tensor<float>>> cells(rows.size());
 
     const int zoom = 3, cell = int(cfg.width) * zoom, gap = 6, label_w = 210, header_h = 24;
     canvas img(label_w + int(scales.size()) * (cell + gap), header_h + int(rows.size()) * (cell + gap));
@@ -192,10 +212,16 @@ int main(int argc, char** argv) {
             tensor<float> out(noise.shape());
             model.counts = {};
             const auto t0 = std::chrono::steady_clock::now();
-            sample_euler(chain, run, sample_inputs<float, 4>{noise.as<4>(), {}, sigmas, scales[c]}, out.as<4>());
+            sample_inputs<float, 4> in{noise.as<4>(), {}, sigmas, scales[c]};
+            if (rows[r].inpaint) {
+                in.latent_image = latent_image.as<4>();
+                in.denoise_mask = ramp.as<4>();
+            }
+            sample_euler(chain, run, in, out.as<4>());
             seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
             calls += model.counts.total();
             img.tile(out, label_w + int(c) * (cell + gap), header_h + int(r) * (cell + gap), zoom);
+            cells[r].push_back(std::move(out));
             ++done;
         }
         const double n_steps = double(steps) * double(scales.size());
@@ -208,6 +234,24 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "demo: cannot write %s\n", png.c_str());
         return 1;
     }
+    // One strip per patch for its docs page: plain CFG (or plain inpainting) above the patch.
+    for (std::size_t r = 1; r < rows.size(); ++r) {
+        if (rows[r].slug.empty()) continue;
+        const std::size_t base_row = rows[r].inpaint ? r - 1 : 0;
+        canvas strip(label_w + int(scales.size()) * (cell + gap), header_h + 2 * (cell + gap));
+        for (std::size_t c = 0; c < scales.size(); ++c) {
+            char buf[32];
+            std::snprintf(buf, sizeof buf, "cfg %g", scales[c]);
+            strip.text(buf, label_w + int(c) * (cell + gap) + cell / 2 - 24, 6, 2);
+            strip.tile(cells[base_row][c], label_w + int(c) * (cell + gap), header_h, zoom);
+            strip.tile(cells[r][c], label_w + int(c) * (cell + gap), header_h + cell + gap, zoom);
+        }
+        strip.text(rows[base_row].label, 6, header_h + cell / 2 - 6, 2);
+        strip.text(rows[r].label, 6, header_h + cell + gap + cell / 2 - 6, 2);
+        const std::string path = out_dir + "/patch_" + rows[r].slug + ".png";
+        stbi_write_png(path.c_str(), strip.width, strip.height, 3, strip.px.data(), strip.width * 3);
+    }
+
     std::FILE* f = std::fopen(table.c_str(), "w");
     if (!f) {
         std::fprintf(stderr, "demo: cannot write %s\n", table.c_str());
