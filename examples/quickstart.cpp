@@ -1,23 +1,41 @@
-// quickstart: the smallest patchbay program. Two model predictions (cond, uncond) for a
-// 1x4x8x8 latent are combined with classifier-free guidance at scale 7.
+// quickstart: the README's usage snippet as a program. A model (here the toy Gaussian-data
+// denoiser from examples/toy_gaussian.hpp; yours wraps your network), patches with ComfyUI's
+// names and defaults composed by a guider, and a sampler run.
+#include <cmath>
 #include <cstdio>
-#include <vector>
 
 #include <patchbay/patchbay.hpp>
 
+#include "toy_gaussian.hpp"
+
+using namespace patchbay;
+using examples::toy_gaussian;
+using examples::toy_prompt;
+
 int main() {
-    const int n = 1 * 4 * 8 * 8;
-    std::vector<float> cond(n), uncond(n), denoised(n);
-    for (int i = 0; i < n; ++i) {
-        cond[static_cast<std::size_t>(i)] = 0.01f * static_cast<float>(i % 17);
-        uncond[static_cast<std::size_t>(i)] = 0.02f * static_cast<float>(i % 5);
+    // The engine's side: a model, its conditioning, and the starting noise (1 x 4 x 32 x 32).
+    toy_gaussian model(examples::toy_kind::vp, 0.8);
+    tensor<float> mu_pos({1, 4, 32, 32}), mu_neg({1, 4, 32, 32}), noise({1, 4, 32, 32}), out({1, 4, 32, 32});
+    normal_generator rng(7);
+    for (index_t i = 0; i < noise.size(); ++i) {
+        mu_pos[i] = static_cast<float>(std::sin(0.1 * double(i)));
+        mu_neg[i] = 0.0f;
+        noise[i] = static_cast<float>(rng.next());
     }
-    using namespace patchbay;
-    const auto c = make_view(static_cast<const float*>(cond.data()), 1, 4, 8, 8);
-    const auto u = make_view(static_cast<const float*>(uncond.data()), 1, 4, 8, 8);
-    kernels::cfg_combine(c, u, 7.0, make_view(denoised.data(), 1, 4, 8, 8));
-    std::printf("quickstart: denoised[5] = %.4f (uncond %.2f + 7 * (cond %.2f - uncond))\n",
-                static_cast<double>(denoised[5]), static_cast<double>(uncond[5]),
-                static_cast<double>(cond[5]));
+    const toy_prompt positive(mu_pos.as<4>()), negative(mu_neg.as<4>());
+
+    // patchbay's side: patches with ComfyUI's input names, a guider, a schedule, a sampler.
+    guider<toy_gaussian, apg, rescale_cfg> g(model, model_sampling::discrete("eps"),
+                                             apg{.eta = 1.0, .norm_threshold = 5.0, .momentum = -0.5},
+                                             rescale_cfg{.multiplier = 0.7});
+    auto run = g.begin_run(&positive, &negative); // per-run state (APG's momentum)
+    const auto sigmas = karras_schedule(20, g.sampling().sigma_min(), g.sampling().sigma_max());
+    sample_euler(g, run, sample_inputs<float, 4>{noise.as<4>(), {}, sigmas, 7.0}, out.as<4>());
+
+    double err = 0; // distance of the sample from the positive prompt's mean
+    for (index_t i = 0; i < out.size(); ++i) err += (out[i] - mu_pos[i]) * (out[i] - mu_pos[i]);
+    std::printf("quickstart: 20 Euler steps with APG + RescaleCFG at cond_scale 7; rms distance to "
+                "the prompt's mean %.3f\n",
+                std::sqrt(err / double(out.size())));
     return 0;
 }
