@@ -16,10 +16,10 @@ echo "== ThreadSanitizer: concurrent runs over one guider and the FFT plan cache
 cmake -S . -B build/tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPATCHBAY_BUILD_BENCHMARKS=OFF \
       -DPATCHBAY_BUILD_EXAMPLES=OFF -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_DISABLE_FIND_PACKAGE_Torch=ON \
       -DCMAKE_CXX_FLAGS="-fsanitize=thread" -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=thread" >/dev/null
-cmake --build build/tsan -j"$jobs" --target test_core_concurrency test_core_guider test_kernels_fft
-for t in test_core_concurrency test_core_guider test_kernels_fft; do
-  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" build/tsan/tests/$t "[threads],[thread],[cache]" >/dev/null \
-    || TSAN_OPTIONS="halt_on_error=1" build/tsan/tests/$t
+# (test_core_guider's allocation counter replaces operator new, which TSan's runtime owns)
+cmake --build build/tsan -j"$jobs" --target test_core_concurrency test_kernels_fft
+for t in test_core_concurrency test_kernels_fft; do
+  TSAN_OPTIONS="halt_on_error=1" build/tsan/tests/$t
 done
 echo "ThreadSanitizer: no data race reported"
 
@@ -28,7 +28,9 @@ scripts/fuzz.sh "${PATCHBAY_FUZZ_SECONDS:-15}"
 
 echo "== ASan+UBSan build (clang)"
 san="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"
-cmake -S . -B build/asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPATCHBAY_BUILD_BENCHMARKS=OFF \
+# -O1 -g1: sanitizer-friendly and far quicker to compile than -O2 -g
+cmake -S . -B build/asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g1" \
+      -DPATCHBAY_BUILD_BENCHMARKS=OFF \
       -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_DISABLE_FIND_PACKAGE_Torch=ON \
       -DCMAKE_CXX_FLAGS="$san" -DCMAKE_EXE_LINKER_FLAGS="$san" >/dev/null
 cmake --build build/asan -j"$jobs"
