@@ -1,5 +1,5 @@
 // Benchmarks for kernels/reduce.hpp and kernels/elementwise.hpp beside the libtorch ops on the
-// same data (when libtorch is installed). Counters: ours_us, torch_us, speedup.
+// same data (when libtorch is installed). Counters: ours_us, torch_us, x_vs_torch (torch / ours).
 #include <benchmark/benchmark.h>
 
 #include "bench_util.hpp"

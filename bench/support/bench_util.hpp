@@ -1,13 +1,22 @@
-// patchbay benchmarks: shared shapes, data and the bandwidth-bound reference.
+// patchbay benchmarks: shared shapes, data, thread-CPU timing, the bandwidth-bound reference
+// and the counters every benchmark reports (ours_us, torch_us, x_vs_torch; patches also bytes,
+// bound_us, x_bound).
 #pragma once
 
+#include <algorithm>
 #include <array>
-#include <cstring>
+#include <chrono>
+#include <cstdint>
+#include <ctime>
+#include <functional>
+#include <map>
 #include <random>
+#include <type_traits>
 #include <vector>
 
 #include <benchmark/benchmark.h>
 
+#include "patchbay/core/config.hpp"
 #include "patchbay/core/tensor.hpp"
 
 namespace patchbay::bench {
@@ -36,25 +45,78 @@ inline const std::vector<latent_shape>& latent_shapes() {
     return s;
 }
 
-/// The streaming reference: read `reads` buffers of n floats and write one, once.
-inline void stream_pass(const std::vector<const float*>& in, float* out, index_t n) {
-    if (in.empty()) {
-        std::memset(out, 0, static_cast<std::size_t>(n) * sizeof(float));
-        return;
+/// CPU time of the calling thread in seconds (the machine is shared; wall time would count
+/// other processes' work).
+inline double thread_seconds() {
+    timespec ts{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
+/// Best of `reps` thread-CPU timings of fn (after one untimed warm-up call), in seconds.
+inline double best_time(const std::function<void()>& fn, int reps) {
+    fn();
+    double best = 1e30;
+    for (int r = 0; r < reps; ++r) {
+        const double t0 = thread_seconds();
+        fn();
+        best = std::min(best, thread_seconds() - t0);
     }
+    return best;
+}
+
+/// One streaming pass: read K buffers of n floats, write one (the bandwidth bound of a patch
+/// that must read K tensors and write one). K is a compile-time constant so the loop is
+/// vectorised like the patch kernels.
+template <int K>
+void stream_pass(const std::array<const float*, K>& in, float* PATCHBAY_RESTRICT out, index_t n) {
+    static_assert(K >= 1, "stream_pass reads at least one buffer");
     for (index_t i = 0; i < n; ++i) {
-        float s = 0.f;
-        for (const float* p : in) s += p[i];
+        float s = in[0][i];
+        for (int k = 1; k < K; ++k) s += in[static_cast<std::size_t>(k)][i];
         out[i] = s;
     }
 }
 
-} // namespace patchbay::bench
+/// Best time of stream_pass<K> over n floats, memoised per n (best of 20).
+template <int K>
+double stream_time(index_t n) {
+    static std::map<index_t, double> memo;
+    auto& t = memo[n];
+    if (t > 0) return t;
+    std::vector<tensor<float>> bufs;
+    std::array<const float*, K> in{};
+    for (int i = 0; i < K; ++i) bufs.push_back(random_tensor({n}, 100u + static_cast<unsigned>(i)));
+    for (int i = 0; i < K; ++i) in[static_cast<std::size_t>(i)] = bufs[static_cast<std::size_t>(i)].data();
+    tensor<float> out({n});
+    t = best_time(
+        [&] {
+            stream_pass<K>(in, out.data(), n);
+            benchmark::DoNotOptimize(out.data());
+            benchmark::ClobberMemory();
+        },
+        20);
+    return t;
+}
 
-#include <algorithm>
-#include <chrono>
+/// Fills the counters every patch benchmark reports (times in seconds; torch_s <= 0 = no
+/// baseline): bytes (minimum traffic: tensors_moved tensors of n floats), ours_us, bound_us
+/// (streaming pass over those bytes), x_bound (ours / bound), torch_us, x_vs_torch
+/// (torch / ours, the speed-up over libtorch).
+inline void report(benchmark::State& st, double ours, double bound, double torch_s, int tensors_moved,
+                   index_t n) {
+    const double bytes = static_cast<double>(tensors_moved) * static_cast<double>(n) * sizeof(float);
+    st.SetBytesProcessed(static_cast<int64_t>(bytes) * static_cast<int64_t>(st.iterations()));
+    st.counters["bytes"] = bytes;
+    st.counters["ours_us"] = ours * 1e6;
+    st.counters["bound_us"] = bound * 1e6;
+    st.counters["x_bound"] = ours / bound; // target <= 2
+    if (torch_s > 0) {
+        st.counters["torch_us"] = torch_s * 1e6;
+        st.counters["x_vs_torch"] = torch_s / ours;
+    }
+}
 
-namespace patchbay::bench {
 
 /// Median seconds per call of fn over a few timed batches (for the baseline column that
 /// runs beside a Google Benchmark loop in the same binary).
@@ -81,7 +143,7 @@ double seconds_per_call(F&& fn, double min_seconds = 0.05) {
 }
 
 /// Runs `ours` in the benchmark loop and reports, as counters, our microseconds per call,
-/// the baseline's (when given), and the speed-up (baseline / ours).
+/// the baseline's (when given), and the speed-up x_vs_torch (baseline / ours).
 template <class Ours, class Baseline>
 void run_with_baseline(benchmark::State& state, Ours&& ours, Baseline&& baseline) {
     for (auto _ : state) {
@@ -93,7 +155,7 @@ void run_with_baseline(benchmark::State& state, Ours&& ours, Baseline&& baseline
     if constexpr (!std::is_same_v<std::decay_t<Baseline>, std::nullptr_t>) {
         const double base_s = seconds_per_call(baseline);
         state.counters["torch_us"] = base_s * 1e6;
-        state.counters["speedup"] = base_s / ours_s;
+        state.counters["x_vs_torch"] = base_s / ours_s;
     }
 }
 

@@ -1,10 +1,10 @@
 // Benchmark: FreeU / FreeU_V2 output block patch (in place on h and hsp) vs libtorch written op
 // for op as ComfyUI's nodes_freelunch.py (complex fftn, fftshift, mask, ifftshift, ifftn,
 // real), single-threaded, at SD's 1280-channel 32x32 and 640-channel 64x64 blocks (h and hsp
-// both that shape, model_channels 320). Counters: torch_ms, x_vs_torch (torch / ours),
+// both that shape, model_channels 320). Counters: ours_us, torch_us, x_vs_torch (torch / ours),
 // bytes (minimum traffic: FreeU reads and writes the first half of h, V2 also reads the second
-// half for the channel mean; hsp read and written once), stream_ms (streaming passes moving
-// those bytes), x_stream (ours / stream). Times are thread CPU time (the machine is shared).
+// half for the channel mean; hsp read and written once), bound_us (streaming passes moving
+// those bytes), x_bound (ours / bound). Times are thread CPU time (the machine is shared).
 #include <cstring>
 #include <ctime>
 #include <functional>
@@ -21,40 +21,6 @@
 namespace {
 
 using namespace patchbay;
-
-double thread_seconds() {
-    timespec ts{};
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
-}
-
-double best_time(const std::function<void()>& fn, int reps = 30) {
-    fn();
-    double best = 1e30;
-    for (int r = 0; r < reps; ++r) {
-        const double t0 = thread_seconds();
-        fn();
-        best = std::min(best, thread_seconds() - t0);
-    }
-    return best;
-}
-
-/// One streaming pass reading `reads` buffers of n floats and writing one.
-double stream_time(index_t n, int reads) {
-    static std::map<std::pair<index_t, int>, double> memo;
-    auto& t = memo[{n, reads}];
-    if (t > 0) return t;
-    std::vector<tensor<float>> bufs;
-    std::vector<const float*> in;
-    for (int i = 0; i < reads; ++i) bufs.push_back(bench::random_tensor({n}, 100u + static_cast<unsigned>(i)));
-    for (auto& b : bufs) in.push_back(b.data());
-    tensor<float> out({n});
-    t = best_time([&] {
-        bench::stream_pass(in, out.data(), n);
-        benchmark::DoNotOptimize(out.data());
-    });
-    return t;
-}
 
 #ifdef PATCHBAY_HAVE_TORCH
 torch::Tensor torch_fourier_filter(const torch::Tensor& x, int64_t threshold, double scale) {
@@ -95,7 +61,7 @@ double torch_time(const std::vector<index_t>& dims, bool v2) {
     std::vector<int64_t> shape(dims.begin(), dims.end());
     auto h0 = torch::randn(shape), hsp0 = torch::randn(shape);
     auto h = h0.clone(), hsp = hsp0.clone();
-    t = best_time([&] {
+    t = bench::best_time([&] {
         torch_free_u(h, hsp, v2 ? 1.3 : 1.1, 0.9, v2);
         benchmark::DoNotOptimize(hsp.data_ptr());
     }, 10);
@@ -120,28 +86,23 @@ void run_ours(benchmark::State& st, const std::vector<index_t>& dims, bool resto
             std::memcpy(h.data(), h0.data(), sizeof(float) * static_cast<std::size_t>(h.size()));
             std::memcpy(hsp.data(), hsp0.data(), sizeof(float) * static_cast<std::size_t>(hsp.size()));
         }
-        const double t0 = thread_seconds();
+        const double t0 = bench::thread_seconds();
         p.output_block(state, site, h.template as<4>(), hsp.template as<4>());
         benchmark::DoNotOptimize(hsp.data());
         benchmark::ClobberMemory();
-        const double dt = thread_seconds() - t0;
+        const double dt = bench::thread_seconds() - t0;
         total += dt;
         st.SetIterationTime(dt);
     }
     const double ours = total / static_cast<double>(st.iterations());
     const index_t n = h.size();
-    const double bytes = (v2 ? 1.5 + 0.5 : 1.0) * double(n) * sizeof(float) + 2.0 * double(n) * sizeof(float);
-    const double stream = (v2 ? stream_time(n / 2, 2) : stream_time(n / 2, 1)) + stream_time(n, 1);
-    st.SetBytesProcessed(static_cast<int64_t>(bytes) * static_cast<int64_t>(st.iterations()));
-    st.counters["bytes"] = bytes;
-    st.counters["stream_ms"] = stream * 1e3;
-    st.counters["x_stream"] = ours / stream;
-    st.counters["ours_ms"] = ours * 1e3;
+    double tt = 0;
 #ifdef PATCHBAY_HAVE_TORCH
-    const double tt = torch_time(dims, v2);
-    st.counters["torch_ms"] = tt * 1e3;
-    st.counters["x_vs_torch"] = tt / ours;
+    tt = torch_time(dims, v2);
 #endif
+    const double bound =
+        (v2 ? bench::stream_time<2>(n / 2) : bench::stream_time<1>(n / 2)) + bench::stream_time<1>(n);
+    bench::report(st, ours, bound, tt, v2 ? 4 : 3, n);
 }
 
 /// The skip filter alone: direct four-bin path vs the FFT path (kernels/fft.hpp).

@@ -24,70 +24,6 @@ namespace {
 
 using namespace patchbay;
 
-/// CPU time of the calling thread in seconds (the machine is shared; wall time would count
-/// other processes' work).
-double thread_seconds() {
-    timespec ts{};
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
-}
-
-/// Best of `reps` timings of fn, in seconds.
-double best_time(const std::function<void()>& fn, int reps = 20) {
-    fn();
-    double best = 1e30;
-    for (int r = 0; r < reps; ++r) {
-        const double t0 = thread_seconds();
-        fn();
-        best = std::min(best, thread_seconds() - t0);
-    }
-    return best;
-}
-
-/// One streaming pass: read K buffers of n floats, write one (the bandwidth bound of a patch
-/// that must read K tensors and write one). K is a compile-time constant so the loop is
-/// vectorised like the patch kernels.
-template <int K>
-void stream_pass(const std::array<const float*, K>& in, float* PATCHBAY_RESTRICT out, index_t n) {
-    for (index_t i = 0; i < n; ++i) {
-        float s = in[0][i];
-        for (int k = 1; k < K; ++k) s += in[static_cast<std::size_t>(k)][i];
-        out[i] = s;
-    }
-}
-
-template <int K>
-double stream_time(index_t n) {
-    static std::map<index_t, double> memo;
-    auto& t = memo[n];
-    if (t > 0) return t;
-    std::vector<tensor<float>> bufs;
-    std::array<const float*, K> in{};
-    for (int i = 0; i < K; ++i) bufs.push_back(bench::random_tensor({n}, 100u + static_cast<unsigned>(i)));
-    for (int i = 0; i < K; ++i) in[static_cast<std::size_t>(i)] = bufs[static_cast<std::size_t>(i)].data();
-    tensor<float> out({n});
-    t = best_time([&] {
-        stream_pass<K>(in, out.data(), n);
-        benchmark::DoNotOptimize(out.data());
-        benchmark::ClobberMemory();
-    });
-    return t;
-}
-
-/// Fills the counters every patch benchmark reports.
-void report(benchmark::State& st, double ours, double bound, double torch_s, int tensors_moved, index_t n) {
-    const double bytes = static_cast<double>(tensors_moved) * static_cast<double>(n) * sizeof(float);
-    st.SetBytesProcessed(static_cast<int64_t>(bytes) * static_cast<int64_t>(st.iterations()));
-    st.counters["bytes"] = bytes;
-    st.counters["ours_us"] = ours * 1e6;
-    st.counters["bound_us"] = bound * 1e6;
-    st.counters["x_bound"] = ours / bound; // target <= 2
-    if (torch_s > 0) {
-        st.counters["torch_us"] = torch_s * 1e6;
-        st.counters["x_vs_torch"] = torch_s / ours; // speed-up over libtorch
-    }
-}
-
 #ifdef PATCHBAY_HAVE_TORCH
 // ComfyUI's RescaleCFG, op for op, plus the sampler's cfg_function glue around it.
 torch::Tensor torch_rescale(const torch::Tensor& x, const torch::Tensor& sigma_in, const torch::Tensor& cond_den,
@@ -128,10 +64,10 @@ double torch_time(const std::vector<index_t>& dims, bool flow) {
     std::vector<int64_t> shape(dims.begin(), dims.end());
     auto x = torch::randn(shape), c = torch::randn(shape), u = torch::randn(shape);
     auto sigma = torch::full({shape[0]}, 2.0f);
-    t = best_time([&] {
+    t = bench::best_time([&] {
         auto r = torch_rescale(x, sigma, c, u, 7.0, 0.7, flow);
         benchmark::DoNotOptimize(r.data_ptr());
-    });
+    }, 20);
     return t;
 }
 #endif
@@ -156,13 +92,13 @@ void run(benchmark::State& st, const std::vector<index_t>& dims, bool flow) {
     };
     for (auto _ : st) ours_fn();
     const index_t n = c.size();
-    const double ours = best_time(ours_fn);
-    const double bound = flow ? stream_time<2>(n) : stream_time<3>(n);
+    const double ours = bench::best_time(ours_fn, 20);
+    const double bound = flow ? bench::stream_time<2>(n) : bench::stream_time<3>(n);
     double tt = 0;
 #ifdef PATCHBAY_HAVE_TORCH
     tt = torch_time(dims, flow);
 #endif
-    report(st, ours, bound, tt, flow ? 3 : 4, n);
+    bench::report(st, ours, bound, tt, flow ? 3 : 4, n);
 }
 
 void register_all() {

@@ -1,7 +1,7 @@
 // Benchmark: Mahiro (post-CFG) vs a libtorch implementation written op for op as ComfyUI's
-// nodes_mahiro.py, single-threaded. Counters: torch_ms, x_vs_torch (torch time / ours),
-// bytes (minimum traffic: read cond, uncond, cfg; write the result), stream_ms (one
-// streaming pass over those bytes), x_stream (ours / stream).
+// nodes_mahiro.py, single-threaded. Counters: ours_us, torch_us, x_vs_torch (torch / ours),
+// bytes (minimum traffic: read cond, uncond, cfg; write the result), bound_us (one
+// streaming pass over those bytes), x_bound (ours / bound).
 #include <ctime>
 #include <cstring>
 #include <functional>
@@ -18,42 +18,6 @@
 namespace {
 
 using namespace patchbay;
-
-/// CPU time of the calling thread in seconds: the machine is shared, so wall time would
-/// count other processes' work.
-double thread_seconds() {
-    timespec ts{};
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
-}
-
-/// Best of `reps` timings of fn, in seconds.
-double best_time(const std::function<void()>& fn, int reps = 30) {
-    fn();
-    double best = 1e30;
-    for (int r = 0; r < reps; ++r) {
-        const double t0 = thread_seconds();
-        fn();
-        best = std::min(best, thread_seconds() - t0);
-    }
-    return best;
-}
-
-double stream_time(index_t n, int reads) {
-    static std::map<std::pair<index_t, int>, double> memo;
-    auto& t = memo[{n, reads}];
-    if (t > 0) return t;
-    std::vector<tensor<float>> bufs;
-    std::vector<const float*> in;
-    for (int i = 0; i < reads; ++i) bufs.push_back(bench::random_tensor({n}, 100u + static_cast<unsigned>(i)));
-    for (auto& b : bufs) in.push_back(b.data());
-    tensor<float> out({n});
-    t = best_time([&] {
-        bench::stream_pass(in, out.data(), n);
-        benchmark::DoNotOptimize(out.data());
-    });
-    return t;
-}
 
 #ifdef PATCHBAY_HAVE_TORCH
 // ComfyUI's Mahiro, op for op.
@@ -77,10 +41,10 @@ double torch_time(const std::vector<index_t>& dims) {
     torch::set_num_threads(1);
     std::vector<int64_t> shape(dims.begin(), dims.end());
     auto f = torch::randn(shape), c = torch::randn(shape), u = torch::randn(shape);
-    t = best_time([&] {
+    t = bench::best_time([&] {
         auto r = torch_mahiro(f, c, u, 7.0);
         benchmark::DoNotOptimize(r.data_ptr());
-    });
+    }, 30);
     return t;
 }
 #endif
@@ -100,25 +64,19 @@ void run_ours(benchmark::State& st, const std::vector<index_t>& dims) {
     const auto cv = c.template as<R>();
     const auto uv = u.template as<R>();
     const auto fv = f.template as<R>();
-    const double t0 = thread_seconds();
+    const double t0 = bench::thread_seconds();
     for (auto _ : st) {
         p.post_cfg<float, R>(state, in, cv, uv, fv);
         benchmark::DoNotOptimize(f.data());
         benchmark::ClobberMemory();
     }
-    const double ours = (thread_seconds() - t0) / static_cast<double>(st.iterations());
+    const double ours = (bench::thread_seconds() - t0) / static_cast<double>(st.iterations());
     const index_t n = c.size();
-    const double bytes = 4.0 * static_cast<double>(n) * sizeof(float);
-    const double stream = stream_time(n, 3);
-    st.SetBytesProcessed(static_cast<int64_t>(bytes) * static_cast<int64_t>(st.iterations()));
-    st.counters["bytes"] = bytes;
-    st.counters["stream_ms"] = stream * 1e3;
-    st.counters["x_stream"] = ours / stream;
+    double tt = 0;
 #ifdef PATCHBAY_HAVE_TORCH
-    const double tt = torch_time(dims);
-    st.counters["torch_ms"] = tt * 1e3;
-    st.counters["x_vs_torch"] = tt / ours;
+    tt = torch_time(dims);
 #endif
+    bench::report(st, ours, bench::stream_time<3>(n), tt, 4, n);
 }
 
 void register_all() {

@@ -29,23 +29,6 @@ namespace {
 
 using namespace patchbay;
 
-double thread_seconds() {
-    timespec ts{};
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
-}
-
-double best_time(const std::function<void()>& fn, int reps = 15) {
-    fn();
-    double best = 1e30;
-    for (int r = 0; r < reps; ++r) {
-        const double t0 = thread_seconds();
-        fn();
-        best = std::min(best, thread_seconds() - t0);
-    }
-    return best;
-}
-
 constexpr index_t heads = 8, grid = 16, tokens = grid * grid;
 
 /// Softmax rows: attention probabilities (heads, tokens, tokens) of one uncond item.
@@ -108,14 +91,14 @@ void blur_map(benchmark::State& st, const std::vector<index_t>& dims) {
         benchmark::ClobberMemory();
     };
     for (auto _ : st) ours();
-    const double t_ours = best_time(ours);
+    const double t_ours = bench::best_time(ours, 15);
     st.counters["ours_us"] = t_ours * 1e6;
 #ifdef PATCHBAY_HAVE_TORCH
     const auto tx = to_torch(x0), ta = to_torch(attn);
-    const double t_torch = best_time([&] {
+    const double t_torch = bench::best_time([&] {
         auto r = torch_blur_map(tx, ta, 2.0, 1.0);
         benchmark::DoNotOptimize(r.data_ptr());
-    });
+    }, 15);
     st.counters["torch_us"] = t_torch * 1e6;
     st.counters["x_vs_torch"] = t_torch / t_ours;
 #endif
@@ -132,14 +115,14 @@ void blur_only(benchmark::State& st, const std::vector<index_t>& dims) {
         benchmark::ClobberMemory();
     };
     for (auto _ : st) ours();
-    const double t_ours = best_time(ours);
+    const double t_ours = bench::best_time(ours, 15);
     st.counters["ours_us"] = t_ours * 1e6;
 #ifdef PATCHBAY_HAVE_TORCH
     const auto tx = to_torch(x0);
-    const double t_torch = best_time([&] {
+    const double t_torch = bench::best_time([&] {
         auto r = torch_blur(tx, 9, 2.0);
         benchmark::DoNotOptimize(r.data_ptr());
-    });
+    }, 15);
     st.counters["torch_us"] = t_torch * 1e6;
     st.counters["x_vs_torch"] = t_torch / t_ours;
 #endif
@@ -166,18 +149,18 @@ void post_cfg(benchmark::State& st, const std::vector<index_t>& dims) {
         benchmark::ClobberMemory();
     };
     for (auto _ : st) ours();
-    const double t_ours = best_time(ours);
+    const double t_ours = bench::best_time(ours, 15);
     st.counters["ours_us"] = t_ours * 1e6;
 #ifdef PATCHBAY_HAVE_TORCH
     const auto tx = to_torch(x), tu = to_torch(u), tc = to_torch(c), ts = to_torch(sag_out), ta = to_torch(attn);
-    const double t_torch = best_time([&] {
+    const double t_torch = bench::best_time([&] {
         auto cfg_result = tu + (tc - tu) * 7.0;
         auto degraded = torch_blur_map(tu, ta, 2.0, 1.0);
         auto degraded_noised = degraded + tx - tu;
         auto r = cfg_result + (degraded - ts) * 0.5;
         benchmark::DoNotOptimize(degraded_noised.data_ptr());
         benchmark::DoNotOptimize(r.data_ptr());
-    });
+    }, 15);
     st.counters["torch_us"] = t_torch * 1e6;
     st.counters["x_vs_torch"] = t_torch / t_ours;
 #endif
@@ -192,9 +175,9 @@ struct timed_model {
     double seconds = 0;
     template <class T>
     void predict(const model_call<conditioning_type, T, 4>& call, view<T, 4> out) {
-        const double t0 = thread_seconds();
+        const double t0 = bench::thread_seconds();
         inner->predict(call, out);
-        seconds += thread_seconds() - t0;
+        seconds += bench::thread_seconds() - t0;
     }
 };
 
@@ -220,9 +203,9 @@ void toy_step(benchmark::State& st, index_t size) {
     double best_step = 1e30, model_part = 0;
     for (int r = 0; r < 7; ++r) {
         model.seconds = 0;
-        const double t0 = thread_seconds();
+        const double t0 = bench::thread_seconds();
         g.denoise(run, step, out.as<4>());
-        const double t = thread_seconds() - t0;
+        const double t = bench::thread_seconds() - t0;
         if (t < best_step) best_step = t, model_part = model.seconds;
     }
     st.counters["step_us"] = best_step * 1e6;

@@ -2,8 +2,9 @@
 // ComfyUI's nodes_fresca.py (complex fftn over the last two dims, fftshift, mask built with
 // narrow per dim, ifftshift, ifftn, real, + uncond), single-threaded, default parameters
 // (scale_low 1, scale_high 1.25, freq_cutoff 20). Also the direct and FFT paths forced.
-// Counters: torch_ms, x_vs_torch (torch / ours), bytes (read cond, uncond; write cond),
-// stream_ms (one streaming pass over those bytes), x_stream (ours / stream). Thread CPU time.
+// Counters: ours_us, torch_us, x_vs_torch (torch / ours), bytes (read cond, uncond; write
+// cond), bound_us (one streaming pass over those bytes), x_bound (ours / bound). Thread CPU
+// time.
 #include <cstring>
 #include <ctime>
 #include <functional>
@@ -20,39 +21,6 @@
 namespace {
 
 using namespace patchbay;
-
-double thread_seconds() {
-    timespec ts{};
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
-}
-
-double best_time(const std::function<void()>& fn, int reps = 30) {
-    fn();
-    double best = 1e30;
-    for (int r = 0; r < reps; ++r) {
-        const double t0 = thread_seconds();
-        fn();
-        best = std::min(best, thread_seconds() - t0);
-    }
-    return best;
-}
-
-double stream_time(index_t n, int reads) {
-    static std::map<std::pair<index_t, int>, double> memo;
-    auto& t = memo[{n, reads}];
-    if (t > 0) return t;
-    std::vector<tensor<float>> bufs;
-    std::vector<const float*> in;
-    for (int i = 0; i < reads; ++i) bufs.push_back(bench::random_tensor({n}, 100u + static_cast<unsigned>(i)));
-    for (auto& b : bufs) in.push_back(b.data());
-    tensor<float> out({n});
-    t = best_time([&] {
-        bench::stream_pass(in, out.data(), n);
-        benchmark::DoNotOptimize(out.data());
-    });
-    return t;
-}
 
 #ifdef PATCHBAY_HAVE_TORCH
 torch::Tensor torch_fresca_filter(const torch::Tensor& x, double scale_low, double scale_high, int64_t cutoff) {
@@ -77,7 +45,7 @@ double torch_time(const std::vector<index_t>& dims) {
     torch::set_num_threads(1);
     std::vector<int64_t> shape(dims.begin(), dims.end());
     auto c = torch::randn(shape), u = torch::randn(shape);
-    t = best_time([&] {
+    t = bench::best_time([&] {
         auto g = c - u;
         auto r = torch_fresca_filter(g, 1.0, 1.25, 20) + u;
         benchmark::DoNotOptimize(r.data_ptr());
@@ -97,28 +65,21 @@ void run_ours(benchmark::State& st, const std::vector<index_t>& dims, fresca_pat
     double total = 0;
     for (auto _ : st) {
         std::memcpy(c.data(), c0.data(), sizeof(float) * static_cast<std::size_t>(c.size()));
-        const double t0 = thread_seconds();
+        const double t0 = bench::thread_seconds();
         p.pre_cfg<float, R>(state, in, c.template as<R>(), u.template as<R>());
         benchmark::DoNotOptimize(c.data());
         benchmark::ClobberMemory();
-        const double dt = thread_seconds() - t0;
+        const double dt = bench::thread_seconds() - t0;
         total += dt;
         st.SetIterationTime(dt);
     }
     const double ours = total / static_cast<double>(st.iterations());
     const index_t n = c.size();
-    const double bytes = 3.0 * static_cast<double>(n) * sizeof(float);
-    const double stream = stream_time(n, 2);
-    st.SetBytesProcessed(static_cast<int64_t>(bytes) * static_cast<int64_t>(st.iterations()));
-    st.counters["bytes"] = bytes;
-    st.counters["stream_ms"] = stream * 1e3;
-    st.counters["x_stream"] = ours / stream;
-    st.counters["ours_ms"] = ours * 1e3;
+    double tt = 0;
 #ifdef PATCHBAY_HAVE_TORCH
-    const double tt = torch_time(dims);
-    st.counters["torch_ms"] = tt * 1e3;
-    st.counters["x_vs_torch"] = tt / ours;
+    tt = torch_time(dims);
 #endif
+    bench::report(st, ours, bench::stream_time<2>(n), tt, 3, n);
 }
 
 const int registered = [] {
