@@ -6,8 +6,6 @@
 // half for the channel mean; hsp read and written once), bound_us (streaming passes moving
 // those bytes), x_bound (ours / bound). Times are thread CPU time (the machine is shared).
 #include <cstring>
-#include <ctime>
-#include <functional>
 #include <map>
 #include <string>
 

@@ -4,9 +4,6 @@
 // torch_us, x_vs_torch (torch / ours), bytes (minimum traffic: read cond, uncond, write
 // denoised), bound_us (one streaming pass over those bytes), x_bound (ours / bound).
 #include <algorithm>
-#include <array>
-#include <ctime>
-#include <functional>
 #include <map>
 #include <string>
 #include <vector>

@@ -5,9 +5,6 @@
 // (flow: cond, uncond), write denoised), bound_us (one streaming pass over those bytes),
 // x_bound (ours / bound).
 #include <algorithm>
-#include <array>
-#include <ctime>
-#include <functional>
 #include <map>
 #include <string>
 #include <vector>

@@ -2,9 +2,7 @@
 // nodes_mahiro.py, single-threaded. Counters: ours_us, torch_us, x_vs_torch (torch / ours),
 // bytes (minimum traffic: read cond, uncond, cfg; write the result), bound_us (one
 // streaming pass over those bytes), x_bound (ours / bound).
-#include <ctime>
 #include <cstring>
-#include <functional>
 #include <map>
 #include <string>
 

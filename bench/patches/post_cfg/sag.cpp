@@ -7,9 +7,6 @@
 // (time inside the model's predict), overhead_pct (the rest, as % of the step).
 #include <algorithm>
 #include <cmath>
-#include <ctime>
-#include <functional>
-#include <map>
 #include <string>
 #include <vector>
 

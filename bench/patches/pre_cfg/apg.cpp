@@ -3,9 +3,7 @@
 // (torch / ours), bytes (minimum traffic: read cond, uncond; write cond), bound_us (one
 // streaming pass over those bytes) and x_bound (ours / bound, the distance from the bandwidth
 // bound).
-#include <ctime>
 #include <cstring>
-#include <functional>
 #include <map>
 #include <string>
 

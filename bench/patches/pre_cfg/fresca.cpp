@@ -6,8 +6,6 @@
 // cond), bound_us (one streaming pass over those bytes), x_bound (ours / bound). Thread CPU
 // time.
 #include <cstring>
-#include <ctime>
-#include <functional>
 #include <map>
 #include <string>
 

@@ -2,9 +2,7 @@
 // nodes_tcfg.py (torch.linalg.svd of the 2 x N score matrix), single-threaded. Counters:
 // ours_us, torch_us, x_vs_torch (torch / ours), bytes (minimum traffic: read x, cond, uncond;
 // write uncond), bound_us (one streaming pass over those bytes), x_bound (ours / bound).
-#include <ctime>
 #include <cstring>
-#include <functional>
 #include <map>
 #include <string>
 
