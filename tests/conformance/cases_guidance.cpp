@@ -68,6 +68,9 @@ void apg_sequence(const golden_case& gc, results& out, const apg& patch) {
     const index_t steps = cond.extent(0);
     require(sigmas.size() == steps && x.extent(0) == steps && uncond.extent(0) == steps,
             "conformance", "sequence inputs must share the step axis");
+    // every step's views are built with cond's shape below, so the shapes must match exactly
+    if (x.shape() != cond.shape() || uncond.shape() != cond.shape())
+        fail("APG", "tensors 'x' and 'uncond_denoised' must have the shape of 'cond_denoised'");
     std::vector<index_t> step_shape(cond.shape().begin() + 1, cond.shape().end());
     std::array<index_t, R> ext{};
     std::copy(step_shape.begin(), step_shape.end(), ext.begin());

@@ -8,6 +8,8 @@
 #include <exception>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <limits>
 #include <set>
 #include <sstream>
 #include <string>
@@ -78,13 +80,61 @@ verdict compare(const std::string& name, const npy::array& want, const npy::arra
     return v;
 }
 
+/// Python's json module writes NaN, Infinity and -Infinity as bare tokens, which JSON (and
+/// nlohmann) reject. Parse them as the floating-point values they stand for, so a case with a
+/// non-finite parameter reaches the library (which must reject it) instead of the parser.
+nlohmann::json parse_case_json(const std::string& text) {
+    static const char* const tokens[] = {"-Infinity", "Infinity", "NaN"};
+    static const char* const marks[] = {"\"__pb_ninf__\"", "\"__pb_inf__\"", "\"__pb_nan__\""};
+    std::string out;
+    bool in_string = false;
+    for (std::size_t i = 0; i < text.size(); ++i) {
+        const char c = text[i];
+        if (in_string) {
+            out += c;
+            if (c == '\\' && i + 1 < text.size()) out += text[++i];
+            else if (c == '"') in_string = false;
+            continue;
+        }
+        if (c == '"') {
+            in_string = true;
+            out += c;
+            continue;
+        }
+        bool replaced = false;
+        for (int k = 0; k < 3 && !replaced; ++k) {
+            const std::string tok = tokens[k];
+            if (text.compare(i, tok.size(), tok) == 0) {
+                out += marks[k];
+                i += tok.size() - 1;
+                replaced = true;
+            }
+        }
+        if (!replaced) out += c;
+    }
+    nlohmann::json j = nlohmann::json::parse(out);
+    const auto fix = [](auto& self, nlohmann::json& v) -> void {
+        if (v.is_string()) {
+            const auto& str = v.get_ref<const std::string&>();
+            if (str == "__pb_nan__") v = std::numeric_limits<double>::quiet_NaN();
+            else if (str == "__pb_inf__") v = std::numeric_limits<double>::infinity();
+            else if (str == "__pb_ninf__") v = -std::numeric_limits<double>::infinity();
+        } else if (v.is_structured()) {
+            for (auto& child : v) self(self, child);
+        }
+    };
+    fix(fix, j);
+    return j;
+}
+
 verdict run_case(const fs::path& dir, std::string& patch, std::string& name) {
     verdict v;
     golden_case gc;
     gc.dir = dir.string();
     {
         std::ifstream f(dir / "case.json");
-        gc.spec = nlohmann::json::parse(f);
+        const std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+        gc.spec = parse_case_json(text);
     }
     patch = gc.spec.value("patch", "?");
     name = dir.filename().string();

@@ -7,6 +7,10 @@
 #include <cstddef>
 #include <cstdint>
 
+#include <array>
+#include <string>
+#include <string_view>
+
 #include "patchbay/core/view.hpp"
 
 namespace patchbay {
@@ -45,6 +49,29 @@ struct guidance_inputs {
     bool uncond_is_none = false; ///< the uncond pass was skipped (cond_scale 1): uncond is 0
     prediction_type prediction = prediction_type::eps; ///< the model sampling's type
 };
+
+/// The checks every cfg-stage hook makes on what the step hands it, whether or not the patch
+/// reads each value (a NaN sigma or a mis-shaped x is bad input either way): cond is not
+/// empty; x, when given,
+/// has cond's shape; sigma, when given, holds one finite, non-negative value per batch item;
+/// cond_scale is finite.
+template <class T, std::size_t R, class C>
+void require_guidance_inputs(const guidance_inputs<T, R>& in, const view<C, R>& cond,
+                             std::string_view where) {
+    require_nonempty(cond, where, "cond");
+    if (in.x.data_handle() != nullptr || in.x.extents() != std::array<index_t, R>{})
+        require_same_shape(cond, in.x, where, "cond", "x");
+    if (in.sigma.data_handle() != nullptr || in.sigma.extent(0) != 0) {
+        require_batch_vector(in.sigma, cond, where, "sigma");
+        for (index_t b = 0; b < in.sigma.extent(0); ++b) {
+            const double s = static_cast<double>(in.sigma(b));
+            if (!(s >= 0.0) || !(s - s == 0.0))
+                fail(where, "argument 'sigma' must be finite and non-negative, got " +
+                                detail::fmt_num(s) + " for batch item " + std::to_string(b));
+        }
+    }
+    require_finite(in.cond_scale, where, "cond_scale");
+}
 
 /// UNet stage of a hook site.
 enum class unet_stage : std::uint8_t { input, middle, output };

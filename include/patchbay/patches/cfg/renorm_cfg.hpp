@@ -48,6 +48,7 @@ struct renorm_cfg {
                       std::type_identity_t<view<const T, R>> uncond, view<T, R> out) const {
         static_assert(R == 4 || R == 5, "renorm_cfg works on 4-D (N,C,H,W) or 5-D (N,C,T,H,W) latents");
         validate();
+        require_guidance_inputs(in, cond, "RenormCFG");
         check(in, cond, uncond, out);
         const index_t channels = cond.extent(1);
         // ComfyUI slices [:in_channels], which is every channel when in_channels >= C.

@@ -48,6 +48,7 @@ struct rescale_cfg {
                       std::type_identity_t<view<const T, R>> uncond, view<T, R> out) const {
         static_assert(R == 4 || R == 5, "rescale_cfg works on 4-D (N,C,H,W) or 5-D (N,C,T,H,W) latents");
         validate();
+        require_guidance_inputs(in, cond, "RescaleCFG");
         check(in, cond, uncond, out);
         const bool flow = is_flow(in.prediction);
         for (index_t b = 0; b < cond.extent(0); ++b) {

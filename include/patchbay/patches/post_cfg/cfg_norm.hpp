@@ -49,6 +49,7 @@ struct cfg_norm {
                   std::type_identity_t<view<const T, R>> cond,
                   std::type_identity_t<view<const T, R>> uncond, view<T, R> denoised) const {
         validate();
+        require_guidance_inputs(in, cond, "CFGNorm");
         PATCHBAY_REQUIRE(!pre_cfg, "cfg_norm", "post_cfg called with pre_cfg = true; that setting occupies the cfg-function slot (see slot())");
         check(in, cond, uncond, denoised, false);
         const T str = static_cast<T>(strength);
@@ -79,6 +80,7 @@ struct cfg_norm {
                       std::type_identity_t<view<const T, R>> cond,
                       std::type_identity_t<view<const T, R>> uncond, view<T, R> out) const {
         validate();
+        require_guidance_inputs(in, cond, "CFGNorm");
         PATCHBAY_REQUIRE(pre_cfg, "cfg_norm", "cfg_function called with pre_cfg = false; that setting occupies the post-cfg slot (see slot())");
         check(in, cond, uncond, out, true);
         const T s = static_cast<T>(in.cond_scale);

@@ -201,6 +201,7 @@ struct mahiro {
                   view<const T, R> uncond, view<T, R> denoised) const {
         static_assert(R == 4 || R == 5, "Mahiro works on 4-D (N,C,H,W) or 5-D (N,C,T,H,W) latents");
         validate();
+        require_guidance_inputs(in, cond, "Mahiro");
         constexpr const char* where = "Mahiro";
         require_nonempty(cond, where, "cond");
         require_same_shape(cond, uncond, where, "cond", "uncond");

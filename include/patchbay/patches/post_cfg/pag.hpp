@@ -111,6 +111,7 @@ struct perturbed_attention_guidance {
                        PerturbedModel&& perturbed_model) const {
         constexpr const char* where = "PerturbedAttentionGuidance";
         validate();
+        require_guidance_inputs(in, cond, "PerturbedAttentionGuidance");
         require_nonempty(denoised, where, "denoised");
         require_same_shape(denoised, in.x, where, "denoised", "x");
         require_same_shape(denoised, cond, where, "denoised", "cond");

@@ -299,6 +299,7 @@ struct self_attention_guidance {
                        UncondModel&& uncond_model) const {
         constexpr const char* where = "SelfAttentionGuidance";
         validate();
+        require_guidance_inputs(in, uncond, "SelfAttentionGuidance");
         if constexpr (R != 4) {
             (void)st, (void)in, (void)uncond, (void)denoised, (void)uncond_model;
             fail(where, "SAG works on 4-D latents (N, C, H, W); got a 5-D latent (ComfyUI fails too)");

@@ -102,6 +102,7 @@ struct apg {
                  view<T, R> uncond) const {
         static_assert(R == 4 || R == 5, "APG works on 4-D (N,C,H,W) or 5-D (N,C,T,H,W) latents");
         validate();
+        require_guidance_inputs(in, cond, "APG");
         constexpr const char* where = "APG";
         require_nonempty(cond, where, "cond");
         require_same_shape(cond, uncond, where, "cond", "uncond");

@@ -185,6 +185,7 @@ struct fresca {
     void pre_cfg(no_state&, const guidance_inputs<T, R>& in, view<T, R> cond, view<T, R> uncond) const {
         static_assert(R == 4 || R == 5, "FreSca works on 4-D (N,C,H,W) or 5-D (N,C,T,H,W) latents");
         validate();
+        require_guidance_inputs(in, cond, "FreSca");
         require_nonempty(cond, name, "cond");
         require_same_shape(cond, uncond, name, "cond", "uncond");
         if (in.x.data_handle() != nullptr) require_same_shape(cond, in.x, name, "cond", "x");

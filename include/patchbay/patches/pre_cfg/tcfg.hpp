@@ -33,6 +33,7 @@ struct tcfg {
                  view<T, R> uncond) const {
         static_assert(R == 4 || R == 5, "TCFG works on 4-D (N,C,H,W) or 5-D (N,C,T,H,W) latents");
         validate();
+        require_guidance_inputs(in, cond, "TCFG");
         constexpr const char* where = "TCFG";
         require_nonempty(cond, where, "cond");
         require_same_shape(cond, uncond, where, "cond", "uncond");
