@@ -22,12 +22,12 @@ std::array<index_t, R> eigen_strides(const Dims& dims, bool row_major) {
     if (row_major) {
         for (std::size_t r = R; r-- > 0;) {
             s[r] = acc;
-            acc *= static_cast<index_t>(dims[static_cast<Eigen::Index>(r)]);
+            acc *= static_cast<index_t>(dims[r]);
         }
     } else {
         for (std::size_t r = 0; r < R; ++r) {
             s[r] = acc;
-            acc *= static_cast<index_t>(dims[static_cast<Eigen::Index>(r)]);
+            acc *= static_cast<index_t>(dims[r]);
         }
     }
     return s;
