@@ -3,6 +3,12 @@
 add_library(patchbay_project_flags INTERFACE)
 target_compile_options(patchbay_project_flags INTERFACE
   -Wall -Wextra -Wpedantic -Wshadow -Wconversion -Werror)
+# No implicit multiply-add fusion in our own code: clang and g++ contract different expressions,
+# so tests comparing a kernel with the same formula written in the test would differ by an ulp
+# between compilers. (Kernels that want an FMA write it explicitly.)
+if(CMAKE_CXX_COMPILER_ID MATCHES "Clang")
+  target_compile_options(patchbay_project_flags INTERFACE -ffp-contract=off)
+endif()
 if(PATCHBAY_NATIVE)
   target_compile_options(patchbay_project_flags INTERFACE -march=native)
 endif()

@@ -5,8 +5,5 @@ cd "$(dirname "$0")/.."
 scripts/deps.sh
 cmake -S . -B build/demo -G Ninja -DCMAKE_BUILD_TYPE=Release -DPATCHBAY_BUILD_TESTS=OFF \
       -DPATCHBAY_BUILD_BENCHMARKS=OFF >/dev/null
-cmake --build build/demo -j"$(nproc)"
-if [ -x build/demo/examples/example_demo ]; then
-  exec build/demo/examples/example_demo "$@"
-fi
-exec build/demo/examples/example_quickstart "$@"
+cmake --build build/demo -j"$(nproc)" --target example_demo
+exec build/demo/examples/example_demo "$@"

@@ -33,7 +33,7 @@ TEST_CASE("from_ggml reverses ne/nb into (N, C, H, W) and converts byte strides"
     const std::size_t nb_t[4] = {4 * 5, 4, 4 * 20, 4 * 60};
     const auto gt = from_ggml<4>(t.data(), ne_t, nb_t);
     CHECK_FALSE(gt.is_contiguous());
-    CHECK(gt(1, 2, 3, 4) == r(1, 2, 4, 3));
+    CHECK(gt(1, 2, 4, 3) == r(1, 2, 3, 4)); // h and w swap roles through nb
     double a[2] = {}, b[2] = {};
     kernels::sample_sum_sq(gt, a);
     kernels::sample_sum_sq(r, b);
