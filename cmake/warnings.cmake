@@ -2,7 +2,10 @@
 # the INTERFACE library choose their own.
 add_library(patchbay_project_flags INTERFACE)
 target_compile_options(patchbay_project_flags INTERFACE
-  -Wall -Wextra -Wpedantic -Wshadow -Wconversion -Werror)
+  -Wall -Wextra -Wpedantic -Wshadow -Wconversion)
+if(PATCHBAY_WERROR)
+  target_compile_options(patchbay_project_flags INTERFACE -Werror)
+endif()
 # No implicit multiply-add fusion in our own code: clang and g++ contract different expressions,
 # so tests comparing a kernel with the same formula written in the test would differ by an ulp
 # between compilers. (Kernels that want an FMA write it explicitly.)
