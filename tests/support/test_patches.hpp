@@ -71,7 +71,7 @@ struct log_pre {
     event_log* log;
     std::string tag;
     float cond_scale_by = 1.f;
-    static constexpr hook_kind hook = hook_kind::pre_cfg;
+    static constexpr auto descriptor() { return describe<log_pre>("log_pre", "log_pre", hook_kind::pre_cfg); }
     void validate() const {}
     template <class T, std::size_t R>
     void pre_cfg(no_state&, const guidance_inputs<T, R>&, view<T, R> cond, view<T, R>) const {
@@ -83,7 +83,7 @@ struct log_pre {
 
 struct log_cfg {
     event_log* log;
-    static constexpr hook_kind hook = hook_kind::cfg_function;
+    static constexpr auto descriptor() { return describe<log_cfg>("log_cfg", "log_cfg", hook_kind::cfg_function); }
     void validate() const {}
     template <class T, std::size_t R>
     void cfg_function(no_state&, const guidance_inputs<T, R>&, view<const T, R> cond, view<const T, R>,
@@ -97,7 +97,7 @@ struct log_post {
     event_log* log;
     std::string tag;
     float add = 0.f;
-    static constexpr hook_kind hook = hook_kind::post_cfg;
+    static constexpr auto descriptor() { return describe<log_post>("log_post", "log_post", hook_kind::post_cfg); }
     void validate() const {}
     template <class T, std::size_t R>
     void post_cfg(no_state&, const guidance_inputs<T, R>& in, view<const T, R>, view<const T, R>,
@@ -110,7 +110,7 @@ struct log_post {
 
 struct log_mask {
     event_log* log;
-    static constexpr hook_kind hook = hook_kind::mask_function;
+    static constexpr auto descriptor() { return describe<log_mask>("log_mask", "log_mask", hook_kind::mask_function); }
     void validate() const {}
     template <class T, std::size_t R>
     void mask(no_state&, const mask_inputs& mi, view<const T, R> m, view<T, R> out) const {
@@ -125,7 +125,7 @@ struct log_mask {
 struct movable {
     event_log* log;
     bool pre = false;
-    static constexpr hook_kind hook = hook_kind::post_cfg;
+    static constexpr auto descriptor() { return describe<movable>("movable", "movable", hook_kind::post_cfg); }
     hook_kind slot() const { return pre ? hook_kind::pre_cfg : hook_kind::post_cfg; }
     void validate() const {}
     template <class T, std::size_t R>
@@ -140,7 +140,7 @@ struct movable {
 
 /// Stateful pre-cfg patch: cond += 0.1 * (number of earlier calls in this run).
 struct counter_patch {
-    static constexpr hook_kind hook = hook_kind::pre_cfg;
+    static constexpr auto descriptor() { return describe<counter_patch>("counter_patch", "counter_patch", hook_kind::pre_cfg); }
     struct state_type {
         int calls = 0;
     };
@@ -155,8 +155,10 @@ struct counter_patch {
 
 struct bad_param_patch {
     double strength = 2.0;
-    static constexpr hook_kind hook = hook_kind::post_cfg;
-    void validate() const { require_range(strength, 0.0, 1.0, "bad_param_patch", "strength"); }
+    static constexpr auto descriptor() {
+        return describe<bad_param_patch>("bad_param_patch", "bad_param_patch", hook_kind::post_cfg,
+                                         floating("strength", &bad_param_patch::strength, 1.0, 0.0, 1.0));
+    }
     template <class T, std::size_t R>
     void post_cfg(no_state&, const guidance_inputs<T, R>&, view<const T, R>, view<const T, R>, view<T, R>) const {}
 };
@@ -164,7 +166,7 @@ struct bad_param_patch {
 /// Keeps the uncond pass at cond_scale 1 (as SAG) and records what it saw.
 struct keeps_uncond {
     event_log* log;
-    static constexpr hook_kind hook = hook_kind::post_cfg;
+    static constexpr auto descriptor() { return describe<keeps_uncond>("keeps_uncond", "keeps_uncond", hook_kind::post_cfg); }
     static constexpr bool disable_cfg1_optimization = true;
     void validate() const {}
     template <class T, std::size_t R>
@@ -177,7 +179,7 @@ struct keeps_uncond {
 /// scale * (cond - that) to the result. Records the uncond pass's attention (SAG-like).
 struct reeval_patch {
     float scale = 1.f;
-    static constexpr hook_kind hook = hook_kind::post_cfg;
+    static constexpr auto descriptor() { return describe<reeval_patch>("reeval_patch", "reeval_patch", hook_kind::post_cfg); }
     static constexpr bool needs_attention_hooks = true;
     struct state_type {
         tensor<float> extra;
@@ -214,7 +216,7 @@ struct reeval_patch {
 };
 
 struct block_doubler {
-    static constexpr hook_kind hook = hook_kind::output_block;
+    static constexpr auto descriptor() { return describe<block_doubler>("block_doubler", "block_doubler", hook_kind::output_block); }
     void validate() const {}
     template <class T>
     void output_block(no_state&, const block_site&, view<T, 4> h, view<T, 4>) const {

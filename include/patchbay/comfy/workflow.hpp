@@ -24,8 +24,10 @@
 #include <fstream>
 #include <initializer_list>
 #include <limits>
+#include <memory>
 #include <optional>
 #include <set>
+#include <span>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -36,6 +38,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "patchbay/core/descriptor.hpp"
+#include "patchbay/core/dispatch.hpp"
 #include "patchbay/core/error.hpp"
 #include "patchbay/core/hooks.hpp"
 #include "patchbay/core/patch_chain.hpp"
@@ -55,10 +59,19 @@
 
 namespace patchbay::comfy {
 
-/// One patch node's configuration: a patchbay patch struct with the node's inputs.
-using patch_config =
-    std::variant<differential_diffusion, free_u, free_u_v2, fresca, apg, tcfg, rescale_cfg,
-                 renorm_cfg, cfg_norm, mahiro, self_attention_guidance, perturbed_attention_guidance>;
+/// One patch node's configuration: a patchbay patch of any type (built-in or registered by
+/// the engine) with the node's inputs.
+using patch_config = any_patch;
+
+class node_reader;
+/// Parses one workflow node into a patch (patch_parser<P> for a described P).
+using node_parse_fn = any_patch (*)(node_reader&);
+
+/// A node class patchbay turns into a patch: its ComfyUI class_type and the parser.
+struct node_class {
+    std::string class_type;
+    node_parse_fn parse = nullptr;
+};
 
 /// A node of the workflow, as the description names it.
 struct node_info {
@@ -129,12 +142,26 @@ struct import_options {
     index_t model_channels = 320;
     /// RenormCFG: the model's in_channels (0 = every channel).
     index_t in_channels = 0;
+    /// Further model facts by name (a descriptor's model_fact inputs), for engine patches.
+    std::vector<std::pair<std::string, double>> model_facts;
+    /// Node classes of the engine's own: a class_type mapped to a patch type with a
+    /// descriptor (add_node<P>()). They take precedence over the built-in classes.
+    std::vector<node_class> custom_nodes;
+
+    /// Map `class_type` (default: P's descriptor class_type) to the engine's patch type P.
+    template <described P>
+    import_options& add_node(std::string class_type = std::string(P::descriptor().class_type));
+
+    /// The value of a model fact: model_channels, in_channels, model_facts, else `fallback`.
+    double model_fact(std::string_view name, double fallback) const {
+        if (name == "model_channels") return static_cast<double>(model_channels);
+        if (name == "in_channels") return static_cast<double>(in_channels);
+        for (const auto& [k, v] : model_facts)
+            if (k == name) return v;
+        return fallback;
+    }
 };
 
-/// The node classes patchbay turns into patches (besides the ModelSampling* nodes).
-inline constexpr std::string_view patch_classes[] = {
-    "DifferentialDiffusion", "FreeU", "FreeU_V2", "FreSca", "APG", "TCFG", "RescaleCFG",
-    "RenormCFG", "CFGNorm", "Mahiro", "SelfAttentionGuidance", "PerturbedAttentionGuidance"};
 /// The model-sampling node classes patchbay reads.
 inline constexpr std::string_view sampling_classes[] = {
     "ModelSamplingDiscrete", "ModelSamplingSD3", "ModelSamplingAuraFlow"};
@@ -144,6 +171,37 @@ inline constexpr std::string_view builtin_pass_through_classes[] = {"LoraLoader"
 /// The sampler nodes a workflow may end in.
 inline constexpr std::string_view sampler_classes[] = {"KSampler", "KSamplerAdvanced",
                                                        "SamplerCustom", "SamplerCustomAdvanced"};
+
+/// The built-in node classes (the patches above), for listing and for engines that extend them.
+std::span<const node_class> builtin_node_classes();
+
+/// What a node parser reads: one node's inputs, checked against a descriptor's kinds and
+/// ranges, with errors naming the node. The importer implements it.
+class node_reader {
+public:
+    virtual ~node_reader() = default;
+    virtual const std::string& class_type() const = 0;
+    /// "workflow node '12' (APG)", for messages.
+    virtual std::string where() const = 0;
+    /// Every input the node has must be "model" or in `declared` (unless the options allow it).
+    virtual void only_inputs(std::span<const std::string_view> declared) const = 0;
+    virtual bool has(std::string_view name) const = 0;
+    virtual double number(std::string_view name, double lo, double hi, std::optional<double> fallback) const = 0;
+    virtual std::int64_t integer(std::string_view name, double lo, double hi, std::optional<double> fallback) const = 0;
+    virtual bool boolean(std::string_view name, std::optional<bool> fallback) const = 0;
+    virtual std::string choice(std::string_view name, std::span<const std::string_view> options,
+                               std::optional<std::string_view> fallback) const = 0;
+    virtual std::string text(std::string_view name, std::optional<std::string_view> fallback) const = 0;
+    /// The node a LINK input points to (through Reroutes); empty when an optional link is absent.
+    virtual node_link linked(std::string_view name, bool optional) const = 0;
+    /// A reader for the node a LINK input points to (a LATENT_OPERATION node, ...).
+    virtual std::unique_ptr<node_reader> follow(std::string_view name) const = 0;
+    virtual double model_fact(std::string_view name, double fallback) const = 0;
+};
+
+/// Parse a node into P through its descriptor (the importer's only per-patch code).
+template <described P>
+P parse_node(node_reader& r);
 
 /// Read a parsed API-format workflow (also accepted: the posted form {"prompt": {...}}).
 workflow parse_workflow(const nlohmann::json& prompt, const import_options& options = {});
@@ -391,22 +449,32 @@ private:
 
     std::string choice(const node_ref& n, std::string_view name,
                        std::initializer_list<std::string_view> options) const {
+        return choice(n, name, std::span<const std::string_view>(options.begin(), options.size()));
+    }
+    std::string choice(const node_ref& n, std::string_view name, std::span<const std::string_view> options) const {
         const json* v = need(n, name, false);
         std::string list;
         for (auto o : options) list += (list.empty() ? "" : ", ") + std::string(o);
         if (!v->is_string())
             fail(n.where(), "input " + quote(name) + " must be one of " + list + ", got " + show(*v));
         const std::string s = v->get<std::string>();
-        if (!in_list(s, options))
+        bool found = false;
+        for (auto o : options) found = found || o == s;
+        if (!found)
             fail(n.where(), "input " + quote(name) + " must be one of " + list + ", got '" + s + "'");
         return s;
     }
 
     /// Every input of a patch node must be one the node declares (unless allowed).
     void only_inputs(const node_ref& n, std::initializer_list<std::string_view> declared) const {
+        only_inputs(n, std::span<const std::string_view>(declared.begin(), declared.size()));
+    }
+    void only_inputs(const node_ref& n, std::span<const std::string_view> declared) const {
         if (opts_.allow_unknown_inputs) return;
         for (const auto& [key, value] : n.inputs().items()) {
-            if (key == "model" || in_list(key, declared)) continue;
+            bool known = key == "model";
+            for (auto d : declared) known = known || d == key;
+            if (known) continue;
             std::string list = "model";
             for (auto d : declared) list += ", " + std::string(d);
             fail(n.where(), "unknown input " + quote(key) + " (the node declares " + list +
@@ -416,82 +484,72 @@ private:
 
     // ---- patch nodes -----------------------------------------------------------------------
 
-    /// Re-run the patch's own validation so its message carries the node id.
-    template <class P>
-    static P validated(const node_ref& n, P p) {
-#if defined(__cpp_exceptions) || defined(__EXCEPTIONS)
-        try {
-            p.validate();
-        } catch (const error& e) {
-            fail(n.where(), e.what());
-        }
-#else
-        p.validate();
-#endif
-        return p;
+    /// The parser for a node class: the engine's own first, then the built-in ones.
+    node_parse_fn parser_of(std::string_view class_type) const {
+        for (const auto& c : opts_.custom_nodes)
+            if (c.class_type == class_type) return c.parse;
+        for (const auto& c : builtin_node_classes())
+            if (c.class_type == class_type) return c.parse;
+        return nullptr;
     }
 
-    patch_config patch_of(const node_ref& n) const {
-        const std::string& c = n.class_type;
-        if (c == "DifferentialDiffusion") {
-            only_inputs(n, {"strength"});
-            return validated(n, differential_diffusion{.strength = number(n, "strength", 0, 1, 1.0)});
+    class reader final : public node_reader {
+    public:
+        reader(const importer& imp, node_ref n) : imp_(imp), n_(std::move(n)) {}
+        const std::string& class_type() const override { return n_.class_type; }
+        std::string where() const override { return n_.where(); }
+        void only_inputs(std::span<const std::string_view> declared) const override {
+            imp_.only_inputs(n_, declared);
         }
-        if (c == "FreeU" || c == "FreeU_V2") {
-            only_inputs(n, {"b1", "b2", "s1", "s2"});
-            const double b1 = number(n, "b1", 0, 10), b2 = number(n, "b2", 0, 10);
-            const double s1 = number(n, "s1", 0, 10), s2 = number(n, "s2", 0, 10);
-            if (c == "FreeU")
-                return validated(n, free_u{.b1 = b1, .b2 = b2, .s1 = s1, .s2 = s2,
-                                           .model_channels = opts_.model_channels});
-            return validated(n, free_u_v2{.b1 = b1, .b2 = b2, .s1 = s1, .s2 = s2,
-                                          .model_channels = opts_.model_channels});
+        bool has(std::string_view name) const override { return n_.input(name) != nullptr; }
+        double number(std::string_view name, double lo, double hi, std::optional<double> fallback) const override {
+            return imp_.number(n_, name, lo, hi, fallback);
         }
-        if (c == "FreSca") {
-            only_inputs(n, {"scale_low", "scale_high", "freq_cutoff"});
-            fresca p;
-            p.scale_low = number(n, "scale_low", 0, 10);
-            p.scale_high = number(n, "scale_high", 0, 10);
-            p.freq_cutoff = static_cast<int>(integer(n, "freq_cutoff", 1, 10000));
-            return validated(n, p);
+        std::int64_t integer(std::string_view name, double lo, double hi, std::optional<double> fallback) const override {
+            if (fallback && imp_.constant(n_, name, true) == nullptr) return static_cast<std::int64_t>(*fallback);
+            return imp_.integer(n_, name, static_cast<std::int64_t>(lo), static_cast<std::int64_t>(std::min(hi, 9.2e18)));
         }
-        if (c == "APG") {
-            only_inputs(n, {"eta", "norm_threshold", "momentum"});
-            return validated(n, apg{.eta = number(n, "eta", -10, 10),
-                                    .norm_threshold = number(n, "norm_threshold", 0, 50),
-                                    .momentum = number(n, "momentum", -5, 1)});
+        bool boolean(std::string_view name, std::optional<bool> fallback) const override {
+            return imp_.boolean(n_, name, fallback);
         }
-        if (c == "TCFG") {
-            only_inputs(n, {});
-            return tcfg{};
+        std::string choice(std::string_view name, std::span<const std::string_view> options,
+                           std::optional<std::string_view> fallback) const override {
+            if (fallback && imp_.constant(n_, name, true) == nullptr) return std::string(*fallback);
+            return imp_.choice(n_, name, options);
         }
-        if (c == "RescaleCFG") {
-            only_inputs(n, {"multiplier"});
-            return validated(n, rescale_cfg{.multiplier = number(n, "multiplier", 0, 1)});
+        std::string text(std::string_view name, std::optional<std::string_view> fallback) const override {
+            const json* v = imp_.need(n_, name, fallback.has_value());
+            if (v == nullptr) return std::string(*fallback);
+            if (!v->is_string()) fail(n_.where(), "input " + quote(name) + " must be a string, got " + show(*v));
+            return v->get<std::string>();
         }
-        if (c == "RenormCFG") {
-            only_inputs(n, {"cfg_trunc", "renorm_cfg"});
-            return validated(n, renorm_cfg{.cfg_trunc = number(n, "cfg_trunc", 0, 100),
-                                           .renorm_cfg = number(n, "renorm_cfg", 0, 100),
-                                           .in_channels = opts_.in_channels});
+        node_link linked(std::string_view name, bool optional) const override {
+            const json* v = n_.input(name);
+            if (v == nullptr) {
+                if (optional) return {};
+                fail(n_.where(), "required input " + quote(name) + " is missing");
+            }
+            if (!is_link(*v))
+                fail(n_.where(), "input " + quote(name) + " must be a link [\"<node id>\", <output index>], got " + show(*v));
+            const node_ref src = imp_.through_reroutes(n_, name, imp_.parse_link(n_, name, *v)).first;
+            return {*src.id, src.class_type};
         }
-        if (c == "CFGNorm") {
-            only_inputs(n, {"strength", "pre_cfg"});
-            return validated(n, cfg_norm{.strength = number(n, "strength", 0, 100),
-                                         .pre_cfg = boolean(n, "pre_cfg", false)});
+        std::unique_ptr<node_reader> follow(std::string_view name) const override {
+            const node_link l = linked(name, false);
+            return std::make_unique<reader>(imp_, imp_.ref(l.node_id));
         }
-        if (c == "Mahiro") {
-            only_inputs(n, {});
-            return mahiro{};
+        double model_fact(std::string_view name, double fallback) const override {
+            return imp_.opts_.model_fact(name, fallback);
         }
-        if (c == "SelfAttentionGuidance") {
-            only_inputs(n, {"scale", "blur_sigma"});
-            return validated(n, self_attention_guidance{.scale = number(n, "scale", -2, 5),
-                                                        .blur_sigma = number(n, "blur_sigma", 0, 10)});
-        }
-        // PerturbedAttentionGuidance
-        only_inputs(n, {"scale"});
-        return validated(n, perturbed_attention_guidance{.scale = number(n, "scale", 0, 100)});
+
+    private:
+        const importer& imp_;
+        node_ref n_;
+    };
+
+    any_patch patch_of(const node_ref& n, node_parse_fn parse) const {
+        reader r(*this, n);
+        return parse(r);
     }
 
     workflow_sampling sampling_of(const node_ref& n) const {
@@ -656,11 +714,7 @@ private:
     }
 
     static std::string slot_name(hook_kind k) {
-        switch (k) {
-        case hook_kind::cfg_function: return "cfg function";
-        case hook_kind::mask_function: return "denoise mask function";
-        default: return "hook";
-        }
+        return k == hook_kind::mask_function ? "denoise mask function" : std::string(to_string(k));
     }
 
     /// "model", or "model1", "model2", ... (merge nodes); not "model_name".
@@ -704,7 +758,8 @@ private:
                 owner = n;
                 continue;
             }
-            const bool is_patch = in_list(c, patch_classes);
+            const node_parse_fn parse = parser_of(c);
+            const bool is_patch = parse != nullptr;
             const bool is_sampling = in_list(c, sampling_classes);
             if (is_patch || is_sampling || is_pass_through(c)) {
                 if (is_patch || is_sampling) single_output();
@@ -713,7 +768,7 @@ private:
                                             std::to_string(l.output) + " of node " + quote(*n.id) +
                                             " (" + c + "), which is not its MODEL output (0)");
                 if (is_patch) {
-                    patches.push_back({*n.id, c, n.title, patch_of(n)});
+                    patches.push_back({*n.id, c, n.title, patch_of(n, parse)});
                 } else if (is_sampling) {
                     if (wf.sampling)
                         fail(n.where(), "a second model sampling on the model path: node " +
@@ -755,7 +810,8 @@ private:
         wf.skipped.assign(skipped.rbegin(), skipped.rend());
         // One cfg function and one mask function: a later node would silently replace an
         // earlier one in ComfyUI.
-        for (hook_kind single : {hook_kind::cfg_function, hook_kind::mask_function}) {
+        for (hook_kind single : {hook_kind::cfg_function, hook_kind::mask_function, hook_kind::pass_composition,
+                                 hook_kind::multi_prompt}) {
             const workflow_patch* first = nullptr;
             for (const auto& p : wf.patches) {
                 if (p.slot() != single) continue;
@@ -773,81 +829,135 @@ private:
     }
 };
 
-template <class... F>
-struct overloaded : F... {
-    using F::operator()...;
-};
-template <class... F>
-overloaded(F...) -> overloaded<F...>;
+} // namespace workflow_detail
+
+inline hook_kind workflow_patch::slot() const { return config.slot(); }
+
+inline std::string_view class_of(const patch_config& config) { return config.class_type(); }
+
+inline std::string to_string(const patch_config& config) { return config.to_string(); }
+
+namespace workflow_detail {
+
+template <class P>
+void read_input(node_reader& r, P& p, const auto& b) {
+    using M = typename std::remove_cvref_t<decltype(b)>::member_type;
+    const input_info& i = b.info;
+    M& v = p.*(b.member);
+    const auto fallback = [&]<class D>(D def) { return i.optional ? std::optional<D>(def) : std::nullopt; };
+    switch (i.kind) {
+    case input_kind::floating:
+        if constexpr (std::is_floating_point_v<M>) v = static_cast<M>(r.number(i.name, i.lo, i.hi, fallback(i.def)));
+        break;
+    case input_kind::integer:
+        if constexpr (std::is_integral_v<M>) v = static_cast<M>(r.integer(i.name, i.lo, i.hi, fallback(i.def)));
+        break;
+    case input_kind::boolean:
+        if constexpr (std::is_same_v<M, bool>) v = r.boolean(i.name, fallback(i.def != 0.0));
+        break;
+    case input_kind::combo:
+        if constexpr (std::is_enum_v<M> || std::is_same_v<M, std::string>) {
+            const std::string c = r.choice(i.name, i.options, fallback(i.def_text));
+            if constexpr (std::is_same_v<M, std::string>) v = c;
+            else
+                for (std::size_t k = 0; k < i.options.size(); ++k)
+                    if (i.options[k] == c) v = static_cast<M>(k);
+        }
+        break;
+    case input_kind::string:
+        if constexpr (std::is_same_v<M, std::string>) v = r.text(i.name, fallback(i.def_text));
+        break;
+    case input_kind::link:
+        if constexpr (std::is_same_v<M, node_link>) {
+            v = r.linked(i.name, i.optional);
+        } else if constexpr (described<M>) {
+            const node_link l = r.linked(i.name, false);
+            if (l.class_type != M::descriptor().class_type)
+                fail(r.where(), "input " + quote(i.name) + " must link to a " + std::string(M::descriptor().class_type) +
+                                    " node, got " + l.class_type);
+            auto sub = r.follow(i.name);
+            v = parse_node<M>(*sub);
+        } else if constexpr (detail::is_variant<M>::value) {
+            const node_link l = r.linked(i.name, false);
+            bool found = false;
+            std::string names;
+            [&]<class... A>(std::variant<A...>*) {
+                ([&] {
+                    if constexpr (described<A>) {
+                        names += (names.empty() ? "" : ", ") + std::string(A::descriptor().class_type);
+                        if (!found && l.class_type == A::descriptor().class_type) {
+                            auto sub = r.follow(i.name);
+                            v = parse_node<A>(*sub);
+                            found = true;
+                        }
+                    }
+                }(), ...);
+            }(static_cast<M*>(nullptr));
+            if (!found)
+                fail(r.where(), "input " + quote(i.name) + " (" + std::string(i.link_type) + ") links to a " +
+                                    l.class_type + " node; patchbay reads " + names);
+        }
+        break;
+    case input_kind::model_fact:
+        if constexpr (std::is_arithmetic_v<M>) v = static_cast<M>(r.model_fact(i.name, i.def));
+        break;
+    }
+}
+
+template <described P>
+any_patch parse_any(node_reader& r) {
+    return any_patch(parse_node<P>(r));
+}
 
 } // namespace workflow_detail
 
-inline hook_kind workflow_patch::slot() const {
-    return std::visit(
-        [](const auto& p) -> hook_kind {
-            if constexpr (requires { p.slot(); }) return static_cast<hook_kind>(p.slot());
-            else return std::decay_t<decltype(p)>::hook;
-        },
-        config);
+template <described P>
+P parse_node(node_reader& r) {
+    constexpr auto d = P::descriptor();
+    constexpr auto infos = d.infos();
+    std::array<std::string_view, infos.size()> names{};
+    std::size_t n = 0;
+    for (const auto& i : infos)
+        if (i.kind != input_kind::model_fact) names[n++] = i.name;
+    r.only_inputs(std::span<const std::string_view>(names.data(), n));
+    P p = with_defaults<P>();
+    d.for_each_input([&](const auto& b) { workflow_detail::read_input(r, p, b); });
+    // The patch's own checks, with the node named in the message.
+#if defined(__cpp_exceptions) || defined(__EXCEPTIONS)
+    try {
+        patchbay::validate(p);
+    } catch (const error& e) {
+        fail(r.where(), e.what());
+    }
+#else
+    patchbay::validate(p);
+#endif
+    return p;
 }
 
-inline std::string_view class_of(const patch_config& config) {
-    return std::visit(
-        workflow_detail::overloaded{
-            [](const differential_diffusion&) { return std::string_view("DifferentialDiffusion"); },
-            [](const free_u&) { return std::string_view("FreeU"); },
-            [](const free_u_v2&) { return std::string_view("FreeU_V2"); },
-            [](const fresca&) { return std::string_view("FreSca"); },
-            [](const apg&) { return std::string_view("APG"); },
-            [](const tcfg&) { return std::string_view("TCFG"); },
-            [](const rescale_cfg&) { return std::string_view("RescaleCFG"); },
-            [](const renorm_cfg&) { return std::string_view("RenormCFG"); },
-            [](const cfg_norm&) { return std::string_view("CFGNorm"); },
-            [](const mahiro&) { return std::string_view("Mahiro"); },
-            [](const self_attention_guidance&) { return std::string_view("SelfAttentionGuidance"); },
-            [](const perturbed_attention_guidance&) {
-                return std::string_view("PerturbedAttentionGuidance");
-            }},
-        config);
+template <described P>
+import_options& import_options::add_node(std::string class_type) {
+    custom_nodes.push_back({std::move(class_type), &workflow_detail::parse_any<P>});
+    return *this;
 }
 
-inline std::string to_string(const patch_config& config) {
-    using workflow_detail::num;
-    const std::string args = std::visit(
-        workflow_detail::overloaded{
-            [](const differential_diffusion& p) { return "strength=" + num(p.strength); },
-            [](const free_u& p) {
-                return "b1=" + num(p.b1) + ", b2=" + num(p.b2) + ", s1=" + num(p.s1) + ", s2=" + num(p.s2) +
-                       "; model_channels=" + std::to_string(p.model_channels);
-            },
-            [](const free_u_v2& p) {
-                return "b1=" + num(p.b1) + ", b2=" + num(p.b2) + ", s1=" + num(p.s1) + ", s2=" + num(p.s2) +
-                       "; model_channels=" + std::to_string(p.model_channels);
-            },
-            [](const fresca& p) {
-                return "scale_low=" + num(p.scale_low) + ", scale_high=" + num(p.scale_high) +
-                       ", freq_cutoff=" + std::to_string(p.freq_cutoff);
-            },
-            [](const apg& p) {
-                return "eta=" + num(p.eta) + ", norm_threshold=" + num(p.norm_threshold) +
-                       ", momentum=" + num(p.momentum);
-            },
-            [](const tcfg&) { return std::string(); },
-            [](const rescale_cfg& p) { return "multiplier=" + num(p.multiplier); },
-            [](const renorm_cfg& p) {
-                return "cfg_trunc=" + num(p.cfg_trunc) + ", renorm_cfg=" + num(p.renorm_cfg) +
-                       "; in_channels=" + (p.in_channels == 0 ? std::string("all") : std::to_string(p.in_channels));
-            },
-            [](const cfg_norm& p) {
-                return "strength=" + num(p.strength) + ", pre_cfg=" + (p.pre_cfg ? "True" : "False");
-            },
-            [](const mahiro&) { return std::string(); },
-            [](const self_attention_guidance& p) {
-                return "scale=" + num(p.scale) + ", blur_sigma=" + num(p.blur_sigma);
-            },
-            [](const perturbed_attention_guidance& p) { return "scale=" + num(p.scale); }},
-        config);
-    return std::string(class_of(config)) + "(" + args + ")";
+inline std::span<const node_class> builtin_node_classes() {
+    using workflow_detail::parse_any;
+    static const node_class classes[] = {
+        {"DifferentialDiffusion", &parse_any<differential_diffusion>},
+        {"FreeU", &parse_any<free_u>},
+        {"FreeU_V2", &parse_any<free_u_v2>},
+        {"FreSca", &parse_any<fresca>},
+        {"APG", &parse_any<apg>},
+        {"TCFG", &parse_any<tcfg>},
+        {"RescaleCFG", &parse_any<rescale_cfg>},
+        {"RenormCFG", &parse_any<renorm_cfg>},
+        {"CFGNorm", &parse_any<cfg_norm>},
+        {"Mahiro", &parse_any<mahiro>},
+        {"SelfAttentionGuidance", &parse_any<self_attention_guidance>},
+        {"PerturbedAttentionGuidance", &parse_any<perturbed_attention_guidance>},
+    };
+    return classes;
 }
 
 inline std::string workflow::describe() const {
@@ -856,18 +966,7 @@ inline std::string workflow::describe() const {
         if (!n.title.empty() && n.title != n.class_type) s += ", \"" + n.title + "\"";
         return s + ")";
     };
-    auto slot_text = [](hook_kind k) {
-        switch (k) {
-        case hook_kind::model_sampling: return "model sampling";
-        case hook_kind::output_block: return "output block";
-        case hook_kind::attention: return "attention";
-        case hook_kind::mask_function: return "mask function";
-        case hook_kind::pre_cfg: return "pre-cfg";
-        case hook_kind::cfg_function: return "cfg function";
-        case hook_kind::post_cfg: return "post-cfg";
-        }
-        return "?";
-    };
+    auto slot_text = [](hook_kind k) { return to_string(k); };
     std::ostringstream os;
     os << "sampler: " << name(sampler.node);
     if (!sampler.guider.id.empty()) os << " with " << name(sampler.guider);
@@ -887,7 +986,7 @@ inline std::string workflow::describe() const {
     if (patches.empty()) os << " none";
     os << "\n";
     for (std::size_t i = 0; i < patches.size(); ++i)
-        os << "  " << i + 1 << ". " << to_string(patches[i].config) << "  ["
+        os << "  " << i + 1 << ". " << patches[i].config.to_string() << "  ["
            << slot_text(patches[i].slot()) << "]  from "
            << name({patches[i].node_id, patches[i].class_type, patches[i].title}) << "\n";
     for (const auto& p : pass_through) os << "pass-through: " << name(p) << "\n";
@@ -899,7 +998,7 @@ template <class Model>
 patch_chain<Model> build_chain(const workflow& wf, Model& model, const model_sampling& checkpoint_sampling) {
     patch_chain<Model> chain(model, wf.sampling ? wf.sampling->sampling : checkpoint_sampling);
     for (const auto& p : wf.patches) {
-        const auto add = [&] { std::visit([&](const auto& config) { chain.add(config); }, p.config); };
+        const auto add = [&] { chain.add(p.config); };
 #if defined(__cpp_exceptions) || defined(__EXCEPTIONS)
         try {
             add();

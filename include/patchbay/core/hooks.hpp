@@ -15,22 +15,46 @@
 
 namespace patchbay {
 
+class workspace;      // core/workspace.hpp: the run's scratch arena
+class model_sampling; // sampling/model_sampling.hpp
+
 /// Which model pass a call is.
 enum class pass_kind : std::uint8_t {
-    cond,        ///< the positive prompt
-    uncond,      ///< the negative prompt
-    reevaluation ///< an extra call a post-cfg hook makes (SAG, PAG)
+    cond,         ///< the positive prompt
+    uncond,       ///< the negative prompt
+    reevaluation, ///< an extra call a hook makes (SAG, PAG, SLG, Perp-Neg)
+    extra         ///< a third prompt: Perp-Neg's empty prompt, Dual CFG's middle prompt
 };
 
-/// The hook slot a patch occupies (DESIGN.md, "Hook kinds").
+/// The hook slot a patch occupies (docs/design.md, "The patch protocol"). Patches that reach
+/// into the network (block, attention, attention-output, block-skip hooks) attach them to each
+/// model call through on_model_call; their slot is the cfg-stage slot they also use, or
+/// `model_hooks` when they have none.
 enum class hook_kind : std::uint8_t {
-    model_sampling,
-    output_block, ///< FreeU, FreeU_V2: (h, hsp) at each UNet output block
-    attention,    ///< SAG, PAG (read / replace self-attention), always paired with post_cfg
-    mask_function, ///< DifferentialDiffusion: at most one
-    pre_cfg,      ///< APG, TCFG, FreSca, CFGNorm(pre_cfg): ordered list
-    cfg_function, ///< RescaleCFG, RenormCFG: at most one
-    post_cfg      ///< CFGNorm, Mahiro, SAG, PAG: ordered list
+    model_sampling,   ///< transforms the model sampling (ModelSampling*, ModelNoiseScale): ordered
+    output_block,     ///< FreeU, FreeU_V2: (h, hsp) at each UNet output block
+    attention,        ///< SAG, PAG (read / replace self-attention), always paired with post_cfg
+    mask_function,    ///< DifferentialDiffusion: at most one
+    pre_cfg,          ///< APG, TCFG, FreSca: ordered list
+    cfg_function,     ///< RescaleCFG, RenormCFG, CFGNorm(pre_cfg), PerpNeg: at most one
+    post_cfg,         ///< CFGNorm, Mahiro, SAG, PAG: ordered list
+    model_hooks,      ///< only network hooks through on_model_call (NAG, Deep Shrink)
+    pass_composition, ///< rewrites the passes of one evaluation (SkipLayerGuidanceDiTSimple): at most one
+    multi_prompt      ///< a guider combining more than two predictions (Perp-Neg, Dual CFG): at most one
+};
+
+inline constexpr std::string_view to_string(hook_kind k) noexcept {
+    constexpr std::string_view names[] = {"model sampling", "output block", "attention", "mask function",
+                                          "pre-cfg", "cfg function", "post-cfg", "model hooks",
+                                          "pass composition", "multi-prompt guider"};
+    return names[static_cast<std::size_t>(k)];
+}
+
+/// A transformer block of a DiT model (MMDiT / Flux numbering: double blocks, then single).
+struct dit_block_site {
+    enum class kind : std::uint8_t { double_block, single_block } type = kind::double_block;
+    int index = 0;
+    friend bool operator==(const dit_block_site&, const dit_block_site&) = default;
 };
 
 /// The model's prediction type, as ComfyUI's model sampling names it. Hooks that depend on
@@ -48,30 +72,27 @@ struct guidance_inputs {
     double cond_scale = 1.0;   ///< the CFG scale
     bool uncond_is_none = false; ///< the uncond pass was skipped (cond_scale 1): uncond is 0
     prediction_type prediction = prediction_type::eps; ///< the model sampling's type
-};
+    /// The run's scratch arena (transient buffers valid for this call only). Null in a
+    /// standalone call: a patch that needs scratch then uses a local one.
+    workspace* scratch = nullptr;
+    /// The run's model sampling (percent_to_sigma, the model kind); null when the caller has none.
+    const model_sampling* sampling = nullptr;
 
-/// The checks every cfg-stage hook makes on what the step hands it, whether or not the patch
-/// reads each value (a NaN sigma or a mis-shaped x is bad input either way): cond is not
-/// empty; x, when given,
-/// has cond's shape; sigma, when given, holds one finite, non-negative value per batch item;
-/// cond_scale is finite.
-template <class T, std::size_t R, class C>
-void require_guidance_inputs(const guidance_inputs<T, R>& in, const view<C, R>& cond,
-                             std::string_view where) {
-    require_nonempty(cond, where, "cond");
-    if (in.x.data_handle() != nullptr || in.x.extents() != std::array<index_t, R>{})
-        require_same_shape(cond, in.x, where, "cond", "x");
-    if (in.sigma.data_handle() != nullptr || in.sigma.extent(0) != 0) {
-        require_batch_vector(in.sigma, cond, where, "sigma");
-        for (index_t b = 0; b < in.sigma.extent(0); ++b) {
-            const double s = static_cast<double>(in.sigma(b));
-            if (!(s >= 0.0) || !(s - s == 0.0))
-                fail(where, "argument 'sigma' must be finite and non-negative, got " +
-                                detail::fmt_num(s) + " for batch item " + std::to_string(b));
-        }
-    }
-    require_finite(in.cond_scale, where, "cond_scale");
-}
+    // A multi-prompt guider (PerpNegGuider, DualCFGGuider) sets these for the hooks it runs.
+    /// ComfyUI's len(conds_out) as pre-cfg hooks see it: 2 in the default cfg stage, 3 inside
+    /// PerpNegGuider (LatentApplyOperationCFG then transforms the positive prediction alone).
+    unsigned prediction_count = 2;
+    /// The third prediction when prediction_count is 3: PerpNegGuider's empty-prompt one
+    /// (conds_out[2] for pre-cfg hooks, empty_cond_denoised for post-cfg hooks; zeros when the
+    /// guider skipped that prompt). Empty otherwise.
+    view<const T, R> extra_denoised{};
+    /// The hook runs inside a multi-prompt guider, whose prompts take the run's extra
+    /// conditioning: a cfg function that evaluates pass_kind::extra itself (PerpNeg) refuses.
+    bool in_multi_prompt = false;
+    /// ComfyUI's model_options["disable_cfg1_optimization"]: a patch of the step keeps every
+    /// pass the cfg-1 shortcut would skip (SAG); a multi-prompt guider's prompts() honours it.
+    bool disable_cfg1_optimization = false;
+};
 
 /// UNet stage of a hook site.
 enum class unet_stage : std::uint8_t { input, middle, output };
@@ -82,6 +103,9 @@ struct block_site {
     unet_stage stage = unet_stage::output;
     int index = 0;
     index_t channels = 0;
+    /// The run's scratch arena, filled in by the dispatcher before a patch sees the site
+    /// (models leave it null). Null in a standalone call: the patch uses a local one.
+    workspace* scratch = nullptr;
 };
 
 /// A self-attention site (ComfyUI's attn1 key: block name, block number, transformer index).

@@ -34,6 +34,7 @@
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <type_traits>
 #include <utility>
 
@@ -86,12 +87,22 @@ private:
 
 /// A capability a patch may need from the model.
 enum class capability : std::uint8_t {
-    block_hooks,    ///< calls output-block hooks with an explicit block_site (FreeU)
-    attention_hooks ///< lets hooks read / replace self-attention at an attention_site (SAG, PAG)
+    block_hooks,     ///< calls output-block hooks with an explicit block_site (FreeU)
+    attention_hooks, ///< lets hooks read / replace self-attention at an attention_site (SAG, PAG)
+    input_block_hooks,      ///< calls input-block hooks that may resize h (Deep Shrink)
+    attention_output_hooks, ///< calls hooks on each self-attention output (NAG)
+    block_skipping          ///< honours per-pass requests to skip DiT blocks (SLG)
 };
 
 inline const char* capability_name(capability c) noexcept {
-    return c == capability::block_hooks ? "block hooks" : "attention hooks";
+    switch (c) {
+    case capability::block_hooks: return "block hooks";
+    case capability::attention_hooks: return "attention hooks";
+    case capability::input_block_hooks: return "input-block hooks";
+    case capability::attention_output_hooks: return "attention-output hooks";
+    case capability::block_skipping: return "block skipping";
+    }
+    return "?";
 }
 
 /// The model calls output-block hooks (compile-time declaration).
@@ -104,6 +115,24 @@ concept block_hookable = requires {
 template <class M>
 concept attention_hookable = requires {
     requires static_cast<bool>(std::remove_cvref_t<M>::calls_attention_hooks);
+};
+
+/// The model calls input-block hooks (compile-time declaration).
+template <class M>
+concept input_block_hookable = requires {
+    requires static_cast<bool>(std::remove_cvref_t<M>::calls_input_block_hooks);
+};
+
+/// The model calls attention-output hooks (compile-time declaration).
+template <class M>
+concept attention_output_hookable = requires {
+    requires static_cast<bool>(std::remove_cvref_t<M>::calls_attention_output_hooks);
+};
+
+/// The model honours block-skip requests (compile-time declaration).
+template <class M>
+concept block_skipping_model = requires {
+    requires static_cast<bool>(std::remove_cvref_t<M>::skips_blocks);
 };
 
 /// The model answers supports(capability) at run time.
@@ -148,6 +177,15 @@ public:
     /// would go into the output projection (to_out).
     using attention_replace_fn =
         callback<void(const attention_site&, const attention_tensors<T>&, view<T, 3> out)>;
+    /// Input-block patch (Deep Shrink): returns h, possibly a new view of another spatial size
+    /// held by the run's scratch arena (valid until the model call returns).
+    using input_block_fn = callback<view<T, 4>(const block_site&, view<T, 4> h)>;
+    /// Resizing output-block patch (Deep Shrink): returns h resized to hsp's spatial size.
+    using output_resize_fn = callback<view<T, 4>(const block_site&, view<T, 4> h, view<T, 4> hsp)>;
+    /// Self-attention output patch (NAG): rewrites the attention output (batch, tokens, dim)
+    /// in place, before the output projection. `prompts` says which prompt each batch item is.
+    using attention_output_fn =
+        callback<void(const attention_site&, view<T, 3> out, std::span<const pass_kind> prompts)>;
 
     static constexpr std::size_t capacity = 8;
 
@@ -158,6 +196,7 @@ public:
         PATCHBAY_REQUIRE(static_cast<bool>(fn), "call_overrides::add_output_block", "the hook is empty");
         PATCHBAY_REQUIRE(n_block_ < capacity, "call_overrides::add_output_block",
                 "more than 8 output-block hooks on one model call");
+        resize_[n_block_] = {};
         block_[n_block_++] = fn;
     }
 
@@ -183,27 +222,100 @@ public:
         replace_[n_replace_++] = {site, fn};
     }
 
+    /// Append an input-block hook; hooks run in the order added, each on the previous one's h.
+    void add_input_block(input_block_fn fn) {
+        PATCHBAY_REQUIRE(static_cast<bool>(fn), "call_overrides::add_input_block", "the hook is empty");
+        PATCHBAY_REQUIRE(n_input_ < capacity, "call_overrides::add_input_block",
+                "more than 8 input-block hooks on one model call");
+        input_[n_input_++] = fn;
+    }
+
+    /// Append a resizing output-block hook (runs in order with the in-place ones).
+    void add_output_resize(output_resize_fn fn) {
+        PATCHBAY_REQUIRE(static_cast<bool>(fn), "call_overrides::add_output_resize", "the hook is empty");
+        PATCHBAY_REQUIRE(n_block_ < capacity, "call_overrides::add_output_resize",
+                "more than 8 output-block hooks on one model call");
+        block_[n_block_] = {};
+        resize_[n_block_++] = fn;
+    }
+
+    /// Patch every self-attention output at sites matching `site` (transformer < 0: all).
+    void add_attention_output(const attention_site& site, attention_output_fn fn) {
+        PATCHBAY_REQUIRE(static_cast<bool>(fn), "call_overrides::add_attention_output", "the hook is empty");
+        PATCHBAY_REQUIRE(n_attn_out_ < capacity, "call_overrides::add_attention_output",
+                "more than 8 attention-output hooks on one model call");
+        attn_out_[n_attn_out_++] = {site, fn};
+    }
+
+    /// Ask the model to skip a transformer block in this call (SLG).
+    void skip_block(const dit_block_site& site) {
+        if (skips(site)) return;
+        PATCHBAY_REQUIRE(n_skip_ < skip_.size(), "call_overrides::skip_block",
+                "more than 64 skipped blocks on one model call");
+        skip_[n_skip_++] = site;
+    }
+
     /// Append every hook of another override set (used for re-evaluations with extra hooks).
     void append(const call_overrides& other) {
-        for (std::size_t i = 0; i < other.n_block_; ++i) add_output_block(other.block_[i]);
+        for (std::size_t i = 0; i < other.n_input_; ++i) add_input_block(other.input_[i]);
+        for (std::size_t i = 0; i < other.n_attn_out_; ++i)
+            add_attention_output(other.attn_out_[i].site, other.attn_out_[i].fn);
+        for (std::size_t i = 0; i < other.n_skip_; ++i) skip_block(other.skip_[i]);
+        for (std::size_t i = 0; i < other.n_block_; ++i) {
+            if (other.resize_[i]) add_output_resize(other.resize_[i]);
+            else add_output_block(other.block_[i]);
+        }
         for (std::size_t i = 0; i < other.n_read_; ++i)
             read_attention(other.read_[i].site, other.read_[i].fn);
         for (std::size_t i = 0; i < other.n_replace_; ++i)
             replace_attention(other.replace_[i].site, other.replace_[i].fn);
     }
 
-    void clear() noexcept { n_block_ = n_read_ = n_replace_ = 0; }
-    bool empty() const noexcept { return n_block_ == 0 && n_read_ == 0 && n_replace_ == 0; }
+    void clear() noexcept { n_block_ = n_read_ = n_replace_ = n_input_ = n_attn_out_ = n_skip_ = 0; }
+    bool empty() const noexcept {
+        return n_block_ == 0 && n_read_ == 0 && n_replace_ == 0 && n_input_ == 0 && n_attn_out_ == 0 &&
+               n_skip_ == 0;
+    }
 
     // --- what the model (engine) calls -------------------------------------------------------
 
     bool has_output_block_hooks() const noexcept { return n_block_ != 0; }
     bool has_attention_hooks() const noexcept { return n_read_ != 0 || n_replace_ != 0; }
 
-    /// Run the output-block hooks in order on (h, hsp), in place. Call it in the decoder for
-    /// every output block, just before h and hsp are concatenated.
-    void apply_output_block(const block_site& site, view<T, 4> h, view<T, 4> hsp) const {
-        for (std::size_t i = 0; i < n_block_; ++i) block_[i](site, h, hsp);
+    bool has_input_block_hooks() const noexcept { return n_input_ != 0; }
+    bool has_attention_output_hooks() const noexcept { return n_attn_out_ != 0; }
+
+    /// Run the output-block hooks in order on (h, hsp). Call it in the decoder for every
+    /// output block, just before h and hsp are concatenated, and continue with the h it
+    /// returns: in-place hooks (FreeU) keep h, a resizing hook (Deep Shrink) returns h at
+    /// hsp's spatial size, held by the run's scratch until the model call returns.
+    view<T, 4> apply_output_block(const block_site& site, view<T, 4> h, view<T, 4> hsp) const {
+        for (std::size_t i = 0; i < n_block_; ++i) {
+            if (resize_[i]) h = resize_[i](site, h, hsp);
+            else block_[i](site, h, hsp);
+        }
+        return h;
+    }
+
+    /// Run the input-block hooks in order on h, after each input block; continue with the h
+    /// it returns (its spatial size may differ).
+    view<T, 4> apply_input_block(const block_site& site, view<T, 4> h) const {
+        for (std::size_t i = 0; i < n_input_; ++i) h = input_[i](site, h);
+        return h;
+    }
+
+    /// Run the attention-output hooks matching `site` on a self-attention output, in place.
+    void apply_attention_output(const attention_site& site, view<T, 3> out,
+                                std::span<const pass_kind> prompts) const {
+        for (std::size_t i = 0; i < n_attn_out_; ++i)
+            if (site_matches(attn_out_[i].site, site)) attn_out_[i].fn(site, out, prompts);
+    }
+
+    /// Does this call ask the model to skip the block?
+    bool skips(const dit_block_site& site) const noexcept {
+        for (std::size_t i = 0; i < n_skip_; ++i)
+            if (skip_[i] == site) return true;
+        return false;
     }
 
     /// The replacement for a site, or an empty callback. An exact site beats a pattern that
@@ -241,10 +353,18 @@ private:
         attention_site site;
         attention_replace_fn fn;
     };
+    struct attention_output_entry {
+        attention_site site;
+        attention_output_fn fn;
+    };
     std::array<output_block_fn, capacity> block_{};
+    std::array<output_resize_fn, capacity> resize_{}; ///< set where block_ holds a resizing hook
+    std::array<input_block_fn, capacity> input_{};
     std::array<read_entry, capacity> read_{};
     std::array<replace_entry, capacity> replace_{};
-    std::size_t n_block_ = 0, n_read_ = 0, n_replace_ = 0;
+    std::array<attention_output_entry, capacity> attn_out_{};
+    std::array<dit_block_site, 64> skip_{};
+    std::size_t n_block_ = 0, n_read_ = 0, n_replace_ = 0, n_input_ = 0, n_attn_out_ = 0, n_skip_ = 0;
 };
 
 // ------------------------------------------------------------------------------------------
@@ -272,7 +392,7 @@ struct model_call {
     view<const T, R> x;     ///< the noisy latent (already inpainting-blended by the guider)
     view<const T, 1> sigma; ///< one noise level per batch item
     pass_kind pass = pass_kind::cond;   ///< cond, uncond, or a re-evaluation by a post-cfg hook
-    pass_kind prompt = pass_kind::cond; ///< which prompt `conditioning` is: cond or uncond
+    pass_kind prompt = pass_kind::cond; ///< which prompt `conditioning` is: cond, uncond or extra
     const Cond* conditioning = nullptr; ///< the engine's conditioning for that prompt
     const call_overrides<T>* overrides = nullptr; ///< hooks for this call (never null from the guider)
 };
@@ -290,6 +410,9 @@ template <class M>
 bool model_supports(const M& m, capability c) {
     if (c == capability::block_hooks && block_hookable<M>) return true;
     if (c == capability::attention_hooks && attention_hookable<M>) return true;
+    if (c == capability::input_block_hooks && input_block_hookable<M>) return true;
+    if (c == capability::attention_output_hooks && attention_output_hookable<M>) return true;
+    if (c == capability::block_skipping && block_skipping_model<M>) return true;
     if constexpr (runtime_capabilities<M>) return static_cast<bool>(m.supports(c));
     else return false;
 }
@@ -311,8 +434,8 @@ public:
     /// hooks for this call only (a replacement here overrides one for the same site).
     void evaluate(pass_kind prompt, std::type_identity_t<view<const T, R>> x, view<T, R> out,
                   const call_overrides<T>* extra = nullptr) const {
-        PATCHBAY_REQUIRE(prompt == pass_kind::cond || prompt == pass_kind::uncond, "model_access::evaluate",
-                "argument 'prompt' must be pass_kind::cond or pass_kind::uncond");
+        PATCHBAY_REQUIRE(prompt == pass_kind::cond || prompt == pass_kind::uncond || prompt == pass_kind::extra,
+                "model_access::evaluate", "argument 'prompt' must be pass_kind::cond, uncond or extra");
         fn_(prompt, x, out, extra);
     }
 

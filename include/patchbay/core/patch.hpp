@@ -1,23 +1,19 @@
 // patchbay: what makes a type a patch, and its per-run state.
 //
-// A patch is an immutable configuration struct with ComfyUI's input names and defaults. It
-// declares its hook slot (`static constexpr hook_kind hook`), rejects bad parameters in
-// `validate()`, and, when it keeps anything between steps, a `state_type` (a plain value:
-// reset = a fresh one, clone = a copy).
+// A patch is an immutable configuration struct with ComfyUI's input names and defaults and a
+// descriptor (core/descriptor.hpp) stating its class_type, hook slot and inputs. When it keeps
+// anything between steps it declares a `state_type`: a plain value (reset = a fresh one, clone =
+// a copy). Its hooks are const member functions taking that state first; the dispatcher
+// (core/dispatch.hpp) finds them. docs/writing_a_patch.md walks through one.
 #pragma once
 
 #include <concepts>
 #include <type_traits>
 
+#include "patchbay/core/descriptor.hpp"
 #include "patchbay/core/hooks.hpp"
 
 namespace patchbay {
-
-template <class P>
-concept patch = requires(const P& p) {
-    { P::hook } -> std::convertible_to<hook_kind>;
-    p.validate();
-};
 
 namespace detail {
 template <class P>
@@ -34,5 +30,9 @@ struct state_of<P> {
 /// The per-run state of patch P (no_state when it keeps none).
 template <class P>
 using state_t = typename detail::state_of<P>::type;
+
+/// A patch: a described, copyable type.
+template <class P>
+concept patch = described<P> && std::copy_constructible<P>;
 
 } // namespace patchbay

@@ -48,15 +48,14 @@ inline std::optional<free_u_factors> rule(index_t h_channels, index_t model_chan
     return std::nullopt;
 }
 
-inline void validate(const char* where, double b1, double b2, double s1, double s2,
-                     index_t model_channels) {
-    require_range(b1, 0.0, 10.0, where, "b1");
-    require_range(b2, 0.0, 10.0, where, "b2");
-    require_range(s1, 0.0, 10.0, where, "s1");
-    require_range(s2, 0.0, 10.0, where, "s2");
-    PATCHBAY_REQUIRE(model_channels >= 1, where,
-            "parameter 'model_channels' must be >= 1 (320 for SD1.x / SDXL), got " +
-                std::to_string(model_channels));
+/// FreeU and FreeU_V2 share their inputs; only the defaults and the class_type differ.
+template <class P>
+constexpr auto describe_free_u(std::string_view class_type, double b1, double b2) {
+    return describe<P>(class_type, class_type, hook_kind::output_block,
+                       floating("b1", &P::b1, b1, 0.0, 10.0, 0.01), floating("b2", &P::b2, b2, 0.0, 10.0, 0.01),
+                       floating("s1", &P::s1, 0.9, 0.0, 10.0, 0.01), floating("s2", &P::s2, 0.2, 0.0, 10.0, 0.01),
+                       // read from the model config in ComfyUI (320 for SD1.x / SDXL)
+                       model_fact("model_channels", &P::model_channels, 320, 1, 1e9));
 }
 
 /// hsp_out = hsp + (s - 1) L(hsp), plane by plane (direct four-bin path). hsp_out may be
@@ -275,8 +274,7 @@ void apply(const char* where, std::optional<free_u_factors> f, const block_site&
 template <class P, class T>
 void apply_patch(const P& p, const block_site& site, view<const T, 4> h, view<const T, 4> hsp,
                  view<T, 4> h_out, view<T, 4> hsp_out) {
-    p.validate();
-    apply<P::is_v2, T>(P::name, p.factors_for(h.extent(1)), site, h, hsp, h_out, hsp_out);
+    apply<P::is_v2, T>(P::descriptor().class_type.data(), p.factors_for(h.extent(1)), site, h, hsp, h_out, hsp_out);
 }
 
 } // namespace free_u_detail
@@ -284,8 +282,7 @@ void apply_patch(const P& p, const block_site& site, view<const T, 4> h, view<co
 /// ComfyUI "FreeU". `model_channels` is the UNet's base channel count (320 for SD1.x and
 /// SDXL), which ComfyUI reads from the model config; patchbay takes it as a field.
 struct free_u {
-    static constexpr hook_kind hook = hook_kind::output_block;
-    static constexpr const char* name = "FreeU";
+    static constexpr auto descriptor() { return free_u_detail::describe_free_u<free_u>("FreeU", 1.1, 1.2); }
     static constexpr bool is_v2 = false;
 
     double b1 = 1.1; ///< backbone factor for blocks with 4 x model_channels channels
@@ -294,7 +291,7 @@ struct free_u {
     double s2 = 0.2; ///< skip low-frequency factor for 2 x model_channels blocks
     index_t model_channels = 320;
 
-    void validate() const { free_u_detail::validate(name, b1, b2, s1, s2, model_channels); }
+    void validate() const { patchbay::validate(*this); }
 
     /// ComfyUI's rule: (b1, s1) when h has 4 x model_channels channels, (b2, s2) for
     /// 2 x model_channels, none otherwise (the block is left untouched).
@@ -321,7 +318,7 @@ struct free_u {
     template <class T, std::size_t RH, std::size_t RS>
         requires(RH != 4 || RS != 4)
     void output_block(no_state&, const block_site&, view<T, RH>, view<T, RS>) const {
-        fail(name, "h and hsp must be 4-D (N,C,H,W) features, got ranks " + std::to_string(RH) +
+        fail(descriptor().class_type, "h and hsp must be 4-D (N,C,H,W) features, got ranks " + std::to_string(RH) +
                        " and " + std::to_string(RS));
     }
 };
@@ -330,8 +327,7 @@ struct free_u {
 /// Where that mean is spatially constant (1x1 features) ComfyUI gives NaN; patchbay applies
 /// no weighting there.
 struct free_u_v2 {
-    static constexpr hook_kind hook = hook_kind::output_block;
-    static constexpr const char* name = "FreeU_V2";
+    static constexpr auto descriptor() { return free_u_detail::describe_free_u<free_u_v2>("FreeU_V2", 1.3, 1.4); }
     static constexpr bool is_v2 = true;
 
     double b1 = 1.3;
@@ -340,7 +336,7 @@ struct free_u_v2 {
     double s2 = 0.2;
     index_t model_channels = 320;
 
-    void validate() const { free_u_detail::validate(name, b1, b2, s1, s2, model_channels); }
+    void validate() const { patchbay::validate(*this); }
 
     std::optional<free_u_factors> factors_for(index_t h_channels) const {
         return free_u_detail::rule(h_channels, model_channels, b1, b2, s1, s2);
@@ -363,7 +359,7 @@ struct free_u_v2 {
     template <class T, std::size_t RH, std::size_t RS>
         requires(RH != 4 || RS != 4)
     void output_block(no_state&, const block_site&, view<T, RH>, view<T, RS>) const {
-        fail(name, "h and hsp must be 4-D (N,C,H,W) features, got ranks " + std::to_string(RH) +
+        fail(descriptor().class_type, "h and hsp must be 4-D (N,C,H,W) features, got ranks " + std::to_string(RH) +
                        " and " + std::to_string(RS));
     }
 };

@@ -32,14 +32,14 @@ struct renorm_cfg {
     double renorm_cfg = 1.0;  ///< ComfyUI "renorm_cfg", default 1.0, range [0, 100]; 0 = no renorm
     index_t in_channels = 0;  ///< the model's in_channels (guided channels); 0 = all channels
 
-    static constexpr hook_kind hook = hook_kind::cfg_function;
-
-    void validate() const {
-        require_range(cfg_trunc, 0.0, 100.0, "renorm_cfg", "cfg_trunc");
-        require_range(renorm_cfg, 0.0, 100.0, "renorm_cfg", "renorm_cfg");
-        PATCHBAY_REQUIRE(in_channels >= 0, "renorm_cfg",
-                "parameter 'in_channels' must be >= 0 (0 = all channels), got " + std::to_string(in_channels));
+    static constexpr auto descriptor() {
+        return describe<patchbay::renorm_cfg>("RenormCFG", "RenormCFG", hook_kind::cfg_function,
+                                    floating("cfg_trunc", &patchbay::renorm_cfg::cfg_trunc, 100.0, 0.0, 100.0, 0.01),
+                                    floating("renorm_cfg", &patchbay::renorm_cfg::renorm_cfg, 1.0, 0.0, 100.0, 0.01),
+                                    // the model's in_channels, not a node input (0 = all channels)
+                                    model_fact("in_channels", &patchbay::renorm_cfg::in_channels, 0, 0, 1e9));
     }
+    void validate() const { patchbay::validate(*this); }
 
     /// Writes the denoised result to `out` (which may be exactly `cond` or `uncond`).
     template <class T, std::size_t R>
@@ -47,8 +47,6 @@ struct renorm_cfg {
                       std::type_identity_t<view<const T, R>> cond,
                       std::type_identity_t<view<const T, R>> uncond, view<T, R> out) const {
         static_assert(R == 4 || R == 5, "renorm_cfg works on 4-D (N,C,H,W) or 5-D (N,C,T,H,W) latents");
-        validate();
-        require_guidance_inputs(in, cond, "RenormCFG");
         check(in, cond, uncond, out);
         const index_t channels = cond.extent(1);
         // ComfyUI slices [:in_channels], which is every channel when in_channels >= C.
@@ -87,7 +85,7 @@ private:
     template <class T, std::size_t R>
     static void check(const guidance_inputs<T, R>& in, const view<const T, R>& cond,
                       const view<const T, R>& uncond, const view<T, R>& out) {
-        constexpr const char* where = "renorm_cfg";
+        constexpr const char* where = "RenormCFG";
         require_finite(in.cond_scale, where, "cond_scale");
         require_nonempty(cond, where, "cond");
         require_same_shape(cond, uncond, where, "cond", "uncond");

@@ -37,9 +37,11 @@ namespace patchbay {
 struct rescale_cfg {
     double multiplier = 0.7; ///< ComfyUI "multiplier", default 0.7, range [0, 1]
 
-    static constexpr hook_kind hook = hook_kind::cfg_function;
-
-    void validate() const { require_range(multiplier, 0.0, 1.0, "rescale_cfg", "multiplier"); }
+    static constexpr auto descriptor() {
+        return describe<rescale_cfg>("RescaleCFG", "RescaleCFG", hook_kind::cfg_function,
+                                     floating("multiplier", &rescale_cfg::multiplier, 0.7, 0.0, 1.0, 0.01));
+    }
+    void validate() const { patchbay::validate(*this); }
 
     /// Writes the rescaled denoised result to `out` (which may be exactly `cond` or `uncond`).
     template <class T, std::size_t R>
@@ -47,8 +49,6 @@ struct rescale_cfg {
                       std::type_identity_t<view<const T, R>> cond,
                       std::type_identity_t<view<const T, R>> uncond, view<T, R> out) const {
         static_assert(R == 4 || R == 5, "rescale_cfg works on 4-D (N,C,H,W) or 5-D (N,C,T,H,W) latents");
-        validate();
-        require_guidance_inputs(in, cond, "RescaleCFG");
         check(in, cond, uncond, out);
         const bool flow = is_flow(in.prediction);
         for (index_t b = 0; b < cond.extent(0); ++b) {
@@ -62,7 +62,7 @@ struct rescale_cfg {
     }
 
 private:
-    static constexpr const char* where = "rescale_cfg";
+    static constexpr const char* where = "RescaleCFG";
 
     /// Bessel-corrected std from sums taken about a shift (s1 = sum(d - k), s2 = sum((d-k)^2)).
     static double shifted_std(double s1, double s2, double n) {

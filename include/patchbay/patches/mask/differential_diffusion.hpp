@@ -33,11 +33,12 @@ struct differential_diffusion {
     /// falsy), so 0 returns the binary mask too.
     double strength = 1.0;
 
-    static constexpr hook_kind hook = hook_kind::mask_function;
-
-    void validate() const {
-        require_range(strength, 0.0, 1.0, "DifferentialDiffusion", "strength");
+    static constexpr auto descriptor() {
+        return describe<differential_diffusion>(
+            "DifferentialDiffusion", "Differential Diffusion", hook_kind::mask_function,
+            optional(floating("strength", &differential_diffusion::strength, 1.0, 0.0, 1.0, 0.01)));
     }
+    void validate() const { patchbay::validate(*this); }
 
     /// The float32 threshold for this evaluation. When the schedule has no timestep range
     /// (t(sigma_from) == t(sigma_to), e.g. one step at the lowest noise) ComfyUI divides by
@@ -71,7 +72,6 @@ struct differential_diffusion {
     void mask(no_state&, const mask_inputs& in, std::type_identity_t<view<const T, R>> denoise_mask,
               view<T, R> out) const {
         constexpr std::string_view where = "DifferentialDiffusion";
-        validate();
         require_nonempty(denoise_mask, where, "denoise_mask");
         require_same_shape(denoise_mask, out, where, "denoise_mask", "out");
         require_writable_layout(out, where, "out");

@@ -30,8 +30,12 @@ struct cfg_norm {
     double strength = 1.0; ///< ComfyUI "strength", default 1.0, range [0, 100]
     bool pre_cfg = false;  ///< ComfyUI "pre_cfg" (newest node, optional), default false
 
-    /// The declared slot when pre_cfg is false (the node's original behaviour).
-    static constexpr hook_kind hook = hook_kind::post_cfg;
+    /// The declared slot is post-cfg (pre_cfg = false, the node's original behaviour).
+    static constexpr auto descriptor() {
+        return describe<cfg_norm>("CFGNorm", "CFGNorm", hook_kind::post_cfg,
+                                  floating("strength", &cfg_norm::strength, 1.0, 0.0, 100.0, 0.01),
+                                  optional(boolean("pre_cfg", &cfg_norm::pre_cfg, false)));
+    }
 
     /// The slot for the current flag: ComfyUI's pre_cfg = true installs a sampler cfg
     /// function (replacing the default combine), not a pre-cfg hook.
@@ -39,7 +43,7 @@ struct cfg_norm {
         return pre_cfg ? hook_kind::cfg_function : hook_kind::post_cfg;
     }
 
-    void validate() const { require_range(strength, 0.0, 100.0, "cfg_norm", "strength"); }
+    void validate() const { patchbay::validate(*this); }
 
     /// Post-CFG: scale the current result per pixel so its channel norm does not exceed the
     /// cond prediction's, then by strength. Throws when strength > 1 made the result
@@ -48,9 +52,7 @@ struct cfg_norm {
     void post_cfg(no_state&, const guidance_inputs<T, R>& in,
                   std::type_identity_t<view<const T, R>> cond,
                   std::type_identity_t<view<const T, R>> uncond, view<T, R> denoised) const {
-        validate();
-        require_guidance_inputs(in, cond, "CFGNorm");
-        PATCHBAY_REQUIRE(!pre_cfg, "cfg_norm", "post_cfg called with pre_cfg = true; that setting occupies the cfg-function slot (see slot())");
+        PATCHBAY_REQUIRE(!pre_cfg, "CFGNorm", "post_cfg called with pre_cfg = true; that setting occupies the cfg-function slot (see slot())");
         check(in, cond, uncond, denoised, false);
         const T str = static_cast<T>(strength);
         const T eps = static_cast<T>(1e-8);
@@ -68,7 +70,7 @@ struct cfg_norm {
             const double probe = kernels::reduce<1>([](auto v) { return std::array{v - v}; },
                                                     view<const T, R>(denoised))[0];
             if (!(probe == 0.0))
-                fail("cfg_norm", "strength " + detail::fmt_num(strength) +
+                fail("CFGNorm", "strength " + detail::fmt_num(strength) +
                                      " made the denoised prediction non-finite (strength > 1 "
                                      "amplifies every step; use strength <= 1)");
         }
@@ -79,9 +81,7 @@ struct cfg_norm {
     void cfg_function(no_state&, const guidance_inputs<T, R>& in,
                       std::type_identity_t<view<const T, R>> cond,
                       std::type_identity_t<view<const T, R>> uncond, view<T, R> out) const {
-        validate();
-        require_guidance_inputs(in, cond, "CFGNorm");
-        PATCHBAY_REQUIRE(pre_cfg, "cfg_norm", "cfg_function called with pre_cfg = false; that setting occupies the post-cfg slot (see slot())");
+        PATCHBAY_REQUIRE(pre_cfg, "CFGNorm", "cfg_function called with pre_cfg = false; that setting occupies the post-cfg slot (see slot())");
         check(in, cond, uncond, out, true);
         const T s = static_cast<T>(in.cond_scale);
         const T str = static_cast<T>(strength);
@@ -110,7 +110,7 @@ private:
     static void check(const guidance_inputs<T, R>& in, const view<const T, R>& cond,
                       const view<const T, R>& uncond, const view<T, R>& out, bool need_x) {
         static_assert(R == 4 || R == 5, "cfg_norm works on 4-D (N,C,H,W) or 5-D (N,C,T,H,W) latents");
-        constexpr const char* where = "cfg_norm";
+        constexpr const char* where = "CFGNorm";
         require_finite(in.cond_scale, where, "cond_scale");
         require_nonempty(cond, where, "cond");
         require_same_shape(cond, uncond, where, "cond", "uncond");

@@ -181,10 +181,10 @@ double mahiro_cosine_sum(const view<const T, R>& cond, const view<const T, R>& u
 
 /// ComfyUI "Mahiro" (no inputs besides the model).
 struct mahiro {
-    static constexpr hook_kind hook = hook_kind::post_cfg;
-    static constexpr const char* name = "Mahiro";
-
-    void validate() const {}
+    static constexpr auto descriptor() {
+        return describe<mahiro>("Mahiro", "Mahiro CFG", hook_kind::post_cfg);
+    }
+    void validate() const { patchbay::validate(*this); }
 
     /// The batch-wide similarity weight w = 2 (sim + 1) in [0, 4] (exposed for tests).
     template <class T, std::size_t R>
@@ -200,8 +200,6 @@ struct mahiro {
     void post_cfg(no_state&, const guidance_inputs<T, R>& in, view<const T, R> cond,
                   view<const T, R> uncond, view<T, R> denoised) const {
         static_assert(R == 4 || R == 5, "Mahiro works on 4-D (N,C,H,W) or 5-D (N,C,T,H,W) latents");
-        validate();
-        require_guidance_inputs(in, cond, "Mahiro");
         constexpr const char* where = "Mahiro";
         require_nonempty(cond, where, "cond");
         require_same_shape(cond, uncond, where, "cond", "uncond");

@@ -58,7 +58,11 @@ namespace patchbay {
 struct perturbed_attention_guidance {
     double scale = 3.0; ///< ComfyUI "scale", [0, 100]
 
-    static constexpr hook_kind hook = hook_kind::post_cfg;
+    static constexpr auto descriptor() {
+        return describe<perturbed_attention_guidance>(
+            "PerturbedAttentionGuidance", "Perturbed-Attention Guidance", hook_kind::post_cfg,
+            floating("scale", &perturbed_attention_guidance::scale, 3.0, 0.0, 100.0, 0.01));
+    }
     static constexpr bool needs_attention_hooks = true;
 
     /// Scratch for the perturbed prediction (one per precision); no state carries between steps.
@@ -73,7 +77,7 @@ struct perturbed_attention_guidance {
         }
     };
 
-    void validate() const { require_range(scale, 0.0, 100.0, "PerturbedAttentionGuidance", "scale"); }
+    void validate() const { patchbay::validate(*this); }
 
     /// The overrides PAG's extra model call carries: identity attention at the middle block.
     template <class T>
@@ -110,8 +114,6 @@ struct perturbed_attention_guidance {
                        std::type_identity_t<view<const T, R>> cond, view<T, R> denoised,
                        PerturbedModel&& perturbed_model) const {
         constexpr const char* where = "PerturbedAttentionGuidance";
-        validate();
-        require_guidance_inputs(in, cond, "PerturbedAttentionGuidance");
         require_nonempty(denoised, where, "denoised");
         require_same_shape(denoised, in.x, where, "denoised", "x");
         require_same_shape(denoised, cond, where, "denoised", "cond");

@@ -241,7 +241,12 @@ struct self_attention_guidance {
     double scale = 0.5;      ///< ComfyUI "scale", [-2, 5]
     double blur_sigma = 2.0; ///< ComfyUI "blur_sigma", [0, 10]; 0 = no blur (ComfyUI: NaN)
 
-    static constexpr hook_kind hook = hook_kind::post_cfg;
+    static constexpr auto descriptor() {
+        return describe<self_attention_guidance>(
+            "SelfAttentionGuidance", "Self-Attention Guidance", hook_kind::post_cfg,
+            floating("scale", &self_attention_guidance::scale, 0.5, -2.0, 5.0, 0.01),
+            floating("blur_sigma", &self_attention_guidance::blur_sigma, 2.0, 0.0, 10.0, 0.1));
+    }
     static constexpr bool needs_attention_hooks = true;
     static constexpr bool disable_cfg1_optimization = true;
 
@@ -257,10 +262,7 @@ struct self_attention_guidance {
         }
     };
 
-    void validate() const {
-        require_range(scale, -2.0, 5.0, "SelfAttentionGuidance", "scale");
-        require_range(blur_sigma, 0.0, 10.0, "SelfAttentionGuidance", "blur_sigma");
-    }
+    void validate() const { patchbay::validate(*this); }
 
     /// Before each model call: on the uncond pass, read the middle block's attention into
     /// the state. Other passes (cond, re-evaluations) record nothing, as in ComfyUI.
@@ -298,8 +300,6 @@ struct self_attention_guidance {
                        std::type_identity_t<view<const T, R>> uncond, view<T, R> denoised,
                        UncondModel&& uncond_model) const {
         constexpr const char* where = "SelfAttentionGuidance";
-        validate();
-        require_guidance_inputs(in, uncond, "SelfAttentionGuidance");
         if constexpr (R != 4) {
             (void)st, (void)in, (void)uncond, (void)denoised, (void)uncond_model;
             fail(where, "SAG works on 4-D latents (N, C, H, W); got a 5-D latent (ComfyUI fails too)");

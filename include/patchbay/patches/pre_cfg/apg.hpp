@@ -71,8 +71,12 @@ struct apg {
     double norm_threshold = 5.0; ///< clip the guidance to this L2 norm; 0 = no clipping, [0, 50]
     double momentum = 0.0;       ///< running-average decay of the guidance, [-5, 1]; 0 = off
 
-    static constexpr hook_kind hook = hook_kind::pre_cfg;
-    static constexpr const char* name = "APG";
+    static constexpr auto descriptor() {
+        return describe<apg>("APG", "Adaptive Projected Guidance", hook_kind::pre_cfg,
+                             floating("eta", &apg::eta, 1.0, -10.0, 10.0, 0.01),
+                             floating("norm_threshold", &apg::norm_threshold, 5.0, 0.0, 50.0, 0.1),
+                             floating("momentum", &apg::momentum, 0.0, -5.0, 1.0, 0.01));
+    }
 
     /// Per-run state: the running average of the guidance and the previous call's sigma.
     /// A fresh value is a reset (begin_run); a copy is an independent clone. The buffer is
@@ -91,18 +95,12 @@ struct apg {
         }
     };
 
-    void validate() const {
-        require_range(eta, -10.0, 10.0, "APG", "eta");
-        require_range(norm_threshold, 0.0, 50.0, "APG", "norm_threshold");
-        require_range(momentum, -5.0, 1.0, "APG", "momentum");
-    }
+    void validate() const { patchbay::validate(*this); }
 
     template <class T, std::size_t R>
     void pre_cfg(state_type& state, const guidance_inputs<T, R>& in, view<T, R> cond,
                  view<T, R> uncond) const {
         static_assert(R == 4 || R == 5, "APG works on 4-D (N,C,H,W) or 5-D (N,C,T,H,W) latents");
-        validate();
-        require_guidance_inputs(in, cond, "APG");
         constexpr const char* where = "APG";
         require_nonempty(cond, where, "cond");
         require_same_shape(cond, uncond, where, "cond", "uncond");

@@ -163,29 +163,26 @@ void filter_fft(const kernels::box_range& rb, const kernels::box_range& cb, view
 
 /// ComfyUI "FreSca".
 struct fresca {
-    static constexpr hook_kind hook = hook_kind::pre_cfg;
-    static constexpr const char* name = "FreSca";
+    static constexpr auto descriptor() {
+        return describe<fresca>("FreSca", "FreSca", hook_kind::pre_cfg,
+                                floating("scale_low", &fresca::scale_low, 1.0, 0.0, 10.0, 0.01),
+                                floating("scale_high", &fresca::scale_high, 1.25, 0.0, 10.0, 0.01),
+                                integer("freq_cutoff", &fresca::freq_cutoff, 20, 1, 10000, 1));
+    }
+    static constexpr const char* name = "FreSca"; // messages (the descriptor's class_type)
 
     double scale_low = 1.0;  ///< factor on the low-frequency box, [0, 10]
     double scale_high = 1.25; ///< factor on every other frequency, [0, 10]
     int freq_cutoff = 20;    ///< half-width of the box in frequency bins, [1, 10000]
     fresca_path path = fresca_path::automatic; ///< implementation choice (not a ComfyUI input)
 
-    void validate() const {
-        require_range(scale_low, 0.0, 10.0, name, "scale_low");
-        require_range(scale_high, 0.0, 10.0, name, "scale_high");
-        if (freq_cutoff < 1 || freq_cutoff > 10000)
-            fail(name, "parameter 'freq_cutoff' must be an integer in [1, 10000], got " +
-                           std::to_string(freq_cutoff));
-    }
+    void validate() const { patchbay::validate(*this); }
 
     /// Rewrites cond in place (uncond is left as is). cond and uncond must not overlap
     /// unless they are exactly the same view.
     template <class T, std::size_t R>
     void pre_cfg(no_state&, const guidance_inputs<T, R>& in, view<T, R> cond, view<T, R> uncond) const {
         static_assert(R == 4 || R == 5, "FreSca works on 4-D (N,C,H,W) or 5-D (N,C,T,H,W) latents");
-        validate();
-        require_guidance_inputs(in, cond, "FreSca");
         require_nonempty(cond, name, "cond");
         require_same_shape(cond, uncond, name, "cond", "uncond");
         if (in.x.data_handle() != nullptr) require_same_shape(cond, in.x, name, "cond", "x");

@@ -23,17 +23,15 @@ namespace patchbay {
 
 /// ComfyUI "TCFG" (no inputs besides the model).
 struct tcfg {
-    static constexpr hook_kind hook = hook_kind::pre_cfg;
-    static constexpr const char* name = "TCFG";
-
-    void validate() const {}
+    static constexpr auto descriptor() {
+        return describe<tcfg>("TCFG", "Tangential Damping CFG", hook_kind::pre_cfg);
+    }
+    void validate() const { patchbay::validate(*this); }
 
     template <class T, std::size_t R>
     void pre_cfg(no_state&, const guidance_inputs<T, R>& in, view<T, R> cond,
                  view<T, R> uncond) const {
         static_assert(R == 4 || R == 5, "TCFG works on 4-D (N,C,H,W) or 5-D (N,C,T,H,W) latents");
-        validate();
-        require_guidance_inputs(in, cond, "TCFG");
         constexpr const char* where = "TCFG";
         require_nonempty(cond, where, "cond");
         require_same_shape(cond, uncond, where, "cond", "uncond");
