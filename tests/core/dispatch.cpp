@@ -3,6 +3,8 @@
 // anything was modified), and every hook slot the coming patches need runs where it should.
 #include <catch2/catch.hpp>
 
+#include <cmath>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -158,6 +160,16 @@ struct network_model {
             ov.apply_attention_output(attention_site{unet_stage::middle, 0, 0}, att.template as<3>(), {});
             out.data_handle()[0] += att[0];
         }
+    }
+};
+
+/// The hooked model, counting every call.
+struct counted_model : hooked_model {
+    int calls = 0;
+    template <class T, std::size_t R>
+    void predict(const model_call<toy_prompt, T, R>& c, view<T, R> out) {
+        ++calls;
+        hooked_model::predict(c, out);
     }
 };
 
@@ -390,4 +402,70 @@ TEST_CASE("pass composition, input-block and attention-output hooks reach the mo
     CHECK(a1[0] - c[0] == Approx(0.25f).margin(1e-6));
     CHECK(test::bit_equal(tensor<float>::copy_of(a1.as<4>().batch_slice(1, 1)),
                           tensor<float>::copy_of(c.as<4>().batch_slice(1, 1))));
+}
+
+TEST_CASE("step windows: both edges inside, decided on the first item's sigma, state frozen outside", "[dispatch][window]") {
+    scene sc;
+    counting_model m1, m2;
+    const step_window w{0.2, 0.5};
+    const guider<counting_model, windowed<counter_patch>> g(m1, sc.ms, windowed<counter_patch>{{}, w});
+    patch_chain<counting_model> chain(m2, sc.ms);
+    chain.add(windowed<counter_patch>{{}, w});
+    const float s_start = static_cast<float>(sc.ms.percent_to_sigma(0.2));
+    const float s_end = static_cast<float>(sc.ms.percent_to_sigma(0.5));
+    REQUIRE(static_cast<double>(s_start) == sc.ms.percent_to_sigma(0.2)); // float32 values: exact edges
+    REQUIRE(static_cast<double>(s_end) == sc.ms.percent_to_sigma(0.5));
+    const float inf = std::numeric_limits<float>::infinity();
+    // (sigma of item 0, inside?) — item 1's sigma never decides
+    const std::vector<std::pair<float, bool>> steps{{std::nextafter(s_start, inf), false},
+                                                    {s_start, true},
+                                                    {0.5f * (s_start + s_end), true},
+                                                    {s_end, true},
+                                                    {std::nextafter(s_end, 0.f), false}};
+    auto rg = g.begin_run(&sc.pos, &sc.neg);
+    auto rc = chain.begin_run(&sc.pos, &sc.neg);
+    int expected = 0;
+    for (const auto& [s0, inside] : steps) {
+        tensor<float> sigma{2};
+        sigma[0] = s0;
+        sigma[1] = inside ? 1e3f : s_end; // the second item is outside whenever the first is inside
+        auto st = sc.step(3.0);
+        st.sigma = sigma.as<1>();
+        tensor<float> a({2, 4, 8, 8}), b({2, 4, 8, 8}), plain({2, 4, 8, 8});
+        g.denoise(rg, st, a.as<4>());
+        chain.denoise(rc, st, b.as<4>());
+        const guider<counting_model> none(m1, sc.ms);
+        auto rn = none.begin_run(&sc.pos, &sc.neg);
+        none.denoise(rn, st, plain.as<4>());
+        expected += inside ? 1 : 0;
+        CHECK(rg.state<0>().calls == expected); // not reset outside the window: frozen
+        CHECK(rc.state<counter_patch::state_type>(0).calls == expected);
+        CHECK(test::bit_equal(a, b));
+        if (!inside) CHECK(test::bit_equal(a, plain)); // outside: exactly plain CFG
+        else if (expected > 1) CHECK(!test::bit_equal(a, plain)); // (its first call adds 0)
+    }
+}
+
+TEST_CASE("a windowed patch's extra passes are not run outside its window", "[dispatch][window]") {
+    scene sc;
+    counted_model model;
+    const guider<counted_model, windowed<perturbed_attention_guidance>> g(
+        model, sc.ms, windowed<perturbed_attention_guidance>{{.scale = 2.0}, {0.0, 0.3}});
+    auto run = g.begin_run(&sc.pos, &sc.neg);
+    tensor<float> out({2, 4, 8, 8});
+    tensor<float> sigma{2};
+    sigma[0] = sigma[1] = 0.01f; // below percent_to_sigma(0.3): outside
+    auto st = sc.step(3.0);
+    st.sigma = sigma.as<1>();
+    g.denoise(run, st, out.as<4>());
+    CHECK(model.calls == 2); // cond and uncond only
+    sigma[0] = sigma[1] = 10.0f; // inside
+    g.denoise(run, st, out.as<4>());
+    CHECK(model.calls == 5); // cond, uncond and PAG's perturbed pass
+    const std::string e = error_of([&] {
+        (void)guider<counted_model, windowed<perturbed_attention_guidance>>(
+            model, sc.ms, windowed<perturbed_attention_guidance>{{}, {0.0, 1.5}});
+    });
+    CHECK(e.find("PerturbedAttentionGuidance: parameter 'end_percent' must be a finite value in [0, 1]") !=
+          std::string::npos);
 }

@@ -71,6 +71,7 @@ using node_parse_fn = any_patch (*)(node_reader&);
 struct node_class {
     std::string class_type;
     node_parse_fn parse = nullptr;
+    const patch_vtable* patch = nullptr; ///< the patch type's table (descriptor inputs, slot, ...)
 };
 
 /// A node of the workflow, as the description names it.
@@ -86,6 +87,9 @@ struct workflow_patch {
     std::string class_type;
     std::string title;
     patch_config config;
+    /// patchbay's own optional inputs start_percent / end_percent on a guidance node that does
+    /// not declare them (ComfyUI's edge rules; see step_window).
+    step_window window;
 
     /// The hook slot the patch occupies (CFGNorm with pre_cfg = true: the cfg function).
     hook_kind slot() const;
@@ -484,22 +488,27 @@ private:
 
     // ---- patch nodes -----------------------------------------------------------------------
 
-    /// The parser for a node class: the engine's own first, then the built-in ones.
-    node_parse_fn parser_of(std::string_view class_type) const {
+    /// The node class for a class_type: the engine's own first, then the built-in ones.
+    const node_class* class_of(std::string_view class_type) const {
         for (const auto& c : opts_.custom_nodes)
-            if (c.class_type == class_type) return c.parse;
+            if (c.class_type == class_type) return &c;
         for (const auto& c : builtin_node_classes())
-            if (c.class_type == class_type) return c.parse;
+            if (c.class_type == class_type) return &c;
         return nullptr;
     }
 
     class reader final : public node_reader {
     public:
-        reader(const importer& imp, node_ref n) : imp_(imp), n_(std::move(n)) {}
+        reader(const importer& imp, node_ref n, bool window_inputs = false)
+            : imp_(imp), n_(std::move(n)), window_inputs_(window_inputs) {}
         const std::string& class_type() const override { return n_.class_type; }
         std::string where() const override { return n_.where(); }
         void only_inputs(std::span<const std::string_view> declared) const override {
-            imp_.only_inputs(n_, declared);
+            if (!window_inputs_) return imp_.only_inputs(n_, declared);
+            std::vector<std::string_view> with_window(declared.begin(), declared.end());
+            with_window.push_back("start_percent");
+            with_window.push_back("end_percent");
+            imp_.only_inputs(n_, with_window);
         }
         bool has(std::string_view name) const override { return n_.input(name) != nullptr; }
         double number(std::string_view name, double lo, double hi, std::optional<double> fallback) const override {
@@ -545,11 +554,24 @@ private:
     private:
         const importer& imp_;
         node_ref n_;
+        bool window_inputs_ = false;
     };
 
-    any_patch patch_of(const node_ref& n, node_parse_fn parse) const {
-        reader r(*this, n);
-        return parse(r);
+    /// A patch node: its patch, and patchbay's own window inputs where the node has no
+    /// start/end inputs of its own (guidance slots only, not model sampling or the mask).
+    std::pair<any_patch, step_window> patch_of(const node_ref& n, const node_class& c) const {
+        bool own = false;
+        for (const auto& i : c.patch->inputs) own = own || i.name == "start_percent" || i.name == "end_percent";
+        const hook_kind k = c.patch->declared_slot;
+        const bool windowable = !own && k != hook_kind::model_sampling && k != hook_kind::mask_function;
+        reader r(*this, n, windowable);
+        any_patch p = c.parse(r);
+        step_window w;
+        if (windowable) {
+            w.start_percent = number(n, "start_percent", 0.0, 1.0, 0.0);
+            w.end_percent = number(n, "end_percent", 0.0, 1.0, 1.0);
+        }
+        return {std::move(p), w};
     }
 
     workflow_sampling sampling_of(const node_ref& n) const {
@@ -758,8 +780,8 @@ private:
                 owner = n;
                 continue;
             }
-            const node_parse_fn parse = parser_of(c);
-            const bool is_patch = parse != nullptr;
+            const node_class* patch_class = class_of(c);
+            const bool is_patch = patch_class != nullptr;
             const bool is_sampling = in_list(c, sampling_classes);
             if (is_patch || is_sampling || is_pass_through(c)) {
                 if (is_patch || is_sampling) single_output();
@@ -768,7 +790,8 @@ private:
                                             std::to_string(l.output) + " of node " + quote(*n.id) +
                                             " (" + c + "), which is not its MODEL output (0)");
                 if (is_patch) {
-                    patches.push_back({*n.id, c, n.title, patch_of(n, parse)});
+                    auto [p, w] = patch_of(n, *patch_class);
+                    patches.push_back({*n.id, c, n.title, std::move(p), w});
                 } else if (is_sampling) {
                     if (wf.sampling)
                         fail(n.where(), "a second model sampling on the model path: node " +
@@ -937,27 +960,58 @@ P parse_node(node_reader& r) {
 
 template <described P>
 import_options& import_options::add_node(std::string class_type) {
-    custom_nodes.push_back({std::move(class_type), &workflow_detail::parse_any<P>});
+    custom_nodes.push_back({std::move(class_type), &workflow_detail::parse_any<P>, &vtable_of<P>()});
     return *this;
 }
 
 inline std::span<const node_class> builtin_node_classes() {
     using workflow_detail::parse_any;
     static const node_class classes[] = {
-        {"DifferentialDiffusion", &parse_any<differential_diffusion>},
-        {"FreeU", &parse_any<free_u>},
-        {"FreeU_V2", &parse_any<free_u_v2>},
-        {"FreSca", &parse_any<fresca>},
-        {"APG", &parse_any<apg>},
-        {"TCFG", &parse_any<tcfg>},
-        {"RescaleCFG", &parse_any<rescale_cfg>},
-        {"RenormCFG", &parse_any<renorm_cfg>},
-        {"CFGNorm", &parse_any<cfg_norm>},
-        {"Mahiro", &parse_any<mahiro>},
-        {"SelfAttentionGuidance", &parse_any<self_attention_guidance>},
-        {"PerturbedAttentionGuidance", &parse_any<perturbed_attention_guidance>},
+        {"DifferentialDiffusion", &parse_any<differential_diffusion>, &vtable_of<differential_diffusion>()},
+        {"FreeU", &parse_any<free_u>, &vtable_of<free_u>()},
+        {"FreeU_V2", &parse_any<free_u_v2>, &vtable_of<free_u_v2>()},
+        {"FreSca", &parse_any<fresca>, &vtable_of<fresca>()},
+        {"APG", &parse_any<apg>, &vtable_of<apg>()},
+        {"TCFG", &parse_any<tcfg>, &vtable_of<tcfg>()},
+        {"RescaleCFG", &parse_any<rescale_cfg>, &vtable_of<rescale_cfg>()},
+        {"RenormCFG", &parse_any<renorm_cfg>, &vtable_of<renorm_cfg>()},
+        {"CFGNorm", &parse_any<cfg_norm>, &vtable_of<cfg_norm>()},
+        {"Mahiro", &parse_any<mahiro>, &vtable_of<mahiro>()},
+        {"SelfAttentionGuidance", &parse_any<self_attention_guidance>, &vtable_of<self_attention_guidance>()},
+        {"PerturbedAttentionGuidance", &parse_any<perturbed_attention_guidance>, &vtable_of<perturbed_attention_guidance>()},
     };
     return classes;
+}
+
+/// One input as the docs' node tables show it: "eta 1 [-10, 10]", "pre_cfg BOOL False optional".
+inline std::string describe_input(const input_info& i) {
+    using detail::fmt_num;
+    std::string s(i.name);
+    switch (i.kind) {
+    case input_kind::floating: s += " " + fmt_num(i.def) + " [" + fmt_num(i.lo) + ", " + fmt_num(i.hi) + "]"; break;
+    case input_kind::integer: s += " INT " + fmt_num(i.def) + " [" + fmt_num(i.lo) + ", " + fmt_num(i.hi) + "]"; break;
+    case input_kind::boolean: s += std::string(" BOOL ") + (i.def != 0.0 ? "True" : "False"); break;
+    case input_kind::combo: s += ": " + detail::option_list(i.options) + " (default " + std::string(i.def_text) + ")"; break;
+    case input_kind::string: s += " STRING '" + std::string(i.def_text) + "'"; break;
+    case input_kind::link: s += " (link to " + std::string(i.link_type) + ")"; break;
+    case input_kind::model_fact: return "(+ model fact `" + s + "`, default " + fmt_num(i.def) + ")";
+    }
+    if (i.optional) s += " optional";
+    return s;
+}
+
+/// A markdown table of node classes (class_type, display name, inputs, slot), generated from
+/// their descriptors: docs/workflow_import.md holds the built-in one (a test keeps it current).
+inline std::string node_table_markdown(std::span<const node_class> classes) {
+    std::string t = "| class_type | display name | inputs: default [min, max] | slot |\n|---|---|---|---|\n";
+    for (const auto& c : classes) {
+        std::string in;
+        for (const auto& i : c.patch->inputs) in += (in.empty() ? "" : "; ") + describe_input(i);
+        if (in.empty()) in = "(model only)";
+        t += "| " + c.class_type + " | " + std::string(c.patch->display_name) + " | " + in + " | " +
+             std::string(to_string(c.patch->declared_slot)) + " |\n";
+    }
+    return t;
 }
 
 inline std::string workflow::describe() const {
@@ -986,7 +1040,11 @@ inline std::string workflow::describe() const {
     if (patches.empty()) os << " none";
     os << "\n";
     for (std::size_t i = 0; i < patches.size(); ++i)
-        os << "  " << i + 1 << ". " << patches[i].config.to_string() << "  ["
+        os << "  " << i + 1 << ". " << patches[i].config.to_string()
+           << (patches[i].window.is_full() ? std::string()
+                                           : " window " + workflow_detail::num(patches[i].window.start_percent) +
+                                                 ".." + workflow_detail::num(patches[i].window.end_percent))
+           << "  ["
            << slot_text(patches[i].slot()) << "]  from "
            << name({patches[i].node_id, patches[i].class_type, patches[i].title}) << "\n";
     for (const auto& p : pass_through) os << "pass-through: " << name(p) << "\n";
@@ -998,7 +1056,7 @@ template <class Model>
 patch_chain<Model> build_chain(const workflow& wf, Model& model, const model_sampling& checkpoint_sampling) {
     patch_chain<Model> chain(model, wf.sampling ? wf.sampling->sampling : checkpoint_sampling);
     for (const auto& p : wf.patches) {
-        const auto add = [&] { chain.add(p.config); };
+        const auto add = [&] { chain.add(p.config, p.window); };
 #if defined(__cpp_exceptions) || defined(__EXCEPTIONS)
         try {
             add();

@@ -233,6 +233,9 @@ struct patch_vtable {
     hook_kind (*slot)(const void*) = nullptr;
     model_sampling (*apply_sampling)(const void*, const model_sampling&) = nullptr;
     std::string_view class_type;
+    std::string_view display_name;
+    hook_kind declared_slot = hook_kind::pre_cfg; ///< the descriptor's slot (slot() may differ per value)
+    std::span<const input_info> inputs;           ///< the descriptor's inputs, type-erased
     bool needs_block_hooks = false;
     bool needs_attention_hooks = false;
     bool disable_cfg1 = false;
@@ -334,6 +337,13 @@ model_ops<T> make_model_ops() {
 
 } // namespace detail
 
+namespace detail {
+template <class P>
+inline constexpr auto input_infos_storage = P::descriptor().infos();
+template <class P>
+inline constexpr std::span<const input_info> input_infos{input_infos_storage<P>};
+} // namespace detail
+
 /// The function table of patch type P.
 template <patch P>
 const patch_vtable& vtable_of() {
@@ -355,6 +365,9 @@ const patch_vtable& vtable_of() {
                 return model_sampling(detail::patch_cast<P>(p).apply_sampling(ms));
             };
         v.class_type = P::descriptor().class_type;
+        v.display_name = P::descriptor().display_name;
+        v.declared_slot = P::descriptor().slot;
+        v.inputs = detail::input_infos<P>;
         v.needs_block_hooks = detail::flag_needs_block_hooks<P> || detail::has_output_block<P, float>;
         v.needs_attention_hooks = detail::flag_needs_attention_hooks<P>;
         v.disable_cfg1 = detail::flag_disable_cfg1<P>;
@@ -398,15 +411,59 @@ private:
     const patch_vtable* vt_ = nullptr;
 };
 
+/// A step window: the patch acts only while sigma of the first batch item lies in
+/// [percent_to_sigma(end_percent), percent_to_sigma(start_percent)], both edges inside (ComfyUI's
+/// start_percent / end_percent inputs, e.g. SkipLayerGuidanceDiT). The default is always on.
+/// Outside it the patch does nothing: no hook runs, no extra pass, and its per-run state is
+/// frozen (not reset).
+struct step_window {
+    double start_percent = 0.0;
+    double end_percent = 1.0;
+    bool is_full() const noexcept { return start_percent <= 0.0 && end_percent >= 1.0; }
+    void validate(std::string_view where) const {
+        require_range(start_percent, 0.0, 1.0, where, "start_percent");
+        require_range(end_percent, 0.0, 1.0, where, "end_percent");
+    }
+};
+
+/// A patch with a step window, for guider<Model, windowed<P>...> and patch_chain::add.
+template <patch P>
+struct windowed {
+    P patch;
+    step_window window;
+};
+
+/// The window's sigma bounds, computed once with the model sampling in effect where the patch
+/// is applied (as ComfyUI computes them when the node is applied).
+struct window_bounds {
+    bool on = false;                ///< false: always active
+    double sigma_start = 0.0, sigma_end = 0.0;
+    static window_bounds of(const step_window& w, const model_sampling& ms) {
+        if (w.is_full()) return {};
+        return {true, ms.percent_to_sigma(w.start_percent), ms.percent_to_sigma(w.end_percent)};
+    }
+    bool contains(double sigma) const noexcept { return !on || (sigma <= sigma_start && sigma >= sigma_end); }
+};
+
 /// One entry of a step's hook table: a patch, its slot, and the run's state for it.
 struct hook_entry {
     const void* patch = nullptr;
     const patch_vtable* vt = nullptr;
     hook_kind slot = hook_kind::pre_cfg;
     void* state = nullptr;
+    window_bounds window{};
 };
 
 namespace detail {
+
+/// Moves the entries active at this sigma (first batch item's) to the front, in order, and
+/// returns them: inactive patches are invisible to the rest of the step.
+inline std::span<hook_entry> active_entries(std::span<hook_entry> entries, double sigma0) noexcept {
+    std::size_t n = 0;
+    for (std::size_t i = 0; i < entries.size(); ++i)
+        if (entries[i].window.contains(sigma0)) entries[n++] = entries[i];
+    return entries.first(n);
+}
 
 inline bool cond_scale_is_one(double s) noexcept {
     // Python's math.isclose(s, 1.0) with its default rel_tol 1e-9 (ComfyUI's cfg1 test)
@@ -664,9 +721,11 @@ struct block_binding {
 
 /// One model evaluation, shared by guider and patch_chain.
 template <class Model, class Cond, class T, std::size_t R>
-void denoise_step(Model& model, const model_sampling& ms, std::span<const hook_entry> entries, workspace& ws,
+void denoise_step(Model& model, const model_sampling& ms, std::span<hook_entry> all_entries, workspace& ws,
                   const run_prompts<Cond>& prompts, const step_inputs<T, R>& st, view<T, R> denoised,
                   std::string_view where) {
+    validate_step(st, denoised, false, where);
+    const std::span<const hook_entry> entries = active_entries(all_entries, static_cast<double>(st.sigma(0)));
     const hook_entry* mask_fn = nullptr;
     const hook_entry* composer = nullptr;
     const hook_entry* multi = nullptr;
@@ -684,7 +743,8 @@ void denoise_step(Model& model, const model_sampling& ms, std::span<const hook_e
                 blocks[n_blocks++] = {&e, &ws};
             }
     }
-    validate_step(st, denoised, mask_fn != nullptr, where);
+    if (st.inpaint && mask_fn && st.step_sigmas.empty())
+        fail(where, "argument 'step_sigmas' is empty, but the mask function needs the run's whole schedule");
     const auto& ext = st.x.extents();
 
     view<const T, R> x = st.x;
@@ -781,12 +841,16 @@ void denoise_step(Model& model, const model_sampling& ms, std::span<const hook_e
 
 /// The engine-driven cfg stage (combine), shared by guider and patch_chain.
 template <class T, std::size_t R>
-void combine_step(std::span<const hook_entry> entries, workspace& ws, const guidance_inputs<T, R>& in,
+void combine_step(std::span<hook_entry> all_entries, workspace& ws, const guidance_inputs<T, R>& in,
                   view<T, R> cond, view<T, R> uncond, view<T, R> denoised, std::string_view where) {
     validate_cfg_inputs<T, R>(in, cond, uncond, denoised, where);
     require_nonempty(in.x, where, "x");
     require_batch_vector(in.sigma, in.x, where, "sigma");
-    check_combine_table<T, R>(entries, where);
+    check_combine_table<T, R>(all_entries, where); // refused whether or not the window is open
+    const std::span<const hook_entry> entries = active_entries(all_entries, static_cast<double>(in.sigma(0)));
+    for (const auto& e : entries) // pre-cfg hooks rewrite cond and uncond in place
+        if (e.slot == hook_kind::pre_cfg && may_overlap(cond, uncond))
+            fail(where, "'cond' and 'uncond' overlap, but pre-cfg patches rewrite them in place");
     guidance_inputs<T, R> gi = in;
     if (!gi.scratch) gi.scratch = &ws;
     run_guidance<T, R>(entries, gi, cond, uncond, denoised, nullptr);

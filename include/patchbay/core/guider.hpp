@@ -30,11 +30,28 @@ namespace patchbay {
 
 namespace detail {
 
+/// guider<Model, windowed<P>> holds a P with a step window: the traits look at P.
 template <class P>
-constexpr hook_kind declared_slot = P::descriptor().slot;
+struct unwrap_window {
+    using type = P;
+    static const P& patch(const P& p) noexcept { return p; }
+    static step_window window(const P&) noexcept { return {}; }
+};
+template <class P>
+struct unwrap_window<windowed<P>> {
+    using type = P;
+    static const P& patch(const windowed<P>& w) noexcept { return w.patch; }
+    static step_window window(const windowed<P>& w) noexcept { return w.window; }
+};
+template <class P>
+using unwrap_t = typename unwrap_window<P>::type;
 
-template <class P, class T, std::size_t R>
+template <class P>
+constexpr hook_kind declared_slot = unwrap_t<P>::descriptor().slot;
+
+template <class W, class T, std::size_t R>
 constexpr bool has_hook_for() {
+    using P = unwrap_t<W>;
     switch (declared_slot<P>) {
     case hook_kind::pre_cfg: return has_pre_cfg<P, T, R>;
     case hook_kind::cfg_function: return has_cfg_function<P, T, R>;
@@ -46,8 +63,9 @@ constexpr bool has_hook_for() {
     }
 }
 
-template <class Model, class P>
+template <class Model, class W>
 constexpr bool model_can_host() {
+    using P = unwrap_t<W>;
     constexpr bool runtime = runtime_capabilities<Model>;
     constexpr bool blocks = !(flag_needs_block_hooks<P> || has_output_block<P, float>) || block_hookable<Model>;
     constexpr bool attention = !flag_needs_attention_hooks<P> || attention_hookable<Model>;
@@ -58,7 +76,7 @@ constexpr bool model_can_host() {
 
 template <class Model, class... Patches>
 class guider {
-    static_assert((patch<Patches> && ...),
+    static_assert((patch<detail::unwrap_t<Patches>> && ...),
                   "Every type after the model in guider<Model, Patches...> must be a patch: a copyable "
                   "struct with a static descriptor() (see core/descriptor.hpp).");
     static constexpr int count_in([[maybe_unused]] hook_kind k) {
@@ -86,7 +104,7 @@ public:
     /// A copy is a clone of the run; reset() starts the patches' states afresh; release()
     /// frees the scratch (the next step allocates it again).
     struct run_state {
-        std::tuple<state_t<Patches>...> patch_states{};
+        std::tuple<state_t<detail::unwrap_t<Patches>>...> patch_states{};
         const conditioning_type* positive = nullptr;
         const conditioning_type* negative = nullptr;
         const conditioning_type* extra = nullptr; ///< the third prompt of a multi-prompt guider
@@ -94,7 +112,7 @@ public:
 
         template <std::size_t I>
         auto& state() noexcept { return std::get<I>(patch_states); }
-        void reset() { patch_states = std::tuple<state_t<Patches>...>{}; }
+        void reset() { patch_states = std::tuple<state_t<detail::unwrap_t<Patches>>...>{}; }
         void release() { scratch.release(); }
     };
 
@@ -102,12 +120,17 @@ public:
     /// patch is validated here, once; model-sampling patches are applied to `sampling` in order.
     guider(Model& model, model_sampling sampling, Patches... patches)
         : model_(&model), sampling_(std::move(sampling)), patches_(std::move(patches)...) {
-        std::apply([](const auto&... p) { (patchbay::validate(p), ...); }, patches_);
+        std::apply([](const auto&... p) { (validate_one(p), ...); }, patches_);
         std::array<hook_entry, patch_count> table = entries(nullptr);
         for (const auto& e : table) detail::check_entry_slot(*e.vt, e.slot, "guider");
         detail::check_slot_set(table, "guider");
-        for (const auto& e : table)
+        // Model-sampling patches apply in order; each window is fixed with the sampling in
+        // effect where its patch sits (ComfyUI computes it when the node is applied).
+        for (std::size_t i = 0; i < patch_count; ++i) {
+            const auto& e = table[i];
             if (e.slot == hook_kind::model_sampling) sampling_ = e.vt->apply_sampling(e.patch, sampling_);
+            windows_[i] = window_bounds::of(window_at(i), sampling_);
+        }
     }
 
     /// The model sampling the run uses (after any model-sampling patches).
@@ -136,7 +159,7 @@ public:
                       "element type and rank.");
         static_assert((detail::has_hook_for<Patches, T, R>() && ...),
                       "A patch in this guider has no hook member for this element type and rank.");
-        const auto table = entries(&run);
+        auto table = entries(&run);
         detail::denoise_step<Model, conditioning_type, T, R>(
             *model_, sampling_, table, run.scratch, run_prompts<conditioning_type>{run.positive, run.negative, run.extra},
             step, denoised, "guider::denoise");
@@ -151,32 +174,50 @@ public:
     template <class T, std::size_t R>
     void combine(run_state& run, const guidance_inputs<T, R>& in, view<T, R> cond, view<T, R> uncond,
                  view<T, R> denoised) const {
-        static_assert(!(detail::needs_model_v<Patches, T, R> || ...),
+        static_assert(!(detail::needs_model_v<detail::unwrap_t<Patches>, T, R> || ...),
                       "guider::combine cannot run a patch that evaluates the model again (SAG, PAG); use "
                       "denoise() with a model instead.");
-        static_assert(!((detail::has_output_block<Patches, T> || detail::has_on_model_call<Patches, T>) || ...),
+        static_assert(!((detail::has_output_block<detail::unwrap_t<Patches>, T> ||
+                         detail::has_on_model_call<detail::unwrap_t<Patches>, T>) || ...),
                       "guider::combine cannot apply a patch that hooks into the model (FreeU, attention "
                       "hooks): it would be silently skipped; call the patch from your network or use denoise().");
         static_assert((detail::has_hook_for<Patches, T, R>() && ...),
                       "A patch in this guider has no hook member for this element type and rank.");
-        const auto table = entries(&run);
+        auto table = entries(&run);
         detail::combine_step<T, R>(table, run.scratch, in, cond, uncond, denoised, "guider::combine");
     }
 
 private:
+    template <class W>
+    static void validate_one(const W& w) {
+        using U = detail::unwrap_window<W>;
+        patchbay::validate(U::patch(w));
+        U::window(w).validate(U::type::descriptor().class_type);
+    }
+    step_window window_at(std::size_t i) const {
+        step_window w;
+        std::size_t k = 0;
+        std::apply([&](const auto&... p) { ((k++ == i ? (w = detail::unwrap_window<std::remove_cvref_t<decltype(p)>>::window(p), 0) : 0), ...); },
+                   patches_);
+        return w;
+    }
+
     /// The hook table bound to one run's states (null run: states unbound, for checks).
     std::array<hook_entry, patch_count> entries(run_state* run) const {
         return entries_impl(run, std::index_sequence_for<Patches...>{});
     }
     template <std::size_t... I>
     std::array<hook_entry, patch_count> entries_impl([[maybe_unused]] run_state* run, std::index_sequence<I...>) const {
-        return {hook_entry{&std::get<I>(patches_), &vtable_of<Patches>(), detail::slot_of(std::get<I>(patches_)),
-                           run ? static_cast<void*>(&std::get<I>(run->patch_states)) : nullptr}...};
+        return {hook_entry{&detail::unwrap_window<Patches>::patch(std::get<I>(patches_)),
+                           &vtable_of<detail::unwrap_t<Patches>>(),
+                           detail::slot_of(detail::unwrap_window<Patches>::patch(std::get<I>(patches_))),
+                           run ? static_cast<void*>(&std::get<I>(run->patch_states)) : nullptr, windows_[I]}...};
     }
 
     Model* model_;
     model_sampling sampling_;
     std::tuple<Patches...> patches_;
+    std::array<window_bounds, patch_count> windows_{};
 };
 
 /// Anything the samplers can drive: guider and patch_chain.

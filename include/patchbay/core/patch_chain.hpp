@@ -68,8 +68,15 @@ public:
         return add(any_patch(std::move(p)));
     }
 
-    /// Append a type-erased patch (what the workflow importer returns).
-    patch_chain& add(any_patch p) {
+    /// Append a patch with a step window (it acts only inside the window).
+    template <patch P>
+    patch_chain& add(windowed<P> w) {
+        return add(any_patch(std::move(w.patch)), w.window);
+    }
+
+    /// Append a type-erased patch (what the workflow importer returns), with an optional step
+    /// window.
+    patch_chain& add(any_patch p, step_window window = {}) {
         constexpr std::string_view where = "patch_chain::add";
         PATCHBAY_REQUIRE(static_cast<bool>(p), where, "the patch is empty");
         p.validate();
@@ -88,7 +95,9 @@ public:
         if (vt.needs_attention_hooks && !attention_hookable<Model> && !runtime_capabilities<Model>)
             fail(where, "cannot add '" + std::string(vt.class_type) +
                             "': it needs attention hooks, which the model does not declare (calls_attention_hooks)");
+        window.validate(vt.class_type);
         if (slot == hook_kind::model_sampling) sampling_ = vt.apply_sampling(p.get(), sampling_);
+        windows_.push_back(window_bounds::of(window, sampling_));
         patches_.push_back(std::move(p));
         slots_.push_back(slot);
         return *this;
@@ -148,13 +157,14 @@ private:
         run.table.resize(patches_.size());
         for (std::size_t i = 0; i < patches_.size(); ++i)
             run.table[i] = {patches_[i].get(), &patches_[i].vtable(), slots_[i],
-                            patches_[i].vtable().state_ptr(run.patch_states[i])};
+                            patches_[i].vtable().state_ptr(run.patch_states[i]), windows_[i]};
     }
 
     Model* model_;
     model_sampling sampling_;
     std::vector<any_patch> patches_;
     std::vector<hook_kind> slots_;
+    std::vector<window_bounds> windows_;
 };
 
 } // namespace patchbay
