@@ -3,7 +3,10 @@
 // opt-in headers: include patchbay/adapters/<library>.hpp or patchbay/comfy/workflow.hpp.
 #pragma once
 
+#include "patchbay/core/cfg_chain.hpp"
 #include "patchbay/core/config.hpp"
+#include "patchbay/core/descriptor.hpp"
+#include "patchbay/core/dispatch.hpp"
 #include "patchbay/core/error.hpp"
 #include "patchbay/core/guider.hpp"
 #include "patchbay/core/hooks.hpp"

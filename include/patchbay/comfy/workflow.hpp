@@ -38,6 +38,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "patchbay/core/cfg_chain.hpp"
 #include "patchbay/core/descriptor.hpp"
 #include "patchbay/core/dispatch.hpp"
 #include "patchbay/core/error.hpp"
@@ -1065,6 +1066,25 @@ patch_chain<Model> build_chain(const workflow& wf, Model& model, const model_sam
         }
 #else
         add();
+#endif
+    }
+    return chain;
+}
+
+/// The model-free cfg stage the workflow describes (core/cfg_chain.hpp), with the workflow's
+/// model sampling or `checkpoint_sampling`. A patch that needs the model is an error naming the
+/// node.
+inline cfg_chain build_cfg_chain(const workflow& wf, const model_sampling& checkpoint_sampling) {
+    cfg_chain chain(wf.sampling ? wf.sampling->sampling : checkpoint_sampling);
+    for (const auto& p : wf.patches) {
+#if defined(__cpp_exceptions) || defined(__EXCEPTIONS)
+        try {
+            chain.add(p.config, p.window);
+        } catch (const error& e) {
+            fail("workflow node " + workflow_detail::quote(p.node_id) + " (" + p.class_type + ")", e.what());
+        }
+#else
+        chain.add(p.config, p.window);
 #endif
     }
     return chain;
