@@ -526,7 +526,9 @@ void check_capabilities(const M& model, const patch_vtable& vt, std::string_view
         fail(where, "patch '" + std::string(vt.class_type) + "' needs attention hooks, which the model does not support");
 }
 
-enum workspace_slot : std::size_t { ws_cond = 0, ws_uncond, ws_x, ws_mask, ws_scaled, ws_extra };
+enum workspace_slot : std::size_t { ws_cond = 0, ws_uncond, ws_x, ws_mask, ws_scaled, ws_extra, ws_batch_x, ws_batch_out };
+/// The batched call's per-item sigma lives through the model call: the last buffer key.
+inline constexpr std::size_t ws_key_batch_sigma = workspace::model_call_keys + 15;
 
 template <class T, std::size_t R>
 void validate_step(const step_inputs<T, R>& st, const view<T, R>& denoised, bool has_mask_fn,
@@ -781,9 +783,10 @@ void denoise_step(Model& model, const model_sampling& ms, std::span<hook_entry> 
         plan = &composed;
     }
 
-    auto call_model = [&](pass_kind pass, pass_kind prompt, view<const T, R> xv, view<T, R> out,
-                          const call_overrides<T>* extra) {
-        call_overrides<T> overrides;
+    // The hooks of one model call: block bindings, every patch's on_model_call for this pass,
+    // the pass plan's hooks for this prompt, and a re-evaluation's extra hooks.
+    auto hooks_for = [&](call_overrides<T>& overrides, pass_kind pass, pass_kind prompt,
+                         const call_overrides<T>* extra) {
         for (std::size_t k = 0; k < n_blocks; ++k)
             overrides.add_output_block(
                 typename call_overrides<T>::output_block_fn(&block_binding<T>::thunk, &blocks[k]));
@@ -791,6 +794,11 @@ void denoise_step(Model& model, const model_sampling& ms, std::span<hook_entry> 
             if (const auto fn = e.vt->template model<T>().on_model_call) fn(e.patch, e.state, pass, overrides);
         if (plan && pass != pass_kind::reevaluation) overrides.append(plan->for_prompt(prompt));
         if (extra) overrides.append(*extra);
+    };
+    auto call_model = [&](pass_kind pass, pass_kind prompt, view<const T, R> xv, view<T, R> out,
+                          const call_overrides<T>* extra) {
+        call_overrides<T> overrides;
+        hooks_for(overrides, pass, prompt, extra);
         const model_call<Cond, T, R> call{xv, st.sigma, pass, prompt, prompts.of(prompt), &overrides};
         model.predict(call, out);
     };
@@ -806,15 +814,45 @@ void denoise_step(Model& model, const model_sampling& ms, std::span<hook_entry> 
         wanted = prompt_cond;
     }
     gi.uncond_is_none = !(wanted & prompt_uncond);
-    if (wanted & prompt_cond) call_model(pass_kind::cond, pass_kind::cond, x, cond, nullptr);
-    else kernels::fill(cond, T(0));
-    // ComfyUI's None entry is an all-zero tensor
-    if (wanted & prompt_uncond) call_model(pass_kind::uncond, pass_kind::uncond, x, uncond, nullptr);
-    else kernels::fill(uncond, T(0));
     view<T, R> extra{};
-    if (wanted & prompt_extra) {
-        extra = ws.get<T, R>(ws_extra, ext);
-        call_model(pass_kind::extra, pass_kind::extra, x, extra, nullptr);
+    if (wanted & prompt_extra) extra = ws.get<T, R>(ws_extra, ext);
+    const pass_kind order[3] = {pass_kind::cond, pass_kind::uncond, pass_kind::extra};
+    const unsigned bits[3] = {prompt_cond, prompt_uncond, prompt_extra};
+    view<T, R>* outs[3] = {&cond, &uncond, &extra};
+    bool batched = false;
+    if constexpr (batched_model<Model, T, R>) {
+        const int n = int((wanted & prompt_cond) != 0) + int((wanted & prompt_uncond) != 0) + int((wanted & prompt_extra) != 0);
+        if (n >= 2) { // one call for every wanted prompt; cond / uncond / extra become its slices
+            batched = true;
+            const index_t B = ext[0];
+            auto bext = ext;
+            bext[0] = B * n;
+            view<T, R> xb = ws.get<T, R>(ws_batch_x, bext), ob = ws.get<T, R>(ws_batch_out, bext);
+            const std::span<T> sb = ws.buffer<T>(ws_key_batch_sigma, static_cast<std::size_t>(B * n));
+            std::array<call_overrides<T>, 3> ovs;
+            std::array<prompt_items<Cond, T>, 3> items;
+            index_t k = 0;
+            for (int p = 0; p < 3; ++p) {
+                if (!(wanted & bits[p])) continue;
+                kernels::copy<T, R>(x, xb.batch_slice(k * B, B));
+                for (index_t b = 0; b < B; ++b) sb[static_cast<std::size_t>(k * B + b)] = st.sigma(b);
+                hooks_for(ovs[static_cast<std::size_t>(k)], order[p], order[p], nullptr);
+                items[static_cast<std::size_t>(k)] = {order[p], order[p], prompts.of(order[p]), k * B, B,
+                                                      &ovs[static_cast<std::size_t>(k)]};
+                *outs[p] = ob.batch_slice(k * B, B);
+                ++k;
+            }
+            const batched_call<Cond, T, R> call{xb, view<const T, 1>(sb.data(), {B * n}),
+                                                std::span<const prompt_items<Cond, T>>(items.data(), std::size_t(n))};
+            model.predict_batch(call, ob);
+        }
+    }
+    for (int p = 0; p < 3; ++p) {
+        if (!(wanted & bits[p])) {
+            if (p < 2) kernels::fill(*outs[p], T(0)); // ComfyUI's None entry is an all-zero tensor
+        } else if (!batched) {
+            call_model(order[p], order[p], x, *outs[p], nullptr);
+        }
     }
 
     auto reevaluate = [&](pass_kind prompt, view<const T, R> xr, view<T, R> out, const call_overrides<T>* ov) {

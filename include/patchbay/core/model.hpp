@@ -397,6 +397,36 @@ struct model_call {
     const call_overrides<T>* overrides = nullptr; ///< hooks for this call (never null from the guider)
 };
 
+/// One prompt's items in a batched model call: items [first, first + count) of the call's
+/// batch are this prompt, evaluated with these hooks.
+template <class Cond, class T>
+struct prompt_items {
+    pass_kind pass = pass_kind::cond;
+    pass_kind prompt = pass_kind::cond;
+    const Cond* conditioning = nullptr;
+    index_t first = 0;
+    index_t count = 0;
+    const call_overrides<T>* overrides = nullptr;
+};
+
+/// The prompts of one model evaluation as one call (ComfyUI's calc_cond_batch): the latent
+/// repeated once per prompt along dim 0, prompt after prompt, and one sigma per item. The model
+/// writes every item's denoised prediction and applies each prompt's hooks to its items only
+/// (block hooks on the batch slice; attention-output hooks see which prompt each item is).
+template <class Cond, class T, std::size_t R>
+struct batched_call {
+    view<const T, R> x;
+    view<const T, 1> sigma;
+    std::span<const prompt_items<Cond, T>> prompts;
+};
+
+/// Optional capability: the model evaluates the prompts of one evaluation in one call. The
+/// guider uses it when present (results must equal one predict() per prompt) and falls back to
+/// one call per prompt otherwise.
+template <class M, class T = float, std::size_t R = 4>
+concept batched_model =
+    requires(M& m, const batched_call<conditioning_t<M>, T, R>& call, view<T, R> out) { m.predict_batch(call, out); };
+
 /// The Model concept: predict(call, out) writes the denoised prediction.
 template <class M, class T = float, std::size_t R = 4>
 concept diffusion_model =
