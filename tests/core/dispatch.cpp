@@ -523,3 +523,67 @@ TEST_CASE("batched evaluation gives the per-prompt results bit for bit, hooks pe
     g3.denoise(r3, sc.step(3.0), b.as<4>());
     CHECK(batched.batched_calls == 3);
 }
+
+namespace {
+/// A patch with start/end inputs of its own (as SLG and Deep Shrink have): they are its window.
+struct own_window_patch {
+    double start_percent = 0.2, end_percent = 0.5;
+    static constexpr auto descriptor() {
+        return describe<own_window_patch>("OwnWindow", "OwnWindow", hook_kind::pre_cfg,
+                                          floating("start_percent", &own_window_patch::start_percent, 0.2, 0.0, 1.0),
+                                          floating("end_percent", &own_window_patch::end_percent, 0.5, 0.0, 1.0));
+    }
+    struct state_type {
+        int calls = 0;
+    };
+    template <class T, std::size_t R>
+    void pre_cfg(state_type& s, const guidance_inputs<T, R>&, view<T, R>, view<T, R>) const {
+        ++s.calls;
+    }
+};
+
+/// A patch that needs both prompts in one model call (as NAG does).
+struct needs_batching {
+    static constexpr auto descriptor() { return describe<needs_batching>("NeedsBatching", "NeedsBatching", hook_kind::post_cfg); }
+    static constexpr unsigned needs_capabilities = capability_bit(capability::batched_passes);
+    template <class T, std::size_t R>
+    void post_cfg(no_state&, const guidance_inputs<T, R>&, view<const T, R>, view<const T, R>, view<T, R>) const {}
+};
+} // namespace
+
+TEST_CASE("a patch's own start/end inputs are its window, never a second one", "[dispatch][window]") {
+    scene sc;
+    counting_model model;
+    const guider<counting_model, own_window_patch> g(model, sc.ms, own_window_patch{});
+    patch_chain<counting_model> chain(model, sc.ms);
+    chain.add(own_window_patch{});
+    auto rg = g.begin_run(&sc.pos, &sc.neg);
+    auto rc = chain.begin_run(&sc.pos, &sc.neg);
+    tensor<float> out({2, 4, 8, 8}), sigma{2};
+    auto st = sc.step(3.0);
+    st.sigma = sigma.as<1>();
+    for (float s : {1000.0f, static_cast<float>(sc.ms.percent_to_sigma(0.3)), 0.001f}) {
+        sigma[0] = sigma[1] = s;
+        g.denoise(rg, st, out.as<4>());
+        chain.denoise(rc, st, out.as<4>());
+    }
+    CHECK(rg.state<0>().calls == 1);
+    CHECK(rc.state<own_window_patch::state_type>(0).calls == 1);
+    const std::string e = error_of([&] { patch_chain<counting_model>(model, sc.ms).add(own_window_patch{}, {0.1, 0.9}); });
+    CHECK(e.find("'OwnWindow' has start_percent / end_percent inputs of its own") != std::string::npos);
+}
+
+TEST_CASE("a patch needing batched passes is refused when the run begins on a per-prompt model", "[dispatch][batched]") {
+    scene sc;
+    counting_model per_prompt;
+    batched_hooked_model batched;
+    const guider<counting_model, needs_batching> g1(per_prompt, sc.ms, needs_batching{});
+    CHECK_THROWS_WITH(g1.begin_run(&sc.pos, &sc.neg),
+                      Catch::Contains("patch 'NeedsBatching' needs batched evaluation of the prompts (predict_batch), "
+                                      "which the model does not support"));
+    patch_chain<counting_model> c1(per_prompt, sc.ms);
+    c1.add(needs_batching{});
+    CHECK_THROWS_WITH(c1.begin_run(&sc.pos, &sc.neg), Catch::Contains("needs batched evaluation"));
+    const guider<batched_hooked_model, needs_batching> g2(batched, sc.ms, needs_batching{});
+    CHECK_NOTHROW(g2.begin_run(&sc.pos, &sc.neg));
+}

@@ -218,6 +218,23 @@ struct model_ops {
 
 } // namespace detail
 
+/// A step window: the patch acts only while sigma of the first batch item lies in
+/// [percent_to_sigma(end_percent), percent_to_sigma(start_percent)], both edges inside (ComfyUI's
+/// start_percent / end_percent inputs, e.g. SkipLayerGuidanceDiT). The default is always on.
+/// Outside it the patch does nothing: no hook runs, no extra pass, and its per-run state is
+/// frozen (not reset).
+struct step_window {
+    double start_percent = 0.0;
+    double end_percent = 1.0;
+    bool is_full() const noexcept { return start_percent <= 0.0 && end_percent >= 1.0; }
+    void validate(std::string_view where) const {
+        require_range(start_percent, 0.0, 1.0, where, "start_percent");
+        require_range(end_percent, 0.0, 1.0, where, "end_percent");
+    }
+};
+
+constexpr unsigned capability_bit(capability c) noexcept { return 1u << static_cast<unsigned>(c); }
+
 /// Everything the dispatcher knows about a patch type, built once per type.
 struct patch_vtable {
     detail::cfg_ops<float, 4> f4;
@@ -240,6 +257,10 @@ struct patch_vtable {
     bool needs_attention_hooks = false;
     bool disable_cfg1 = false;
     unsigned refused_slots = 0;
+    unsigned capabilities = 0; ///< capability_bit()s the model must provide
+    /// The window a patch's own start_percent / end_percent inputs give (SLG, Deep Shrink); null
+    /// when the descriptor declares no such inputs.
+    step_window (*own_window)(const void*) = nullptr;
 
     template <class T, std::size_t R>
     const detail::cfg_ops<T, R>& ops() const noexcept {
@@ -339,6 +360,50 @@ model_ops<T> make_model_ops() {
 
 namespace detail {
 template <class P>
+constexpr unsigned needed_capabilities() {
+    unsigned m = 0;
+    if (flag_needs_block_hooks<P> || has_output_block<P, float>) m |= capability_bit(capability::block_hooks);
+    if (flag_needs_attention_hooks<P>) m |= capability_bit(capability::attention_hooks);
+    if constexpr (requires { { P::needs_capabilities } -> std::convertible_to<unsigned>; }) m |= P::needs_capabilities;
+    return m;
+}
+
+/// Does the descriptor declare FLOAT inputs start_percent and end_percent?
+template <class P>
+constexpr bool has_own_window() {
+    bool start = false, end = false;
+    P::descriptor().for_each_input([&](const auto& b) {
+        if (b.info.kind != input_kind::floating) return;
+        start = start || b.info.name == "start_percent";
+        end = end || b.info.name == "end_percent";
+    });
+    return start && end;
+}
+
+template <class P>
+step_window own_window_of(const P& p) {
+    step_window w;
+    P::descriptor().for_each_input([&](const auto& b) {
+        using M = typename std::remove_cvref_t<decltype(b)>::member_type;
+        if constexpr (std::is_floating_point_v<M>) {
+            if (b.info.name == "start_percent") w.start_percent = static_cast<double>(p.*(b.member));
+            if (b.info.name == "end_percent") w.end_percent = static_cast<double>(p.*(b.member));
+        }
+    });
+    return w;
+}
+
+/// The window an entry runs with: the patch's own inputs, or the one given beside it (not both).
+inline step_window effective_window(const patch_vtable& vt, const void* patch, const step_window& given,
+                                    std::string_view where) {
+    if (!vt.own_window) return given;
+    if (!given.is_full())
+        fail(where, "'" + std::string(vt.class_type) +
+                        "' has start_percent / end_percent inputs of its own; set those instead of a second window");
+    return vt.own_window(patch);
+}
+
+template <class P>
 inline constexpr auto input_infos_storage = P::descriptor().infos();
 template <class P>
 inline constexpr std::span<const input_info> input_infos{input_infos_storage<P>};
@@ -372,6 +437,9 @@ const patch_vtable& vtable_of() {
         v.needs_attention_hooks = detail::flag_needs_attention_hooks<P>;
         v.disable_cfg1 = detail::flag_disable_cfg1<P>;
         v.refused_slots = detail::refused_slots<P>();
+        v.capabilities = detail::needed_capabilities<P>();
+        if constexpr (detail::has_own_window<P>())
+            v.own_window = [](const void* p) { return detail::own_window_of(detail::patch_cast<P>(p)); };
         return v;
     }();
     return vt;
@@ -409,21 +477,6 @@ public:
 private:
     std::shared_ptr<const void> ptr_;
     const patch_vtable* vt_ = nullptr;
-};
-
-/// A step window: the patch acts only while sigma of the first batch item lies in
-/// [percent_to_sigma(end_percent), percent_to_sigma(start_percent)], both edges inside (ComfyUI's
-/// start_percent / end_percent inputs, e.g. SkipLayerGuidanceDiT). The default is always on.
-/// Outside it the patch does nothing: no hook runs, no extra pass, and its per-run state is
-/// frozen (not reset).
-struct step_window {
-    double start_percent = 0.0;
-    double end_percent = 1.0;
-    bool is_full() const noexcept { return start_percent <= 0.0 && end_percent >= 1.0; }
-    void validate(std::string_view where) const {
-        require_range(start_percent, 0.0, 1.0, where, "start_percent");
-        require_range(end_percent, 0.0, 1.0, where, "end_percent");
-    }
 };
 
 /// A patch with a step window, for guider<Model, windowed<P>...> and patch_chain::add.
@@ -520,10 +573,11 @@ inline void check_slot_set(std::span<const hook_entry> entries, std::string_view
 
 template <class M>
 void check_capabilities(const M& model, const patch_vtable& vt, std::string_view where) {
-    if (vt.needs_block_hooks && !model_supports(model, capability::block_hooks))
-        fail(where, "patch '" + std::string(vt.class_type) + "' needs block hooks, which the model does not support");
-    if (vt.needs_attention_hooks && !model_supports(model, capability::attention_hooks))
-        fail(where, "patch '" + std::string(vt.class_type) + "' needs attention hooks, which the model does not support");
+    for (unsigned c = 0; c < 32; ++c)
+        if ((vt.capabilities >> c) & 1u)
+            if (!model_supports(model, static_cast<capability>(c)))
+                fail(where, "patch '" + std::string(vt.class_type) + "' needs " +
+                                capability_name(static_cast<capability>(c)) + ", which the model does not support");
 }
 
 enum workspace_slot : std::size_t { ws_cond = 0, ws_uncond, ws_x, ws_mask, ws_scaled, ws_extra, ws_batch_x, ws_batch_out };
@@ -798,6 +852,7 @@ void denoise_step(Model& model, const model_sampling& ms, std::span<hook_entry> 
     auto call_model = [&](pass_kind pass, pass_kind prompt, view<const T, R> xv, view<T, R> out,
                           const call_overrides<T>* extra) {
         call_overrides<T> overrides;
+        overrides.set_scratch(&ws);
         hooks_for(overrides, pass, prompt, extra);
         const model_call<Cond, T, R> call{xv, st.sigma, pass, prompt, prompts.of(prompt), &overrides};
         model.predict(call, out);
@@ -836,6 +891,7 @@ void denoise_step(Model& model, const model_sampling& ms, std::span<hook_entry> 
                 if (!(wanted & bits[p])) continue;
                 kernels::copy<T, R>(x, xb.batch_slice(k * B, B));
                 for (index_t b = 0; b < B; ++b) sb[static_cast<std::size_t>(k * B + b)] = st.sigma(b);
+                ovs[static_cast<std::size_t>(k)].set_scratch(&ws);
                 hooks_for(ovs[static_cast<std::size_t>(k)], order[p], order[p], nullptr);
                 items[static_cast<std::size_t>(k)] = {order[p], order[p], prompts.of(order[p]), k * B, B,
                                                       &ovs[static_cast<std::size_t>(k)]};

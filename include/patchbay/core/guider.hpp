@@ -129,7 +129,7 @@ public:
         for (std::size_t i = 0; i < patch_count; ++i) {
             const auto& e = table[i];
             if (e.slot == hook_kind::model_sampling) sampling_ = e.vt->apply_sampling(e.patch, sampling_);
-            windows_[i] = window_bounds::of(window_at(i), sampling_);
+            windows_[i] = window_bounds::of(detail::effective_window(*e.vt, e.patch, window_at(i), "guider"), sampling_);
         }
     }
 

@@ -91,7 +91,8 @@ enum class capability : std::uint8_t {
     attention_hooks, ///< lets hooks read / replace self-attention at an attention_site (SAG, PAG)
     input_block_hooks,      ///< calls input-block hooks that may resize h (Deep Shrink)
     attention_output_hooks, ///< calls hooks on each self-attention output (NAG)
-    block_skipping          ///< honours per-pass requests to skip DiT blocks (SLG)
+    block_skipping,         ///< honours per-pass requests to skip DiT blocks (SLG)
+    batched_passes          ///< evaluates the prompts of one evaluation in one call (predict_batch)
 };
 
 inline const char* capability_name(capability c) noexcept {
@@ -101,6 +102,7 @@ inline const char* capability_name(capability c) noexcept {
     case capability::input_block_hooks: return "input-block hooks";
     case capability::attention_output_hooks: return "attention-output hooks";
     case capability::block_skipping: return "block skipping";
+    case capability::batched_passes: return "batched evaluation of the prompts (predict_batch)";
     }
     return "?";
 }
@@ -257,6 +259,7 @@ public:
 
     /// Append every hook of another override set (used for re-evaluations with extra hooks).
     void append(const call_overrides& other) {
+        if (!scratch_) scratch_ = other.scratch_;
         for (std::size_t i = 0; i < other.n_input_; ++i) add_input_block(other.input_[i]);
         for (std::size_t i = 0; i < other.n_attn_out_; ++i)
             add_attention_output(other.attn_out_[i].site, other.attn_out_[i].fn);
@@ -290,9 +293,11 @@ public:
     /// returns: in-place hooks (FreeU) keep h, a resizing hook (Deep Shrink) returns h at
     /// hsp's spatial size, held by the run's scratch until the model call returns.
     view<T, 4> apply_output_block(const block_site& site, view<T, 4> h, view<T, 4> hsp) const {
+        block_site s = site;
+        s.scratch = scratch_;
         for (std::size_t i = 0; i < n_block_; ++i) {
-            if (resize_[i]) h = resize_[i](site, h, hsp);
-            else block_[i](site, h, hsp);
+            if (resize_[i]) h = resize_[i](s, h, hsp);
+            else block_[i](s, h, hsp);
         }
         return h;
     }
@@ -300,9 +305,16 @@ public:
     /// Run the input-block hooks in order on h, after each input block; continue with the h
     /// it returns (its spatial size may differ).
     view<T, 4> apply_input_block(const block_site& site, view<T, 4> h) const {
-        for (std::size_t i = 0; i < n_input_; ++i) h = input_[i](site, h);
+        block_site s = site;
+        s.scratch = scratch_;
+        for (std::size_t i = 0; i < n_input_; ++i) h = input_[i](s, h);
         return h;
     }
+
+    /// The run's scratch arena, which block hooks receive in block_site::scratch (set by the
+    /// dispatcher; null for overrides an engine builds itself).
+    workspace* scratch() const noexcept { return scratch_; }
+    void set_scratch(workspace* ws) noexcept { scratch_ = ws; }
 
     /// Run the attention-output hooks matching `site` on a self-attention output, in place.
     void apply_attention_output(const attention_site& site, view<T, 3> out,
@@ -365,6 +377,7 @@ private:
     std::array<attention_output_entry, capacity> attn_out_{};
     std::array<dit_block_site, 64> skip_{};
     std::size_t n_block_ = 0, n_read_ = 0, n_replace_ = 0, n_input_ = 0, n_attn_out_ = 0, n_skip_ = 0;
+    workspace* scratch_ = nullptr;
 };
 
 // ------------------------------------------------------------------------------------------
@@ -443,6 +456,7 @@ bool model_supports(const M& m, capability c) {
     if (c == capability::input_block_hooks && input_block_hookable<M>) return true;
     if (c == capability::attention_output_hooks && attention_output_hookable<M>) return true;
     if (c == capability::block_skipping && block_skipping_model<M>) return true;
+    if (c == capability::batched_passes && batched_model<M, float, 4>) return true;
     if constexpr (runtime_capabilities<M>) return static_cast<bool>(m.supports(c));
     else return false;
 }

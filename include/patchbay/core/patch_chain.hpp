@@ -96,8 +96,9 @@ public:
             fail(where, "cannot add '" + std::string(vt.class_type) +
                             "': it needs attention hooks, which the model does not declare (calls_attention_hooks)");
         window.validate(vt.class_type);
+        const step_window w = detail::effective_window(vt, p.get(), window, where);
         if (slot == hook_kind::model_sampling) sampling_ = vt.apply_sampling(p.get(), sampling_);
-        windows_.push_back(window_bounds::of(window, sampling_));
+        windows_.push_back(window_bounds::of(w, sampling_));
         patches_.push_back(std::move(p));
         slots_.push_back(slot);
         return *this;
