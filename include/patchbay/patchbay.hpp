@@ -26,6 +26,7 @@
 #include "patchbay/patches/cfg/renorm_cfg.hpp"
 #include "patchbay/patches/cfg/rescale_cfg.hpp"
 #include "patchbay/patches/mask/differential_diffusion.hpp"
+#include "patchbay/patches/model_sampling/model_sampling_nodes.hpp"
 #include "patchbay/patches/post_cfg/cfg_norm.hpp"
 #include "patchbay/patches/post_cfg/mahiro.hpp"
 #include "patchbay/patches/post_cfg/pag.hpp"

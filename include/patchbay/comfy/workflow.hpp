@@ -49,6 +49,7 @@
 #include "patchbay/patches/cfg/renorm_cfg.hpp"
 #include "patchbay/patches/cfg/rescale_cfg.hpp"
 #include "patchbay/patches/mask/differential_diffusion.hpp"
+#include "patchbay/patches/model_sampling/model_sampling_nodes.hpp"
 #include "patchbay/patches/post_cfg/cfg_norm.hpp"
 #include "patchbay/patches/post_cfg/mahiro.hpp"
 #include "patchbay/patches/post_cfg/pag.hpp"
@@ -96,11 +97,12 @@ struct workflow_patch {
     hook_kind slot() const;
 };
 
-/// The model sampling a ModelSampling* node installs (the node nearest the sampler).
+/// The model sampling the workflow's ModelSampling* / ModelNoiseScale nodes install, applied
+/// in order (the last object node and what follows it).
 struct workflow_sampling {
-    node_info node;
-    model_sampling sampling;
-    std::string spec; ///< the same, in model_sampling::from_comfy syntax
+    node_info node;           ///< the model-sampling node nearest the sampler
+    model_sampling sampling;  ///< the nodes applied in order
+    std::string spec;         ///< the same, in model_sampling::from_comfy syntax ("A -> B")
 };
 
 /// What the sampler node says about the run. Values that are links patchbay cannot evaluate
@@ -120,6 +122,7 @@ struct sampler_settings {
 /// The model patches a workflow describes, in the order ComfyUI applies them.
 struct workflow {
     std::vector<workflow_patch> patches;     ///< nearest the loader first
+    std::vector<workflow_patch> sampling_nodes; ///< the model-sampling nodes, nearest the loader first
     std::optional<workflow_sampling> sampling; ///< none: the checkpoint's own model sampling
     sampler_settings sampler;
     node_info loader;                        ///< the node that ends the model path
@@ -167,9 +170,6 @@ struct import_options {
     }
 };
 
-/// The model-sampling node classes patchbay reads.
-inline constexpr std::string_view sampling_classes[] = {
-    "ModelSamplingDiscrete", "ModelSamplingSD3", "ModelSamplingAuraFlow"};
 /// Nodes that take a model and return it unpatched (as far as guidance is concerned).
 inline constexpr std::string_view builtin_pass_through_classes[] = {"LoraLoader",
                                                                     "LoraLoaderModelOnly"};
@@ -575,33 +575,36 @@ private:
         return {std::move(p), w};
     }
 
-    workflow_sampling sampling_of(const node_ref& n) const {
-        const auto make = [&](auto fn) {
+    /// Model-sampling nodes apply in order. A node that builds a new object from scratch
+    /// hides every earlier one (ComfyUI silently replaces it): refused. ModelNoiseScale and the
+    /// SD3 / AuraFlow nodes read the object before them, so they may follow another.
+    static void read_sampling(workflow& wf) {
+        const workflow_patch* previous = nullptr;
+        for (const auto& p : wf.sampling_nodes) {
+            if (previous && !p.config.vtable().reads_previous_sampling)
+                fail("workflow node " + quote(previous->node_id) + " (" + previous->class_type + ")",
+                     "a second model sampling on the model path: node " + quote(p.node_id) + " (" + p.class_type +
+                         ") replaces it in ComfyUI; patchbay rejects the workflow rather than ignore a node "
+                         "(remove one of them)");
+            previous = &p;
+        }
+        if (wf.sampling_nodes.empty() || !wf.sampling_nodes.front().config.vtable().builds_sampling_object)
+            return; // the checkpoint's own object (ModelNoiseScale modifies it): build_chain applies them
+        workflow_sampling ws{{}, model_sampling::discrete(), {}};
+        for (const auto& p : wf.sampling_nodes) {
 #if defined(__cpp_exceptions) || defined(__EXCEPTIONS)
             try {
-                return fn();
+                ws.sampling = p.config.vtable().apply_sampling(p.config.get(), ws.sampling);
             } catch (const error& e) {
-                fail(n.where(), e.what());
+                fail("workflow node " + quote(p.node_id) + " (" + p.class_type + ")", e.what());
             }
 #else
-            return fn();
+            ws.sampling = p.config.vtable().apply_sampling(p.config.get(), ws.sampling);
 #endif
-        };
-        if (n.class_type == "ModelSamplingDiscrete") {
-            only_inputs(n, {"sampling", "zsnr"});
-            const std::string s =
-                choice(n, "sampling", {"eps", "v_prediction", "lcm", "x0", "img_to_img"});
-            const bool zsnr = boolean(n, "zsnr", std::nullopt);
-            return {n.info(), make([&] { return model_sampling::discrete(s, zsnr); }),
-                    "ModelSamplingDiscrete(sampling=" + s + ", zsnr=" + (zsnr ? "True" : "False") + ")"};
+            ws.spec += (ws.spec.empty() ? "" : " -> ") + p.config.to_string();
+            ws.node = {p.node_id, p.class_type, p.title};
         }
-        only_inputs(n, {"shift"});
-        const double shift = number(n, "shift", 0, 100);
-        if (n.class_type == "ModelSamplingSD3")
-            return {n.info(), make([&] { return model_sampling::sd3(shift); }),
-                    "ModelSamplingSD3(shift=" + num(shift) + ")"};
-        return {n.info(), make([&] { return model_sampling::aura_flow(shift); }),
-                "ModelSamplingAuraFlow(shift=" + num(shift) + ")"};
+        wf.sampling = std::move(ws);
     }
 
     // ---- sampler ----------------------------------------------------------------------------
@@ -752,6 +755,7 @@ private:
         std::vector<std::string> path{*owner.id}; // ids visited, sampler (or guider) first
         std::string input = "model";
         std::vector<workflow_patch> patches; // sampler side first
+        std::vector<workflow_patch> sampling_nodes; // sampler side first
         std::vector<node_info> pass; // sampler side first
         std::vector<node_info> skipped;
         for (;;) {
@@ -783,23 +787,16 @@ private:
             }
             const node_class* patch_class = class_of(c);
             const bool is_patch = patch_class != nullptr;
-            const bool is_sampling = in_list(c, sampling_classes);
-            if (is_patch || is_sampling || is_pass_through(c)) {
-                if (is_patch || is_sampling) single_output();
+            if (is_patch || is_pass_through(c)) {
+                if (is_patch) single_output();
                 else if (l.output != 0)
                     fail(owner.where(), "input " + quote(input) + " links to output " +
                                             std::to_string(l.output) + " of node " + quote(*n.id) +
                                             " (" + c + "), which is not its MODEL output (0)");
                 if (is_patch) {
                     auto [p, w] = patch_of(n, *patch_class);
-                    patches.push_back({*n.id, c, n.title, std::move(p), w});
-                } else if (is_sampling) {
-                    if (wf.sampling)
-                        fail(n.where(), "a second model sampling on the model path: node " +
-                                            quote(wf.sampling->node.id) + " (" + wf.sampling->node.class_type +
-                                            ") replaces it in ComfyUI; patchbay rejects the workflow "
-                                            "rather than ignore a node (remove one of them)");
-                    wf.sampling = sampling_of(n);
+                    (patch_class->patch->declared_slot == hook_kind::model_sampling ? sampling_nodes : patches)
+                        .push_back({*n.id, c, n.title, std::move(p), w});
                 } else {
                     pass.push_back(n.info());
                 }
@@ -830,6 +827,8 @@ private:
         }
         // ComfyUI applies the node nearest the loader first.
         wf.patches.assign(patches.rbegin(), patches.rend());
+        wf.sampling_nodes.assign(sampling_nodes.rbegin(), sampling_nodes.rend());
+        read_sampling(wf);
         wf.pass_through.assign(pass.rbegin(), pass.rend());
         wf.skipped.assign(skipped.rbegin(), skipped.rend());
         // One cfg function and one mask function: a later node would silently replace an
@@ -933,6 +932,23 @@ any_patch parse_any(node_reader& r) {
     return any_patch(parse_node<P>(r));
 }
 
+/// The workflow's model-sampling nodes applied in order to the checkpoint's own object.
+inline model_sampling sampling_of(const workflow& wf, const model_sampling& checkpoint) {
+    model_sampling ms = checkpoint;
+    for (const auto& p : wf.sampling_nodes) {
+#if defined(__cpp_exceptions) || defined(__EXCEPTIONS)
+        try {
+            ms = p.config.vtable().apply_sampling(p.config.get(), ms);
+        } catch (const error& e) {
+            fail("workflow node " + quote(p.node_id) + " (" + p.class_type + ")", e.what());
+        }
+#else
+        ms = p.config.vtable().apply_sampling(p.config.get(), ms);
+#endif
+    }
+    return ms;
+}
+
 } // namespace workflow_detail
 
 template <described P>
@@ -980,6 +996,15 @@ inline std::span<const node_class> builtin_node_classes() {
         {"Mahiro", &parse_any<mahiro>, &vtable_of<mahiro>()},
         {"SelfAttentionGuidance", &parse_any<self_attention_guidance>, &vtable_of<self_attention_guidance>()},
         {"PerturbedAttentionGuidance", &parse_any<perturbed_attention_guidance>, &vtable_of<perturbed_attention_guidance>()},
+        {"ModelSamplingDiscrete", &parse_any<model_sampling_discrete>, &vtable_of<model_sampling_discrete>()},
+        {"ModelSamplingSD3", &parse_any<model_sampling_sd3>, &vtable_of<model_sampling_sd3>()},
+        {"ModelSamplingAuraFlow", &parse_any<model_sampling_aura_flow>, &vtable_of<model_sampling_aura_flow>()},
+        {"ModelSamplingFlux", &parse_any<model_sampling_flux>, &vtable_of<model_sampling_flux>()},
+        {"ModelSamplingLTXV", &parse_any<model_sampling_ltxv>, &vtable_of<model_sampling_ltxv>()},
+        {"ModelSamplingContinuousEDM", &parse_any<model_sampling_continuous_edm>, &vtable_of<model_sampling_continuous_edm>()},
+        {"ModelSamplingContinuousV", &parse_any<model_sampling_continuous_v>, &vtable_of<model_sampling_continuous_v>()},
+        {"ModelSamplingStableCascade", &parse_any<model_sampling_stable_cascade>, &vtable_of<model_sampling_stable_cascade>()},
+        {"ModelNoiseScale", &parse_any<model_noise_scale>, &vtable_of<model_noise_scale>()},
     };
     return classes;
 }
@@ -1055,7 +1080,7 @@ inline std::string workflow::describe() const {
 
 template <class Model>
 patch_chain<Model> build_chain(const workflow& wf, Model& model, const model_sampling& checkpoint_sampling) {
-    patch_chain<Model> chain(model, wf.sampling ? wf.sampling->sampling : checkpoint_sampling);
+    patch_chain<Model> chain(model, workflow_detail::sampling_of(wf, checkpoint_sampling));
     for (const auto& p : wf.patches) {
         const auto add = [&] { chain.add(p.config, p.window); };
 #if defined(__cpp_exceptions) || defined(__EXCEPTIONS)
@@ -1075,7 +1100,7 @@ patch_chain<Model> build_chain(const workflow& wf, Model& model, const model_sam
 /// model sampling or `checkpoint_sampling`. A patch that needs the model is an error naming the
 /// node.
 inline cfg_chain build_cfg_chain(const workflow& wf, const model_sampling& checkpoint_sampling) {
-    cfg_chain chain(wf.sampling ? wf.sampling->sampling : checkpoint_sampling);
+    cfg_chain chain(workflow_detail::sampling_of(wf, checkpoint_sampling));
     for (const auto& p : wf.patches) {
 #if defined(__cpp_exceptions) || defined(__EXCEPTIONS)
         try {
@@ -1095,7 +1120,7 @@ patch_chain<Model> build_chain(const workflow& wf, Model& model) {
     if (!wf.sampling)
         fail("build_chain", "the workflow has no ModelSampling node; pass the checkpoint's model "
                             "sampling (build_chain(wf, model, sampling))");
-    return build_chain(wf, model, wf.sampling->sampling);
+    return build_chain(wf, model, model_sampling::discrete()); // the nodes build it from scratch
 }
 
 inline workflow parse_workflow(const nlohmann::json& prompt, const import_options& options) {

@@ -258,6 +258,8 @@ struct patch_vtable {
     bool disable_cfg1 = false;
     unsigned refused_slots = 0;
     unsigned capabilities = 0; ///< capability_bit()s the model must provide
+    bool reads_previous_sampling = false; ///< a model-sampling patch that reads the object before it
+    bool builds_sampling_object = true;   ///< false: it only modifies the object before it (ModelNoiseScale)
     /// The window a patch's own start_percent / end_percent inputs give (SLG, Deep Shrink); null
     /// when the descriptor declares no such inputs.
     step_window (*own_window)(const void*) = nullptr;
@@ -438,6 +440,10 @@ const patch_vtable& vtable_of() {
         v.disable_cfg1 = detail::flag_disable_cfg1<P>;
         v.refused_slots = detail::refused_slots<P>();
         v.capabilities = detail::needed_capabilities<P>();
+        if constexpr (requires { requires static_cast<bool>(P::reads_previous_sampling); })
+            v.reads_previous_sampling = true;
+        if constexpr (requires { requires !static_cast<bool>(P::builds_sampling_object); })
+            v.builds_sampling_object = false;
         if constexpr (detail::has_own_window<P>())
             v.own_window = [](const void* p) { return detail::own_window_of(detail::patch_cast<P>(p)); };
         return v;
