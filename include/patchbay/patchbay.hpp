@@ -23,7 +23,10 @@
 #include "patchbay/sampling/schedules.hpp"
 
 #include "patchbay/patches/block/free_u.hpp"
+#include "patchbay/patches/cfg/perp_neg.hpp"
 #include "patchbay/patches/cfg/renorm_cfg.hpp"
+#include "patchbay/patches/guider/dual_cfg_guider.hpp"
+#include "patchbay/patches/guider/perp_neg_guider.hpp"
 #include "patchbay/patches/cfg/rescale_cfg.hpp"
 #include "patchbay/patches/mask/differential_diffusion.hpp"
 #include "patchbay/patches/model_sampling/model_sampling_nodes.hpp"

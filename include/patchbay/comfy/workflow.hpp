@@ -46,7 +46,10 @@
 #include "patchbay/core/patch_chain.hpp"
 #include "patchbay/core/view.hpp"
 #include "patchbay/patches/block/free_u.hpp"
+#include "patchbay/patches/cfg/perp_neg.hpp"
 #include "patchbay/patches/cfg/renorm_cfg.hpp"
+#include "patchbay/patches/guider/dual_cfg_guider.hpp"
+#include "patchbay/patches/guider/perp_neg_guider.hpp"
 #include "patchbay/patches/cfg/rescale_cfg.hpp"
 #include "patchbay/patches/mask/differential_diffusion.hpp"
 #include "patchbay/patches/model_sampling/model_sampling_nodes.hpp"
@@ -306,12 +309,14 @@ public:
         wf.sampler.node = sampler.info();
         const auto [model_owner, model_link] = read_sampler(sampler, wf.sampler);
         walk(model_owner, model_link, wf);
+        if (guider_patch_) wf.patches.push_back(std::move(*guider_patch_));
         return wf;
     }
 
 private:
     const json& prompt_;
     const import_options& opts_;
+    mutable std::optional<workflow_patch> guider_patch_; ///< a multi-prompt GUIDER node, if any
 
     // ---- nodes and links ------------------------------------------------------------------
 
@@ -368,6 +373,14 @@ private:
         return l;
     }
 
+    /// A Reroute's one input (named "", "input", ... depending on the exporter) and its link.
+    std::pair<std::string, link> reroute_input(const node_ref& n) const {
+        const json& in = n.inputs();
+        if (in.size() != 1 || !is_link(in.begin().value()))
+            fail(n.where(), "a Reroute needs exactly one linked input, got " + show(in));
+        return {in.begin().key(), parse_link(n, in.begin().key(), in.begin().value())};
+    }
+
     /// Follow a link through Reroute nodes to the node that produces the value.
     std::pair<node_ref, link> through_reroutes(const node_ref& owner, std::string_view input,
                                                link l) const {
@@ -380,12 +393,7 @@ private:
             if (!seen.insert(l.source).second)
                 fail(cur_owner.where(), "input " + quote(cur_input) +
                                             ": link cycle through Reroute node " + quote(l.source));
-            // A Reroute has one input (named "", "input", ... depending on the exporter).
-            const json& in = n.inputs();
-            if (in.size() != 1 || !is_link(in.begin().value()))
-                fail(n.where(), "a Reroute needs exactly one linked input, got " + show(in));
-            cur_input = in.begin().key();
-            l = parse_link(n, cur_input, in.begin().value());
+            std::tie(cur_input, l) = reroute_input(n);
             cur_owner = n;
         }
     }
@@ -720,12 +728,21 @@ private:
             out.cfg = opt_number(g, "cfg", 0, 100);
         } else if (g.class_type == "BasicGuider") {
             out.cfg = 1.0; // no negative prompt: ComfyUI's guider default cfg
-        } else if (g.class_type == "DualCFGGuider") {
-            out.cfg = opt_number(g, "cfg_conds", 0, 100);
-            out.cfg_cond2_negative = opt_number(g, "cfg_cond2_negative", 0, 100);
+        } else if (const node_class* gc = class_of(g.class_type);
+                   gc && gc->patch->declared_slot == hook_kind::multi_prompt) {
+            // a GUIDER node that combines several prompts (PerpNegGuider, DualCFGGuider): a patch
+            // of the multi-prompt slot, applied after the model's patches
+            if (g.class_type == "DualCFGGuider") {
+                out.cfg = opt_number(g, "cfg_conds", 0, 100);
+                out.cfg_cond2_negative = opt_number(g, "cfg_cond2_negative", 0, 100);
+            } else {
+                out.cfg = opt_number(g, "cfg", 0, 100);
+            }
+            auto [p, w] = patch_of(g, *gc);
+            guider_patch_ = workflow_patch{*g.id, g.class_type, g.title, std::move(p), w};
         } else {
             fail(g.where(), "unsupported guider for SamplerCustomAdvanced (patchbay follows "
-                            "CFGGuider, BasicGuider and DualCFGGuider)");
+                            "CFGGuider, BasicGuider, PerpNegGuider and DualCFGGuider)");
         }
         return model_input(g);
     }
@@ -777,11 +794,7 @@ private:
             };
             if (c == "Reroute") {
                 single_output();
-                const json& in = n.inputs();
-                if (in.size() != 1 || !is_link(in.begin().value()))
-                    fail(n.where(), "a Reroute needs exactly one linked input, got " + show(in));
-                input = in.begin().key();
-                l = parse_link(n, input, in.begin().value());
+                std::tie(input, l) = reroute_input(n);
                 owner = n;
                 continue;
             }
@@ -996,6 +1009,9 @@ inline std::span<const node_class> builtin_node_classes() {
         {"Mahiro", &parse_any<mahiro>, &vtable_of<mahiro>()},
         {"SelfAttentionGuidance", &parse_any<self_attention_guidance>, &vtable_of<self_attention_guidance>()},
         {"PerturbedAttentionGuidance", &parse_any<perturbed_attention_guidance>, &vtable_of<perturbed_attention_guidance>()},
+        {"PerpNeg", &parse_any<perp_neg>, &vtable_of<perp_neg>()},
+        {"PerpNegGuider", &parse_any<perp_neg_guider>, &vtable_of<perp_neg_guider>()},
+        {"DualCFGGuider", &parse_any<dual_cfg_guider>, &vtable_of<dual_cfg_guider>()},
         {"ModelSamplingDiscrete", &parse_any<model_sampling_discrete>, &vtable_of<model_sampling_discrete>()},
         {"ModelSamplingSD3", &parse_any<model_sampling_sd3>, &vtable_of<model_sampling_sd3>()},
         {"ModelSamplingAuraFlow", &parse_any<model_sampling_aura_flow>, &vtable_of<model_sampling_aura_flow>()},

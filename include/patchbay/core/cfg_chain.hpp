@@ -31,16 +31,14 @@ public:
 
     explicit cfg_chain(model_sampling sampling) : chain_(no_model(), std::move(sampling)) {}
 
-    /// Append a patch (validated here); refused when it needs the model.
-    template <patch P>
+    /// Append a patch, a windowed<P> or an any_patch (validated here); refused when it needs
+    /// the model.
+    template <class P>
     cfg_chain& add(P p) {
-        return add(any_patch(std::move(p)));
+        if constexpr (is_windowed_v<P>) return add(any_patch(std::move(p.patch)), p.window);
+        else return add(any_patch(std::move(p)), step_window{});
     }
-    template <patch P>
-    cfg_chain& add(windowed<P> w) {
-        return add(any_patch(std::move(w.patch)), w.window);
-    }
-    cfg_chain& add(any_patch p, step_window window = {}) {
+    cfg_chain& add(any_patch p, step_window window) {
         constexpr std::string_view where = "cfg_chain::add";
         PATCHBAY_REQUIRE(static_cast<bool>(p), where, "the patch is empty");
         const patch_vtable& vt = p.vtable();

@@ -491,6 +491,10 @@ struct windowed {
     P patch;
     step_window window;
 };
+template <class P>
+inline constexpr bool is_windowed_v = false;
+template <class P>
+inline constexpr bool is_windowed_v<windowed<P>> = true;
 
 /// The window's sigma bounds, computed once with the model sampling in effect where the patch
 /// is applied (as ComfyUI computes them when the node is applied).
@@ -870,6 +874,7 @@ void denoise_step(Model& model, const model_sampling& ms, std::span<hook_entry> 
     if (multi) {
         const auto fn = multi->vt->template ops<T, R>().prompts;
         if (!fn) no_overload(*multi, "multi-prompt guider");
+        gi.disable_cfg1_optimization = keeps_uncond; // a patch keeping the uncond pass (SAG) stops the skips
         wanted = fn(multi->patch, gi);
     } else if (cond_scale_is_one(st.cond_scale) && !keeps_uncond) {
         wanted = prompt_cond;

@@ -103,11 +103,8 @@ public:
     /// Everything one sampling run owns: each patch's state, the prompts, the scratch arena.
     /// A copy is a clone of the run; reset() starts the patches' states afresh; release()
     /// frees the scratch (the next step allocates it again).
-    struct run_state {
+    struct run_state : run_prompts<conditioning_type> {
         std::tuple<state_t<detail::unwrap_t<Patches>>...> patch_states{};
-        const conditioning_type* positive = nullptr;
-        const conditioning_type* negative = nullptr;
-        const conditioning_type* extra = nullptr; ///< the third prompt of a multi-prompt guider
         workspace scratch;
 
         template <std::size_t I>
@@ -145,9 +142,7 @@ public:
                         const conditioning_type* extra = nullptr) const {
         for (const auto& e : entries(nullptr)) detail::check_capabilities(*model_, *e.vt, "guider::begin_run");
         run_state run;
-        run.positive = positive;
-        run.negative = negative;
-        run.extra = extra;
+        static_cast<run_prompts<conditioning_type>&>(run) = {positive, negative, extra};
         return run;
     }
 
@@ -161,7 +156,7 @@ public:
                       "A patch in this guider has no hook member for this element type and rank.");
         auto table = entries(&run);
         detail::denoise_step<Model, conditioning_type, T, R>(
-            *model_, sampling_, table, run.scratch, run_prompts<conditioning_type>{run.positive, run.negative, run.extra},
+            *model_, sampling_, table, run.scratch, run,
             step, denoised, "guider::denoise");
     }
 

@@ -17,19 +17,15 @@ namespace patchbay {
 
 namespace detail {
 template <class P>
-struct state_of {
-    using type = no_state;
-};
-template <class P>
-    requires requires { typename P::state_type; }
-struct state_of<P> {
-    using type = typename P::state_type;
-};
+constexpr auto state_type_of() {
+    if constexpr (requires { typename P::state_type; }) return std::type_identity<typename P::state_type>{};
+    else return std::type_identity<no_state>{};
+}
 } // namespace detail
 
 /// The per-run state of patch P (no_state when it keeps none).
 template <class P>
-using state_t = typename detail::state_of<P>::type;
+using state_t = typename decltype(detail::state_type_of<P>())::type;
 
 /// A patch: a described, copyable type.
 template <class P>

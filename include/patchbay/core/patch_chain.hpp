@@ -36,11 +36,8 @@ public:
     /// Per-run state: one state per patch (type-erased), the prompts, the scratch arena.
     /// A copy is a clone of the run; reset() starts the patches' states afresh; release()
     /// frees the scratch.
-    struct run_state {
+    struct run_state : run_prompts<conditioning_type> {
         std::vector<std::any> patch_states;
-        const conditioning_type* positive = nullptr;
-        const conditioning_type* negative = nullptr;
-        const conditioning_type* extra = nullptr; ///< the third prompt of a multi-prompt guider
         workspace scratch;
         std::vector<std::any> fresh; ///< the states begin_run made, kept for reset()
         std::vector<hook_entry> table; ///< rebuilt each step (states move when a run is copied)
@@ -123,9 +120,7 @@ public:
         for (const auto& p : patches_) run.patch_states.push_back(p.vtable().make_state());
         run.fresh = run.patch_states;
         run.table.reserve(patches_.size());
-        run.positive = positive;
-        run.negative = negative;
-        run.extra = extra;
+        static_cast<run_prompts<conditioning_type>&>(run) = {positive, negative, extra};
         return run;
     }
 
@@ -138,7 +133,7 @@ public:
         bind(run, "patch_chain::denoise");
         detail::denoise_step<Model, conditioning_type, T, R>(
             *model_, sampling_, run.table, run.scratch,
-            run_prompts<conditioning_type>{run.positive, run.negative, run.extra}, step, denoised,
+            run, step, denoised,
             "patch_chain::denoise");
     }
 

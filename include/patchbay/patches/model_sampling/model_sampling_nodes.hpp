@@ -113,43 +113,43 @@ struct model_sampling_ltxv {
     }
 };
 
-/// ComfyUI "ModelSamplingContinuousEDM" (edm_playground_v2.5 also has a latent format, see
-/// model_sampling::latent_format()).
-struct model_sampling_continuous_edm {
-    static constexpr std::array<std::string_view, 5> samplings{"v_prediction", "edm", "edm_playground_v2.5", "eps",
-                                                               "cosmos_rflow"};
-    std::string sampling = "v_prediction";
-    double sigma_max = 120.0;
-    double sigma_min = 0.002;
+/// ModelSamplingContinuousEDM and ModelSamplingContinuousV share their inputs (a sampling
+/// combo and the sigma range of a log-linear table); a tag gives each its name, options,
+/// defaults and factory.
+template <class Tag>
+struct model_sampling_continuous_node {
+    std::string sampling = std::string(Tag::options[0]);
+    double sigma_max = Tag::sigma_max;
+    double sigma_min = Tag::sigma_min;
     static constexpr auto descriptor() {
-        return describe<model_sampling_continuous_edm>(
-            "ModelSamplingContinuousEDM", "ModelSamplingContinuousEDM", hook_kind::model_sampling,
-            combo("sampling", &model_sampling_continuous_edm::sampling, samplings, "v_prediction"),
-            floating("sigma_max", &model_sampling_continuous_edm::sigma_max, 120.0, 0.0, 1000.0, 0.001),
-            floating("sigma_min", &model_sampling_continuous_edm::sigma_min, 0.002, 0.0, 1000.0, 0.001));
+        using S = model_sampling_continuous_node;
+        return describe<S>(Tag::class_type, Tag::class_type, hook_kind::model_sampling,
+                           combo("sampling", &S::sampling, Tag::options, Tag::options[0]),
+                           floating("sigma_max", &S::sigma_max, Tag::sigma_max, 0.0, 1000.0, 0.001),
+                           floating("sigma_min", &S::sigma_min, Tag::sigma_min, 0.0, 1000.0, 0.001));
     }
-    model_sampling apply_sampling(const model_sampling&) const {
-        return model_sampling::continuous_edm(sampling, sigma_max, sigma_min);
-    }
+    model_sampling apply_sampling(const model_sampling&) const { return Tag::make(sampling, sigma_max, sigma_min); }
 };
 
-/// ComfyUI "ModelSamplingContinuousV".
-struct model_sampling_continuous_v {
-    static constexpr std::array<std::string_view, 1> samplings{"v_prediction"};
-    std::string sampling = "v_prediction";
-    double sigma_max = 500.0;
-    double sigma_min = 0.03;
-    static constexpr auto descriptor() {
-        return describe<model_sampling_continuous_v>(
-            "ModelSamplingContinuousV", "ModelSamplingContinuousV", hook_kind::model_sampling,
-            combo("sampling", &model_sampling_continuous_v::sampling, samplings, "v_prediction"),
-            floating("sigma_max", &model_sampling_continuous_v::sigma_max, 500.0, 0.0, 1000.0, 0.001),
-            floating("sigma_min", &model_sampling_continuous_v::sigma_min, 0.03, 0.0, 1000.0, 0.001));
-    }
-    model_sampling apply_sampling(const model_sampling&) const {
-        return model_sampling::continuous_v(sampling, sigma_max, sigma_min);
-    }
+struct continuous_edm_node {
+    static constexpr std::string_view class_type = "ModelSamplingContinuousEDM";
+    static constexpr std::array<std::string_view, 5> options{"v_prediction", "edm", "edm_playground_v2.5", "eps",
+                                                             "cosmos_rflow"};
+    static constexpr double sigma_max = 120.0, sigma_min = 0.002;
+    static model_sampling make(std::string_view s, double hi, double lo) { return model_sampling::continuous_edm(s, hi, lo); }
 };
+struct continuous_v_node {
+    static constexpr std::string_view class_type = "ModelSamplingContinuousV";
+    static constexpr std::array<std::string_view, 1> options{"v_prediction"};
+    static constexpr double sigma_max = 500.0, sigma_min = 0.03;
+    static model_sampling make(std::string_view s, double hi, double lo) { return model_sampling::continuous_v(s, hi, lo); }
+};
+
+/// ComfyUI "ModelSamplingContinuousEDM" (edm_playground_v2.5 also has a latent format, see
+/// model_sampling::latent_format()).
+using model_sampling_continuous_edm = model_sampling_continuous_node<continuous_edm_node>;
+/// ComfyUI "ModelSamplingContinuousV".
+using model_sampling_continuous_v = model_sampling_continuous_node<continuous_v_node>;
 
 /// ComfyUI "ModelSamplingStableCascade".
 struct model_sampling_stable_cascade {
