@@ -24,7 +24,7 @@ void dd_mask(benchmark::State& st, std::vector<index_t> shape, double strength) 
     for (index_t i = 0; i < m.size(); ++i) m[i] = 0.5f + 0.5f * std::tanh(m[i]);
     tensor<float> out(shape);
     const auto ms = model_sampling::discrete("eps");
-    const auto sig = simple_schedule(ms, 20);
+    const auto sig = simple_schedule(20, ms);
     const mask_inputs in{sig[7], sig, &ms};
     const differential_diffusion dd{strength};
     no_state ns;

@@ -1,4 +1,5 @@
-// Conformance handlers: RescaleCFG, RenormCFG (sampler cfg function) and CFGNorm (post-CFG).
+// Conformance handlers: RescaleCFG, RenormCFG (sampler cfg function) and CFGNorm (post-CFG, or
+// with pre_cfg the sampler cfg function).
 #include <cstddef>
 #include <string>
 #include <vector>
@@ -21,11 +22,7 @@ using conformance::results;
 /// scalar means a non-flow (eps) model, as the golden README says.
 prediction_type prediction_of(const golden_case& gc) {
     const std::string ms = gc.scalar<std::string>("model_sampling", "");
-    if (ms.find("SD3") != std::string::npos || ms.find("AuraFlow") != std::string::npos ||
-        ms.find("Flux") != std::string::npos)
-        return prediction_type::flow;
-    if (ms.find("v_prediction") != std::string::npos) return prediction_type::v_prediction;
-    return prediction_type::eps;
+    return ms.empty() ? prediction_type::eps : model_sampling::from_comfy(ms).prediction();
 }
 
 struct case_tensors {
@@ -124,6 +121,13 @@ PATCHBAY_CONFORMANCE("RescaleCFG", "e2e.sample_euler") { e2e::run(gc, out, resca
 PATCHBAY_CONFORMANCE("RenormCFG", "e2e.sample_euler") { e2e::run(gc, out, renorm_from(gc)); }
 
 PATCHBAY_CONFORMANCE("CFGNorm", "e2e.sample_euler") { e2e::run(gc, out, cfg_norm_from(gc)); }
+
+// pre_cfg = true: ComfyUI installs a sampler cfg function (cases `pre-cfg-*`).
+PATCHBAY_CONFORMANCE("CFGNorm", "sampler_cfg_function") {
+    const cfg_norm p = cfg_norm_from(gc);
+    if (!p.pre_cfg) fail("CFGNorm", "a sampler_cfg_function case needs pre_cfg = true");
+    cfg_function_case(gc, out, p);
+}
 
 PATCHBAY_CONFORMANCE("CFGNorm", "sampler_post_cfg_function") {
     const cfg_norm p = cfg_norm_from(gc);

@@ -1,9 +1,12 @@
-// Conformance handlers: ModelSamplingDiscrete, ModelSamplingSD3, ModelSamplingAuraFlow
-// (model_sampling.schedule and model_sampling.prediction).
+// Conformance handlers: every model-sampling node (ModelSamplingDiscrete, SD3, AuraFlow, Flux,
+// LTXV, ContinuousEDM, ContinuousV, StableCascade) and ModelNoiseScale: model_sampling.schedule,
+// model_sampling.prediction and the end-to-end Euler runs.
+#include <cstdint>
 #include <string>
 #include <type_traits>
 #include <vector>
 
+#include "e2e.hpp"
 #include "patchbay/sampling/model_sampling.hpp"
 #include "registry.hpp"
 
@@ -20,6 +23,7 @@ V typed_param(const golden_case& gc, const char* patch, const std::string& name,
     const auto& v = gc.params().at(name);
     const bool ok = std::is_same_v<V, bool> ? v.is_boolean()
                     : std::is_same_v<V, std::string> ? v.is_string()
+                    : std::is_same_v<V, std::int64_t> ? v.is_number_integer()
                                                      : v.is_number();
     if (!ok) fail(patch, "parameter '" + name + "' has the wrong type: " + v.dump());
     return v.get<V>();
@@ -30,11 +34,59 @@ model_sampling discrete_from(const golden_case& gc) {
     return model_sampling::discrete(typed_param<std::string>(gc, p, "sampling", "eps"),
                                     typed_param<bool>(gc, p, "zsnr", false));
 }
+/// A case that records the nodes applied before its own (ModelNoiseScale, SD3/AuraFlow
+/// `after-noise-scale-*`) is built from that chain; otherwise from the node's params.
+template <class F>
+model_sampling chain_or(const golden_case& gc, F&& from_params) {
+    const std::string chain = gc.scalar<std::string>("model_sampling_chain", "");
+    return chain.empty() ? from_params() : model_sampling::from_comfy(chain);
+}
 model_sampling sd3_from(const golden_case& gc) {
-    return model_sampling::sd3(typed_param<double>(gc, "ModelSamplingSD3", "shift", 3.0));
+    return chain_or(gc, [&] { return model_sampling::sd3(typed_param<double>(gc, "ModelSamplingSD3", "shift", 3.0)); });
 }
 model_sampling aura_from(const golden_case& gc) {
-    return model_sampling::aura_flow(typed_param<double>(gc, "ModelSamplingAuraFlow", "shift", 1.73));
+    constexpr const char* p = "ModelSamplingAuraFlow";
+    return chain_or(gc, [&] {
+        return model_sampling::aura_flow(typed_param<double>(gc, p, "shift", 1.73),
+                                         typed_param<std::string>(gc, p, "sampling", "flow"));
+    });
+}
+model_sampling noise_scale_from(const golden_case& gc) {
+    return chain_or(gc, [&]() -> model_sampling {
+        fail("ModelNoiseScale", "the case does not say which model sampling it scales (no model_sampling_chain)");
+    });
+}
+model_sampling flux_from(const golden_case& gc) {
+    constexpr const char* p = "ModelSamplingFlux";
+    return model_sampling::flux(typed_param<double>(gc, p, "max_shift", 1.15),
+                                typed_param<double>(gc, p, "base_shift", 0.5),
+                                typed_param<std::int64_t>(gc, p, "width", 1024),
+                                typed_param<std::int64_t>(gc, p, "height", 1024));
+}
+model_sampling ltxv_from(const golden_case& gc) {
+    constexpr const char* p = "ModelSamplingLTXV";
+    const double max_shift = typed_param<double>(gc, p, "max_shift", 2.05);
+    const double base_shift = typed_param<double>(gc, p, "base_shift", 0.95);
+    // Only the latent's shape matters; the case records it (null = no latent).
+    if (!gc.scalars().contains("latent_shape") || gc.scalars().at("latent_shape").is_null())
+        return model_sampling::ltxv(max_shift, base_shift);
+    const auto shape = gc.scalars().at("latent_shape").get<std::vector<index_t>>();
+    return model_sampling::ltxv(max_shift, base_shift, shape);
+}
+model_sampling edm_from(const golden_case& gc) {
+    constexpr const char* p = "ModelSamplingContinuousEDM";
+    return model_sampling::continuous_edm(typed_param<std::string>(gc, p, "sampling", "v_prediction"),
+                                          typed_param<double>(gc, p, "sigma_max", 120.0),
+                                          typed_param<double>(gc, p, "sigma_min", 0.002));
+}
+model_sampling v_from(const golden_case& gc) {
+    constexpr const char* p = "ModelSamplingContinuousV";
+    return model_sampling::continuous_v(typed_param<std::string>(gc, p, "sampling", "v_prediction"),
+                                        typed_param<double>(gc, p, "sigma_max", 500.0),
+                                        typed_param<double>(gc, p, "sigma_min", 0.03));
+}
+model_sampling cascade_from(const golden_case& gc) {
+    return model_sampling::stable_cascade(typed_param<double>(gc, "ModelSamplingStableCascade", "shift", 2.0));
 }
 
 tensor<float> vector_tensor(std::span<const float> v) {
@@ -45,19 +97,20 @@ tensor<float> vector_tensor(std::span<const float> v) {
 
 void schedule(const model_sampling& ms, const golden_case& gc, results& out) {
     put(out, "sigmas", vector_tensor(ms.sigmas()));
-    if (!ms.is_flow()) put(out, "log_sigmas", vector_tensor(ms.log_sigmas()));
+    const bool discrete = ms.base() == sampling_base::discrete;
+    if (discrete) put(out, "log_sigmas", vector_tensor(ms.log_sigmas()));
     tensor<float> smin({1}), smax({1});
     smin[0] = ms.sigma_min();
     smax[0] = ms.sigma_max();
     put(out, "sigma_min", smin);
     put(out, "sigma_max", smax);
 
-    // Timesteps: integer indices (int64 in ComfyUI) for discrete, float32 for flow; both are
-    // exact as doubles.
+    // Timesteps: integer indices (int64 in ComfyUI) for discrete tables, float32 for the
+    // continuous ones; both are exact as doubles.
     const tensor<float> qs = gc.tensor_input<float>("query_sigma");
     tensor<double> ts(qs.shape());
     for (index_t i = 0; i < qs.size(); ++i) ts[i] = ms.timestep(qs[i]);
-    if (ms.is_flow()) {
+    if (!discrete) {
         tensor<float> tf(qs.shape());
         for (index_t i = 0; i < qs.size(); ++i) tf[i] = static_cast<float>(ts[i]);
         put(out, "timestep_of_sigma", tf);
@@ -110,9 +163,36 @@ void prediction(const model_sampling& ms, const golden_case& gc, results& out) {
 
 } // namespace
 
-PATCHBAY_CONFORMANCE("ModelSamplingDiscrete", "model_sampling.schedule") { schedule(discrete_from(gc), gc, out); }
-PATCHBAY_CONFORMANCE("ModelSamplingDiscrete", "model_sampling.prediction") { prediction(discrete_from(gc), gc, out); }
-PATCHBAY_CONFORMANCE("ModelSamplingSD3", "model_sampling.schedule") { schedule(sd3_from(gc), gc, out); }
-PATCHBAY_CONFORMANCE("ModelSamplingSD3", "model_sampling.prediction") { prediction(sd3_from(gc), gc, out); }
-PATCHBAY_CONFORMANCE("ModelSamplingAuraFlow", "model_sampling.schedule") { schedule(aura_from(gc), gc, out); }
-PATCHBAY_CONFORMANCE("ModelSamplingAuraFlow", "model_sampling.prediction") { prediction(aura_from(gc), gc, out); }
+namespace {
+
+/// Both non-e2e kinds of a node: the schedule and the prediction of the object it builds.
+bool register_object_cases(const char* node, model_sampling (*factory)(const golden_case&)) {
+    conformance::registry()[{node, "model_sampling.schedule"}] = [factory](const golden_case& gc, results& out) {
+        schedule(factory(gc), gc, out);
+    };
+    conformance::registry()[{node, "model_sampling.prediction"}] = [factory](const golden_case& gc, results& out) {
+        prediction(factory(gc), gc, out);
+    };
+    return true;
+}
+
+[[maybe_unused]] const bool object_cases_registered =
+    register_object_cases("ModelSamplingDiscrete", discrete_from) &&
+    register_object_cases("ModelSamplingSD3", sd3_from) &&
+    register_object_cases("ModelSamplingAuraFlow", aura_from) &&
+    register_object_cases("ModelSamplingFlux", flux_from) &&
+    register_object_cases("ModelSamplingLTXV", ltxv_from) &&
+    register_object_cases("ModelSamplingContinuousEDM", edm_from) &&
+    register_object_cases("ModelSamplingContinuousV", v_from) &&
+    register_object_cases("ModelSamplingStableCascade", cascade_from) &&
+    register_object_cases("ModelNoiseScale", noise_scale_from);
+
+} // namespace
+
+// End-to-end Euler runs with plain CFG on the model sampling the case's scalar names.
+PATCHBAY_CONFORMANCE("ModelSamplingFlux", "e2e.sample_euler") { e2e::run(gc, out); }
+PATCHBAY_CONFORMANCE("ModelSamplingLTXV", "e2e.sample_euler") { e2e::run(gc, out); }
+PATCHBAY_CONFORMANCE("ModelSamplingContinuousEDM", "e2e.sample_euler") { e2e::run(gc, out); }
+PATCHBAY_CONFORMANCE("ModelSamplingContinuousV", "e2e.sample_euler") { e2e::run(gc, out); }
+PATCHBAY_CONFORMANCE("ModelSamplingStableCascade", "e2e.sample_euler") { e2e::run(gc, out); }
+PATCHBAY_CONFORMANCE("ModelNoiseScale", "e2e.sample_euler") { e2e::run(gc, out); }

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "patchbay/core/isa.hpp"
 #include "registry.hpp"
 
 namespace fs = std::filesystem;
@@ -36,10 +37,12 @@ std::vector<std::string> split(const std::string& s) {
     return v;
 }
 
-/// numpy.allclose per element; NaN in the expected output (equal_nan cases) means "ComfyUI
-/// gave NaN from finite input": patchbay must be finite there (the NaN policy).
-verdict compare(const std::string& name, const npy::array& want, const npy::array& got, double rtol,
-                double atol, bool equal_nan, double& worst_ratio) {
+/// numpy.allclose per element. NaN in the expected output of an equal_nan case means ComfyUI
+/// gave NaN from finite input (the golden README's NaN rule): where the float64 companion
+/// (`want64`, may be null) is finite there, the value must match it within the tolerance;
+/// where both are NaN, patchbay's value must be finite (a unit test pins the limit).
+verdict compare(const std::string& name, const npy::array& want, const npy::array* want64,
+                const npy::array& got, double rtol, double atol, bool equal_nan, double& worst_ratio) {
     verdict v;
     if (got.shape != want.shape && !(got.size() == want.size() && got.size() == 1)) {
         std::string ws, gs;
@@ -48,10 +51,15 @@ verdict compare(const std::string& name, const npy::array& want, const npy::arra
         v.detail = name + ": shape (" + gs + ") != expected (" + ws + ")";
         return v;
     }
+    if (want64 && want64->values.size() != want.values.size()) {
+        v.detail = name + ": the float64 companion has another size than the float32 output";
+        return v;
+    }
     double worst = 0;
-    std::size_t worst_i = 0, nan_policy = 0;
+    std::size_t worst_i = 0, nan_limit = 0, nan_f64 = 0;
     for (std::size_t i = 0; i < want.values.size(); ++i) {
-        const double e = want.values[i], a = got.values[i];
+        double e = want.values[i];
+        const double a = got.values[i];
         if (std::isnan(e)) {
             if (!equal_nan) {
                 v.detail = name + ": expected NaN at " + std::to_string(i) + " in a case without equal_nan";
@@ -61,10 +69,13 @@ verdict compare(const std::string& name, const npy::array& want, const npy::arra
                 v.detail = name + ": non-finite value at " + std::to_string(i) + " (NaN policy: must be finite)";
                 return v;
             }
-            ++nan_policy;
-            continue;
-        }
-        if (!std::isfinite(a)) {
+            if (!want64 || std::isnan(want64->values[i])) {
+                ++nan_limit;
+                continue;
+            }
+            e = want64->values[i]; // compare against ComfyUI's float64 run
+            ++nan_f64;
+        } else if (!std::isfinite(a)) {
             v.detail = name + ": non-finite value at " + std::to_string(i);
             return v;
         }
@@ -72,9 +83,12 @@ verdict compare(const std::string& name, const npy::array& want, const npy::arra
         if (ratio > worst) worst = ratio, worst_i = i;
     }
     worst_ratio = std::max(worst_ratio, worst);
+    std::string nan_note;
+    if (nan_f64) nan_note += " (" + std::to_string(nan_f64) + " NaN positions checked against float64)";
+    if (nan_limit) nan_note += " (" + std::to_string(nan_limit) + " NaN-policy positions finite)";
     char buf[256];
     std::snprintf(buf, sizeof buf, "%s worst %.3g of tolerance at %zu%s", name.c_str(), worst, worst_i,
-                  nan_policy ? (" (" + std::to_string(nan_policy) + " NaN-policy positions finite)").c_str() : "");
+                  nan_note.c_str());
     v.detail = buf;
     v.pass = worst <= 1.0;
     return v;
@@ -127,7 +141,7 @@ nlohmann::json parse_case_json(const std::string& text) {
     return j;
 }
 
-verdict run_case(const fs::path& dir, std::string& patch, std::string& name) {
+verdict run_case(const fs::path& dir, std::string& patch, std::string& name, bool all_details) {
     verdict v;
     golden_case gc;
     gc.dir = dir.string();
@@ -181,9 +195,14 @@ verdict run_case(const fs::path& dir, std::string& patch, std::string& name) {
             details += "; " + oname + ": not computed";
             continue;
         }
-        const auto c = compare(oname, want, got->second, rtol, atol, equal_nan, worst_ratio);
+        // the float64 companion, read only where the float32 output holds NaN
+        npy::array want64;
+        const bool has64 = equal_nan && gc.spec.contains("outputs_f64") && gc.spec["outputs_f64"].contains(oname);
+        if (has64) want64 = npy::load((dir / gc.spec["outputs_f64"][oname].get<std::string>()).string());
+        const auto c = compare(oname, want, has64 ? &want64 : nullptr, got->second, rtol, atol,
+                               equal_nan, worst_ratio);
         if (!c.pass) v.pass = false;
-        if (!c.pass || details.empty()) details += "; " + c.detail;
+        if (!c.pass || details.empty() || all_details) details += "; " + c.detail;
     }
     char buf[64];
     std::snprintf(buf, sizeof buf, "max err/tol %.3f", worst_ratio);
@@ -222,7 +241,7 @@ int main(int argc, char** argv) {
         std::string patch, name;
         verdict v;
         try {
-            v = run_case(dir, patch, name);
+            v = run_case(dir, patch, name, verbose);
         } catch (const std::exception& e) {
             v.pass = false;
             v.detail = std::string("could not run the case: ") + e.what();
@@ -238,6 +257,8 @@ int main(int argc, char** argv) {
         std::printf("%s %s/%s: %s\n", v.pass ? "PASS" : "FAIL", patch.c_str(), name.c_str(), detail.c_str());
     }
     if (not_run) std::printf("(%d cases of other patches not run: --only / --registered-patches-only)\n", not_run);
+    const std::string_view simd = simd_arch_name();
+    std::printf("simd: %.*s\n", static_cast<int>(simd.size()), simd.data());
     std::printf("%d passed, %d failed\n", passed, failed);
     return failed == 0 && passed > 0 ? 0 : 1;
 }

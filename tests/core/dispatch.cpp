@@ -21,7 +21,7 @@
 #include "patchbay/sampling/samplers.hpp"
 #include "patchbay/sampling/schedules.hpp"
 #include "test_patches.hpp"
-#include "toy_unet.hpp"
+#include "../../examples/toy_unet.hpp"
 
 using namespace patchbay;
 using namespace patchbay::test;

@@ -14,6 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "golden_util.hpp"
 #include "npy.hpp"
 #include "patchbay/sampling/model_sampling.hpp"
 #include "test_util.hpp"
@@ -42,41 +43,32 @@ void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 
 namespace {
 
-const std::string golden = PATCHBAY_GOLDEN_DIR;
-
-nlohmann::json load_case(const std::string& dir) {
-    std::ifstream f(dir + "/case.json");
-    return nlohmann::json::parse(f);
-}
-
-/// numpy.allclose with the case's per-output tolerance.
-void require_close_to_golden(const std::string& dir, const std::string& name,
-                             const std::vector<double>& got) {
-    const auto spec = load_case(dir);
-    const auto want = npy::load(dir + "/" + spec.at("outputs").at(name).get<std::string>());
-    const double rtol = spec.at("tolerances").at(name).at("rtol").get<double>();
-    const double atol = spec.at("tolerances").at(name).at("atol").get<double>();
-    REQUIRE(static_cast<std::size_t>(want.size()) == got.size());
-    for (std::size_t i = 0; i < got.size(); ++i) {
-        INFO(dir << " " << name << "[" << i << "]");
-        REQUIRE(std::abs(got[i] - want.values[i]) <= atol + rtol * std::abs(want.values[i]));
-    }
-}
-
-std::vector<double> widen(std::span<const float> v) { return {v.begin(), v.end()}; }
-
-tensor<float> batch_sigma(std::initializer_list<float> v) {
-    tensor<float> t({static_cast<index_t>(v.size())});
-    index_t i = 0;
-    for (float s : v) t[i++] = s;
-    return t;
-}
+using test::batch_sigma;
+using test::golden;
+using test::load_case;
+using test::require_close_to_golden;
+using test::widen;
 
 model_sampling by_name(const std::string& n) {
     if (n == "sd3") return model_sampling::sd3(3.0);
     if (n == "aura") return model_sampling::aura_flow(1.73);
+    if (n == "velocity") return model_sampling::aura_flow(1.73, "img_to_img_velocity");
+    if (n == "flux") return model_sampling::flux();
+    if (n == "ltxv") return model_sampling::ltxv();
+    if (n == "edm") return model_sampling::continuous_edm("edm", 80.0, 0.002);
+    if (n == "edm_eps") return model_sampling::continuous_edm("eps", 14.6146, 0.0292);
+    if (n == "edm_v") return model_sampling::continuous_edm();
+    if (n == "cosmos") return model_sampling::continuous_edm("cosmos_rflow", 80.0, 0.0002);
+    if (n == "cont_v") return model_sampling::continuous_v();
+    if (n == "cascade") return model_sampling::stable_cascade();
+    if (n == "noise_scaled") return model_sampling::sd3(3.0).with_noise_scale(7.5);
     return model_sampling::discrete(n, false);
 }
+
+/// Every kind of object: each sampling type at least once, each schedule family at least once.
+const char* const all_kinds[] = {"eps", "v_prediction", "lcm", "x0", "img_to_img", "img_to_img_flow",
+                                 "sd3", "aura", "velocity", "flux", "ltxv", "edm", "edm_eps", "edm_v",
+                                 "cosmos", "cont_v", "cascade", "noise_scaled"};
 
 } // namespace
 
@@ -299,10 +291,11 @@ TEST_CASE("prediction ops match the golden ComfyUI outputs", "[model_sampling]")
 TEST_CASE("scalings reproduce calculate_input / calculate_denoised", "[model_sampling]") {
     const auto x = test::random_tensor({2, 3, 4, 5}, 1);
     const auto mo = test::random_tensor({2, 3, 4, 5}, 2);
-    for (const char* n : {"eps", "v_prediction", "lcm", "x0", "img_to_img", "sd3", "aura"}) {
+    for (const char* n : all_kinds) {
         INFO(n);
         const auto m = by_name(n);
-        const auto sigma = m.is_flow() ? batch_sigma({0.3f, 0.85f}) : batch_sigma({0.7f, 9.0f});
+        const bool unit_range = m.is_flow() || m.base() == sampling_base::flux;
+        const auto sigma = unit_range ? batch_sigma({0.3f, 0.85f}) : batch_sigma({0.7f, 9.0f});
         tensor<double> xd(x.shape()), od(x.shape()), sd({2}), den(x.shape()), inp(x.shape());
         for (index_t i = 0; i < x.size(); ++i) xd[i] = x[i], od[i] = mo[i];
         sd[0] = sigma[0], sd[1] = sigma[1];
@@ -315,7 +308,7 @@ TEST_CASE("scalings reproduce calculate_input / calculate_denoised", "[model_sam
             REQUIRE(inp[i] == Approx(sc.c_in * xd[i]).margin(1e-12));
         }
         // Round trip: pick the raw output that yields a target denoised, check we get it back.
-        if (n != std::string("x0") && n != std::string("img_to_img")) {
+        if (m.scalings_at(1.0).c_out != 0.0) { // x0-type outputs ignore x: nothing to invert
             tensor<double> raw(x.shape()), back(x.shape());
             for (index_t i = 0; i < x.size(); ++i) {
                 const auto sc = m.scalings_at(sd[i / per]);
@@ -383,7 +376,7 @@ TEST_CASE("strided views give the contiguous result", "[model_sampling]") {
     const view<const float, 4> xs(base.data(), {B, C, H, W}, {H * W * C, 1, W * C, C});
     const tensor<float> xc = tensor<float>::copy_of(xs);
     const auto s = batch_sigma({0.5f, 3.0f});
-    for (const char* n : {"eps", "v_prediction", "lcm", "sd3"}) {
+    for (const char* n : all_kinds) {
         INFO(n);
         const auto m = by_name(n);
         tensor<float> want(xc.shape()), out_buf({B, H, W, C});
@@ -430,7 +423,7 @@ TEST_CASE("tensor ops do not allocate", "[model_sampling]") {
     const auto x = test::random_tensor({2, 4, 8, 8}, 21);
     tensor<float> out(x.shape());
     const auto s = batch_sigma({0.5f, 0.25f});
-    for (const char* n : {"eps", "v_prediction", "lcm", "x0", "img_to_img", "sd3", "aura"}) {
+    for (const char* n : all_kinds) {
         INFO(n);
         const auto m = by_name(n);
         const long before = allocations.load();
@@ -448,4 +441,173 @@ TEST_CASE("tensor ops do not allocate", "[model_sampling]") {
     const auto built = model_sampling::discrete("x0");
     CHECK(allocations.load() > before);
     CHECK(built.sigmas().size() == 1000);
+}
+
+TEST_CASE("discrete from a prediction type or a sampling type equals the string form", "[model_sampling]") {
+    for (auto [p, name] : {std::pair{prediction_type::eps, "eps"}, std::pair{prediction_type::v_prediction, "v_prediction"},
+                           std::pair{prediction_type::lcm, "lcm"}, std::pair{prediction_type::x0, "x0"},
+                           std::pair{prediction_type::img_to_img, "img_to_img"}}) {
+        INFO(name);
+        for (bool zsnr : {false, true}) {
+            const auto a = model_sampling::discrete(p, zsnr);
+            const auto b = model_sampling::discrete(name, zsnr);
+            CHECK(a.prediction() == p);
+            CHECK(a.zsnr() == zsnr);
+            CHECK(std::equal(a.sigmas().begin(), a.sigmas().end(), b.sigmas().begin(), b.sigmas().end()));
+            CHECK(a.type() == b.type());
+        }
+    }
+    const std::string msg = test::error_of([] { (void)model_sampling::discrete(prediction_type::flow, false); });
+    CHECK(msg.find("ModelSamplingDiscrete") != std::string::npos);
+    CHECK(msg.find("img_to_img_flow") != std::string::npos);
+    CHECK_THROWS_AS(model_sampling::discrete(sampling_type::edm, false), patchbay::error);
+    CHECK_THROWS_AS(model_sampling::discrete(sampling_type::flow, false), patchbay::error);
+    const auto f = model_sampling::discrete(sampling_type::img_to_img_flow, true);
+    CHECK(f.type() == sampling_type::img_to_img_flow);
+    CHECK(f.base() == sampling_base::discrete);
+    CHECK(std::string(f.class_type()) == "ModelSamplingDiscrete");
+}
+
+TEST_CASE("img_to_img_flow: discrete table, CONST-family prediction without noise", "[model_sampling]") {
+    const auto m = model_sampling::discrete("img_to_img_flow", false);
+    const auto eps = model_sampling::discrete("eps", false);
+    // the eps table and timesteps
+    CHECK(std::equal(m.sigmas().begin(), m.sigmas().end(), eps.sigmas().begin(), eps.sigmas().end()));
+    CHECK(m.timestep(1.0) == eps.timestep(1.0));
+    CHECK(m.percent_to_sigma(0.3) == eps.percent_to_sigma(0.3));
+    // a CONST subclass in ComfyUI: the flow samplers and hooks treat it as flow
+    CHECK(m.is_flow());
+    CHECK(m.prediction() == prediction_type::flow);
+    const auto x = test::random_tensor({2, 3, 4, 4}, 31), mo = test::random_tensor({2, 3, 4, 4}, 32),
+               n = test::random_tensor({2, 3, 4, 4}, 33), l = test::random_tensor({2, 3, 4, 4}, 34);
+    const auto s = batch_sigma({0.5f, 7.0f});
+    tensor<float> r(x.shape());
+    m.calculate_input<float, 4>(s.as<1>(), x.as<4>(), r.as<4>());
+    CHECK(test::bit_equal(r, x));
+    m.calculate_denoised<float, 4>(s.as<1>(), mo.as<4>(), x.as<4>(), r.as<4>());
+    CHECK(test::bit_equal(r, mo));
+    for (bool max_denoise : {false, true}) {
+        m.noise_scaling<float, 4>(s.as<1>(), n.as<4>(), l.as<4>(), max_denoise, r.as<4>());
+        CHECK(test::bit_equal(r, l)); // the latent image, no noise
+    }
+    m.inverse_noise_scaling<float, 4>(s.as<1>(), x.as<4>(), r.as<4>());
+    for (index_t i = 0; i < x.size(); ++i) REQUIRE(r[i] == 1.0f - x[i]);
+    // in place
+    tensor<float> inplace = x;
+    m.inverse_noise_scaling<float, 4>(s.as<1>(), inplace.as<4>(), inplace.as<4>());
+    CHECK(test::bit_equal(inplace, r));
+}
+
+TEST_CASE("every object computes each batch item from its own sigma alone", "[model_sampling]") {
+    // A batch of three with different sigmas equals three single-item calls, bit for bit
+    // (ComfyUI reshapes sigma to (B, 1, ...) and broadcasts per item).
+    const auto x = test::random_tensor({3, 4, 3, 5}, 41), mo = test::random_tensor({3, 4, 3, 5}, 42),
+               n = test::random_tensor({3, 4, 3, 5}, 43), l = test::random_tensor({3, 4, 3, 5}, 44);
+    for (const char* name : all_kinds) {
+        INFO(name);
+        const auto m = by_name(name);
+        const bool unit_range = m.is_flow() || m.base() == sampling_base::flux;
+        const auto s = unit_range ? batch_sigma({0.0f, 0.35f, 0.9f}) : batch_sigma({0.05f, 1.3f, 40.0f});
+        auto run = [&](int which, auto&& op) {
+            tensor<float> batch(x.shape());
+            op(s.as<1>(), x.as<4>(), mo.as<4>(), n.as<4>(), l.as<4>(), batch.as<4>());
+            for (index_t b = 0; b < 3; ++b) {
+                tensor<float> one({1, 4, 3, 5});
+                const auto sb = s.as<1>().batch_slice(b, 1);
+                op(sb, x.as<4>().batch_slice(b, 1), mo.as<4>().batch_slice(b, 1), n.as<4>().batch_slice(b, 1),
+                   l.as<4>().batch_slice(b, 1), one.as<4>());
+                const tensor<float> got = tensor<float>::copy_of(view<const float, 4>(batch.as<4>().batch_slice(b, 1)));
+                INFO("op " << which << " item " << b);
+                CHECK(test::bit_equal(got, one));
+            }
+            return batch;
+        };
+        using V1 = view<const float, 1>;
+        using V4 = view<const float, 4>;
+        const auto in = run(0, [&](V1 sg, V4 xv, V4, V4, V4, view<float, 4> o) { m.calculate_input<float, 4>(sg, xv, o); });
+        const auto den = run(1, [&](V1 sg, V4 xv, V4 mv, V4, V4, view<float, 4> o) {
+            m.calculate_denoised<float, 4>(sg, mv, xv, o);
+        });
+        const auto ns = run(2, [&](V1 sg, V4, V4, V4 nv, V4 lv, view<float, 4> o) {
+            m.noise_scaling<float, 4>(sg, nv, lv, true, o);
+        });
+        // the items really differ: item 2 is not item 1 computed with item 2's data
+        CHECK(test::max_abs_diff(in, x) + test::max_abs_diff(den, x) + test::max_abs_diff(ns, l) > 0.0);
+    }
+}
+
+TEST_CASE("from_comfy reads every model-sampling node and chains of them", "[model_sampling]") {
+    const auto flux = model_sampling::from_comfy("ModelSamplingFlux(max_shift=1.15, base_shift=0.5, width=1920, height=1088)");
+    CHECK(flux.base() == sampling_base::flux);
+    CHECK(flux.shift() == Approx(1.8379166666666666).epsilon(1e-14));
+    CHECK(model_sampling::from_comfy("ModelSamplingFlux").shift() == Approx(1.15).epsilon(1e-14));
+    CHECK(model_sampling::from_comfy("ModelSamplingFlux(1.15, 0.5, 16, 16)").shift() == Approx(0.4568359375).epsilon(1e-14));
+
+    const auto ltx = model_sampling::from_comfy("ModelSamplingLTXV(max_shift=2.05, base_shift=0.95, latent_shape=[1, 128, 8, 16, 24])");
+    CHECK(ltx.shift() == Approx(1.6833333333333331).epsilon(1e-14));
+    CHECK(std::string(ltx.class_type()) == "ModelSamplingLTXV");
+    // the golden cases' prose form, tokens=N, and no latent (4096 tokens: mu = max_shift)
+    CHECK(model_sampling::from_comfy("ModelSamplingLTXV(max_shift=2.05, base_shift=0.95, latent of shape [1, 4, 3, 6, 8])")
+              .shift() == Approx(0.6348958333333332).epsilon(1e-14));
+    CHECK(model_sampling::from_comfy("ModelSamplingLTXV(2.05, 0.95, tokens=3072)").shift() == ltx.shift());
+    CHECK(model_sampling::from_comfy("ModelSamplingLTXV(max_shift=1.5, base_shift=0.5)").shift() == Approx(1.5).epsilon(1e-14));
+
+    const auto edm = model_sampling::from_comfy("ModelSamplingContinuousEDM(edm, sigma_max=80.0, sigma_min=0.002)");
+    CHECK(edm.type() == sampling_type::edm);
+    CHECK(edm.sigma_data() == 0.5);
+    CHECK(edm.sigma_max() == Approx(80.0).epsilon(1e-6));
+    const auto pg = model_sampling::from_comfy("ModelSamplingContinuousEDM(sampling=edm_playground_v2.5)");
+    CHECK(pg.latent_format() == &sdxl_playground_2_5_latent_format);
+    CHECK(pg.sigma_max() == Approx(120.0).epsilon(1e-6)); // node default
+    CHECK(model_sampling::from_comfy("ModelSamplingContinuousEDM(cosmos_rflow, 80, 0.0002)").base() == sampling_base::cosmos_rflow);
+    const auto v = model_sampling::from_comfy("ModelSamplingContinuousV(v_prediction, sigma_max=500.0, sigma_min=0.03)");
+    CHECK(v.base() == sampling_base::continuous_v);
+    CHECK(v.prediction() == prediction_type::v_prediction);
+    CHECK(model_sampling::from_comfy("ModelSamplingStableCascade(shift=7.5)").shift() == 7.5);
+    CHECK(model_sampling::from_comfy("ModelSamplingStableCascade").shift() == 2.0);
+    const auto vel = model_sampling::from_comfy("ModelSamplingAuraFlow(1.0, sampling='img_to_img_velocity')");
+    CHECK(vel.type() == sampling_type::img_to_img_velocity);
+    CHECK(model_sampling::from_comfy("ModelSamplingDiscrete(img_to_img_flow, zsnr=True)").type() == sampling_type::img_to_img_flow);
+
+    // chains: ModelNoiseScale modifies the object before it; SD3/AuraFlow keep its noise scale
+    const auto a = model_sampling::from_comfy("ModelSamplingSD3(shift=3.0) -> ModelNoiseScale(noise_scale=7.5) -> ModelSamplingSD3(shift=2.0)");
+    CHECK(a.shift() == 2.0);
+    CHECK(a.noise_scale() == 7.5);
+    const auto b = model_sampling::from_comfy("ModelSamplingSD3(shift=3.0)->ModelNoiseScale(4.0)->ModelNoiseScale(noise_scale=2.0)");
+    CHECK(b.noise_scale() == 2.0);
+    CHECK(b.shift() == 3.0);
+    // Flux does not carry a noise scale: a node after a scaled SD3 starts over
+    CHECK(model_sampling::from_comfy("ModelSamplingSD3 -> ModelNoiseScale(3) -> ModelSamplingFlux").noise_scale() == 1.0);
+    CHECK(model_sampling::from_comfy("ModelSamplingAuraFlow -> ModelNoiseScale(0.5) -> ModelSamplingAuraFlow(2.5)").noise_scale() == 0.5);
+
+    for (const char* bad : {"ModelNoiseScale(2.0)", "ModelSamplingDiscrete -> ModelNoiseScale(2.0)",
+                            "ModelSamplingFlux -> ModelNoiseScale(2.0)", "ModelSamplingSD3 -> ModelNoiseScale(65)",
+                            "ModelSamplingSD3 -> ", "ModelSamplingFlux(width=1024.5)", "ModelSamplingFlux(width=8)",
+                            "ModelSamplingFlux(1, 2, 3, 4, 5)", "ModelSamplingLTXV(tokens=10, latent_shape=[1,2,3])",
+                            "ModelSamplingLTXV(latent_shape=1x2)", "ModelSamplingLTXV(latent_shape=[1, -4, 8, 8])",
+                            "ModelSamplingContinuousEDM(edm_v3)", "ModelSamplingContinuousEDM(edm, sigma_min=0)",
+                            "ModelSamplingContinuousV(eps)", "ModelSamplingStableCascade(shift=-1)",
+                            "ModelSamplingAuraFlow(sampling=img_to_img_flow)", "ModelSamplingSD3(sampling=img_to_img_velocity)"}) {
+        INFO(bad);
+        CHECK_THROWS_AS(model_sampling::from_comfy(bad), patchbay::error);
+    }
+}
+
+TEST_CASE("class_type and names", "[model_sampling]") {
+    CHECK(std::string(model_sampling::sd3().class_type()) == "ModelSamplingSD3");
+    CHECK(std::string(model_sampling::aura_flow().class_type()) == "ModelSamplingAuraFlow");
+    CHECK(std::string(model_sampling::flow(2.0, 10.0).class_type()) == "ModelSamplingFlow");
+    CHECK(std::string(model_sampling::flux().class_type()) == "ModelSamplingFlux");
+    CHECK(std::string(model_sampling::continuous_edm().class_type()) == "ModelSamplingContinuousEDM");
+    CHECK(std::string(model_sampling::continuous_v().class_type()) == "ModelSamplingContinuousV");
+    CHECK(std::string(model_sampling::stable_cascade().class_type()) == "ModelSamplingStableCascade");
+    CHECK(to_string(sampling_type::img_to_img_velocity) == "img_to_img_velocity");
+    CHECK(to_string(sampling_base::stable_cascade) == "stable_cascade");
+    // errors of the tensor ops name the node and the op
+    const auto f = model_sampling::flux();
+    tensor<float> x({2, 2, 2, 2}), out({2, 2, 2, 2});
+    const std::string msg = test::error_of([&] {
+        f.calculate_input<float, 4>(batch_sigma({0.5f}).as<1>(), x.as<4>(), out.as<4>());
+    });
+    CHECK(msg.find("ModelSamplingFlux.calculate_input") != std::string::npos);
 }

@@ -103,8 +103,8 @@ TEST_CASE("normal and sgm_uniform equal ComfyUI's torch computation", "[schedule
                           model_sampling::aura_flow(1.73), model_sampling::sd3(1.0)}) {
         for (int steps : {1, 3, 10, 25, 64}) {
             INFO("steps " << steps << " table " << m.sigmas().size() << " flow " << m.is_flow());
-            require_same(normal_schedule(m, steps), comfy_normal(m, steps, false));
-            require_same(sgm_uniform_schedule(m, steps), comfy_normal(m, steps, true));
+            require_same(normal_schedule(steps, m), comfy_normal(m, steps, false));
+            require_same(sgm_uniform_schedule(steps, m), comfy_normal(m, steps, true));
         }
     }
 }

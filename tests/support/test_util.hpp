@@ -3,8 +3,10 @@
 
 #include <cmath>
 #include <random>
+#include <string>
 #include <vector>
 
+#include "patchbay/core/error.hpp"
 #include "patchbay/core/tensor.hpp"
 
 namespace patchbay::test {
@@ -34,6 +36,17 @@ bool bit_equal(const tensor<T>& a, const tensor<T>& b) {
     for (index_t i = 0; i < a.size(); ++i)
         if (!(a[i] == b[i]) && !(std::isnan(a[i]) && std::isnan(b[i]))) return false;
     return true;
+}
+
+/// The message of the patchbay::error that f() raises, or "<no error>" when it returns.
+template <class F>
+std::string error_of(F&& f) {
+    try {
+        f();
+    } catch (const error& e) {
+        return e.what();
+    }
+    return "<no error>";
 }
 
 } // namespace patchbay::test

@@ -20,18 +20,20 @@ inline constexpr double linear_start = 0.00085;
 inline constexpr double linear_end = 0.012;
 inline constexpr int lcm_original_timesteps = 50;
 
-/// torch.linspace in float64 (symmetric: the second half counts back from `end`).
-inline std::vector<double> linspace64(double start, double end, int steps) {
-    std::vector<double> v(static_cast<std::size_t>(steps));
+/// torch.linspace in Real (float64 or float32): the step is computed in Real, the first half
+/// counts up from `start` and the second half back from `end`, so both end points are exact.
+template <class Real>
+inline std::vector<Real> linspace(Real start, Real end, int steps) {
+    std::vector<Real> v(static_cast<std::size_t>(steps));
     if (steps == 1) {
         v[0] = start;
         return v;
     }
-    const double step = (end - start) / static_cast<double>(steps - 1);
+    const Real step = (end - start) / static_cast<Real>(steps - 1);
     const int half = steps / 2;
     for (int i = 0; i < steps; ++i)
-        v[static_cast<std::size_t>(i)] = i < half ? start + rounded(step * static_cast<double>(i))
-                                                  : end - rounded(step * static_cast<double>(steps - i - 1));
+        v[static_cast<std::size_t>(i)] = i < half ? start + rounded(step * static_cast<Real>(i))
+                                                  : end - rounded(step * static_cast<Real>(steps - i - 1));
     return v;
 }
 
@@ -39,7 +41,7 @@ inline std::vector<double> linspace64(double start, double end, int steps) {
 /// optional zero-terminal-SNR rescale. Everything stays in float64 until the caller rounds
 /// once: a float32 cumprod over 1000 steps drifts beyond the golden tolerances.
 inline std::vector<double> linear_schedule_sigmas64(bool zsnr) {
-    std::vector<double> betas = linspace64(std::sqrt(linear_start), std::sqrt(linear_end),
+    std::vector<double> betas = linspace<double>(std::sqrt(linear_start), std::sqrt(linear_end),
                                            discrete_timesteps);
     std::vector<double> sigmas(betas.size());
     double cumprod = 1.0;

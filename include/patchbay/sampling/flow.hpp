@@ -1,9 +1,14 @@
-// patchbay: the flow-matching (rectified flow) time shift.
+// patchbay: the flow-matching (rectified flow) time shifts.
 //
-// Paper: Esser et al., "Scaling Rectified Flow Transformers for High-Resolution Image
-// Synthesis" (SD3, 2024). Matches ComfyUI's time_snr_shift and ModelSamplingDiscreteFlow
-// (comfy/model_sampling.py), installed by the ModelSamplingSD3 / ModelSamplingAuraFlow nodes.
+// Papers: Esser et al., "Scaling Rectified Flow Transformers for High-Resolution Image
+// Synthesis" (SD3, 2024); Black Forest Labs' Flux (resolution-dependent shift mu). Matches
+// ComfyUI's time_snr_shift (ModelSamplingDiscreteFlow: ModelSamplingSD3 / AuraFlow nodes) and
+// flux_time_shift (ModelSamplingFlux: ModelSamplingFlux / ModelSamplingLTXV nodes) in
+// comfy/model_sampling.py.
 #pragma once
+
+#include <cmath>
+#include <limits>
 
 namespace patchbay::sampling_detail {
 
@@ -33,6 +38,27 @@ inline Real time_snr_shift(double shift, Real t) {
     const Real den = Real(1) + rounded(am1 * t);
     if (den == Real(0) && num == Real(0)) return Real(0);
     return num / den;
+}
+
+/// Flux's time shift sigma(t) = e^mu / (e^mu + (1/t - 1)) on a float32 t, as torch evaluates
+/// it with e^mu a Python double rounded to float32 (e_mu): Python-scalar / tensor is the
+/// tensor's reciprocal times the scalar. Needs 0 < e_mu < inf (see flux_time_shift64).
+inline float flux_time_shift32(float e_mu, float t) {
+    const float d = 1.0f / t - 1.0f;
+    return (1.0f / (e_mu + d)) * e_mu;
+}
+
+/// The same shift in double (ComfyUI's percent_to_sigma). Where e^mu overflows or underflows
+/// (|mu| > ~709; in float32 already for mu > 88.72, where ComfyUI's table turns to inf/inf =
+/// NaN) it returns the limit of the same expression, 1 / (1 + e^-mu (1/t - 1)): 1 for t > 0
+/// and huge mu, 0 for t < 1 and very negative mu, and sigma(0) = 0, sigma(1) = 1 for every mu.
+inline double flux_time_shift64(double mu, double t) {
+    if (t == 0.0) return 0.0;
+    const double d = 1.0 / t - 1.0;
+    const double e = std::exp(mu);
+    if (e > 0.0 && e < std::numeric_limits<double>::infinity()) return e / (e + d);
+    if (d == 0.0) return 1.0;
+    return 1.0 / (1.0 + std::exp(-mu) * d);
 }
 
 } // namespace patchbay::sampling_detail

@@ -4,6 +4,8 @@
 // (2022, karras); k-diffusion (exponential); ComfyUI's simple, normal and sgm_uniform
 // schedulers (comfy/samplers.py). Each returns `steps` noise levels from high to low followed
 // by a final 0 (normal drops the 0 when the model's lowest timestep already has sigma ~0).
+// Every function takes the step count first, then where the noise range comes from (a model
+// sampling, or sigma_min and sigma_max), then options.
 //
 // The values are ComfyUI's float32 values, widened to double: ComfyUI builds these lists in
 // float32 tensors (torch.linspace in float32, sigma() in float32) or rounds them to float32
@@ -25,24 +27,8 @@ inline void require_steps(int steps, std::string_view where) {
     if (steps < 1) fail(where, "argument 'steps' must be >= 1, got " + std::to_string(steps));
 }
 
-/// torch.linspace in float32 (scalar form: the first half counts up from start, the second
-/// half back from end, so both end points are exact).
-inline std::vector<float> linspace32(float start, float end, int steps) {
-    std::vector<float> v(static_cast<std::size_t>(steps));
-    if (steps == 1) {
-        v[0] = start;
-        return v;
-    }
-    const float step = (end - start) / static_cast<float>(steps - 1);
-    const int half = steps / 2;
-    for (int i = 0; i < steps; ++i)
-        v[static_cast<std::size_t>(i)] = i < half ? start + sampling_detail::rounded(step * static_cast<float>(i))
-                                                  : end - sampling_detail::rounded(step * static_cast<float>(steps - i - 1));
-    return v;
-}
-
 /// ComfyUI's normal_scheduler (sgm = false) and sgm_uniform (sgm = true).
-inline std::vector<double> normal_like(const model_sampling& ms, int steps, bool sgm,
+inline std::vector<double> normal_like(int steps, const model_sampling& ms, bool sgm,
                                        std::string_view where) {
     require_steps(steps, where);
     const float start = static_cast<float>(ms.timestep(ms.sigma_max()));
@@ -50,14 +36,14 @@ inline std::vector<double> normal_like(const model_sampling& ms, int steps, bool
     bool append_zero = true;
     std::vector<float> ts;
     if (sgm) {
-        ts = linspace32(start, end, steps + 1);
+        ts = linspace<float>(start, end, steps + 1);
         ts.pop_back();
     } else {
         if (std::abs(ms.sigma(end)) <= 1e-5) { // math.isclose(sigma(end), 0, abs_tol=1e-5)
             ++steps;
             append_zero = false;
         }
-        ts = linspace32(start, end, steps);
+        ts = linspace<float>(start, end, steps);
     }
     std::vector<double> sigs;
     sigs.reserve(ts.size() + 1);
@@ -70,7 +56,7 @@ inline std::vector<double> normal_like(const model_sampling& ms, int steps, bool
 
 /// ComfyUI's "simple" scheduler: steps entries taken evenly from the model's table, from the
 /// top down (sigs[k] = sigmas[len - 1 - int(k * len / steps)]), then 0.
-inline std::vector<double> simple_schedule(const model_sampling& ms, int steps) {
+inline std::vector<double> simple_schedule(int steps, const model_sampling& ms) {
     sampling_detail::require_steps(steps, "simple_schedule");
     const auto table = ms.sigmas();
     const double stride = static_cast<double>(table.size()) / static_cast<double>(steps);
@@ -87,14 +73,14 @@ inline std::vector<double> simple_schedule(const model_sampling& ms, int steps) 
 /// ComfyUI's "normal" scheduler: timesteps evenly spaced from timestep(sigma_max) to
 /// timestep(sigma_min), converted with sigma(t), then 0 (unless sigma at the last timestep is
 /// within 1e-5 of 0, in which case one more step is taken and no 0 appended).
-inline std::vector<double> normal_schedule(const model_sampling& ms, int steps) {
-    return sampling_detail::normal_like(ms, steps, false, "normal_schedule");
+inline std::vector<double> normal_schedule(int steps, const model_sampling& ms) {
+    return sampling_detail::normal_like(steps, ms, false, "normal_schedule");
 }
 
 /// ComfyUI's "sgm_uniform": like normal, but steps + 1 evenly spaced timesteps with the last
 /// dropped, then 0.
-inline std::vector<double> sgm_uniform_schedule(const model_sampling& ms, int steps) {
-    return sampling_detail::normal_like(ms, steps, true, "sgm_uniform_schedule");
+inline std::vector<double> sgm_uniform_schedule(int steps, const model_sampling& ms) {
+    return sampling_detail::normal_like(steps, ms, true, "sgm_uniform_schedule");
 }
 
 /// Karras et al. (2022) schedule: (max^(1/rho) + ramp * (min^(1/rho) - max^(1/rho)))^rho for
@@ -110,7 +96,7 @@ inline std::vector<double> karras_schedule(int steps, double sigma_min, double s
             "expected 0 < sigma_min <= sigma_max, got sigma_min " + detail::fmt_num(sigma_min) +
                 ", sigma_max " + detail::fmt_num(sigma_max));
     PATCHBAY_REQUIRE(rho > 0.0, where, "argument 'rho' must be > 0, got " + detail::fmt_num(rho));
-    const std::vector<float> ramp = sampling_detail::linspace32(0.0f, 1.0f, steps);
+    const std::vector<float> ramp = sampling_detail::linspace<float>(0.0f, 1.0f, steps);
     const double min_inv_rho = std::pow(sigma_min, 1.0 / rho);
     const double max_inv_rho = std::pow(sigma_max, 1.0 / rho);
     // torch rounds the Python scalars to float32 before the tensor arithmetic.
@@ -134,13 +120,23 @@ inline std::vector<double> exponential_schedule(int steps, double sigma_min, dou
     PATCHBAY_REQUIRE(sigma_min > 0.0 && sigma_max >= sigma_min, where,
             "expected 0 < sigma_min <= sigma_max, got sigma_min " + detail::fmt_num(sigma_min) +
                 ", sigma_max " + detail::fmt_num(sigma_max));
-    const std::vector<float> logs = sampling_detail::linspace32(
+    const std::vector<float> logs = sampling_detail::linspace<float>(
         static_cast<float>(std::log(sigma_max)), static_cast<float>(std::log(sigma_min)), steps);
     std::vector<double> sigs;
     sigs.reserve(logs.size() + 1);
     for (float l : logs) sigs.push_back(static_cast<double>(std::exp(l)));
     sigs.push_back(0.0);
     return sigs;
+}
+
+/// ComfyUI's "karras" scheduler: karras_schedule over the model's table range.
+inline std::vector<double> karras_schedule(int steps, const model_sampling& ms, double rho = 7.0) {
+    return karras_schedule(steps, static_cast<double>(ms.sigma_min()), static_cast<double>(ms.sigma_max()), rho);
+}
+
+/// ComfyUI's "exponential" scheduler: exponential_schedule over the model's table range.
+inline std::vector<double> exponential_schedule(int steps, const model_sampling& ms) {
+    return exponential_schedule(steps, static_cast<double>(ms.sigma_min()), static_cast<double>(ms.sigma_max()));
 }
 
 } // namespace patchbay
