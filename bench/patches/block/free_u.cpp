@@ -74,7 +74,8 @@ void run_ours(benchmark::State& st, const std::vector<index_t>& dims, bool resto
     auto h = h0, hsp = hsp0;
     const P p{};
     no_state state;
-    const block_site site{unet_stage::output, 0, dims[1]};
+    workspace scratch; // the run's arena, as the dispatcher hands it to block hooks
+    const block_site site{unet_stage::output, 0, dims[1], &scratch};
     double total = 0;
     for (auto _ : st) {
         // Same conditions as the libtorch baseline: repeated in place on the same buffers (values
@@ -107,9 +108,10 @@ void run_ours(benchmark::State& st, const std::vector<index_t>& dims, bool resto
 void run_filter(benchmark::State& st, const std::vector<index_t>& dims, bool fft) {
     const auto x = bench::random_tensor(dims, 3);
     tensor<float> y(dims);
+    workspace ws;
     for (auto _ : st) {
-        if (fft) free_u_detail::fourier_filter_fft<float>(x.as<4>(), y.as<4>(), 0.9);
-        else free_u_detail::fourier_filter<float>(x.as<4>(), y.as<4>(), 0.9);
+        if (fft) free_u_detail::fourier_filter_fft<float>(x.as<4>(), y.as<4>(), 0.9, ws);
+        else free_u_detail::fourier_filter<float>(x.as<4>(), y.as<4>(), 0.9, ws);
         benchmark::DoNotOptimize(y.data());
     }
 }

@@ -56,8 +56,10 @@ template <std::size_t R>
 void run_ours(benchmark::State& st, const std::vector<index_t>& dims, fresca_path path) {
     const auto c0 = bench::random_tensor(dims, 1);
     auto c = c0, u = bench::random_tensor(dims, 2);
+    workspace scratch; // the run's arena, as the dispatcher hands it to pre-cfg hooks
     guidance_inputs<float, R> in;
     in.cond_scale = 7.0;
+    in.scratch = &scratch;
     no_state state;
     const fresca p{1.0, 1.25, 20, path};
     double total = 0;

@@ -45,8 +45,10 @@
 #include "patchbay/core/hooks.hpp"
 #include "patchbay/core/patch_chain.hpp"
 #include "patchbay/core/view.hpp"
+#include "patchbay/patches/attention/nag.hpp"
 #include "patchbay/patches/block/free_u.hpp"
 #include "patchbay/patches/cfg/perp_neg.hpp"
+#include "patchbay/patches/cfg/video_cfg_guidance.hpp"
 #include "patchbay/patches/cfg/renorm_cfg.hpp"
 #include "patchbay/patches/guider/dual_cfg_guider.hpp"
 #include "patchbay/patches/guider/perp_neg_guider.hpp"
@@ -54,11 +56,17 @@
 #include "patchbay/patches/mask/differential_diffusion.hpp"
 #include "patchbay/patches/model_sampling/model_sampling_nodes.hpp"
 #include "patchbay/patches/post_cfg/cfg_norm.hpp"
+#include "patchbay/patches/post_cfg/cfg_zero_star.hpp"
+#include "patchbay/patches/post_cfg/epsilon_scaling.hpp"
+#include "patchbay/patches/post_cfg/temporal_score_rescaling.hpp"
 #include "patchbay/patches/post_cfg/mahiro.hpp"
+#include "patchbay/patches/pass/skip_layer_guidance_dit_simple.hpp"
 #include "patchbay/patches/post_cfg/pag.hpp"
 #include "patchbay/patches/post_cfg/sag.hpp"
+#include "patchbay/patches/post_cfg/skip_layer_guidance_dit.hpp"
 #include "patchbay/patches/pre_cfg/apg.hpp"
 #include "patchbay/patches/pre_cfg/fresca.hpp"
+#include "patchbay/patches/pre_cfg/latent_apply_operation_cfg.hpp"
 #include "patchbay/patches/pre_cfg/tcfg.hpp"
 #include "patchbay/sampling/model_sampling.hpp"
 
@@ -1009,6 +1017,16 @@ inline std::span<const node_class> builtin_node_classes() {
         {"Mahiro", &parse_any<mahiro>, &vtable_of<mahiro>()},
         {"SelfAttentionGuidance", &parse_any<self_attention_guidance>, &vtable_of<self_attention_guidance>()},
         {"PerturbedAttentionGuidance", &parse_any<perturbed_attention_guidance>, &vtable_of<perturbed_attention_guidance>()},
+        {"CFGZeroStar", &parse_any<cfg_zero_star>, &vtable_of<cfg_zero_star>()},
+        {"Epsilon Scaling", &parse_any<epsilon_scaling>, &vtable_of<epsilon_scaling>()},
+        {"TemporalScoreRescaling", &parse_any<temporal_score_rescaling>, &vtable_of<temporal_score_rescaling>()},
+        {"VideoLinearCFGGuidance", &parse_any<video_linear_cfg_guidance>, &vtable_of<video_linear_cfg_guidance>()},
+        {"VideoTriangleCFGGuidance", &parse_any<video_triangle_cfg_guidance>, &vtable_of<video_triangle_cfg_guidance>()},
+        {"LatentApplyOperationCFG", &parse_any<latent_apply_operation_cfg>, &vtable_of<latent_apply_operation_cfg>()},
+        {"SkipLayerGuidanceDiT", &parse_any<skip_layer_guidance_dit>, &vtable_of<skip_layer_guidance_dit>()},
+        {"SkipLayerGuidanceDiTSimple", &parse_any<skip_layer_guidance_dit_simple>, &vtable_of<skip_layer_guidance_dit_simple>()},
+        {"SkipLayerGuidanceSD3", &parse_any<skip_layer_guidance_sd3>, &vtable_of<skip_layer_guidance_sd3>()},
+        {"NAGuidance", &parse_any<normalized_attention_guidance>, &vtable_of<normalized_attention_guidance>()},
         {"PerpNeg", &parse_any<perp_neg>, &vtable_of<perp_neg>()},
         {"PerpNegGuider", &parse_any<perp_neg_guider>, &vtable_of<perp_neg_guider>()},
         {"DualCFGGuider", &parse_any<dual_cfg_guider>, &vtable_of<dual_cfg_guider>()},

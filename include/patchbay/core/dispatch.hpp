@@ -399,9 +399,12 @@ step_window own_window_of(const P& p) {
 inline step_window effective_window(const patch_vtable& vt, const void* patch, const step_window& given,
                                     std::string_view where) {
     if (!vt.own_window) return given;
-    if (!given.is_full())
-        fail(where, "'" + std::string(vt.class_type) +
-                        "' has start_percent / end_percent inputs of its own; set those instead of a second window");
+    if (!given.is_full()) {
+        std::string m(1, '\'');
+        m += vt.class_type;
+        m += "' has start_percent / end_percent inputs of its own; set those instead of a second window";
+        fail(where, m);
+    }
     return vt.own_window(patch);
 }
 

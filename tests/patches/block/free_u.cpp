@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "npy.hpp"
+#include "patchbay/core/dispatch.hpp"
 #include "patchbay/patches/block/free_u.hpp"
 #include "test_util.hpp"
 
@@ -108,7 +109,8 @@ TEST_CASE("the direct four-bin filter equals a plain complex DFT of ComfyUI's ma
             INFO(H << "x" << W << " s=" << s);
             auto x = test::random_tensor({2, 3, H, W}, unsigned(H * 31 + W));
             tensor<float> y({2, 3, H, W});
-            free_u_detail::fourier_filter<float>(x.as<4>(), y.as<4>(), s);
+            workspace ws;
+            free_u_detail::fourier_filter<float>(x.as<4>(), y.as<4>(), s, ws);
             double worst = 0;
             for (index_t p = 0; p < 6; ++p) {
                 const auto ref = dft_filter_ref(x.data() + p * H * W, H, W, s);
@@ -126,8 +128,9 @@ TEST_CASE("direct path == FFT path (kernels/fft.hpp), including odd, prime and l
         INFO(H << "x" << W);
         auto x = test::random_tensor({1, 4, H, W}, unsigned(H + 1000 * W));
         tensor<float> a({1, 4, H, W}), b({1, 4, H, W});
-        free_u_detail::fourier_filter<float>(x.as<4>(), a.as<4>(), 0.35);
-        free_u_detail::fourier_filter_fft<float>(x.as<4>(), b.as<4>(), 0.35);
+        workspace ws;
+        free_u_detail::fourier_filter<float>(x.as<4>(), a.as<4>(), 0.35, ws);
+        free_u_detail::fourier_filter_fft<float>(x.as<4>(), b.as<4>(), 0.35, ws);
         CHECK(test::max_abs_diff(a, b) < 3e-6);
     }
 }
@@ -201,16 +204,18 @@ TEST_CASE("FreeU_V2 weights by the min-max normalised channel mean; constant map
 }
 
 TEST_CASE("strided views give the same result as contiguous copies", "[free_u]") {
-    // W = 10 (gathered rows) and W = 16 (rows read in place when contiguous)
-    for (index_t W : {10, 16}) {
-        auto h = test::random_tensor({2, 8, 7, W}, 11);
-        auto hsp = test::random_tensor({2, 4, 7, W}, 12);
+    // rows read in place when contiguous (W a multiple of the SIMD width: 16, 32) or gathered
+    // (10, 21: with a SIMD tail on every width); H = 2 takes the general direct path
+    for (auto [H, W] : std::vector<std::pair<index_t, index_t>>{{7, 10}, {7, 16}, {7, 21}, {7, 32}, {2, 13}}) {
+        INFO(H << "x" << W);
+        auto h = test::random_tensor({2, 8, H, W}, 11);
+        auto hsp = test::random_tensor({2, 4, H, W}, 12);
         auto hc = h, sc = hsp;
         run_in_place(free_u_v2{1.3, 1.4, 0.9, 0.2, 2}, hc, sc);
         // channels-last storage (N,H,W,C) seen as (N,C,H,W) with strides
-        tensor<float> hl({2, 7, W, 8}), sl({2, 7, W, 4});
-        view<float, 4> hv(hl.data(), {2, 8, 7, W}, {7 * W * 8, 1, W * 8, 8});
-        view<float, 4> sv(sl.data(), {2, 4, 7, W}, {7 * W * 4, 1, W * 4, 4});
+        tensor<float> hl({2, H, W, 8}), sl({2, H, W, 4});
+        view<float, 4> hv(hl.data(), {2, 8, H, W}, {H * W * 8, 1, W * 8, 8});
+        view<float, 4> sv(sl.data(), {2, 4, H, W}, {H * W * 4, 1, W * 4, 4});
         kernels::copy<float, 4>(h.as<4>(), hv);
         kernels::copy<float, 4>(hsp.as<4>(), sv);
         no_state st;
@@ -264,7 +269,8 @@ TEST_CASE("bad input is rejected with patchbay::error", "[free_u][errors]") {
     auto hsp = test::random_tensor({1, 8, 4, 4}, 18);
     no_state st;
     const block_site site{unet_stage::output, 0, 8};
-    auto call = [&](const free_u& p) { p.output_block(st, site, h.as<4>(), hsp.as<4>()); };
+    // parameters are checked by the checked standalone entry point (and at guider / chain construction)
+    auto call = [&](const free_u& p) { apply_output_block(p, st, site, h.as<4>(), hsp.as<4>()); };
     CHECK_THROWS_AS((call(free_u{-0.1, 1.2, 0.9, 0.2, 2})), error);
     CHECK_THROWS_AS((call(free_u{1.1, 10.5, 0.9, 0.2, 2})), error);
     CHECK_THROWS_AS((call(free_u{1.1, 1.2, std::nan(""), 0.2, 2})), error);

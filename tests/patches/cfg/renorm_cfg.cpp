@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "npy.hpp"
+#include "patchbay/core/dispatch.hpp"
 #include "patchbay/kernels/elementwise.hpp"
 #include "patchbay/patches/cfg/renorm_cfg.hpp"
 #include "test_util.hpp"
@@ -32,7 +33,8 @@ tensor<T> run(const renorm_cfg& p, const tensor<T>& sigma, const tensor<T>& c, c
     guidance_inputs<T, R> in{x.template as<R>(), sigma.template as<1>(), k, false, prediction_type::flow};
     tensor<T> out(c.shape());
     no_state st;
-    p.cfg_function(st, in, c.template as<R>(), u.template as<R>(), out.template as<R>());
+    // the checked entry point: parameters and inputs are validated there, then the member runs
+    apply_cfg_function(p, st, in, c.template as<R>(), u.template as<R>(), out.template as<R>());
     return out;
 }
 
@@ -176,18 +178,24 @@ TEST_CASE("renorm_cfg: strided views and exact aliasing give the contiguous resu
 }
 
 TEST_CASE("renorm_cfg rejects bad input", "[renorm_cfg][errors]") {
+    using Catch::Matchers::Contains;
     const auto c = test::random_tensor({2, 4, 8, 8}, 13), u = test::random_tensor({2, 4, 8, 8}, 14);
     const auto s = sigmas({0.5f, 0.5f});
+    // every message names the node (ComfyUI's class_type) and the argument
+    auto rejects = [&](const renorm_cfg& p, const tensor<float>& sig, const tensor<float>& uc, double k,
+                       const std::string& word) {
+        CHECK_THAT(test::error_of([&] { run<4>(p, sig, c, uc, k); }), Contains("RenormCFG: ") && Contains(word));
+    };
     CHECK_NOTHROW(run<4>(renorm_cfg{}, s, c, u, 5.0));
-    CHECK_THROWS_AS(run<4>(renorm_cfg{100.5, 1.0, 0}, s, c, u, 5.0), patchbay::error);
-    CHECK_THROWS_AS(run<4>(renorm_cfg{-1, 1.0, 0}, s, c, u, 5.0), patchbay::error);
-    CHECK_THROWS_AS(run<4>(renorm_cfg{100, 101.0, 0}, s, c, u, 5.0), patchbay::error);
-    CHECK_THROWS_AS(run<4>(renorm_cfg{100, -0.5, 0}, s, c, u, 5.0), patchbay::error);
-    CHECK_THROWS_AS(run<4>(renorm_cfg{100, std::nan(""), 0}, s, c, u, 5.0), patchbay::error);
-    CHECK_THROWS_AS(run<4>(renorm_cfg{100, 1.0, -2}, s, c, u, 5.0), patchbay::error);
-    CHECK_THROWS_AS(run<4>(renorm_cfg{}, s, c, u, std::nan("")), patchbay::error);
-    CHECK_THROWS_AS(run<4>(renorm_cfg{}, sigmas({NAN, 0.5f}), c, u, 5.0), patchbay::error);
-    CHECK_THROWS_AS(run<4>(renorm_cfg{}, sigmas({0.5f}), c, u, 5.0), patchbay::error);
-    CHECK_THROWS_AS(run<4>(renorm_cfg{}, s, c, test::random_tensor({2, 3, 8, 8}, 1), 5.0), patchbay::error);
-    CHECK_THROWS_AS(run<4>(renorm_cfg{}, s, c, test::random_tensor({1, 4, 8, 8}, 1), 5.0), patchbay::error);
+    rejects(renorm_cfg{100.5, 1.0, 0}, s, u, 5.0, "'cfg_trunc' must be a finite value in [0, 100], got 100.5");
+    rejects(renorm_cfg{-1, 1.0, 0}, s, u, 5.0, "'cfg_trunc'");
+    rejects(renorm_cfg{100, 101.0, 0}, s, u, 5.0, "'renorm_cfg' must be a finite value in [0, 100]");
+    rejects(renorm_cfg{100, -0.5, 0}, s, u, 5.0, "'renorm_cfg'");
+    rejects(renorm_cfg{100, std::nan(""), 0}, s, u, 5.0, "'renorm_cfg'");
+    rejects(renorm_cfg{100, 1.0, -2}, s, u, 5.0, "'in_channels'");
+    rejects(renorm_cfg{}, s, u, std::nan(""), "cond_scale");
+    rejects(renorm_cfg{}, sigmas({NAN, 0.5f}), u, 5.0, "sigma");
+    rejects(renorm_cfg{}, sigmas({0.5f}), u, 5.0, "sigma");
+    rejects(renorm_cfg{}, s, test::random_tensor({2, 3, 8, 8}, 1), 5.0, "uncond");
+    rejects(renorm_cfg{}, s, test::random_tensor({1, 4, 8, 8}, 1), 5.0, "uncond");
 }

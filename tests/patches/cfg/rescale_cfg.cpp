@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "npy.hpp"
+#include "patchbay/core/dispatch.hpp"
 #include "patchbay/kernels/elementwise.hpp"
 #include "patchbay/patches/cfg/rescale_cfg.hpp"
 #include "test_util.hpp"
@@ -278,36 +279,45 @@ TEST_CASE("rescale_cfg: out may be exactly cond", "[rescale_cfg]") {
 }
 
 TEST_CASE("rescale_cfg rejects bad input", "[rescale_cfg][errors]") {
+    using Catch::Matchers::Contains;
     auto a = make({2, 4, 8, 8}, {2.f, 2.f}, 81);
     tensor<float> out(a.c.shape());
     no_state st;
+    // through the checked entry point, which validates the parameters and the inputs once
     auto call = [&](const rescale_cfg& p, const tensor<float>& x, const tensor<float>& s, const tensor<float>& c,
                     const tensor<float>& u, double k) {
         guidance_inputs<float, 4> in{x.as<4>(), s.as<1>(), k, false, prediction_type::eps};
-        p.cfg_function(st, in, c.as<4>(), u.as<4>(), out.as<4>());
+        apply_cfg_function(p, st, in, c.as<4>(), u.as<4>(), out.as<4>());
+    };
+    // every message names the node by its class_type and the argument
+    auto rejects = [&](const rescale_cfg& p, const tensor<float>& x, const tensor<float>& s, const tensor<float>& u,
+                       double k, const std::string& word) {
+        CHECK_THAT(test::error_of([&] { call(p, x, s, a.c, u, k); }), Contains("RescaleCFG: ") && Contains(word));
     };
     CHECK_NOTHROW(call(rescale_cfg{}, a.x, a.sigma, a.c, a.u, 5.0));
-    CHECK_THROWS_AS(call(rescale_cfg{1.5}, a.x, a.sigma, a.c, a.u, 5.0), patchbay::error);
-    CHECK_THROWS_AS(call(rescale_cfg{-0.1}, a.x, a.sigma, a.c, a.u, 5.0), patchbay::error);
-    CHECK_THROWS_AS(call(rescale_cfg{std::nan("")}, a.x, a.sigma, a.c, a.u, 5.0), patchbay::error);
-    CHECK_THROWS_AS(call(rescale_cfg{}, a.x, a.sigma, a.c, a.u, std::nan("")), patchbay::error);
-    CHECK_THROWS_AS(call(rescale_cfg{}, a.x, a.sigma, a.c, a.u, INFINITY), patchbay::error);
+    rejects(rescale_cfg{1.5}, a.x, a.sigma, a.u, 5.0, "parameter 'multiplier' must be a finite value in [0, 1], got 1.5");
+    rejects(rescale_cfg{-0.1}, a.x, a.sigma, a.u, 5.0, "'multiplier'");
+    rejects(rescale_cfg{std::nan("")}, a.x, a.sigma, a.u, 5.0, "'multiplier'");
+    rejects(rescale_cfg{}, a.x, a.sigma, a.u, std::nan(""), "cond_scale");
+    rejects(rescale_cfg{}, a.x, a.sigma, a.u, INFINITY, "cond_scale");
     tensor<float> bad_sigma = a.sigma;
     bad_sigma[1] = INFINITY;
-    CHECK_THROWS_AS(call(rescale_cfg{}, a.x, bad_sigma, a.c, a.u, 5.0), patchbay::error);
+    rejects(rescale_cfg{}, a.x, bad_sigma, a.u, 5.0, "sigma");
     tensor<float> sigma3({3});
-    CHECK_THROWS_AS(call(rescale_cfg{}, a.x, sigma3, a.c, a.u, 5.0), patchbay::error);
+    rejects(rescale_cfg{}, a.x, sigma3, a.u, 5.0, "sigma");
     tensor<float> u_small({1, 4, 8, 8});
-    CHECK_THROWS_AS(call(rescale_cfg{}, a.x, a.sigma, a.c, u_small, 5.0), patchbay::error);
+    rejects(rescale_cfg{}, a.x, a.sigma, u_small, 5.0, "uncond");
     tensor<float> x_wide({2, 4, 8, 9});
-    CHECK_THROWS_AS(call(rescale_cfg{}, x_wide, a.sigma, a.c, a.u, 5.0), patchbay::error);
+    rejects(rescale_cfg{}, x_wide, a.sigma, a.u, 5.0, "'x'");
     // output overlapping an input by half an item
     guidance_inputs<float, 4> in{a.x.as<4>(), a.sigma.as<1>(), 5.0, false, prediction_type::eps};
     tensor<float> big({2 * 4 * 8 * 8 + 5});
     view<float, 4> shifted(big.data() + 5, {2, 4, 8, 8});
-    CHECK_THROWS_AS(rescale_cfg{}.cfg_function(st, in, view<const float, 4>(big.data(), {2, 4, 8, 8}), a.u.as<4>(),
-                                               shifted),
-                    patchbay::error);
+    CHECK_THAT(test::error_of([&] {
+                   apply_cfg_function(rescale_cfg{}, st, in, view<const float, 4>(big.data(), {2, 4, 8, 8}),
+                                      a.u.as<4>(), shifted);
+               }),
+               Contains("RescaleCFG: ") && Contains("overlap"));
 }
 
 TEST_CASE("rescale_cfg: 5-D with a non-unit W stride (scalar column path) matches the packed result",

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "npy.hpp"
+#include "patchbay/core/dispatch.hpp"
 #include "patchbay/kernels/elementwise.hpp"
 #include "patchbay/patches/post_cfg/cfg_norm.hpp"
 #include "test_util.hpp"
@@ -33,7 +34,8 @@ tensor<T> ones_sigma(index_t batch) {
     return s;
 }
 
-/// Post-CFG on contiguous tensors: denoised = plain CFG, then the patch.
+/// Post-CFG on contiguous tensors: denoised = plain CFG, then the patch (through the checked
+/// entry point, which validates the parameters and inputs before the member runs).
 template <std::size_t R, class T>
 tensor<T> run_post(const cfg_norm& p, const tensor<T>& c, const tensor<T>& u, double k) {
     tensor<T> d(c.shape()), x(c.shape());
@@ -41,7 +43,7 @@ tensor<T> run_post(const cfg_norm& p, const tensor<T>& c, const tensor<T>& u, do
     const auto s = ones_sigma<T>(c.extent(0));
     guidance_inputs<T, R> in{x.template as<R>(), s.template as<1>(), k, false, prediction_type::eps};
     no_state st;
-    p.post_cfg(st, in, c.template as<R>(), u.template as<R>(), d.template as<R>());
+    apply_post_cfg(p, st, in, c.template as<R>(), u.template as<R>(), d.template as<R>());
     return d;
 }
 
@@ -51,7 +53,7 @@ tensor<T> run_pre(const cfg_norm& p, const tensor<T>& x, const tensor<T>& c, con
     const auto s = ones_sigma<T>(c.extent(0));
     guidance_inputs<T, R> in{x.template as<R>(), s.template as<1>(), k, false, prediction_type::eps};
     no_state st;
-    p.cfg_function(st, in, c.template as<R>(), u.template as<R>(), out.template as<R>());
+    apply_cfg_function(p, st, in, c.template as<R>(), u.template as<R>(), out.template as<R>());
     return out;
 }
 
@@ -122,7 +124,8 @@ TEST_CASE("cfg_norm matches ComfyUI's golden cases", "[cfg_norm][golden]") {
 }
 
 TEST_CASE("cfg_norm slot follows pre_cfg (newest ComfyUI installs a cfg function)", "[cfg_norm]") {
-    STATIC_REQUIRE(cfg_norm::hook == hook_kind::post_cfg);
+    STATIC_REQUIRE(cfg_norm::descriptor().slot == hook_kind::post_cfg);
+    STATIC_REQUIRE(cfg_norm::descriptor().class_type == "CFGNorm");
     CHECK(cfg_norm{}.slot() == hook_kind::post_cfg);
     CHECK(cfg_norm{1.0, true}.slot() == hook_kind::cfg_function);
 }
@@ -225,32 +228,38 @@ TEST_CASE("cfg_norm: strided views and batch split give the contiguous result", 
 }
 
 TEST_CASE("cfg_norm rejects bad input", "[cfg_norm][errors]") {
+    using Catch::Matchers::Contains;
     const auto c = test::random_tensor({2, 4, 8, 8}, 14), u = test::random_tensor({2, 4, 8, 8}, 15);
+    // every message names the node by its class_type and the argument
+    auto rejects = [](auto&& fn, const std::string& word) {
+        CHECK_THAT(test::error_of(fn), Contains("CFGNorm: ") && Contains(word));
+    };
     CHECK_NOTHROW(run_post<4>(cfg_norm{}, c, u, 5.0));
-    CHECK_THROWS_AS(run_post<4>(cfg_norm{-0.5}, c, u, 5.0), patchbay::error);
-    CHECK_THROWS_AS(run_post<4>(cfg_norm{100.5}, c, u, 5.0), patchbay::error);
-    CHECK_THROWS_AS(run_post<4>(cfg_norm{std::nan("")}, c, u, 5.0), patchbay::error);
-    CHECK_THROWS_AS(run_post<4>(cfg_norm{}, c, u, INFINITY), patchbay::error);
-    CHECK_THROWS_AS(run_pre<4>(cfg_norm{1.0, true}, c, c, u, std::nan("")), patchbay::error);
+    rejects([&] { run_post<4>(cfg_norm{-0.5}, c, u, 5.0); }, "parameter 'strength' must be a finite value in [0, 100], got -0.5");
+    rejects([&] { run_post<4>(cfg_norm{100.5}, c, u, 5.0); }, "'strength'");
+    rejects([&] { run_post<4>(cfg_norm{std::nan("")}, c, u, 5.0); }, "'strength'");
+    rejects([&] { run_post<4>(cfg_norm{}, c, u, INFINITY); }, "cond_scale");
+    rejects([&] { run_pre<4>(cfg_norm{1.0, true}, c, c, u, std::nan("")); }, "cond_scale");
     // the wrong slot for the flag
-    CHECK_THROWS_AS(run_post<4>(cfg_norm{1.0, true}, c, u, 5.0), patchbay::error);
-    CHECK_THROWS_AS(run_pre<4>(cfg_norm{1.0, false}, c, c, u, 5.0), patchbay::error);
+    rejects([&] { run_post<4>(cfg_norm{1.0, true}, c, u, 5.0); }, "pre_cfg");
+    rejects([&] { run_pre<4>(cfg_norm{1.0, false}, c, c, u, 5.0); }, "pre_cfg");
     // shape and batch mismatches
     tensor<float> d(c.shape()), x(c.shape());
     const auto s = ones_sigma<float>(2);
     no_state st;
+    const cfg_norm p{};
     guidance_inputs<float, 4> in{x.as<4>(), s.as<1>(), 5.0, false, prediction_type::eps};
     const auto u1 = test::random_tensor({1, 4, 8, 8}, 16);
-    CHECK_THROWS_AS(cfg_norm{}.post_cfg(st, in, c.as<4>(), u1.as<4>(), d.as<4>()), patchbay::error);
+    rejects([&] { apply_post_cfg(p, st, in, c.as<4>(), u1.as<4>(), d.as<4>()); }, "uncond");
     tensor<float> d_wide({2, 4, 8, 9});
-    CHECK_THROWS_AS(cfg_norm{}.post_cfg(st, in, c.as<4>(), u.as<4>(), d_wide.as<4>()), patchbay::error);
+    rejects([&] { apply_post_cfg(p, st, in, c.as<4>(), u.as<4>(), d_wide.as<4>()); }, "denoised");
     const auto s3 = ones_sigma<float>(3);
     guidance_inputs<float, 4> in3{x.as<4>(), s3.as<1>(), 5.0, false, prediction_type::eps};
-    CHECK_THROWS_AS(cfg_norm{}.post_cfg(st, in3, c.as<4>(), u.as<4>(), d.as<4>()), patchbay::error);
+    rejects([&] { apply_post_cfg(p, st, in3, c.as<4>(), u.as<4>(), d.as<4>()); }, "sigma");
     tensor<float> snan = s;
     snan[0] = NAN;
     guidance_inputs<float, 4> inn{x.as<4>(), snan.as<1>(), 5.0, false, prediction_type::eps};
-    CHECK_THROWS_AS(cfg_norm{}.post_cfg(st, inn, c.as<4>(), u.as<4>(), d.as<4>()), patchbay::error);
+    rejects([&] { apply_post_cfg(p, st, inn, c.as<4>(), u.as<4>(), d.as<4>()); }, "sigma");
     tensor<float> x_small({2, 4, 4, 8});
-    CHECK_THROWS_AS(run_pre<4>(cfg_norm{1.0, true}, x_small, c, u, 5.0), patchbay::error);
+    rejects([&] { run_pre<4>(cfg_norm{1.0, true}, x_small, c, u, 5.0); }, "'x'");
 }

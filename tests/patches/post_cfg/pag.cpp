@@ -10,6 +10,7 @@
 
 #include "npy.hpp"
 #include "patchbay/kernels/elementwise.hpp"
+#include "patchbay/core/dispatch.hpp"
 #include "patchbay/patches/post_cfg/pag.hpp"
 #include "test_util.hpp"
 
@@ -191,13 +192,15 @@ TEST_CASE("pag: parameters and shapes are validated") {
     state_t<perturbed_attention_guidance> st{};
     guidance_inputs<float, 4> in{x.as<4>(), sigma.as<1>(), 3.0, false, prediction_type::eps};
     auto cfg = x;
-    CHECK_THROWS_AS(p.post_cfg(st, in, c.as<4>(), c.as<4>(), cfg.as<4>(), model), error);
+    // inputs are checked once by the step, or by the checked standalone entry point
+    CHECK_THROWS_AS(apply_post_cfg(p, st, in, c.as<4>(), c.as<4>(), cfg.as<4>(), model), error);
     tensor<float> s1({1});
     guidance_inputs<float, 4> bad{x.as<4>(), s1.as<1>(), 3.0, false, prediction_type::eps};
     CHECK_THROWS_AS(p.post_cfg(st, bad, x.as<4>(), x.as<4>(), cfg.as<4>(), model), error);
+    CHECK_THROWS_AS(apply_post_cfg(p, st, bad, x.as<4>(), x.as<4>(), cfg.as<4>(), model), error);
     const perturbed_attention_guidance out_of_range{101.0};
     try {
-        out_of_range.post_cfg(st, in, x.as<4>(), x.as<4>(), cfg.as<4>(), model);
+        apply_post_cfg(out_of_range, st, in, x.as<4>(), x.as<4>(), cfg.as<4>(), model); // checked call
         FAIL("accepted scale 101");
     } catch (const error& e) {
         CHECK(std::string(e.what()).find("PerturbedAttentionGuidance") != std::string::npos);

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "patchbay/core/dispatch.hpp"
 #include "patchbay/kernels/attention.hpp"
 #include "patchbay/kernels/elementwise.hpp"
 #include "patchbay/patches/post_cfg/sag.hpp"
@@ -203,14 +204,18 @@ TEST_CASE("sag: create_blur_map blurs exactly where keys get more than average a
 }
 
 TEST_CASE("sag: parameters are validated with ComfyUI's ranges") {
-    CHECK_NOTHROW(self_attention_guidance{}.validate());
-    CHECK_NOTHROW((self_attention_guidance{-2.0, 0.0}.validate()));
-    CHECK_NOTHROW((self_attention_guidance{5.0, 10.0}.validate()));
-    CHECK_THROWS_AS((self_attention_guidance{5.01, 2.0}.validate()), error);
-    CHECK_THROWS_AS((self_attention_guidance{-2.01, 2.0}.validate()), error);
-    CHECK_THROWS_AS((self_attention_guidance{0.5, 10.5}.validate()), error);
-    CHECK_THROWS_AS((self_attention_guidance{0.5, -0.1}.validate()), error);
-    CHECK_THROWS_AS((self_attention_guidance{std::nan(""), 2.0}.validate()), error);
+    using Catch::Matchers::Contains;
+    CHECK_NOTHROW(patchbay::validate(self_attention_guidance{}));
+    CHECK_NOTHROW(patchbay::validate(self_attention_guidance{-2.0, 0.0}));
+    CHECK_NOTHROW(patchbay::validate(self_attention_guidance{5.0, 10.0}));
+    auto rejects = [](const self_attention_guidance& p, const std::string& word) {
+        CHECK_THAT(test::error_of([&] { patchbay::validate(p); }), Contains("SelfAttentionGuidance: ") && Contains(word));
+    };
+    rejects({5.01, 2.0}, "parameter 'scale' must be a finite value in [-2, 5], got 5.01");
+    rejects({-2.01, 2.0}, "'scale'");
+    rejects({0.5, 10.5}, "parameter 'blur_sigma' must be a finite value in [0, 10], got 10.5");
+    rejects({0.5, -0.1}, "'blur_sigma'");
+    rejects({std::nan(""), 2.0}, "'scale'");
     static_assert(self_attention_guidance::disable_cfg1_optimization);
     static_assert(self_attention_guidance::needs_attention_hooks);
     static_assert(patch<self_attention_guidance>);
@@ -375,15 +380,17 @@ TEST_CASE("sag: bad input is rejected before the model runs") {
     CHECK_NOTHROW(p.post_cfg(st, in, u.as<4>(), u.as<4>(), cfg.as<4>(), model));
     CHECK(fm.calls == 1);
 
-    // shape mismatch, bad sigma, bad parameters, 5-D
+    // shape mismatch, bad sigma, bad parameters (the checked entry point), 5-D
     const auto u_small = test::random_tensor({2, 4, 8, 7}, 2);
-    CHECK_THROWS_AS(p.post_cfg(st, in, u_small.as<4>(), u_small.as<4>(), cfg.as<4>(), model), error);
+    CHECK_THROWS_AS(apply_post_cfg(p, st, in, u_small.as<4>(), u_small.as<4>(), cfg.as<4>(), model), error);
     tensor<float> sigma1({1});
     guidance_inputs<float, 4> bad_sigma{x.as<4>(), sigma1.as<1>(), 3.0, false, prediction_type::eps};
-    CHECK_THROWS_AS(p.post_cfg(st, bad_sigma, u.as<4>(), u.as<4>(), cfg.as<4>(), model), error);
+    CHECK_THROWS_AS(apply_post_cfg(p, st, bad_sigma, u.as<4>(), u.as<4>(), cfg.as<4>(), model), error);
     const self_attention_guidance bad{7.0, 2.0};
-    CHECK_THROWS_AS(bad.post_cfg(st, in, u.as<4>(), u.as<4>(), cfg.as<4>(), model), error);
+    CHECK_THROWS_AS(apply_post_cfg(bad, st, in, u.as<4>(), u.as<4>(), cfg.as<4>(), model), error);
     CHECK(fm.calls == 1);
+    CHECK_NOTHROW(apply_post_cfg(p, st, in, u.as<4>(), u.as<4>(), cfg.as<4>(), model));
+    CHECK(fm.calls == 2);
 
     const auto x5 = test::random_tensor({1, 4, 3, 8, 8}, 1);
     tensor<float> s5({1});

@@ -10,6 +10,7 @@
 
 #include "npy.hpp"
 #include "patchbay/kernels/elementwise.hpp"
+#include "patchbay/core/dispatch.hpp"
 #include "patchbay/patches/pre_cfg/apg.hpp"
 #include "test_util.hpp"
 
@@ -34,11 +35,13 @@ struct call {
         in.uncond_is_none = uncond_is_none;
         return in;
     }
-    /// Returns the rewritten cond (uncond is checked unchanged).
+    /// Returns the rewritten cond (uncond is checked unchanged). `checked`: through
+    /// apply_pre_cfg, which validates the parameters and inputs before the member runs.
     template <std::size_t R>
-    tensor<T> run(const apg& p, apg::state_type& st) const {
+    tensor<T> run(const apg& p, apg::state_type& st, bool checked = false) const {
         tensor<T> c = cond, u = uncond;
-        p.pre_cfg<T, R>(st, inputs<R>(), c.template as<R>(), u.template as<R>());
+        if (checked) apply_pre_cfg(p, st, inputs<R>(), c.template as<R>(), u.template as<R>());
+        else p.pre_cfg<T, R>(st, inputs<R>(), c.template as<R>(), u.template as<R>());
         REQUIRE(test::bit_equal(u, uncond));
         return c;
     }
@@ -341,21 +344,22 @@ TEST_CASE("APG rejects bad parameters and inputs", "[apg][errors]") {
     apg::state_type st;
     auto rejects = [&](const apg& p, const std::string& word) {
         try {
-            c.run<4>(p, st);
+            c.run<4>(p, st, true);
             FAIL("no error");
         } catch (const patchbay::error& e) {
             const std::string m = e.what();
-            CHECK(m.find("APG") != std::string::npos);
+            CHECK(m.find("APG: ") == 0);
             CHECK(m.find(word) != std::string::npos);
         }
     };
-    rejects(apg{.momentum = 1.5}, "momentum");
+    CHECK_NOTHROW(c.run<4>(apg{}, st, true));
+    rejects(apg{.momentum = 1.5}, "parameter 'momentum' must be a finite value in [-5, 1], got 1.5");
     rejects(apg{.momentum = -5.5}, "momentum");
     rejects(apg{.eta = 10.5}, "eta");
     rejects(apg{.eta = std::nan("")}, "eta");
     rejects(apg{.norm_threshold = -0.1}, "norm_threshold");
     rejects(apg{.norm_threshold = 51.0}, "norm_threshold");
-    CHECK_NOTHROW(apg{.eta = -10.0, .norm_threshold = 50.0, .momentum = -5.0}.validate());
+    CHECK_NOTHROW(patchbay::validate(apg{.eta = -10.0, .norm_threshold = 50.0, .momentum = -5.0}));
     c.cond_scale = 0.0;
     rejects(apg{}, "cond_scale");
     c.cond_scale = std::nan("");
@@ -373,5 +377,5 @@ TEST_CASE("APG rejects bad parameters and inputs", "[apg][errors]") {
     tensor<float> buf({2 * 4 * 8 * 8 + 8});
     view<float, 4> cv(buf.data(), {2, 4, 8, 8}), uv(buf.data() + 8, {2, 4, 8, 8});
     const auto in = c.inputs<4>();
-    CHECK_THROWS_AS((apg{}.pre_cfg<float, 4>(st, in, cv, uv)), patchbay::error);
+    CHECK_THROWS_AS(apply_pre_cfg(apg{}, st, in, cv, uv), patchbay::error);
 }

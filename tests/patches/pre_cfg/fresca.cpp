@@ -2,6 +2,7 @@
 // ComfyUI's mask, 5-D behaviour, identities, strides, batch split, bad input.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <complex>
 #include <fstream>
@@ -11,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "npy.hpp"
+#include "patchbay/core/dispatch.hpp"
 #include "patchbay/patches/pre_cfg/fresca.hpp"
 #include "test_util.hpp"
 
@@ -19,10 +21,10 @@ using namespace patchbay;
 namespace {
 
 /// Independent reference for one H x W plane of g: Re(IDFT(mask * DFT(g))) in double, mask =
-/// sl on fftshifted positions [n/2 - f, n/2 + f) of both axes (f = min(cutoff, n/2)) when
-/// `in_t_box`, sh elsewhere.
+/// sl on fftshifted positions [n/2 - f, n/2 + f) of both axes (f = min(cutoff, n/2)), sh
+/// elsewhere.
 std::vector<double> dft_ref(const std::vector<double>& g, index_t H, index_t W, int cutoff, double sl,
-                            double sh, bool in_t_box) {
+                            double sh) {
     const double pi = 3.14159265358979323846;
     auto in_box = [cutoff](index_t k, index_t n) {
         const index_t s = (k + n / 2) % n, c = n / 2, f = std::min<index_t>(cutoff, c);
@@ -36,7 +38,7 @@ std::vector<double> dft_ref(const std::vector<double>& g, index_t H, index_t W, 
                 for (index_t w = 0; w < W; ++w)
                     acc += g[std::size_t(h * W + w)] *
                            std::polar(1.0, -2 * pi * (double(u * h) / double(H) + double(v * w) / double(W)));
-            X[std::size_t(u * W + v)] = acc * ((in_t_box && in_box(u, H) && in_box(v, W)) ? sl : sh);
+            X[std::size_t(u * W + v)] = acc * ((in_box(u, H) && in_box(v, W)) ? sl : sh);
         }
     std::vector<double> y(static_cast<std::size_t>(H * W));
     for (index_t h = 0; h < H; ++h)
@@ -60,7 +62,8 @@ void run(const fresca& p, tensor<float>& cond, tensor<float>& uncond, bool uncon
     p.pre_cfg<float, R>(st, in, cond.as<R>(), uncond.as<R>());
 }
 
-/// Max |ours - reference| over all planes of a 4-D or 5-D case.
+/// Max |ours - reference| over all planes of a 4-D or 5-D case (every plane, every frame of a
+/// 5-D one included, gets the same H x W mask).
 template <std::size_t R>
 double error_vs_reference(const std::vector<index_t>& shape, const fresca& p, unsigned seed) {
     auto c = test::random_tensor(shape, seed);
@@ -68,16 +71,13 @@ double error_vs_reference(const std::vector<index_t>& shape, const fresca& p, un
     const auto c0 = c, u0 = u;
     run<R>(p, c, u);
     REQUIRE(test::bit_equal(u, u0)); // uncond untouched
-    const index_t H = shape[R - 2], W = shape[R - 1], T = R == 5 ? shape[2] : 1;
+    const index_t H = shape[R - 2], W = shape[R - 1];
     const index_t planes = c.size() / (H * W);
-    const index_t tc = T / 2, tf = std::min<index_t>(p.freq_cutoff, tc);
     double worst = 0;
     for (index_t q = 0; q < planes; ++q) {
-        const index_t t = q % T;
-        const bool in_t = R == 4 || (t >= tc - tf && t < tc + tf);
         std::vector<double> g(static_cast<std::size_t>(H * W));
         for (index_t i = 0; i < H * W; ++i) g[std::size_t(i)] = double(c0[q * H * W + i] - u0[q * H * W + i]);
-        const auto y = dft_ref(g, H, W, p.freq_cutoff, p.scale_low, p.scale_high, in_t);
+        const auto y = dft_ref(g, H, W, p.freq_cutoff, p.scale_low, p.scale_high);
         for (index_t i = 0; i < H * W; ++i)
             worst = std::max(worst, std::fabs(double(c[q * H * W + i]) - (y[std::size_t(i)] + u0[q * H * W + i])));
     }
@@ -145,17 +145,30 @@ TEST_CASE("direct path == FFT path on latent-sized planes", "[fresca][fourier]")
     }
 }
 
-TEST_CASE("5-D: FFT over H,W only, box cut along T, T = 1 scales everything by scale_high", "[fresca][5d]") {
+TEST_CASE("5-D: FFT and box over H,W only, every frame alike (ComfyUI 593786e4)", "[fresca][5d]") {
     for (auto path : {fresca_path::direct, fresca_path::fft}) {
         CHECK(error_vs_reference<5>({1, 2, 5, 9, 8}, fresca{0.6, 1.3, 1, path}, 31) < 3e-6);
         CHECK(error_vs_reference<5>({2, 2, 4, 6, 7}, fresca{0.6, 1.3, 2, path}, 32) < 3e-6);
         CHECK(error_vs_reference<5>({1, 2, 3, 16, 16}, fresca{0.85, 1.3, 3, path}, 33) < 3e-6);
+        CHECK(error_vs_reference<5>({1, 2, 1, 16, 16}, fresca{0.85, 1.3, 3, path}, 34) < 3e-6); // T = 1
     }
-    auto c = test::random_tensor({1, 4, 1, 16, 16}, 34);
-    auto u = test::random_tensor({1, 4, 1, 16, 16}, 35);
-    const auto c0 = c;
-    run<5>(fresca{0.85, 1.3, 3}, c, u);
-    for (index_t i = 0; i < c.size(); ++i) CHECK(c[i] == u[i] + (c0[i] - u[i]) * 1.3f);
+    // a (N, C, T, H, W) latent gives exactly the bits of its frames as 4-D planes (N, C*T, H, W),
+    // the last frame (outside the old T box) included
+    for (index_t T : {1, 3, 6}) {
+        INFO("T = " << T);
+        auto c5 = test::random_tensor({2, 3, T, 12, 10}, 35);
+        auto u5 = test::random_tensor({2, 3, T, 12, 10}, 36);
+        const auto c0 = c5;
+        tensor<float> c4({2, 3 * T, 12, 10}), u4({2, 3 * T, 12, 10});
+        std::copy(c5.data(), c5.data() + c5.size(), c4.data());
+        std::copy(u5.data(), u5.data() + u5.size(), u4.data());
+        const fresca p{0.85, 1.3, 2};
+        run<5>(p, c5, u5);
+        run<4>(p, c4, u4);
+        CHECK(std::equal(c5.data(), c5.data() + c5.size(), c4.data()));
+        CHECK(test::max_abs_diff(c5, c0) > 0.01); // every frame was filtered
+        CHECK(c5[c5.size() - 1] != c0[c0.size() - 1]);
+    }
 }
 
 TEST_CASE("identities: scale_low = scale_high = 1 and the cond_scale 1 skip are bit-exact", "[fresca]") {
@@ -173,47 +186,59 @@ TEST_CASE("identities: scale_low = scale_high = 1 and the cond_scale 1 skip are 
 }
 
 TEST_CASE("strided views and batch split give the same result", "[fresca]") {
-    auto c = test::random_tensor({3, 4, 24, 20}, 51);
-    auto u = test::random_tensor({3, 4, 24, 20}, 52);
-    auto cr = c, ur = u;
-    const fresca p{0.7, 1.2, 4};
-    run<4>(p, cr, ur);
-    // channels-last storage
-    tensor<float> cl({3, 24, 20, 4}), ul({3, 24, 20, 4});
-    view<float, 4> cv(cl.data(), {3, 4, 24, 20}, {24 * 20 * 4, 1, 20 * 4, 4});
-    view<float, 4> uv(ul.data(), {3, 4, 24, 20}, {24 * 20 * 4, 1, 20 * 4, 4});
-    kernels::copy<float, 4>(c.as<4>(), cv);
-    kernels::copy<float, 4>(u.as<4>(), uv);
-    no_state st;
-    guidance_inputs<float, 4> in;
-    in.cond_scale = 4.0;
-    p.pre_cfg<float, 4>(st, in, cv, uv);
-    CHECK(test::bit_equal(tensor<float>::copy_of(cv), cr));
-    // batch split
-    auto cb = c, ub = u;
-    for (index_t b = 0; b < 3; ++b)
-        p.pre_cfg<float, 4>(st, in, cb.as<4>().batch_slice(b, 1), ub.as<4>().batch_slice(b, 1));
-    CHECK(test::bit_equal(cb, cr));
+    // W = 20 and 21: rows with and without a SIMD tail on every vector width; both paths
+    for (index_t W : {20, 21})
+        for (auto path : {fresca_path::direct, fresca_path::fft}) {
+            INFO("W = " << W << " path " << int(path));
+            auto c = test::random_tensor({3, 4, 24, W}, 51);
+            auto u = test::random_tensor({3, 4, 24, W}, 52);
+            auto cr = c, ur = u;
+            const fresca p{0.7, 1.2, 4, path};
+            run<4>(p, cr, ur);
+            // channels-last storage
+            tensor<float> cl({3, 24, W, 4}), ul({3, 24, W, 4});
+            view<float, 4> cv(cl.data(), {3, 4, 24, W}, {24 * W * 4, 1, W * 4, 4});
+            view<float, 4> uv(ul.data(), {3, 4, 24, W}, {24 * W * 4, 1, W * 4, 4});
+            kernels::copy<float, 4>(c.as<4>(), cv);
+            kernels::copy<float, 4>(u.as<4>(), uv);
+            no_state st;
+            guidance_inputs<float, 4> in;
+            in.cond_scale = 4.0;
+            p.pre_cfg<float, 4>(st, in, cv, uv);
+            CHECK(test::bit_equal(tensor<float>::copy_of(cv), cr));
+            // batch split
+            auto cb = c, ub = u;
+            for (index_t b = 0; b < 3; ++b)
+                p.pre_cfg<float, 4>(st, in, cb.as<4>().batch_slice(b, 1), ub.as<4>().batch_slice(b, 1));
+            CHECK(test::bit_equal(cb, cr));
+        }
 }
 
 TEST_CASE("bad input is rejected with patchbay::error", "[fresca][errors]") {
     auto c = test::random_tensor({1, 4, 8, 8}, 61);
     auto u = test::random_tensor({1, 4, 8, 8}, 62);
-    auto call = [&](const fresca& p) { run<4>(p, c, u); };
+    // parameters are checked by the checked standalone entry point (and at guider / chain construction)
+    auto call = [&](const fresca& p) {
+        guidance_inputs<float, 4> in;
+        in.cond_scale = 5.0;
+        no_state st;
+        apply_pre_cfg(p, st, in, c.as<4>(), u.as<4>());
+    };
     CHECK_THROWS_AS((call(fresca{1.0, 1.25, 0})), error);
     CHECK_THROWS_AS((call(fresca{1.0, 1.25, 10001})), error);
     CHECK_THROWS_AS((call(fresca{-0.5, 1.25, 20})), error);
     CHECK_THROWS_AS((call(fresca{1.0, 10.5, 20})), error);
     CHECK_THROWS_WITH(call(fresca{std::nan(""), 1.25, 20}), Catch::Contains("scale_low"));
+    // the inputs too (a guided step checks them once, before any hook)
     auto u2 = test::random_tensor({1, 4, 8, 9}, 63);
     no_state st;
     guidance_inputs<float, 4> in;
     in.cond_scale = 5.0;
-    CHECK_THROWS_AS((fresca{}.pre_cfg<float, 4>(st, in, c.as<4>(), u2.as<4>())), error);
+    CHECK_THROWS_AS((apply_pre_cfg(fresca{}, st, in, c.as<4>(), u2.as<4>())), error);
     // partial overlap of cond and uncond
     tensor<float> big({1, 4, 8, 9});
     view<float, 4> a(big.data(), {1, 4, 8, 8}), b(big.data() + 1, {1, 4, 8, 8});
-    CHECK_THROWS_AS((fresca{}.pre_cfg<float, 4>(st, in, a, b)), error);
+    CHECK_THROWS_AS((apply_pre_cfg(fresca{}, st, in, a, b)), error);
     in.cond_scale = std::nan("");
-    CHECK_THROWS_AS((fresca{}.pre_cfg<float, 4>(st, in, c.as<4>(), u.as<4>())), error);
+    CHECK_THROWS_AS((apply_pre_cfg(fresca{}, st, in, c.as<4>(), u.as<4>())), error);
 }
