@@ -37,13 +37,13 @@ std::filesystem::path default_workflow() {
 
 /// The workflow's scheduler, or "simple" (with a note) for one patchbay does not implement.
 std::vector<double> schedule(const std::string& name, const model_sampling& ms, int steps) {
-    if (name == "simple") return simple_schedule(ms, steps);
-    if (name == "normal") return normal_schedule(ms, steps);
-    if (name == "sgm_uniform") return sgm_uniform_schedule(ms, steps);
+    if (name == "simple") return simple_schedule(steps, ms);
+    if (name == "normal") return normal_schedule(steps, ms);
+    if (name == "sgm_uniform") return sgm_uniform_schedule(steps, ms);
     if (name == "karras")
         return karras_schedule(steps, double(ms.sigma_min()), double(ms.sigma_max()));
     std::printf("note: scheduler '%s' is not in patchbay's examples; using 'simple'\n", name.c_str());
-    return simple_schedule(ms, steps);
+    return simple_schedule(steps, ms);
 }
 
 double rms(const tensor<float>& a, const tensor<float>& b) {

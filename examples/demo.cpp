@@ -166,7 +166,7 @@ int main(int argc, char** argv) {
     if (const char* r = std::getenv("PATCHBAY_DEMO_RESIDUAL")) model_config.residual = std::atof(r);
     toy_unet model(model_config);
     const auto sampling = model_sampling::discrete("eps");
-    const auto sigmas = simple_schedule(sampling, steps);
+    const auto sigmas = simple_schedule(steps, sampling);
     // A negative prompt that names another picture, as a user's negative prompt names what to
     // avoid: guidance then pushes away from it, and high scales visibly over-saturate.
     const auto positive = model.prompt(0), negative = model.prompt(1);

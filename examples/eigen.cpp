@@ -25,7 +25,7 @@ int main(int argc, char** argv) {
     examples::toy_gaussian model(examples::toy_kind::vp, 0.5);
     guider<examples::toy_gaussian, tcfg, mahiro> g(model, model_sampling::discrete("eps"), tcfg{}, mahiro{});
     auto run = g.begin_run(&positive, &negative);
-    const auto sigmas = simple_schedule(g.sampling(), smoke ? 4 : 20);
+    const auto sigmas = simple_schedule(smoke ? 4 : 20, g.sampling());
     const auto noise_view = from_eigen(static_cast<const RowTensor&>(noise));
     sample_euler(g, run, sample_inputs<float, 4>{noise_view, {}, sigmas, 5.0}, from_eigen(out));
     const Eigen::Tensor<float, 0, Eigen::RowMajor> mean = out.mean();

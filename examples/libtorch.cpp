@@ -25,7 +25,7 @@ int main(int argc, char** argv) {
     examples::toy_gaussian model(examples::toy_kind::vp, 0.5);
     guider<examples::toy_gaussian, rescale_cfg, cfg_norm> g(model, model_sampling::discrete("eps"), rescale_cfg{},
                                                             cfg_norm{});
-    const auto sigmas = simple_schedule(g.sampling(), smoke ? 4 : 20);
+    const auto sigmas = simple_schedule(smoke ? 4 : 20, g.sampling());
     auto run = g.begin_run(&positive, &negative);
     sample_euler(g, run, sample_inputs<float, 4>{from_torch<const float, 4>(noise), {}, sigmas, 6.0},
                  from_torch<float, 4>(out));

@@ -325,14 +325,22 @@ private:
     void output_block(const call_overrides<T>& ov, int index, std::vector<T>& h, index_t ch,
                       std::vector<T>& skip, index_t cs, index_t B, index_t H, index_t W, const layer& l,
                       std::vector<T>& out) {
+        view<T, 4> hv(h.data(), {B, ch, H, W});
         if (ov.has_output_block_hooks()) {
             ++counts.block_hook_calls;
-            ov.apply_output_block(block_site{unet_stage::output, index, ch}, view<T, 4>(h.data(), {B, ch, H, W}),
-                                  view<T, 4>(skip.data(), {B, cs, H, W}));
+            // continue with the h the hooks return: in-place hooks (FreeU) return h itself, a
+            // resizing hook another view at the skip's spatial size
+            hv = ov.apply_output_block(block_site{unet_stage::output, index, ch}, hv,
+                                       view<T, 4>(skip.data(), {B, cs, H, W}));
+            require_same_shape(view<const T, 4>(hv), view<const T, 4>(h.data(), {B, ch, H, W}), "toy_unet",
+                               "h before the output-block hooks", "h after them");
         }
         std::vector<T> cat(static_cast<std::size_t>(B * (ch + cs) * H * W));
         for (index_t b = 0; b < B; ++b) {
-            std::copy_n(h.data() + b * ch * H * W, ch * H * W, cat.data() + b * (ch + cs) * H * W);
+            T* dst = cat.data() + b * (ch + cs) * H * W;
+            for (index_t c = 0; c < ch; ++c)
+                for (index_t y = 0; y < H; ++y)
+                    for (index_t x = 0; x < W; ++x) *dst++ = hv(b, c, y, x);
             std::copy_n(skip.data() + b * cs * H * W, cs * H * W, cat.data() + (b * (ch + cs) + ch) * H * W);
         }
         conv3x3(l, cat, B, H, W, out);

@@ -30,7 +30,7 @@ int main(int argc, char** argv) {
     examples::toy_gaussian model(examples::toy_kind::vp, 0.5);
     guider<examples::toy_gaussian, fresca, apg> g(model, model_sampling::discrete("eps"), fresca{}, apg{});
     auto run = g.begin_run(&positive, &negative);
-    const auto sigmas = simple_schedule(g.sampling(), smoke ? 4 : 20);
+    const auto sigmas = simple_schedule(smoke ? 4 : 20, g.sampling());
     sample_euler(g, run, sample_inputs<float, 4>{from_xtensor<4>(static_cast<const xt::xtensor<float, 4>&>(noise)), {}, sigmas, 4.0},
                  from_xtensor<4>(out));
     // The engine's own buffer adapted with xt::adapt works the same way.

@@ -1,43 +1,149 @@
 #!/usr/bin/env bash
 # patchbay's whole test suite, as CI runs it: installs the dependencies (Debian 12), then builds
-# and runs every test in a Release build (g++) and in an ASan+UBSan build (clang), ending with
-# CTest's summary. The Release and ASan builds are our lint builds: -Werror at fixed flags
+# and runs every test in a Release build (g++) and in an ASan+UBSan build (clang), the unit tests
+# and golden cases once per SIMD instruction set (the ISA matrix), and ends with the time each
+# stage took. The Release and ASan builds are our lint builds: -Werror at fixed flags
 # (-march=x86-64-v3), so both compilers must accept every file; user builds never use -Werror.
+# A failing stage does not stop the later ones: the script fails at the end, naming them.
+# usage: scripts/test.sh [STAGE...]  with STAGE among release isa tsan fuzz asan (default: all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/deps.sh
+selected=("$@")
+want() { # want STAGE: true when STAGE was asked for (or none was)
+  [ ${#selected[@]} -eq 0 ] && return 0
+  local s
+  for s in "${selected[@]}"; do [ "$s" = "$1" ] && return 0; done
+  return 1
+}
+# + the AArch64 cross compiler and qemu-user for the NEON entry of the ISA matrix
+scripts/deps.sh g++-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
 jobs=$(nproc)
 
-echo "== Release build (tests, examples, benchmark smoke runs)"
-lint="-DPATCHBAY_WERROR=ON"
-cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release -DPATCHBAY_BENCH_TORCH=OFF $lint \
-      -DCMAKE_CXX_FLAGS="-march=x86-64-v3" >/dev/null
-cmake --build build/release -j"$jobs"
-ctest --test-dir build/release -j"$jobs" --output-on-failure
+failed=()
+timings=()
+cpu_ticks() { awk '{print $16 + $17}' /proc/$$/stat; } # CPU time of the finished children
+stage() { # stage NAME COMMAND...: run one stage, time it, record a failure
+  local name=$1 start=$SECONDS cpu_start status=0
+  cpu_start=$(cpu_ticks)
+  shift
+  echo "== $name"
+  # a subshell with -e of its own: in an `||` context bash would ignore -e inside the stage
+  set +e
+  (set -e; "$@")
+  status=$?
+  set -e
+  timings+=("$(printf '%6ds %7ds  %s%s' $((SECONDS - start)) $((($(cpu_ticks) - cpu_start) / $(getconf CLK_TCK))) \
+               "$name" "$([ $status -eq 0 ] || echo '  FAILED')")")
+  [ $status -eq 0 ] || failed+=("$name")
+}
+summary() {
+  echo "== Time per stage ($jobs jobs)"
+  printf '%7s %8s\n' wall CPU
+  printf '%s\n' "${timings[@]}"
+  printf '%6ds %7ds  total\n' "$SECONDS" $(($(cpu_ticks) / $(getconf CLK_TCK)))
+}
+trap summary EXIT
 
-echo "== ThreadSanitizer: concurrent runs over one guider and the FFT plan cache (clang)"
-cmake -S . -B build/tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPATCHBAY_BUILD_BENCHMARKS=OFF \
-      -DPATCHBAY_BUILD_EXAMPLES=OFF -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_DISABLE_FIND_PACKAGE_Torch=ON \
-      -DCMAKE_CXX_FLAGS="-fsanitize=thread" -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=thread" >/dev/null
-# (test_core_guider's allocation counter replaces operator new, which TSan's runtime owns)
-cmake --build build/tsan -j"$jobs" --target test_core_concurrency test_kernels_fft
-for t in test_core_concurrency test_kernels_fft; do
-  TSAN_OPTIONS="halt_on_error=1" build/tsan/tests/$t
-done
-echo "ThreadSanitizer: no data race reported"
+release() {
+  cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release -DPATCHBAY_BENCH_TORCH=OFF \
+        -DPATCHBAY_WERROR=ON -DCMAKE_CXX_FLAGS="-march=x86-64-v3" >/dev/null
+  cmake --build build/release -j"$jobs"
+  ctest --test-dir build/release -j"$jobs" --output-on-failure
+  print_simd build/release
+}
 
-echo "== libFuzzer targets, short budget (scripts/fuzz.sh SECONDS runs longer by hand)"
-scripts/fuzz.sh "${PATCHBAY_FUZZ_SECONDS:-15}"
+# The SIMD variant each build ran, as its isa test and conformance runner printed it.
+print_simd() {
+  local log=$1/Testing/Temporary/LastTest.log
+  grep -q "^simd: " "$log" || { echo "$1: no test printed its SIMD variant"; return 1; }
+  grep -h -o "^simd: .*" "$log" | sort -u | sed "s|^|$(basename "$1") ran |"
+}
 
-echo "== ASan+UBSan build (clang)"
-san="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"
-# -O1 -g1: sanitizer-friendly and far quicker to compile than -O2 -g
-cmake -S . -B build/asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g1" \
-      -DPATCHBAY_BUILD_BENCHMARKS=OFF \
-      -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_DISABLE_FIND_PACKAGE_Torch=ON \
-      $lint -DCMAKE_CXX_FLAGS="$san -march=x86-64-v3" -DCMAKE_EXE_LINKER_FLAGS="$san" >/dev/null
-cmake --build build/asan -j"$jobs"
-# alloc_dealloc_mismatch=0: the allocation-counting tests replace the global operator new and
-# delete (malloc/free underneath), which ASan would otherwise report as mismatched pairs.
-ASAN_OPTIONS=detect_leaks=1:alloc_dealloc_mismatch=0 UBSAN_OPTIONS=print_stacktrace=1 \
-  ctest --test-dir build/asan -j"$jobs" --output-on-failure
+# The ISA matrix: the unit tests and the golden conformance runner only (no benchmarks,
+# examples, package or header tests), precompiled headers, no -Werror (warnings are the lint
+# builds' business). Where the instruction set has FMA, -O2 as users build: g++ contracts
+# multiply-adds from -O2 on, which changes results. Without FMA, -O1 computes the same values
+# (g++ never reassociates floating point) and compiles faster. The x86-64-v3 entry is the
+# Release build above.
+isa_build() { # isa_build NAME -O<level> CMAKE_ARGS...
+  local dir=build/isa-$1 opt=$2
+  shift 2
+  cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS_RELEASE="$opt -DNDEBUG" \
+        -DPATCHBAY_BUILD_BENCHMARKS=OFF -DPATCHBAY_BUILD_EXAMPLES=OFF -DPATCHBAY_TEST_MINIMAL=ON \
+        -DPATCHBAY_TEST_PCH=ON -DCMAKE_DISABLE_FIND_PACKAGE_Torch=ON "$@" >/dev/null
+  # warnings of these builds would drown the log: show it only when the build fails
+  if ! cmake --build "$dir" -j"$jobs" >"$dir/build.log" 2>&1; then
+    grep -E -B2 -A12 "error|FAILED" "$dir/build.log" | head -120
+    return 1
+  fi
+  local status=0
+  ctest --test-dir "$dir" -j"$jobs" --output-on-failure || status=$?
+  print_simd "$dir"
+  return $status
+}
+has_avx512() { # x86-64-v4's AVX-512 subsets
+  local f
+  for f in avx512f avx512bw avx512dq avx512vl; do
+    grep -q -w "$f" /proc/cpuinfo || return 1
+  done
+}
+
+if want release; then
+  stage "Release build, x86-64-v3 lint (tests, examples, benchmark smoke runs)" release
+fi
+
+if want isa; then
+  stage "ISA matrix: x86-64 baseline (the compiler's default flags)" isa_build baseline -O1
+  if has_avx512; then
+    stage "ISA matrix: x86-64-v4 (AVX-512)" isa_build v4 -O2 -DCMAKE_CXX_FLAGS="-march=x86-64-v4"
+  else
+    echo "== ISA matrix: x86-64-v4 skipped: this CPU lacks AVX-512 (avx512f/bw/dq/vl)"
+  fi
+  stage "ISA matrix: scalar (PATCHBAY_DISABLE_SIMD)" isa_build scalar -O1 -DCMAKE_CXX_FLAGS="-DPATCHBAY_DISABLE_SIMD"
+  # NEON is checked for correctness only: qemu's timings mean nothing
+  stage "ISA matrix: AArch64 NEON (cross-compiled, run under qemu-aarch64)" \
+    isa_build aarch64 -O2 -DCMAKE_TOOLCHAIN_FILE="$PWD/cmake/toolchain-aarch64.cmake"
+fi
+
+tsan() {
+  cmake -S . -B build/tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPATCHBAY_BUILD_BENCHMARKS=OFF \
+        -DPATCHBAY_BUILD_EXAMPLES=OFF -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_DISABLE_FIND_PACKAGE_Torch=ON \
+        -DCMAKE_CXX_FLAGS="-fsanitize=thread" -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=thread" >/dev/null
+  # (test_core_guider's allocation counter replaces operator new, which TSan's runtime owns)
+  cmake --build build/tsan -j"$jobs" --target test_core_concurrency test_kernels_fft
+  local t
+  for t in test_core_concurrency test_kernels_fft; do
+    TSAN_OPTIONS="halt_on_error=1" build/tsan/tests/$t
+  done
+  echo "ThreadSanitizer: no data race reported"
+}
+if want tsan; then
+  stage "ThreadSanitizer: concurrent runs over one guider and the FFT plan cache (clang)" tsan
+fi
+if want fuzz; then
+  stage "libFuzzer targets, short budget (scripts/fuzz.sh SECONDS runs longer by hand)" \
+    scripts/fuzz.sh "${PATCHBAY_FUZZ_SECONDS:-15}"
+fi
+
+asan() {
+  local san="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"
+  # -O1 -g1: sanitizer-friendly and far quicker to compile than -O2 -g
+  cmake -S . -B build/asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g1" \
+        -DPATCHBAY_BUILD_BENCHMARKS=OFF \
+        -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_DISABLE_FIND_PACKAGE_Torch=ON \
+        -DPATCHBAY_WERROR=ON -DCMAKE_CXX_FLAGS="$san -march=x86-64-v3" -DCMAKE_EXE_LINKER_FLAGS="$san" >/dev/null
+  cmake --build build/asan -j"$jobs"
+  # alloc_dealloc_mismatch=0: the allocation-counting tests replace the global operator new and
+  # delete (malloc/free underneath), which ASan would otherwise report as mismatched pairs.
+  ASAN_OPTIONS=detect_leaks=1:alloc_dealloc_mismatch=0 UBSAN_OPTIONS=print_stacktrace=1 \
+    ctest --test-dir build/asan -j"$jobs" --output-on-failure
+}
+if want asan; then
+  stage "ASan+UBSan build, x86-64-v3 lint (clang)" asan
+fi
+
+if [ ${#failed[@]} -gt 0 ]; then
+  printf 'FAILED stage: %s\n' "${failed[@]}"
+  exit 1
+fi
+echo "Every stage passed."

@@ -9,6 +9,7 @@
 
 #include <ctime>
 #include <complex>
+#include <memory>
 #include <random>
 #include <vector>
 
@@ -48,15 +49,15 @@ std::vector<cf> random_input(index_t n) {
 }
 
 struct ours_runner {
-    const patchbay::kernels::fft_plan_2d& plan;
-    patchbay::kernels::fft_workspace ws;
+    std::shared_ptr<const patchbay::kernels::fft_plan_2d> plan;
+    patchbay::workspace ws;
     std::vector<cf> in, out;
     index_t count;
     explicit ours_runner(const fft_case& c)
-        : plan(patchbay::kernels::fft_plan_cache::global().get(c.H, c.W)),
+        : plan(patchbay::kernels::fft_plan<float>(c.H, c.W)),
           in(random_input(c.count * c.H * c.W)), out(in.size()), count(c.count) {}
     void run() {
-        plan.execute(in.data(), out.data(), count, patchbay::kernels::fft_direction::forward, ws);
+        plan->execute(in.data(), out.data(), count, patchbay::kernels::fft_direction::forward, ws);
         benchmark::DoNotOptimize(out.data());
     }
 };

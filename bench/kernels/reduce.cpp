@@ -2,6 +2,9 @@
 // same data (when libtorch is installed). Counters: ours_us, torch_us, x_vs_torch (torch / ours).
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
+#include <array>
+
 #include "bench_util.hpp"
 #include "patchbay/kernels/elementwise.hpp"
 #include "patchbay/kernels/reduce.hpp"
@@ -78,9 +81,12 @@ void combine(benchmark::State& st, std::vector<index_t> shape) {
 void channel_norm(benchmark::State& st, std::vector<index_t> shape) {
     data d(shape);
     const index_t pixels = d.a.size() / (shape[0] * shape[1]);
-    std::vector<double> acc(static_cast<std::size_t>(shape[0] * pixels));
+    std::vector<float> acc(static_cast<std::size_t>(shape[0] * pixels));
     const view<const float, 3> v(d.a.data(), {shape[0], shape[1], pixels});
-    bench::run_with_baseline(st, [&] { kernels::channel_reduce<3>([](float x) { return x * x; }, acc.data(), v); benchmark::DoNotOptimize(acc.data()); },
+    auto keep = [&](index_t b, index_t p0, index_t len, const std::array<const float*, 1>& s) {
+        std::copy_n(s[0], len, acc.data() + b * pixels + p0);
+    };
+    bench::run_with_baseline(st, [&] { kernels::reduce_channels<1>([](auto x) { return std::array{x * x}; }, keep, v); benchmark::DoNotOptimize(acc.data()); },
                              PB_TORCH(torch::norm(d.ta, 2, {1}, true)));
     st.SetBytesProcessed(static_cast<int64_t>(st.iterations()) * d.a.size() * 4);
 }

@@ -1,11 +1,13 @@
 // Tests for include/patchbay/comfy/workflow.hpp: ComfyUI API-format workflow import.
 #include <catch2/catch.hpp>
 
+#include <array>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <variant>
 
 #include <nlohmann/json.hpp>
@@ -75,6 +77,35 @@ struct plain_model {
     }
 };
 
+/// An engine's own patch with an INT, an optional BOOLEAN and a COMBO input: denoised is
+/// scaled by (or offset by) amount, `repeats` times, when enabled.
+struct engine_scale {
+    enum class mode_kind { multiply, add };
+    static constexpr std::array<std::string_view, 2> modes{"multiply", "add"};
+    double amount = 1.0;
+    int repeats = 1;
+    bool enabled = true;
+    mode_kind mode = mode_kind::multiply;
+
+    static constexpr auto descriptor() {
+        return describe<engine_scale>("EngineScale", "Engine Scale", hook_kind::post_cfg,
+                                      floating("amount", &engine_scale::amount, 1.0, 0.0, 4.0, 0.1),
+                                      integer("repeats", &engine_scale::repeats, 1, 1, 8),
+                                      optional(boolean("enabled", &engine_scale::enabled, true)),
+                                      combo("mode", &engine_scale::mode, modes, "multiply"));
+    }
+    template <class T, std::size_t R>
+    void post_cfg(no_state&, const guidance_inputs<T, R>&, view<const T, R>, view<const T, R>,
+                  view<T, R> denoised) const {
+        if (!enabled) return;
+        const T a = static_cast<T>(amount);
+        for (int k = 0; k < repeats; ++k) {
+            if (mode == mode_kind::add) kernels::transform(denoised, [a](auto d) { return d + a; }, denoised);
+            else kernels::transform(denoised, [a](auto d) { return d * a; }, denoised);
+        }
+    }
+};
+
 tensor<float> random_tensor(std::vector<index_t> shape, std::uint64_t seed, double scale = 1.0) {
     tensor<float> t(std::move(shape));
     normal_generator rng(seed);
@@ -100,7 +131,7 @@ TEST_CASE("KSampler workflow: CheckpointLoaderSimple -> FreeU_V2 -> RescaleCFG -
     CHECK(wf.patches[0].node_id == "10");
     CHECK(wf.patches[0].class_type == "FreeU_V2");
     CHECK(wf.patches[0].slot() == hook_kind::output_block);
-    const auto& fu = std::get<free_u_v2>(wf.patches[0].config);
+    const auto& fu = wf.patches[0].config.as<free_u_v2>();
     CHECK(fu.b1 == 1.3);
     CHECK(fu.b2 == 1.4);
     CHECK(fu.s1 == 0.9);
@@ -109,7 +140,7 @@ TEST_CASE("KSampler workflow: CheckpointLoaderSimple -> FreeU_V2 -> RescaleCFG -
 
     CHECK(wf.patches[1].node_id == "11");
     CHECK(wf.patches[1].slot() == hook_kind::cfg_function);
-    CHECK(std::get<rescale_cfg>(wf.patches[1].config).multiplier == 0.7);
+    CHECK(wf.patches[1].config.as<rescale_cfg>().multiplier == 0.7);
 
     CHECK_FALSE(wf.sampling.has_value());
     CHECK(wf.loader.id == "4");
@@ -128,7 +159,7 @@ TEST_CASE("KSampler workflow: CheckpointLoaderSimple -> FreeU_V2 -> RescaleCFG -
 
     const std::string text = wf.describe();
     INFO(text);
-    CHECK(has(text, "FreeU_V2(b1=1.3, b2=1.4, s1=0.9, s2=0.2; model_channels=64)"));
+    CHECK(has(text, "FreeU_V2(b1=1.3, b2=1.4, s1=0.9, s2=0.2, model_channels=64)"));
     CHECK(has(text, "RescaleCFG(multiplier=0.7)"));
     CHECK(text.find("FreeU_V2(") < text.find("RescaleCFG("));
     CHECK(has(text, "cfg 8"));
@@ -144,19 +175,19 @@ TEST_CASE("SamplerCustomAdvanced + CFGGuider: stacked patches, Reroutes, ModelSa
     CHECK(wf.patches[2].node_id == "57:22");
     CHECK(wf.patches[3].node_id == "23");
 
-    const auto& fr = std::get<fresca>(wf.patches[0].config);
+    const auto& fr = wf.patches[0].config.as<fresca>();
     CHECK(fr.scale_low == 1.0);
     CHECK(fr.scale_high == 1.25);
     CHECK(fr.freq_cutoff == 20);
-    const auto& a = std::get<apg>(wf.patches[1].config);
+    const auto& a = wf.patches[1].config.as<apg>();
     CHECK(a.eta == 0.8);
     CHECK(a.norm_threshold == 15.0);
     CHECK(a.momentum == -0.5);
-    const auto& cn = std::get<cfg_norm>(wf.patches[2].config);
+    const auto& cn = wf.patches[2].config.as<cfg_norm>();
     CHECK(cn.strength == 0.9);
     CHECK_FALSE(cn.pre_cfg); // omitted optional input takes its default
     CHECK(wf.patches[2].slot() == hook_kind::post_cfg);
-    CHECK(std::holds_alternative<mahiro>(wf.patches[3].config));
+    CHECK(wf.patches[3].config.holds<mahiro>());
     CHECK(wf.patches[3].title.find("Mahiro is so cute") == 0);
 
     REQUIRE(wf.sampling.has_value());
@@ -198,9 +229,9 @@ TEST_CASE("KSamplerAdvanced inpainting: LoraLoader, ModelSamplingDiscrete, Diffe
     const workflow wf = parse_workflow_file(fixture("inpaint_differential.json"), opts);
     REQUIRE(wf.patches.size() == 3);
     CHECK(wf.patches[0].slot() == hook_kind::mask_function);
-    CHECK(std::get<differential_diffusion>(wf.patches[0].config).strength == 1.0); // omitted
-    CHECK(std::holds_alternative<tcfg>(wf.patches[1].config));
-    const auto& rn = std::get<renorm_cfg>(wf.patches[2].config);
+    CHECK(wf.patches[0].config.as<differential_diffusion>().strength == 1.0); // omitted
+    CHECK(wf.patches[1].config.holds<tcfg>());
+    const auto& rn = wf.patches[2].config.as<renorm_cfg>();
     CHECK(rn.cfg_trunc == 50.0);
     CHECK(rn.renorm_cfg == 1.5);
     CHECK(rn.in_channels == 4);
@@ -235,15 +266,15 @@ TEST_CASE("Every known node with explicit values, and the defaults of optional i
     });
     const workflow w = parse_workflow(wf);
     REQUIRE(w.patches.size() == 6);
-    CHECK(std::get<differential_diffusion>(w.patches[0].config).strength == 0.25);
-    const auto& fu = std::get<free_u>(w.patches[1].config);
+    CHECK(w.patches[0].config.as<differential_diffusion>().strength == 0.25);
+    const auto& fu = w.patches[1].config.as<free_u>();
     CHECK((fu.b1 == 1.0 && fu.b2 == 2.0 && fu.s1 == 0.0 && fu.s2 == 10.0));
     CHECK(fu.model_channels == 320); // default option
-    const auto& sag = std::get<self_attention_guidance>(w.patches[2].config);
+    const auto& sag = w.patches[2].config.as<self_attention_guidance>();
     CHECK((sag.scale == -2.0 && sag.blur_sigma == 0.5));
-    CHECK(std::get<perturbed_attention_guidance>(w.patches[3].config).scale == 100.0);
-    CHECK(std::holds_alternative<tcfg>(w.patches[4].config));
-    CHECK(std::get<cfg_norm>(w.patches[5].config).pre_cfg);
+    CHECK(w.patches[3].config.as<perturbed_attention_guidance>().scale == 100.0);
+    CHECK(w.patches[4].config.holds<tcfg>());
+    CHECK(w.patches[5].config.as<cfg_norm>().pre_cfg);
     CHECK(w.patches[5].slot() == hook_kind::cfg_function); // CFGNorm pre_cfg takes the cfg slot
     REQUIRE(w.sampling.has_value());
     CHECK(w.sampling->sampling.multiplier() == 1.0);
@@ -259,14 +290,14 @@ TEST_CASE("Accepted variants: posted {prompt: ...}, numeric link ids, Primitive 
         wf["9"]["inputs"]["model"] = json::array({2, 0});
         const workflow w = parse_workflow(json{{"prompt", wf}, {"client_id", "abc"}});
         REQUIRE(w.patches.size() == 1);
-        CHECK(std::get<rescale_cfg>(w.patches[0].config).multiplier == 0.5);
+        CHECK(w.patches[0].config.as<rescale_cfg>().multiplier == 0.5);
     }
     SECTION("a parameter linked to a PrimitiveFloat through a Reroute") {
         json wf = chain_of({{"2", node("RescaleCFG", {{"multiplier", json::array({"20", 0})}})}});
         wf["20"] = node("Reroute", {{"", json::array({"21", 0})}});
         wf["21"] = node("PrimitiveFloat", {{"value", 0.25}});
         const workflow w = parse_workflow(wf);
-        CHECK(std::get<rescale_cfg>(w.patches[0].config).multiplier == 0.25);
+        CHECK(w.patches[0].config.as<rescale_cfg>().multiplier == 0.25);
     }
     SECTION("SamplerCustom with KSamplerSelect and BasicScheduler") {
         json wf = chain_of({{"2", node("Mahiro")}});
@@ -303,12 +334,18 @@ TEST_CASE("Accepted variants: posted {prompt: ...}, numeric link ids, Primitive 
         CHECK(w.sampler.denoise == 0.5);
         REQUIRE(w.patches.size() == 1);
 
+        // a multi-prompt guider is a patch of its own (its prompts are links the engine resolves)
+        wf["5"] = node("CLIPTextEncode", {{"text", "a cat"}, {"clip", json::array({"1", 1})}});
+        wf["6"] = node("CLIPTextEncode", {{"text", "blurry"}, {"clip", json::array({"1", 1})}});
         wf["10"] = node("DualCFGGuider", {{"model", json::array({"2", 0})}, {"cond1", json::array({"5", 0})},
                                           {"cond2", json::array({"5", 0})}, {"negative", json::array({"6", 0})},
                                           {"cfg_conds", 8.0}, {"cfg_cond2_negative", 2.0}, {"style", "regular"}});
         w = parse_workflow(wf);
         CHECK(w.sampler.cfg == 8.0);
         CHECK(w.sampler.cfg_cond2_negative == 2.0);
+        REQUIRE(w.patches.size() == 2); // APG, then the guider after the model's patches
+        CHECK(w.patches[1].class_type == "DualCFGGuider");
+        CHECK(w.patches[1].slot() == hook_kind::multi_prompt);
     }
     SECTION("several samplers: one chosen by id") {
         json wf = chain_of({{"2", node("Mahiro")}});
@@ -384,8 +421,8 @@ TEST_CASE("Malformed workflows are patchbay::errors naming the node and input") 
         CHECK(has(msg_of("SelfAttentionGuidance", {{"scale", 0.5}, {"blur_sigma", 11}}), "'blur_sigma' must be in [0, 10]"));
         CHECK(has(msg_of("PerturbedAttentionGuidance", {{"scale", -0.1}}), "'scale' must be in [0, 100]"));
         CHECK(has(msg_of("ModelSamplingSD3", {{"shift", 101}}), "'shift' must be in [0, 100]"));
-        CHECK(has(msg_of("ModelSamplingDiscrete", {{"sampling", "img_to_img_flow"}, {"zsnr", false}}),
-                  "'sampling' must be one of eps, v_prediction, lcm, x0, img_to_img"));
+        CHECK(has(msg_of("ModelSamplingDiscrete", {{"sampling", "v_pred"}, {"zsnr", false}}),
+                  "'sampling' must be one of eps, v_prediction, lcm, x0, img_to_img, img_to_img_flow, got 'v_pred'"));
         // the bounds themselves are accepted
         CHECK_NOTHROW(parse_workflow(chain_of({{"2", node("APG", {{"eta", -10}, {"norm_threshold", 50}, {"momentum", -5}})}})));
         CHECK_NOTHROW(parse_workflow(chain_of({{"2", node("FreSca", {{"scale_low", 0}, {"scale_high", 10}, {"freq_cutoff", 10000}})}})));
@@ -454,8 +491,8 @@ TEST_CASE("Malformed workflows are patchbay::errors naming the node and input") 
         wf["9"]["inputs"]["steps"] = 0;
         CHECK(has(error_of([&] { parse_workflow(wf); }), "'steps' must be in [1, 10000]"));
         wf["9"] = node("SamplerCustomAdvanced", {{"guider", json::array({"10", 0})}});
-        wf["10"] = node("PerpNegGuider", {{"model", json::array({"2", 0})}});
-        CHECK(has(error_of([&] { parse_workflow(wf); }), "node '10' (PerpNegGuider): unsupported guider"));
+        wf["10"] = node("SomeEngineGuider", {{"model", json::array({"2", 0})}});
+        CHECK(has(error_of([&] { parse_workflow(wf); }), "node '10' (SomeEngineGuider): unsupported guider"));
     }
 }
 
@@ -470,7 +507,7 @@ TEST_CASE("Unknown patch nodes: an error by default, skipped on request; pass-th
     skip.skip_unknown_patches = true;
     const workflow w = parse_workflow(wf, skip);
     REQUIRE(w.patches.size() == 1);
-    CHECK(std::get<rescale_cfg>(w.patches[0].config).multiplier == 0.3);
+    CHECK(w.patches[0].config.as<rescale_cfg>().multiplier == 0.3);
     REQUIRE(w.skipped.size() == 2);
     CHECK(w.skipped[0].class_type == "CFGZeroStar");
     CHECK(w.skipped[1].class_type == "SkipLayerGuidanceDiT");
@@ -500,6 +537,70 @@ TEST_CASE("Unknown patch nodes: an error by default, skipped on request; pass-th
     CHECK(has(error_of([&] { parse_workflow(merge, skip); }), "several model inputs"));
 }
 
+TEST_CASE("Engine node classes: add_node maps a class_type to the engine's patch through its descriptor") {
+    const json wf = chain_of({{"2", node("EngineScale", {{"amount", 2}, {"repeats", 3}, {"mode", "add"}})},
+                              {"3", node("Mahiro")}});
+    CHECK(has(error_of([&] { parse_workflow(wf); }), "workflow node '2' (EngineScale): unknown patch node"));
+
+    import_options opts;
+    opts.add_node<engine_scale>();
+    const workflow w = parse_workflow(wf, opts);
+    REQUIRE(w.patches.size() == 2);
+    REQUIRE(w.patches[0].config.holds<engine_scale>());
+    const auto& e = w.patches[0].config.as<engine_scale>();
+    CHECK(e.amount == 2.0);
+    CHECK(e.repeats == 3);
+    CHECK(e.enabled); // optional input omitted: the descriptor's default
+    CHECK(e.mode == engine_scale::mode_kind::add);
+    CHECK(w.patches[0].slot() == hook_kind::post_cfg);
+    CHECK(to_string(w.patches[0].config) == "EngineScale(amount=2, repeats=3, enabled=True, mode=add)");
+    CHECK(has(w.describe(), "EngineScale(amount=2, repeats=3, enabled=True, mode=add)  [post-cfg]"));
+    CHECK_THAT(error_of([&] { (void)w.patches[0].config.as<mahiro>(); }), Catch::Matchers::Contains("'EngineScale'"));
+
+    // the descriptor's kinds and ranges are enforced with the node named
+    auto msg_of = [&](json inputs) { return error_of([&] { parse_workflow(chain_of({{"2", node("EngineScale", inputs)}}), opts); }); };
+    CHECK(has(msg_of({{"amount", 4.5}, {"repeats", 1}, {"mode", "add"}}), "node '2' (EngineScale): input 'amount' must be in [0, 4], got 4.5"));
+    CHECK(has(msg_of({{"amount", 1}, {"repeats", 9}, {"mode", "add"}}), "'repeats' must be in [1, 8]"));
+    CHECK(has(msg_of({{"amount", 1}, {"repeats", 1.5}, {"mode", "add"}}), "'repeats' must be an integer"));
+    CHECK(has(msg_of({{"amount", 1}, {"repeats", 1}, {"mode", "divide"}}), "'mode' must be one of multiply, add, got 'divide'"));
+    CHECK(has(msg_of({{"amount", 1}, {"repeats", 1}, {"mode", "add"}, {"enabled", 1}}), "'enabled' must be a boolean"));
+    CHECK(has(msg_of({{"amount", 1}, {"repeats", 1}}), "required input 'mode' is missing"));
+    CHECK(has(msg_of({{"amount", 1}, {"repeats", 1}, {"mode", "add"}, {"strength", 1}}), "unknown input 'strength'"));
+
+    // a class_type of the engine's choosing, and precedence over a built-in class of that name
+    import_options renamed;
+    renamed.add_node<engine_scale>("RescaleCFG");
+    const workflow r = parse_workflow(
+        chain_of({{"2", node("RescaleCFG", {{"amount", 0.5}, {"repeats", 2}, {"enabled", false}, {"mode", "multiply"}})}}),
+        renamed);
+    REQUIRE(r.patches.size() == 1);
+    CHECK(r.patches[0].class_type == "RescaleCFG");
+    CHECK(r.patches[0].config.holds<engine_scale>());
+    CHECK_FALSE(r.patches[0].config.as<engine_scale>().enabled);
+
+    // the imported chain runs the engine's hook after the built-in one, in workflow order
+    plain_model model;
+    const patch_chain<plain_model> chain = build_chain(w, model, model_sampling::discrete());
+    REQUIRE(chain.size() == 2);
+    CHECK(chain.name(0) == "EngineScale");
+    const std::vector<index_t> shape{1, 4, 8, 8};
+    const tensor<float> x = random_tensor(shape, 3), c = random_tensor(shape, 4), u = random_tensor(shape, 5);
+    const float sig[1] = {0.5f};
+    const guidance_inputs<float, 4> gi{x.as<4>(), make_view(sig, 1), 4.0, false, prediction_type::eps};
+    auto run = chain.begin_run();
+    tensor<float> c1 = c, u1 = u, got(shape), want(shape);
+    chain.combine(run, gi, c1.as<4>(), u1.as<4>(), got.as<4>());
+    kernels::cfg_combine<float, 4>(c.as<4>(), u.as<4>(), 4.0, want.as<4>());
+    no_state none;
+    e.post_cfg(none, gi, c.as<4>(), u.as<4>(), want.as<4>());
+    mahiro{}.post_cfg<float, 4>(none, gi, c.as<4>(), u.as<4>(), want.as<4>());
+    CHECK(max_abs_diff(got, want) == 0.0);
+    tensor<float> without(shape); // the same chain without the engine's patch differs
+    kernels::cfg_combine<float, 4>(c.as<4>(), u.as<4>(), 4.0, without.as<4>());
+    mahiro{}.post_cfg<float, 4>(none, gi, c.as<4>(), u.as<4>(), without.as<4>());
+    CHECK(max_abs_diff(got, without) > 1e-3);
+}
+
 TEST_CASE("One cfg function, one mask function, one model sampling: a second is an error naming both") {
     const std::string two_cfg = error_of([] {
         parse_workflow(chain_of({{"2", node("RescaleCFG", {{"multiplier", 0.7}})},
@@ -527,12 +628,14 @@ TEST_CASE("One cfg function, one mask function, one model sampling: a second is 
     CHECK(has(two_masks, "node '2'"));
     CHECK(has(two_masks, "mask function"));
 
+    // a node that builds its model sampling from scratch hides the one before it
     const std::string two_ms = error_of([] {
         parse_workflow(chain_of({{"2", node("ModelSamplingSD3", {{"shift", 3}})},
-                                 {"3", node("ModelSamplingAuraFlow", {{"shift", 1.73}})}}));
+                                 {"3", node("ModelSamplingDiscrete", {{"sampling", "eps"}, {"zsnr", false}})}}));
     });
     CHECK(has(two_ms, "node '2' (ModelSamplingSD3)"));
-    CHECK(has(two_ms, "node '3' (ModelSamplingAuraFlow)"));
+    CHECK(has(two_ms, "node '3' (ModelSamplingDiscrete)"));
+    CHECK(has(two_ms, "second model sampling"));
 
     // Several pre/post-cfg and block patches stack in order.
     const workflow w = parse_workflow(chain_of({{"2", node("Mahiro")},
@@ -556,10 +659,10 @@ TEST_CASE("build_chain: the chain's combine step equals the patches called direc
     CHECK(chain.sampling().is_flow());
     CHECK(chain.sampling().shift() == 3.0);
 
-    const auto& fr = std::get<fresca>(wf.patches[0].config);
-    const auto& ap = std::get<apg>(wf.patches[1].config);
-    const auto& cn = std::get<cfg_norm>(wf.patches[2].config);
-    const auto& mh = std::get<mahiro>(wf.patches[3].config);
+    const auto& fr = wf.patches[0].config.as<fresca>();
+    const auto& ap = wf.patches[1].config.as<apg>();
+    const auto& cn = wf.patches[2].config.as<cfg_norm>();
+    const auto& mh = wf.patches[3].config.as<mahiro>();
     REQUIRE(ap.momentum != 0.0); // the run state (APG's running average) matters over steps
 
     // Large enough that FreSca's cutoff (20 bins) leaves high frequencies to scale.
@@ -621,7 +724,7 @@ TEST_CASE("build_chain: a workflow's chain samples exactly like the static guide
     tensor<float> noise({1, c.channels, c.height, c.width});
     normal_generator rng(5);
     rng.fill(noise.as<4>());
-    const auto sigmas = simple_schedule(wf.sampling->sampling, 3);
+    const auto sigmas = simple_schedule(3, wf.sampling->sampling);
 
     toy_unet m1;
     const auto pos = m1.prompt(1), neg = m1.negative_prompt();
@@ -684,7 +787,7 @@ TEST_CASE("build_chain: inpainting workflow (DifferentialDiffusion, TCFG, Renorm
     rng.fill(noise.as<4>());
     for (index_t i = 0; i < mask.size(); ++i) mask[i] = float(i % 7) / 6.0f; // soft mask
     const tensor<float> latent = m1.picture(3);
-    const auto sigmas = simple_schedule(wf.sampling->sampling, 4);
+    const auto sigmas = simple_schedule(4, wf.sampling->sampling);
     const double cfg = *wf.sampler.cfg;
     const sample_inputs<float, 4> in{noise.as<4>(), latent.as<4>(), sigmas, cfg, mask.as<4>()};
     const auto pos = m1.prompt(0), neg = m1.negative_prompt();

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "patchbay/core/dispatch.hpp"
 #include "patchbay/kernels/attention.hpp"
 #include "patchbay/kernels/blur.hpp"
 #include "patchbay/kernels/elementwise.hpp"
@@ -64,7 +65,7 @@ PATCHBAY_CONFORMANCE("SelfAttentionGuidance", "attn1_replace+sampler_post_cfg_fu
     const auto chunks = gc.scalars().at("cond_or_uncond").get<std::vector<int>>();
     const patchbay::self_attention_guidance p{gc.param<double>("scale", 0.5),
                                               gc.param<double>("blur_sigma", 2.0)};
-    p.validate();
+    patchbay::validate(p);
 
     // The middle-block attention of ComfyUI's batched call, chunk by chunk as patchbay's
     // separate passes: each pass gets SAG's hooks, and the site computes the probabilities
@@ -106,7 +107,8 @@ PATCHBAY_CONFORMANCE("SelfAttentionGuidance", "attn1_replace+sampler_post_cfg_fu
         patchbay::kernels::copy<float, 4>(sag_model_out.as<4>(), prediction);
     };
     patchbay::model_access<float, 4> model(patchbay::model_access<float, 4>::evaluate_fn::to(evaluate));
-    p.post_cfg(st, in, cond.as<4>(), uncond.as<4>(), cfg.as<4>(), model);
+    // the checked entry point: parameters and inputs are validated as the step does
+    patchbay::apply_post_cfg(p, st, in, cond.as<4>(), uncond.as<4>(), cfg.as<4>(), model);
     put(out, "attn1_out", attn_out);
     put(out, "degraded_noised", degraded_noised);
     put(out, "result", cfg);
@@ -116,7 +118,7 @@ PATCHBAY_CONFORMANCE("PerturbedAttentionGuidance", "attn1_replace(middle,0)") {
     const auto q = gc.tensor_input<float>("q"), k = gc.tensor_input<float>("k"),
                v = gc.tensor_input<float>("v");
     const patchbay::perturbed_attention_guidance p{gc.param<double>("scale", 3.0)};
-    p.validate();
+    patchbay::validate(p);
     tensor<float> o({q.extent(0), q.extent(1), v.extent(2)});
     patchbay::pag::perturbed_attention<float>(q.as<3>(), k.as<3>(), v.as<3>(), o.as<3>());
     put(out, "attn_out", o);
@@ -131,7 +133,7 @@ void pag_post_cfg(const golden_case& gc, results& out) {
     const auto pag_model_out = gc.tensor_input<float>("pag_model_out");
     const double cond_scale = gc.scalar<double>("cond_scale", 1.0);
     const patchbay::perturbed_attention_guidance p{gc.param<double>("scale", 3.0)};
-    p.validate();
+    patchbay::validate(p);
     auto cfg = empty_like(x);
     patchbay::kernels::cfg_combine<float, R>(cond.as<R>(), uncond.as<R>(), cond_scale, cfg.as<R>());
     put(out, "cfg_result_in", cfg);
@@ -150,7 +152,7 @@ void pag_post_cfg(const golden_case& gc, results& out) {
     };
     patchbay::model_access<float, R> model(patchbay::model_access<float, R>::evaluate_fn::to(evaluate));
     patchbay::state_t<patchbay::perturbed_attention_guidance> st{};
-    p.post_cfg(st, in, cond.as<R>(), uncond.as<R>(), cfg.as<R>(), model);
+    patchbay::apply_post_cfg(p, st, in, cond.as<R>(), uncond.as<R>(), cfg.as<R>(), model);
     put(out, "result", cfg);
 }
 } // namespace

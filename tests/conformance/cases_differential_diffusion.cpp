@@ -23,6 +23,7 @@ double strength_of(const golden_case& gc) {
 template <std::size_t R>
 void sequence(const golden_case& gc, results& out) {
     const differential_diffusion dd{strength_of(gc)};
+    patchbay::validate(dd); // the guider validates at construction; the mask call does not
     const model_sampling ms =
         model_sampling::from_comfy(gc.scalar<std::string>("model_sampling", "ModelSamplingDiscrete(eps)"));
     if (gc.input("sigmas").shape.size() != 1)

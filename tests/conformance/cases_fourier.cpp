@@ -5,6 +5,7 @@
 #include "e2e.hpp"
 #include "registry.hpp"
 
+#include "patchbay/core/dispatch.hpp"
 #include "patchbay/kernels/elementwise.hpp"
 #include "patchbay/patches/block/free_u.hpp"
 #include "patchbay/patches/pre_cfg/fresca.hpp"
@@ -19,7 +20,10 @@ template <std::size_t RH, std::size_t RS, class P>
 void run_block(const P& patch, tensor<float>& h, tensor<float>& hsp) {
     no_state st;
     const block_site site{unet_stage::output, 0, h.extent(1)};
-    patch.output_block(st, site, h.template as<RH>(), hsp.template as<RS>());
+    // 4-D features go through the checked entry point (parameters and inputs validated as the
+    // step does); other ranks reach the patch's own rank error.
+    if constexpr (RH == 4 && RS == 4) apply_output_block(patch, st, site, h.as<4>(), hsp.as<4>());
+    else patch.output_block(st, site, h.template as<RH>(), hsp.template as<RS>());
 }
 
 /// Dispatches on the runtime ranks (the patch rejects anything but 4-D with patchbay::error).
@@ -29,7 +33,7 @@ void run_block_rs(const P& patch, tensor<float>& h, tensor<float>& hsp) {
     case 3: run_block<RH, 3>(patch, h, hsp); break;
     case 4: run_block<RH, 4>(patch, h, hsp); break;
     case 5: run_block<RH, 5>(patch, h, hsp); break;
-    default: fail(P::name, "hsp has unsupported rank " + std::to_string(hsp.rank()));
+    default: fail(P::descriptor().class_type, "hsp has unsupported rank " + std::to_string(hsp.rank()));
     }
 }
 
@@ -46,7 +50,7 @@ void free_u_case(const golden_case& gc, results& out, P patch) {
     case 3: run_block_rs<3>(patch, h, hsp); break;
     case 4: run_block_rs<4>(patch, h, hsp); break;
     case 5: run_block_rs<5>(patch, h, hsp); break;
-    default: fail(P::name, "h has unsupported rank " + std::to_string(h.rank()));
+    default: fail(P::descriptor().class_type, "h has unsupported rank " + std::to_string(h.rank()));
     }
     conformance::put(out, "h", h);
     conformance::put(out, "hsp", hsp);
@@ -64,7 +68,7 @@ void fresca_case(const golden_case& gc, results& out, const fresca& patch) {
     in.cond_scale = gc.scalar<double>("cond_scale", 1.0);
     in.uncond_is_none = gc.scalar<bool>("uncond_is_none", false);
     no_state st;
-    patch.pre_cfg<float, R>(st, in, cond.as<R>(), uncond.as<R>());
+    apply_pre_cfg(patch, st, in, cond.as<R>(), uncond.as<R>());
     tensor<float> denoised(cond.shape());
     kernels::cfg_combine<float, R>(cond.as<R>(), uncond.as<R>(), in.cond_scale, denoised.as<R>());
     conformance::put(out, "cond_out", cond);

@@ -5,6 +5,7 @@
 #include "e2e.hpp"
 #include "registry.hpp"
 
+#include "patchbay/core/dispatch.hpp"
 #include "patchbay/kernels/elementwise.hpp"
 #include "patchbay/patches/post_cfg/mahiro.hpp"
 #include "patchbay/patches/pre_cfg/apg.hpp"
@@ -24,7 +25,8 @@ std::size_t latent_rank(const golden_case& gc, const char* name, std::size_t ext
     return r - extra;
 }
 
-/// Runs one pre-CFG patch call and fills cond_out / uncond_out / denoised.
+/// Runs one pre-CFG patch call (through the checked entry point, which validates the
+/// parameters and inputs as the step does) and fills cond_out / uncond_out / denoised.
 template <std::size_t R, class P>
 void run_pre_cfg(const golden_case& gc, results& out, const P& patch, state_t<P>& state) {
     auto x = gc.tensor_input<float>("x");
@@ -36,7 +38,7 @@ void run_pre_cfg(const golden_case& gc, results& out, const P& patch, state_t<P>
     in.sigma = sigma.as<1>();
     in.cond_scale = gc.scalar<double>("cond_scale", 1.0);
     in.uncond_is_none = gc.scalar<bool>("uncond_is_none", false);
-    patch.template pre_cfg<float, R>(state, in, cond.as<R>(), uncond.as<R>());
+    apply_pre_cfg(patch, state, in, cond.as<R>(), uncond.as<R>());
     tensor<float> denoised(cond.shape());
     kernels::cfg_combine<float, R>(cond.as<R>(), uncond.as<R>(), in.cond_scale, denoised.as<R>());
     conformance::put(out, "cond_out", cond);
@@ -85,7 +87,7 @@ void apg_sequence(const golden_case& gc, results& out, const apg& patch) {
         in.sigma = sigma_vec.as<1>();
         in.cond_scale = cond_scale;
         view<float, R> c(cond.data() + s * per_step, ext), u(uncond.data() + s * per_step, ext);
-        patch.pre_cfg<float, R>(state, in, c, u);
+        apply_pre_cfg(patch, state, in, c, u);
         kernels::cfg_combine<float, R>(c, u, cond_scale, view<float, R>(denoised.data() + s * per_step, ext));
     }
     conformance::put(out, "cond_out", cond);
@@ -104,13 +106,13 @@ void mahiro_case(const golden_case& gc, results& out) {
     in.sigma = sigma.as<1>();
     in.cond_scale = gc.scalar<double>("cond_scale", 1.0);
     in.uncond_is_none = gc.scalar<bool>("uncond_is_none", false);
-    // the plain CFG below needs matching shapes; Mahiro itself checks everything else
+    // the plain CFG below needs matching shapes; apply_post_cfg checks everything else
     require_same_shape(cond.as<R>(), uncond.as<R>(), "Mahiro", "cond", "uncond");
     tensor<float> cfg(cond.shape());
     kernels::cfg_combine<float, R>(cond.as<R>(), uncond.as<R>(), in.cond_scale, cfg.as<R>());
     tensor<float> result = cfg;
     no_state st;
-    mahiro{}.post_cfg<float, R>(st, in, cond.as<R>(), uncond.as<R>(), result.as<R>());
+    apply_post_cfg(mahiro{}, st, in, cond.as<R>(), uncond.as<R>(), result.as<R>());
     conformance::put(out, "cfg_result_in", cfg);
     conformance::put(out, "result", result);
 }

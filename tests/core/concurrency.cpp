@@ -31,7 +31,7 @@ using guider_t = guider<const toy_gaussian, fresca, apg, rescale_cfg, mahiro>;
 
 tensor<float> sample_one(const guider_t& g, const scene& sc, unsigned seed, double scale) {
     const auto noise = test::random_tensor({2, 4, 24, 20}, seed);
-    const auto sigmas = simple_schedule(sc.ms, 8);
+    const auto sigmas = simple_schedule(8, sc.ms);
     auto run = g.begin_run(&sc.pos, &sc.neg);
     tensor<float> out(noise.shape());
     sample_euler(g, run, sample_inputs<float, 4>{noise.as<4>(), {}, sigmas, scale}, out.as<4>());

@@ -122,7 +122,7 @@ TEST_CASE("pre-cfg rewrites reach the combine; the cfg function replaces it", "[
     CHECK(test::bit_equal(out, c));
 }
 
-TEST_CASE("a patch's slot() overrides its static hook at run time", "[guider]") {
+TEST_CASE("a patch's slot() overrides its descriptor's slot at run time", "[guider]") {
     scene sc;
     counting_model model;
     event_log log;
@@ -143,7 +143,9 @@ TEST_CASE("a patch's slot() overrides its static hook at run time", "[guider]") 
 TEST_CASE("patch parameters are validated when the guider is built", "[guider]") {
     counting_model model;
     const auto ms = model_sampling::discrete("eps");
-    CHECK_THROWS_AS((guider<counting_model, bad_param_patch>(model, ms, bad_param_patch{})), error);
+    // the descriptor's range, in a message naming its class_type (the chain says the same)
+    CHECK_THAT(test::error_of([&] { (void)guider<counting_model, bad_param_patch>(model, ms, bad_param_patch{}); }),
+               Catch::Matchers::Equals("bad_param_patch: parameter 'strength' must be a finite value in [0, 1], got 2"));
     CHECK_NOTHROW((guider<counting_model, bad_param_patch>(model, ms, bad_param_patch{0.5})));
 }
 

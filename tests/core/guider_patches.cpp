@@ -66,7 +66,7 @@ TEST_CASE("SAG plugs into the guider and the chain", "[guider][patches]") {
     // SAG needs a real attention layout to run; here only its wiring is checked: it keeps the
     // uncond pass at cond_scale 1 and needs attention hooks.
     STATIC_REQUIRE(patchbay::detail::flag_disable_cfg1<self_attention_guidance>);
-    STATIC_REQUIRE(patchbay::detail::needs_attention_hooks<self_attention_guidance>);
+    STATIC_REQUIRE(patchbay::detail::flag_needs_attention_hooks<self_attention_guidance>);
     STATIC_REQUIRE(patchbay::detail::has_on_model_call<self_attention_guidance, float>);
     STATIC_REQUIRE(patchbay::detail::has_post_cfg_access<self_attention_guidance, float, 4>);
     STATIC_REQUIRE(patchbay::detail::has_post_cfg_access<perturbed_attention_guidance, double, 5>);

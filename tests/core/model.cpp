@@ -1,7 +1,9 @@
 // Tests of core/model.hpp: callback, call_overrides (order, capacity, attention site
-// matching), the Model concept and capability queries.
+// matching, input-block / resizing output-block / attention-output hooks, block skips), the
+// Model concept and capability queries.
 #include <catch2/catch.hpp>
 
+#include <span>
 #include <string>
 #include <vector>
 
@@ -26,6 +28,13 @@ struct hooked_model {
 struct runtime_model {
     bool attention = false;
     bool supports(capability c) const { return c == capability::attention_hooks && attention; }
+    template <class T, std::size_t R>
+    void predict(const model_call<void, T, R>&, view<T, R>) {}
+};
+struct network_hooks_model {
+    static constexpr bool calls_input_block_hooks = true;
+    static constexpr bool calls_attention_output_hooks = true;
+    static constexpr bool skips_blocks = true;
     template <class T, std::size_t R>
     void predict(const model_call<void, T, R>&, view<T, R>) {}
 };
@@ -57,6 +66,14 @@ TEST_CASE("capabilities: compile-time declarations and run-time answers", "[mode
     rm.attention = true;
     CHECK(model_supports(rm, capability::attention_hooks));
     CHECK_FALSE(model_supports(rm, capability::block_hooks));
+    // the network hooks the coming patches need (Deep Shrink, NAG, SLG)
+    for (capability c : {capability::input_block_hooks, capability::attention_output_hooks, capability::block_skipping}) {
+        CHECK(model_supports(network_hooks_model{}, c));
+        CHECK_FALSE(model_supports(hooked_model{}, c));
+        CHECK_FALSE(model_supports(rm, c));
+    }
+    CHECK_FALSE(model_supports(network_hooks_model{}, capability::block_hooks));
+    CHECK(std::string(capability_name(capability::block_skipping)) == "block skipping");
 }
 
 TEST_CASE("callback refers to a callable or a function with a context", "[model]") {
@@ -94,7 +111,8 @@ TEST_CASE("call_overrides: output-block hooks run in order, in place", "[model]"
     ov.add_output_block(call_overrides<float>::output_block_fn::to(first));
     ov.add_output_block(call_overrides<float>::output_block_fn::to(second));
     CHECK(ov.has_output_block_hooks());
-    ov.apply_output_block(block_site{unet_stage::output, 3, 2}, h.as<4>(), hsp.as<4>());
+    const view<float, 4> next = ov.apply_output_block(block_site{unet_stage::output, 3, 2}, h.as<4>(), hsp.as<4>());
+    CHECK(next.data_handle() == h.data()); // in-place hooks: the model continues with h itself
     CHECK(order == std::vector<int>{1, 2});
     CHECK(h[0] == 6.f);
     CHECK(hsp[7] == -1.f);
@@ -104,11 +122,19 @@ TEST_CASE("call_overrides: output-block hooks run in order, in place", "[model]"
 
 TEST_CASE("call_overrides: capacity is enforced with an error", "[model]") {
     auto noop = [](const block_site&, view<float, 4>, view<float, 4>) {};
+    auto same = [](const block_site&, view<float, 4> h, view<float, 4>) { return h; };
+    using block_fn = call_overrides<float>::output_block_fn;
+    using resize_fn = call_overrides<float>::output_resize_fn;
     call_overrides<float> ov;
-    for (std::size_t i = 0; i < call_overrides<float>::capacity; ++i)
-        ov.add_output_block(call_overrides<float>::output_block_fn::to(noop));
-    CHECK_THROWS_AS(ov.add_output_block(call_overrides<float>::output_block_fn::to(noop)), error);
-    CHECK_THROWS_AS(ov.add_output_block({}), error);
+    // in-place and resizing output-block hooks share the capacity
+    for (std::size_t i = 0; i < call_overrides<float>::capacity; ++i) {
+        if (i % 2) ov.add_output_block(block_fn::to(noop));
+        else ov.add_output_resize(resize_fn::to(same));
+    }
+    CHECK_THROWS_AS(ov.add_output_block(block_fn::to(noop)), error);
+    CHECK_THROWS_AS(ov.add_output_resize(resize_fn::to(same)), error);
+    CHECK_THROWS_AS(call_overrides<float>{}.add_output_block({}), error);
+    CHECK_THROWS_AS(call_overrides<float>{}.add_output_resize({}), error);
 }
 
 TEST_CASE("call_overrides: attention replacement precedence and readers", "[model]") {
@@ -164,6 +190,120 @@ TEST_CASE("call_overrides::append keeps order and overwrites replacements", "[mo
     tensor<float> h({1, 1, 1, 1});
     base.apply_output_block({}, h.as<4>(), h.as<4>());
     CHECK(order == std::vector<int>{1, 2});
+}
+
+TEST_CASE("call_overrides: a resizing output-block hook hands the next hook and the model its h", "[model]") {
+    tensor<float> small({1, 1, 1, 2}), big({1, 1, 2, 2}), hsp({1, 1, 2, 2});
+    small.fill(1.f);
+    hsp.fill(0.f);
+    std::vector<int> order;
+    auto before = [&](const block_site&, view<float, 4> h, view<float, 4>) {
+        order.push_back(1);
+        CHECK(h.extent(2) == 1);
+        h(0, 0, 0, 1) = 2.f;
+    };
+    // nearest-neighbour to hsp's spatial size, into storage the "run" owns
+    auto resize = [&](const block_site&, view<float, 4> h, view<float, 4> s) -> view<float, 4> {
+        order.push_back(2);
+        view<float, 4> out = big.as<4>();
+        REQUIRE(out.extent(2) == s.extent(2));
+        for (index_t y = 0; y < 2; ++y)
+            for (index_t x = 0; x < 2; ++x) out(0, 0, y, x) = h(0, 0, 0, x);
+        return out;
+    };
+    auto after = [&](const block_site&, view<float, 4> h, view<float, 4>) {
+        order.push_back(3);
+        CHECK(h.extent(2) == 2); // sees the resized h
+        h(0, 0, 1, 1) += 10.f;
+    };
+    call_overrides<float> ov;
+    ov.add_output_block(call_overrides<float>::output_block_fn::to(before));
+    ov.add_output_resize(call_overrides<float>::output_resize_fn::to(resize));
+    ov.add_output_block(call_overrides<float>::output_block_fn::to(after));
+    CHECK(ov.has_output_block_hooks());
+    const view<float, 4> h = ov.apply_output_block({}, small.as<4>(), hsp.as<4>());
+    CHECK(order == std::vector<int>{1, 2, 3});
+    CHECK(h.data_handle() == big.data());
+    CHECK(big[0] == 1.f);
+    CHECK(big[1] == 2.f);
+    CHECK(big[2] == 1.f);
+    CHECK(big[3] == 12.f);
+}
+
+TEST_CASE("call_overrides: input-block hooks chain, each on the previous h", "[model]") {
+    tensor<float> a({1, 1, 2, 2}), b({1, 1, 1, 1});
+    a.fill(3.f);
+    auto shrink = [&](const block_site& site, view<float, 4> h) -> view<float, 4> {
+        CHECK(site.stage == unet_stage::input);
+        b[0] = h(0, 0, 0, 0) + h(0, 0, 1, 1); // the sum of two corners, at a quarter of the size
+        return b.as<4>();
+    };
+    auto twice = [](const block_site&, view<float, 4> h) -> view<float, 4> {
+        h(0, 0, 0, 0) *= 2.f;
+        return h;
+    };
+    call_overrides<float> ov;
+    CHECK_FALSE(ov.has_input_block_hooks());
+    const view<float, 4> same = ov.apply_input_block(block_site{unet_stage::input, 1, 1}, a.as<4>());
+    CHECK(same.data_handle() == a.data()); // no hooks: h unchanged
+    ov.add_input_block(call_overrides<float>::input_block_fn::to(shrink));
+    ov.add_input_block(call_overrides<float>::input_block_fn::to(twice));
+    CHECK(ov.has_input_block_hooks());
+    CHECK_FALSE(ov.empty());
+    const view<float, 4> h = ov.apply_input_block(block_site{unet_stage::input, 1, 1}, a.as<4>());
+    CHECK(h.data_handle() == b.data());
+    CHECK(h.extent(3) == 1);
+    CHECK(b[0] == 12.f);
+    CHECK(a[0] == 3.f); // the original h is untouched
+    CHECK_THROWS_AS(ov.add_input_block({}), error);
+}
+
+TEST_CASE("call_overrides: attention-output hooks match sites; block skips are a set", "[model]") {
+    std::vector<int> seen;
+    std::vector<pass_kind> prompts_seen;
+    auto every = [&](const attention_site&, view<float, 3> out, std::span<const pass_kind> prompts) {
+        seen.push_back(1);
+        out(0, 0, 0) += 1.f;
+        prompts_seen.assign(prompts.begin(), prompts.end());
+    };
+    auto only_1 = [&](const attention_site& s, view<float, 3>, std::span<const pass_kind>) {
+        CHECK(s.transformer == 1);
+        seen.push_back(2);
+    };
+    using fn = call_overrides<float>::attention_output_fn;
+    call_overrides<float> ov;
+    ov.add_attention_output({unet_stage::middle, 0, -1}, fn::to(every));
+    ov.add_attention_output({unet_stage::middle, 0, 1}, fn::to(only_1));
+    CHECK(ov.has_attention_output_hooks());
+    tensor<float> out({2, 1, 1});
+    const pass_kind prompts[] = {pass_kind::cond, pass_kind::uncond};
+    ov.apply_attention_output({unet_stage::middle, 0, 0}, out.as<3>(), prompts);
+    CHECK(seen == std::vector<int>{1});
+    ov.apply_attention_output({unet_stage::middle, 0, 1}, out.as<3>(), prompts);
+    CHECK(seen == std::vector<int>{1, 1, 2});
+    ov.apply_attention_output({unet_stage::output, 0, 1}, out.as<3>(), prompts);
+    CHECK(seen.size() == 3);
+    CHECK(out[0] == 2.f);
+    CHECK(prompts_seen == std::vector<pass_kind>{pass_kind::cond, pass_kind::uncond});
+
+    const dit_block_site d1{dit_block_site::kind::double_block, 1}, s1{dit_block_site::kind::single_block, 1};
+    CHECK_FALSE(ov.skips(d1));
+    ov.skip_block(d1);
+    ov.skip_block(d1); // a second request for the same block is the same request
+    CHECK(ov.skips(d1));
+    CHECK_FALSE(ov.skips(s1));
+    call_overrides<float> many;
+    for (int i = 0; i < 64; ++i) many.skip_block({dit_block_site::kind::single_block, i});
+    many.skip_block({dit_block_site::kind::single_block, 5}); // already there: no capacity used
+    CHECK_THROWS_AS(many.skip_block({dit_block_site::kind::double_block, 0}), error);
+
+    // append carries every kind of hook
+    call_overrides<float> merged;
+    merged.append(ov);
+    CHECK(merged.has_attention_output_hooks());
+    CHECK(merged.skips(d1));
+    merged.clear();
+    CHECK(merged.empty());
 }
 
 TEST_CASE("model_access rejects a re-evaluation prompt that is not cond or uncond", "[model]") {

@@ -1,15 +1,21 @@
 // libFuzzer target: every cfg-stage patch entry point and FreeU's block patch, driven by fuzzed
-// shapes (ranks 4 and 5, odd and 1-sized dims, mismatched uncond / sigma), parameters (in and
-// out of range, NaN, inf) and values. Contract checked on every input:
+// shapes (ranks 4 and 5, odd and 1-sized dims, mismatched uncond / sigma), parameters (drawn
+// from each patch's descriptor: in and out of range, NaN, inf) and values. The hooks are called
+// through the checked entry points (core/dispatch.hpp), as an engine calls one patch on its own.
+// Contract checked on every input:
 //   - a rejected input raises patchbay::error (anything else escaping is a crash);
 //   - finite input with valid parameters gives finite output (the NaN policy).
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
+#include "patchbay/core/descriptor.hpp"
+#include "patchbay/core/dispatch.hpp"
 #include "patchbay/core/tensor.hpp"
 #include "patchbay/patches/block/free_u.hpp"
 #include "patchbay/patches/cfg/renorm_cfg.hpp"
@@ -46,6 +52,29 @@ struct reader {
     float value() { return static_cast<float>(static_cast<std::int8_t>(byte())) / 16.0f; }
 };
 
+/// A value of P whose numeric inputs are drawn around their descriptor ranges (model facts:
+/// small counts from their minimum, so FreeU's channel rule can match); others keep defaults.
+template <class P>
+P fuzz_params(reader& in) {
+    P p = with_defaults<P>();
+    P::descriptor().for_each_input([&](const auto& b) {
+        using M = typename std::remove_cvref_t<decltype(b)>::member_type;
+        const input_info& i = b.info;
+        M& v = p.*(b.member);
+        if constexpr (std::is_same_v<M, bool>) {
+            v = in.byte() % 2 == 1;
+        } else if constexpr (std::is_floating_point_v<M>) {
+            v = static_cast<M>(in.param(i.lo, i.hi));
+        } else if constexpr (std::is_integral_v<M>) {
+            double d = i.kind == input_kind::model_fact ? i.lo + in.byte() % 4 : in.param(i.lo, i.hi);
+            if (!std::isfinite(d)) d = i.lo - 1; // out of range, and representable
+            constexpr double limit = static_cast<double>(std::numeric_limits<M>::max() / 2);
+            v = static_cast<M>(std::clamp(d, -limit, limit));
+        }
+    });
+    return p;
+}
+
 bool all_finite(const tensor<float>& t) {
     for (index_t i = 0; i < t.size(); ++i)
         if (!std::isfinite(t[i])) return false;
@@ -78,37 +107,39 @@ void run(reader& in, int which) {
     try {
         switch (which) {
         case 0: { // APG, twice so the state's momentum path runs
-            apg p{in.param(-10, 10), in.param(0, 50), in.param(-5, 1)};
+            const auto p = fuzz_params<apg>(in);
             apg::state_type st;
-            p.pre_cfg(st, gi, c, u);
-            p.pre_cfg(st, gi, c, u);
+            apply_pre_cfg(p, st, gi, c, u);
+            apply_pre_cfg(p, st, gi, c, u);
             break;
         }
-        case 1: tcfg{}.pre_cfg(none, gi, c, u); break;
-        case 2: {
-            const double cutoff = in.param(1, 10000);
-            fresca p{in.param(0, 10), in.param(0, 10), std::isfinite(cutoff) ? static_cast<int>(cutoff) : 0};
-            p.pre_cfg(none, gi, c, u);
-            break;
-        }
-        case 3: rescale_cfg{in.param(0, 1)}.cfg_function(none, gi, c, u, out.template as<R>()); break;
-        case 4: renorm_cfg{in.param(0, 100), in.param(0, 100), static_cast<index_t>(in.byte() % 4)}.cfg_function(none, gi, c, u, out.template as<R>()); break;
+        case 1: apply_pre_cfg(tcfg{}, none, gi, c, u); break;
+        case 2: apply_pre_cfg(fuzz_params<fresca>(in), none, gi, c, u); break;
+        case 3: apply_cfg_function(fuzz_params<rescale_cfg>(in), none, gi, c, u, out.template as<R>()); break;
+        case 4: apply_cfg_function(fuzz_params<renorm_cfg>(in), none, gi, c, u, out.template as<R>()); break;
         case 5: {
             kernels::cfg_combine(view<const float, R>(c), view<const float, R>(c), 1.0, out.template as<R>());
-            cfg_norm{in.param(0, 100)}.post_cfg(none, gi, c, u, out.template as<R>());
+            auto p = fuzz_params<cfg_norm>(in);
+            p.pre_cfg = false; // the post-cfg slot (the cfg-function form is case 7)
+            apply_post_cfg(p, none, gi, c, u, out.template as<R>());
             break;
         }
         case 6: {
             kernels::cfg_combine(view<const float, R>(c), view<const float, R>(c), 1.0, out.template as<R>());
-            mahiro{}.post_cfg(none, gi, view<const float, R>(c), view<const float, R>(u), out.template as<R>());
+            apply_post_cfg(mahiro{}, none, gi, c, u, out.template as<R>());
             break;
         }
         default: {
             if constexpr (R == 4) {
-                free_u_v2 p{in.param(0, 10), in.param(0, 10), in.param(0, 10), in.param(0, 10), 1 + index_t(in.byte() % 3)};
-                const block_site site{unet_stage::output, 0, shape[1]};
-                p.output_block(none, site, c, u);
+                if (in.byte() % 2) {
+                    const block_site site{unet_stage::output, 0, shape[1]};
+                    apply_output_block(fuzz_params<free_u_v2>(in), none, site, c, u);
+                    break;
+                }
             }
+            auto p = fuzz_params<cfg_norm>(in);
+            p.pre_cfg = true;
+            apply_cfg_function(p, none, gi, c, u, out.template as<R>());
             break;
         }
         }
@@ -118,7 +149,7 @@ void run(reader& in, int which) {
     // Accepted: the output of finite input must be finite. (Parameters were accepted, so they
     // were valid; shapes were accepted, so they matched.)
     (void)valid;
-    if (!all_finite(cond) || !all_finite(uncond) || (which >= 3 && which <= 6 && !all_finite(out)))
+    if (!all_finite(cond) || !all_finite(uncond) || (which >= 3 && !all_finite(out)))
         __builtin_trap();
 }
 

@@ -6,9 +6,18 @@
 #include <random>
 #include <vector>
 
+// Eigen's AVX-512 reductions reach g++ 12's _mm512_extractf64x4_pd, whose self-initialised
+// "undefined" operand -Wmaybe-uninitialized reports inside the compiler's own header (GCC PR
+// 105593); the warning is silenced for Eigen's code only.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <Eigen/SVD>
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
-#include "patchbay/kernels/project.hpp"
 #include "patchbay/kernels/svd2.hpp"
 #include "test_util.hpp"
 
@@ -199,50 +208,4 @@ TEST_CASE("svd2 on strided rows equals the contiguous rows", "[svd2]") {
     CHECK(strided.sigma1 == Approx(contiguous.sigma1).epsilon(1e-6));
     CHECK(strided.e1 == Approx(contiguous.e1).epsilon(1e-6));
     CHECK(strided.e2 == Approx(contiguous.e2).epsilon(1e-6));
-}
-
-TEST_CASE("lane_sums (the Gram pass) agrees with reduce on every length and layout", "[svd2][lane_sums]") {
-    auto terms = [](auto x, auto y) { return std::array{x * x, x * y, y - x}; };
-    for (index_t n : {1, 7, 8, 31, 32, 33, 255, 513, 4096 + 5, 70000}) {
-        auto a = normal<float>(static_cast<std::size_t>(n), 21), b = normal<float>(static_cast<std::size_t>(n), 22);
-        const view<const float, 1> av(a.data(), {n}), bv(b.data(), {n});
-        const auto want = kernels::reduce<3>(terms, av, bv);
-        const auto got = kernels::lane_sums<3>(terms, av, bv);
-        double exact[3] = {0, 0, 0};
-        for (std::size_t i = 0; i < a.size(); ++i) {
-            exact[0] += double(a[i]) * a[i];
-            exact[1] += double(a[i]) * b[i];
-            exact[2] += double(b[i]) - a[i];
-        }
-        INFO("n = " << n);
-        for (std::size_t k = 0; k < 3; ++k) {
-            CHECK(got[k] == Approx(want[k]).epsilon(1e-6).margin(1e-4));
-            CHECK(got[k] == Approx(exact[k]).epsilon(1e-6).margin(1e-4));
-        }
-    }
-    // strided (every other element): the scalar path
-    auto a = normal<float>(2000, 23);
-    const view<const float, 1> even(a.data(), {1000}, {2}), odd(a.data() + 1, {1000}, {2});
-    const auto got = kernels::lane_sums<3>(terms, even, odd);
-    const auto want = kernels::reduce<3>(terms, even, odd);
-    for (std::size_t k = 0; k < 3; ++k) CHECK(got[k] == Approx(want[k]).epsilon(1e-9));
-}
-
-TEST_CASE("transform_lane_sums writes f and sums g of what it wrote", "[lane_sums]") {
-    for (index_t n : {5, 64, 1000, 4099}) {
-        auto a = normal<float>(static_cast<std::size_t>(n), 31), b = normal<float>(static_cast<std::size_t>(n), 32);
-        std::vector<float> out(static_cast<std::size_t>(n), 0.f);
-        const view<const float, 1> av(a.data(), {n}), bv(b.data(), {n});
-        const auto sums = kernels::transform_lane_sums<2>(
-            view<float, 1>(out.data(), {n}), [](auto x, auto y) { return x - y * 0.5f; },
-            [](auto o, auto x, auto) { return std::array{o * o, o * x}; }, av, bv);
-        double e0 = 0, e1 = 0;
-        for (std::size_t i = 0; i < out.size(); ++i) {
-            REQUIRE(out[i] == a[i] - b[i] * 0.5f);
-            e0 += double(out[i]) * out[i];
-            e1 += double(out[i]) * a[i];
-        }
-        CHECK(sums[0] == Approx(e0).epsilon(1e-6));
-        CHECK(sums[1] == Approx(e1).epsilon(1e-6).margin(1e-4));
-    }
 }

@@ -103,19 +103,19 @@ void tap_row(const std::array<T, blur_taps>& w, index_t n, T* PATCHBAY_RESTRICT 
         const B w0(w[0]), w1(w[1]), w2(w[2]), w3(w[3]), w4(w[4]);
         for (; x + L <= n; x += L) {
             B acc = B::load_unaligned(r[4] + x) * w4;
-            acc = xsimd::fma(B::load_unaligned(r[3] + x) + B::load_unaligned(r[5] + x), w3, acc);
-            acc = xsimd::fma(B::load_unaligned(r[2] + x) + B::load_unaligned(r[6] + x), w2, acc);
-            acc = xsimd::fma(B::load_unaligned(r[1] + x) + B::load_unaligned(r[7] + x), w1, acc);
-            acc = xsimd::fma(B::load_unaligned(r[0] + x) + B::load_unaligned(r[8] + x), w0, acc);
+            acc = simd::fma(B::load_unaligned(r[3] + x) + B::load_unaligned(r[5] + x), w3, acc);
+            acc = simd::fma(B::load_unaligned(r[2] + x) + B::load_unaligned(r[6] + x), w2, acc);
+            acc = simd::fma(B::load_unaligned(r[1] + x) + B::load_unaligned(r[7] + x), w1, acc);
+            acc = simd::fma(B::load_unaligned(r[0] + x) + B::load_unaligned(r[8] + x), w0, acc);
             acc.store_unaligned(dst + x);
         }
     }
     for (; x < n; ++x) {
         T acc = r[4][x] * w[4];
-        acc = std::fma(r[3][x] + r[5][x], w[3], acc);
-        acc = std::fma(r[2][x] + r[6][x], w[2], acc);
-        acc = std::fma(r[1][x] + r[7][x], w[1], acc);
-        acc = std::fma(r[0][x] + r[8][x], w[0], acc);
+        acc = simd::fma(r[3][x] + r[5][x], w[3], acc);
+        acc = simd::fma(r[2][x] + r[6][x], w[2], acc);
+        acc = simd::fma(r[1][x] + r[7][x], w[1], acc);
+        acc = simd::fma(r[0][x] + r[8][x], w[0], acc);
         dst[x] = acc;
     }
 }
@@ -133,16 +133,16 @@ void masked_tap_row(const std::array<T, blur_taps>& w, index_t n, const T* mask,
         for (; x + L <= n; x += L) {
             const auto on = B::load_unaligned(mask + x) != zero;
             const B in = B::load_unaligned(input + x);
-            if (!xsimd::any(on)) {
+            if (!simd::any(on)) {
                 in.store_unaligned(dst + x);
                 continue;
             }
             B acc = B::load_unaligned(r[4] + x) * w4;
-            acc = xsimd::fma(B::load_unaligned(r[3] + x) + B::load_unaligned(r[5] + x), w3, acc);
-            acc = xsimd::fma(B::load_unaligned(r[2] + x) + B::load_unaligned(r[6] + x), w2, acc);
-            acc = xsimd::fma(B::load_unaligned(r[1] + x) + B::load_unaligned(r[7] + x), w1, acc);
-            acc = xsimd::fma(B::load_unaligned(r[0] + x) + B::load_unaligned(r[8] + x), w0, acc);
-            xsimd::select(on, acc, in).store_unaligned(dst + x);
+            acc = simd::fma(B::load_unaligned(r[3] + x) + B::load_unaligned(r[5] + x), w3, acc);
+            acc = simd::fma(B::load_unaligned(r[2] + x) + B::load_unaligned(r[6] + x), w2, acc);
+            acc = simd::fma(B::load_unaligned(r[1] + x) + B::load_unaligned(r[7] + x), w1, acc);
+            acc = simd::fma(B::load_unaligned(r[0] + x) + B::load_unaligned(r[8] + x), w0, acc);
+            simd::select(on, acc, in).store_unaligned(dst + x);
         }
     }
     for (; x < n; ++x) {
@@ -151,10 +151,10 @@ void masked_tap_row(const std::array<T, blur_taps>& w, index_t n, const T* mask,
             continue;
         }
         T acc = r[4][x] * w[4];
-        acc = std::fma(r[3][x] + r[5][x], w[3], acc);
-        acc = std::fma(r[2][x] + r[6][x], w[2], acc);
-        acc = std::fma(r[1][x] + r[7][x], w[1], acc);
-        acc = std::fma(r[0][x] + r[8][x], w[0], acc);
+        acc = simd::fma(r[3][x] + r[5][x], w[3], acc);
+        acc = simd::fma(r[2][x] + r[6][x], w[2], acc);
+        acc = simd::fma(r[1][x] + r[7][x], w[1], acc);
+        acc = simd::fma(r[0][x] + r[8][x], w[0], acc);
         dst[x] = acc;
     }
 }

@@ -7,12 +7,36 @@
 #include <array>
 #include <cstddef>
 #include <type_traits>
+#include <utility>
 
+#include "patchbay/core/config.hpp"
 #include "patchbay/core/view.hpp"
 #include "patchbay/kernels/detail/rows.hpp"
 #include "patchbay/kernels/detail/simd.hpp"
 
 namespace patchbay::kernels {
+
+namespace elementwise_detail {
+
+/// One row of transform. The functor and the pointers arrive by value: as locals the
+/// compiler keeps them in registers, while through references it must reload them after
+/// every float store (the store might have changed them).
+template <class T, class F, std::size_t M, std::size_t... I>
+PATCHBAY_ALWAYS_INLINE void transform_row(F f, T* out, index_t out_stride, std::array<const T*, M> in,
+                                          std::array<index_t, M> in_stride, index_t len,
+                                          std::index_sequence<I...>) {
+    index_t i = 0;
+    if constexpr (simd::enabled) {
+        if (out_stride == 1 && ((in_stride[I] == 1) && ...)) {
+            using B = simd::batch<T>;
+            constexpr index_t W = static_cast<index_t>(B::size);
+            for (; i + W <= len; i += W) simd::store(out + i, B(f(B::load_unaligned(in[I] + i)...)));
+        }
+    }
+    for (; i < len; ++i) out[i * out_stride] = T(f(in[I][i * in_stride[I]]...));
+}
+
+} // namespace elementwise_detail
 
 /// out[i] = f(in0[i], in1[i], ...) for every element. `out` may be exactly one of the inputs
 /// (each element is read before it is written); partial overlap is the caller's error.
@@ -21,45 +45,11 @@ void transform(view<T, R> out, F&& f, const view<In, R>&... in) {
     // (inputs may be views of T or of const T)
     static_assert((std::is_same_v<std::remove_const_t<In>, T> && ...),
                   "transform: inputs and output must share the element type.");
-    constexpr std::size_t N = 1 + sizeof...(In);
-    const std::array<std::array<index_t, R>, N> strides{out.strides(), in.strides()...};
-    T* const o = out.data_handle();
-    const std::array<const T*, N - 1> src{in.data_handle()...};
-    detail::for_each_row<R, N>(
-        out.extents(), strides,
-        [&](const std::array<index_t, N>& off, index_t len, const std::array<index_t, N>& st) {
-            T* op = o + off[0];
-            bool unit = st[0] == 1;
-            for (std::size_t v = 1; v < N; ++v) unit = unit && st[v] == 1;
-            index_t i = 0;
-            if constexpr (simd::enabled) {
-                if (unit) {
-                    using B = simd::batch<T>;
-                    constexpr index_t W = static_cast<index_t>(B::size);
-                    for (; i + W <= len; i += W) {
-                        std::size_t k = 1;
-                        auto load = [&](std::size_t) {
-                            const T* p = src[k - 1] + off[k] + i;
-                            ++k;
-                            return B::load_unaligned(p);
-                        };
-                        // inputs are loaded left to right (braced init order is guaranteed)
-                        const std::array<B, N - 1> vals{load(static_cast<std::size_t>(sizeof(In)))...};
-                        B r = std::apply([&](const auto&... a) { return B(f(a...)); }, vals);
-                        r.store_unaligned(op + i);
-                    }
-                }
-            }
-            for (; i < len; ++i) {
-                std::size_t k = 1;
-                auto at = [&](std::size_t) {
-                    const T v = src[k - 1][off[k] + i * st[k]];
-                    ++k;
-                    return v;
-                };
-                const std::array<T, N - 1> vals{at(static_cast<std::size_t>(sizeof(In)))...};
-                op[i * st[0]] = std::apply([&](const auto&... a) { return T(f(a...)); }, vals);
-            }
+    constexpr std::size_t M = sizeof...(In);
+    detail::for_each_output_row<T, R, M>(
+        out.data_handle(), out.extents(), {out.strides(), in.strides()...}, {in.data_handle()...},
+        [&](T* o, index_t so, const std::array<const T*, M>& p, const std::array<index_t, M>& ps, index_t len) {
+            elementwise_detail::transform_row<T>(f, o, so, p, ps, len, std::make_index_sequence<M>{});
         });
 }
 
@@ -76,8 +66,10 @@ void fill(view<T, R> dst, T value) {
     detail::for_each_row<R, 1>(dst.extents(), strides,
                                [&](const std::array<index_t, 1>& off, index_t len,
                                    const std::array<index_t, 1>& st) {
-                                   T* p = dst.data_handle() + off[0];
-                                   for (index_t i = 0; i < len; ++i) p[i * st[0]] = value;
+                                   T* const p = dst.data_handle() + off[0];
+                                   const T v = value; // a local: not reloaded after each store
+                                   const index_t s = st[0];
+                                   for (index_t i = 0; i < len; ++i) p[i * s] = v;
                                });
 }
 

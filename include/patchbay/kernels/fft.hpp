@@ -13,8 +13,9 @@
 // (ifft(x) = swap(fft(swap(x))) / N), which costs nothing in split form.
 //
 // Threads: a plan is immutable after construction; several threads may run the same plan at
-// once as long as each passes its own workspace (the overloads without one use a thread-local
-// workspace). fft_plan_cache hands out plans built once per (H, W), guarded by a mutex.
+// once, each with its own scratch arena (patchbay::workspace; the overloads without one use a
+// local arena for the call). Plans come from fourier_plan_cache, the process's one bounded
+// cache of Fourier plans (FFT plans here, the Fourier-mask bases of kernels/fourier_mask.hpp).
 //
 // fftshift / ifftshift are index arithmetic, never copies: see natural_to_fftshift().
 #pragma once
@@ -24,19 +25,17 @@
 #include <complex>
 #include <cstddef>
 #include <cstring>
-#include <map>
+#include <cstdint>
 #include <memory>
 #include <mutex>
-#include <new>
-#include <numbers>
 #include <string>
 #include <type_traits>
-#include <utility>
 #include <vector>
 
 #include "patchbay/core/config.hpp"
 #include "patchbay/core/error.hpp"
 #include "patchbay/core/view.hpp"
+#include "patchbay/core/workspace.hpp"
 #include "patchbay/kernels/detail/fft_impl.hpp"
 
 namespace patchbay::kernels {
@@ -64,36 +63,67 @@ constexpr index_t fft_frequency(index_t k, index_t n) noexcept { return k < (n +
 
 // ----------------------------------------------------------------------------------------
 
-/// Per-call scratch memory (64-byte aligned). Grows to the largest request and is then reused,
-/// so repeated calls do not allocate. Not thread-safe: one workspace per thread.
-template <class T>
-class basic_fft_workspace {
+/// The process's one cache of Fourier plans: 2-D FFT plans (basic_fft_plan_2d) and the
+/// Fourier-mask plans of kernels/fourier_mask.hpp. Bounded: it keeps at most `capacity` plans
+/// and drops the least recently used when full (a caller still holding a dropped plan keeps it
+/// alive through its shared_ptr). Each plan is O(H + W) numbers (the mask plans O((H + W) K)
+/// for K basis columns), so the cache stays small. get() is thread-safe (one mutex); a hit
+/// neither allocates nor builds anything.
+class fourier_plan_cache {
 public:
-    /// Pointer to at least n elements of T.
-    T* get(std::size_t n) {
-        if (n > capacity_) {
-            data_.reset(static_cast<T*>(::operator new[](n * sizeof(T), std::align_val_t{64})));
-            capacity_ = n;
+    static constexpr std::size_t capacity = 64;
+    /// What a plan is: its family (one per plan type and precision) and up to six sizes.
+    struct key {
+        int family = 0;
+        std::array<index_t, 6> sizes{};
+        friend bool operator==(const key&, const key&) = default;
+    };
+
+    fourier_plan_cache() { entries_.reserve(capacity); }
+
+    /// The plan under `k`, built by make() (returning std::shared_ptr<const Plan>) on a miss.
+    template <class Plan, class Make>
+    std::shared_ptr<const Plan> get(const key& k, Make&& make) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        ++clock_;
+        for (entry& e : entries_)
+            if (e.k == k) {
+                e.used = clock_;
+                return std::static_pointer_cast<const Plan>(e.plan);
+            }
+        std::shared_ptr<const Plan> plan = make();
+        if (entries_.size() < capacity) {
+            entries_.push_back({k, plan, clock_});
+        } else {
+            auto lru = std::min_element(entries_.begin(), entries_.end(),
+                                        [](const entry& a, const entry& b) { return a.used < b.used; });
+            *lru = {k, plan, clock_};
         }
-        return data_.get();
+        return plan;
     }
-    std::size_t capacity() const noexcept { return capacity_; }
+    std::size_t size() const {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return entries_.size();
+    }
+    /// The process-wide cache.
+    static fourier_plan_cache& global() {
+        static fourier_plan_cache cache;
+        return cache;
+    }
 
 private:
-    struct aligned_free {
-        void operator()(T* p) const noexcept { ::operator delete[](p, std::align_val_t{64}); }
+    struct entry {
+        key k;
+        std::shared_ptr<const void> plan;
+        std::uint64_t used = 0;
     };
-    std::unique_ptr<T, aligned_free> data_;
-    std::size_t capacity_ = 0;
+    mutable std::mutex mutex_;
+    std::vector<entry> entries_;
+    std::uint64_t clock_ = 0;
 };
-using fft_workspace = basic_fft_workspace<float>;
 
-/// The workspace of the calling thread (used by the overloads that take none).
-template <class T>
-basic_fft_workspace<T>& thread_fft_workspace() {
-    thread_local basic_fft_workspace<T> ws;
-    return ws;
-}
+/// Key of the FFT's scratch in a workspace (kernel range; see core/workspace.hpp).
+inline constexpr std::size_t fft_scratch_key = workspace::kernel_keys;
 
 /// An immutable 2-D FFT plan for H x W planes. All members are const and thread-safe given a
 /// workspace per thread.
@@ -112,57 +142,39 @@ public:
     index_t rows() const noexcept { return rows_; }
     index_t cols() const noexcept { return cols_; }
 
-    /// Elements of T the workspace needs for one call (reserved automatically).
+    /// Elements of T the scratch needs for one call (taken from the workspace automatically).
     std::size_t workspace_size() const noexcept {
         return impl::workspace_elems(rowpass_, colpass_, rows_, cols_);
     }
 
     /// In-place transform of `count` packed planes.
-    void execute(complex_type* planes, index_t count, fft_direction dir,
-                 basic_fft_workspace<T>& ws) const {
+    void execute(complex_type* planes, index_t count, fft_direction dir, workspace& ws) const {
         execute(planes, planes, count, dir, ws);
-    }
-    void execute(complex_type* planes, index_t count, fft_direction dir) const {
-        execute(planes, planes, count, dir, thread_fft_workspace<T>());
     }
 
     /// Out-of-place transform; `in` may equal `out` (exact aliasing), no other overlap.
     void execute(const complex_type* in, complex_type* out, index_t count, fft_direction dir,
-                 basic_fft_workspace<T>& ws) const {
+                 workspace& ws) const {
         check_count(count, in, out);
         if (count == 0) return;
         impl::run_complex(rowpass_, colpass_, rows_, cols_, reinterpret_cast<const T*>(in),
-                          reinterpret_cast<T*>(out), count, dir == fft_direction::inverse,
-                          ws.get(workspace_size()));
-    }
-
-    void forward(complex_type* planes, index_t count, basic_fft_workspace<T>& ws) const {
-        execute(planes, count, fft_direction::forward, ws);
-    }
-    void inverse(complex_type* planes, index_t count, basic_fft_workspace<T>& ws) const {
-        execute(planes, count, fft_direction::inverse, ws);
+                          reinterpret_cast<T*>(out), count, dir == fft_direction::inverse, scratch(ws));
     }
 
     /// Forward transform of real planes given as a (count, H, W) view with any strides.
-    void forward_real(view<const T, 3> in, complex_type* out, basic_fft_workspace<T>& ws) const {
+    void forward_real(view<const T, 3> in, complex_type* out, workspace& ws) const {
         PATCHBAY_REQUIRE(in.extent(1) == rows_ && in.extent(2) == cols_, "fft2 (forward_real)",
                 "input planes are " + std::to_string(in.extent(1)) + "x" +
                     std::to_string(in.extent(2)) + " but the plan is " + std::to_string(rows_) +
                     "x" + std::to_string(cols_));
         check_count(in.extent(0), in.data_handle(), out);
         if (in.extent(0) == 0) return;
-        impl::run_real_in(rowpass_, colpass_, rows_, cols_, in, reinterpret_cast<T*>(out),
-                          ws.get(workspace_size()));
-    }
-    /// Forward transform of `count` packed real planes.
-    void forward_real(const T* in, complex_type* out, index_t count,
-                      basic_fft_workspace<T>& ws) const {
-        forward_real(view<const T, 3>(in, {count, rows_, cols_}), out, ws);
+        impl::run_real_in(rowpass_, colpass_, rows_, cols_, in, reinterpret_cast<T*>(out), scratch(ws));
     }
 
     /// Real part of the inverse transform (ifft2(in).real), written to a (count, H, W) view
     /// with any strides. `in` is not modified.
-    void inverse_real(const complex_type* in, view<T, 3> out, basic_fft_workspace<T>& ws) const {
+    void inverse_real(const complex_type* in, view<T, 3> out, workspace& ws) const {
         PATCHBAY_REQUIRE(out.extent(1) == rows_ && out.extent(2) == cols_, "fft2 (inverse_real)",
                 "output planes are " + std::to_string(out.extent(1)) + "x" +
                     std::to_string(out.extent(2)) + " but the plan is " + std::to_string(rows_) +
@@ -170,15 +182,11 @@ public:
         check_count(out.extent(0), in, out.data_handle());
         if (out.extent(0) == 0) return;
         impl::run_real_out(rowpass_, colpass_, rows_, cols_, reinterpret_cast<const T*>(in), out,
-                           ws.get(workspace_size()));
-    }
-    /// Real part of the inverse transform into `count` packed real planes.
-    void inverse_real(const complex_type* in, T* out, index_t count,
-                      basic_fft_workspace<T>& ws) const {
-        inverse_real(in, view<T, 3>(out, {count, rows_, cols_}), ws);
+                           scratch(ws));
     }
 
 private:
+    T* scratch(workspace& ws) const { return ws.buffer<T>(fft_scratch_key, workspace_size()).data(); }
     static index_t checked(index_t n, const char* name) {
         if (n < 1)
             fail("fft2", std::string("plane size ") + name + " must be >= 1, got " +
@@ -197,77 +205,57 @@ private:
 };
 using fft_plan_2d = basic_fft_plan_2d<float>;
 
-/// Plans keyed by (H, W), built once on first use. get() is thread-safe; the returned
-/// reference stays valid for the cache's lifetime (plans are never evicted).
+/// The plan for H x W planes from the plan cache (built on first use).
 template <class T>
-class basic_fft_plan_cache {
-public:
-    const basic_fft_plan_2d<T>& get(index_t rows, index_t cols) {
-        std::lock_guard<std::mutex> lock(mutex_);
-        auto it = plans_.find({rows, cols});
-        if (it == plans_.end())
-            it = plans_.emplace(std::pair{rows, cols},
-                                std::make_unique<const basic_fft_plan_2d<T>>(rows, cols))
-                     .first;
-        return *it->second;
-    }
-    std::size_t size() const {
-        std::lock_guard<std::mutex> lock(mutex_);
-        return plans_.size();
-    }
-    /// The process-wide cache used by the free functions.
-    static basic_fft_plan_cache& global() {
-        static basic_fft_plan_cache cache;
-        return cache;
-    }
-
-private:
-    mutable std::mutex mutex_;
-    std::map<std::pair<index_t, index_t>, std::unique_ptr<const basic_fft_plan_2d<T>>> plans_;
-};
-using fft_plan_cache = basic_fft_plan_cache<float>;
+std::shared_ptr<const basic_fft_plan_2d<T>> fft_plan(index_t rows, index_t cols) {
+    const fourier_plan_cache::key k{std::is_same_v<T, float> ? 0 : 1, {rows, cols}};
+    return fourier_plan_cache::global().get<basic_fft_plan_2d<T>>(
+        k, [&] { return std::make_shared<const basic_fft_plan_2d<T>>(rows, cols); });
+}
 
 // ----------------------------------------------------------------------------------------
-// Free functions over the global plan cache.
+// Free functions over the plan cache. Those without a workspace use a local one (one
+// allocation per call): pass the run's arena on hot paths.
 
 /// In-place 2-D FFT of `count` packed H x W complex planes.
 template <class T>
 void fft2(std::complex<T>* planes, index_t count, index_t H, index_t W, fft_direction dir,
-          basic_fft_workspace<T>& ws) {
-    basic_fft_plan_cache<T>::global().get(H, W).execute(planes, count, dir, ws);
+          workspace& ws) {
+    fft_plan<T>(H, W)->execute(planes, count, dir, ws);
 }
 template <class T>
 void fft2(std::complex<T>* planes, index_t count, index_t H, index_t W, fft_direction dir) {
-    fft2(planes, count, H, W, dir, thread_fft_workspace<T>());
+    workspace local;
+    fft2(planes, count, H, W, dir, local);
 }
 
 /// Out-of-place 2-D FFT (in may equal out).
 template <class T>
 void fft2(const std::complex<T>* in, std::complex<T>* out, index_t count, index_t H, index_t W,
-          fft_direction dir, basic_fft_workspace<T>& ws) {
-    basic_fft_plan_cache<T>::global().get(H, W).execute(in, out, count, dir, ws);
+          fft_direction dir, workspace& ws) {
+    fft_plan<T>(H, W)->execute(in, out, count, dir, ws);
 }
 
 /// Forward FFT of real planes, a (count, H, W) view with any strides -> packed complex planes.
 template <class T>
-void fft2_real(std::type_identity_t<view<const T, 3>> in, std::complex<T>* out,
-               basic_fft_workspace<T>& ws) {
-    basic_fft_plan_cache<T>::global().get(in.extent(1), in.extent(2)).forward_real(in, out, ws);
+void fft2_real(std::type_identity_t<view<const T, 3>> in, std::complex<T>* out, workspace& ws) {
+    fft_plan<T>(in.extent(1), in.extent(2))->forward_real(in, out, ws);
 }
 template <class T>
 void fft2_real(std::type_identity_t<view<const T, 3>> in, std::complex<T>* out) {
-    fft2_real<T>(in, out, thread_fft_workspace<T>());
+    workspace local;
+    fft2_real<T>(in, out, local);
 }
 
 /// Real part of the inverse FFT of packed complex planes into a (count, H, W) view.
 template <class T>
-void ifft2_real(const std::complex<T>* in, std::type_identity_t<view<T, 3>> out,
-                basic_fft_workspace<T>& ws) {
-    basic_fft_plan_cache<T>::global().get(out.extent(1), out.extent(2)).inverse_real(in, out, ws);
+void ifft2_real(const std::complex<T>* in, std::type_identity_t<view<T, 3>> out, workspace& ws) {
+    fft_plan<T>(out.extent(1), out.extent(2))->inverse_real(in, out, ws);
 }
 template <class T>
 void ifft2_real(const std::complex<T>* in, std::type_identity_t<view<T, 3>> out) {
-    ifft2_real<T>(in, out, thread_fft_workspace<T>());
+    workspace local;
+    ifft2_real<T>(in, out, local);
 }
 
 } // namespace patchbay::kernels

@@ -1,8 +1,11 @@
-// patchbay: exact direct paths for centred-box Fourier masks (FreeU's 2x2 box, FreSca's
-// cutoff box), without an FFT.
+// patchbay: centred-box Fourier masks (FreeU's 2x2 box, FreSca's cutoff box).
 //
-// ComfyUI filters a plane x with fftshift(fft2(x)) * mask, ifftshift, ifft2, real part. With a
-// mask that is one value outside a centred box and another inside,
+// ComfyUI filters a plane x with fftshift(fft2(x)) * mask, ifftshift, ifft2, real part, the
+// mask one value inside a centred box and another outside. centred_box_filter() applies that
+// filter to every H x W plane of a tensor (the last two dims), through the 2-D FFT
+// (kernels/fft.hpp) or by the exact direct path below, whichever costs fewer operations.
+//
+// Direct path. With F the filter,
 //     y = outside * x + (inside - outside) * L(x),   L(x) = Re(ifft2(box(fft2(x)))).
 // The box is a product of one frequency set per axis, so the complex filter is P_r x P_c with
 // P = F^-1 diag(1_set) F (an n x n circulant), and for real x
@@ -15,20 +18,31 @@
 // Z = U_r^T x U_c, M = D_r Z D_c - J_r Z J_c^T:
 //     L = alpha_r alpha_c x + alpha_r x U_c D_c U_c^T + alpha_c U_r D_r U_r^T x + U_r M U_c^T,
 // about 2 * (columns) multiply-adds per element: 3 columns for FreeU, 2f+1 for FreSca.
-// Bases are built in double and cached per thread; scratch is per thread and only grows.
+// FreeU's box on planes of at least 3 x 3 has a fused two-pass form (freeu_box_filter).
+//
+// Every output row is computed with SIMD arithmetic only (unit-stride rows in place, strided
+// rows and row tails through a padded copy), so a strided tensor gives exactly the bits of a
+// contiguous one. Plans come from fourier_plan_cache (kernels/fft.hpp); scratch comes from the
+// caller's workspace (keys: fourier_detail::scratch).
 #pragma once
 
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <complex>
 #include <cstddef>
 #include <memory>
+#include <new>
 #include <numbers>
 #include <type_traits>
 #include <vector>
 
+#include "patchbay/core/error.hpp"
 #include "patchbay/core/view.hpp"
+#include "patchbay/core/workspace.hpp"
 #include "patchbay/kernels/detail/simd.hpp"
+#include "patchbay/kernels/elementwise.hpp"
+#include "patchbay/kernels/fft.hpp"
 
 namespace patchbay::kernels {
 
@@ -52,7 +66,23 @@ constexpr box_range fresca_box(index_t n, index_t cutoff) noexcept {
     return box_range{n, c - f, c + f};
 }
 
+/// How centred_box_filter computes the filter.
+enum class box_filter_method : unsigned char {
+    automatic, ///< the cheaper of the two by an operation count
+    direct,    ///< the exact partial DFT over the box (this header)
+    fft        ///< complex 2-D FFT, mask, inverse FFT, real part (kernels/fft.hpp)
+};
+
 namespace fourier_detail {
+
+/// Keys of the scratch buffers in the caller's workspace (after the FFT's own key).
+enum scratch : std::size_t {
+    key_plane = fft_scratch_key + 1, // the padded input plane
+    key_row,                         // one padded row (strided rows and tails)
+    key_L, key_X, key_Y, key_Z, key_M, key_A, key_B, // box_projector::apply
+    key_sums, key_coef,              // freeu_box_filter
+    key_spectrum, key_mask           // the FFT path
+};
 
 template <class T>
 struct vec {
@@ -69,10 +99,7 @@ struct vec {
     }
     static V bcast(T x) noexcept { return V(x); }
     static V zero() noexcept { return V(T(0)); }
-    static V fma(const V& a, const V& b, const V& c) noexcept {
-        if constexpr (simd) return xsimd::fma(a, b, c);
-        else return std::fma(a, b, c);
-    }
+    static V fma(const V& a, const V& b, const V& c) noexcept { return fft_detail::fmadd(a, b, c); }
 };
 
 template <class T>
@@ -92,6 +119,21 @@ void with_count(index_t n, F&& f) {
     }
 }
 
+/// v, held in a register: g++ at -march=native (AVX-512, znver4 tuning) otherwise folds the
+/// B loads of the gemm tile into each of its MR multiply-adds, loading every B vector MR
+/// times: load-bound, FreSca's direct path ran 1.3x slower in the AVX-512 build than in the AVX2 one.
+template <class V>
+PATCHBAY_ALWAYS_INLINE V in_register(V v) noexcept {
+#if defined(__GNUC__) && defined(__AVX512F__)
+    if constexpr (sizeof(V) == 64) {
+        typename V::register_type r = v;
+        __asm__("" : "+v"(r));
+        return V(r);
+    }
+#endif
+    return v;
+}
+
 /// One MR x NR-vector tile of C = A B (C += A B when accumulating).
 template <class T, int MR, int NR>
 PATCHBAY_ALWAYS_INLINE void gemm_tile(const T* A, index_t lda, const T* B, index_t ldb, T* C,
@@ -102,7 +144,7 @@ PATCHBAY_ALWAYS_INLINE void gemm_tile(const T* A, index_t lda, const T* B, index
         for (int j = 0; j < NR; ++j) acc[i][j] = accumulate ? O::load(C + i * ldc + j * O::L) : O::zero();
     for (index_t k = 0; k < K; ++k) {
         typename O::V b[NR];
-        for (int j = 0; j < NR; ++j) b[j] = O::load(B + k * ldb + j * O::L);
+        for (int j = 0; j < NR; ++j) b[j] = in_register(O::load(B + k * ldb + j * O::L));
         for (int i = 0; i < MR; ++i) {
             const auto a = O::bcast(A[i * lda + k]);
             for (int j = 0; j < NR; ++j) acc[i][j] = O::fma(a, b[j], acc[i][j]);
@@ -165,14 +207,33 @@ inline index_t columns_for(const std::vector<char>& in) {
     return K;
 }
 
+/// Cache-line aligned storage for the plans' tables: the gemm streams them with full-width
+/// SIMD loads, which must not straddle cache lines (a 64-byte load always would from malloc's
+/// 16-byte alignment).
+template <class T>
+struct aligned_allocator {
+    using value_type = T;
+    aligned_allocator() = default;
+    template <class U>
+    aligned_allocator(const aligned_allocator<U>&) noexcept {}
+    T* allocate(std::size_t n) {
+        return static_cast<T*>(::operator new[](n * sizeof(T), std::align_val_t{workspace::alignment}));
+    }
+    void deallocate(T* p, std::size_t) noexcept { ::operator delete[](p, std::align_val_t{workspace::alignment}); }
+    template <class U>
+    friend bool operator==(const aligned_allocator&, const aligned_allocator<U>&) noexcept { return true; }
+};
+template <class T>
+using aligned_vector = std::vector<T, aligned_allocator<T>>;
+
 /// One axis: Re P = alpha I + U diag(d) U^T, Im P = U J U^T.
 template <class T>
 struct axis_basis {
     box_range box;
     bool complement = false; // alpha
     index_t n = 0, K = 0, Kp = 0, np = 0;
-    std::vector<T> U;  // n x Kp, zero padded
-    std::vector<T> UT; // K x np, zero padded
+    aligned_vector<T> U;  // n x Kp, zero padded
+    aligned_vector<T> UT; // K x np, zero padded
     std::vector<T> d;  // K
     struct jentry {
         index_t row, col;
@@ -243,29 +304,8 @@ std::shared_ptr<const axis_basis<T>> build_axis(const box_range& box, bool compl
     return ab;
 }
 
-/// Per-thread cache of axis bases (a handful of sizes per model run).
-template <class T>
-std::shared_ptr<const axis_basis<T>> cached_axis(const box_range& box, bool complement) {
-    thread_local std::vector<std::shared_ptr<const axis_basis<T>>> cache;
-    for (const auto& c : cache)
-        if (c->box == box && c->complement == complement) return c;
-    auto b = build_axis<T>(box, complement);
-    if (cache.size() >= 32) cache.erase(cache.begin());
-    cache.push_back(b);
-    return b;
-}
 
 } // namespace fourier_detail
-
-/// Per-thread scratch of the direct path; grows to the largest plane seen, then is reused.
-template <class T>
-struct box_workspace {
-    std::vector<T> plane, Y, X, Z, M, A, B, L;
-    static box_workspace& local() {
-        thread_local box_workspace ws;
-        return ws;
-    }
-};
 
 /// A plan for L(x) = Re(ifft2(box(fft2(x)))) on H x W planes by the direct path.
 template <class T>
@@ -302,8 +342,8 @@ public:
                 }
             }
         cost_ = best;
-        r_ = cached_axis<T>(rows, ar_ != 0);
-        c_ = cached_axis<T>(cols, ac_ != 0);
+        r_ = build_axis<T>(rows, ar_ != 0);
+        c_ = build_axis<T>(cols, ac_ != 0);
     }
 
     index_t rows() const noexcept { return H_; }
@@ -321,24 +361,24 @@ public:
 
     /// x: H rows of padded_cols() values, row stride ldx (entries past W must be 0). Calls
     /// sink(h, Lrow) for every row, Lrow holding W values of L(x) (padded_cols() readable).
-    /// Reads x before the first sink call, so the sink may overwrite x's memory.
+    /// Reads x before the first sink call, so the sink may overwrite x's memory. Scratch
+    /// comes from `ws` (keys key_L .. key_B).
     template <class Sink>
-    void apply(const T* x, index_t ldx, box_workspace<T>& ws, Sink&& sink) const {
+    void apply(const T* x, index_t ldx, workspace& ws, Sink&& sink) const {
         using namespace fourier_detail;
         const index_t H = H_, Wp = Wp_;
-        ws.L.resize(static_cast<std::size_t>(std::max<index_t>(H * Wp, 1)));
-        T* L = ws.L.data();
+        auto grab = [&ws](scratch key, index_t n) {
+            return ws.buffer<T>(key, static_cast<std::size_t>(std::max<index_t>(n, 1))).data();
+        };
+        T* L = grab(key_L, H * Wp);
         if (zero_) {
             std::fill(L, L + H * Wp, T(0));
         } else {
             const auto& R = *r_;
             const auto& C = *c_;
             const index_t Kr = R.K, Kc = C.K, Kcp = C.Kp, Krp = R.Kp;
-            auto grow = [](std::vector<T>& v, index_t n) { v.resize(static_cast<std::size_t>(std::max<index_t>(n, 1))); };
-            grow(ws.Z, Kr * Kcp);
-            grow(ws.M, Kr * Kcp);
-            T* Z = ws.Z.data();
-            T* M = ws.M.data();
+            T* Z = grab(key_Z, Kr * Kcp);
+            T* M = grab(key_M, Kr * Kcp);
             // M = D_r Z D_c - J_r Z J_c^T
             auto make_m = [&] {
                 for (index_t i = 0; i < Kr; ++i)
@@ -349,10 +389,8 @@ public:
             };
             if (!ar_) {
                 // rows first: X = U_r^T x, Z = X U_c, B = M U_c^T (+ D_r X), L = U_r B
-                grow(ws.X, Kr * Wp);
-                grow(ws.B, Kr * Wp);
-                T* X = ws.X.data();
-                T* B = ws.B.data();
+                T* X = grab(key_X, Kr * Wp);
+                T* B = grab(key_B, Kr * Wp);
                 gemm(R.UT.data(), R.np, x, ldx, X, Wp, Kr, H, Wp, false);
                 gemm(X, Wp, C.U.data(), Kcp, Z, Kcp, Kr, W_, Kcp, false);
                 make_m();
@@ -365,10 +403,8 @@ public:
                 gemm(R.U.data(), Krp, B, Wp, L, Wp, H, Kr, Wp, false);
             } else {
                 // columns first: Y = x U_c, Z = U_r^T Y, A = Y D_c + U_r M, L = (x) + A U_c^T (+ U_r D_r X)
-                grow(ws.Y, H * Kcp);
-                grow(ws.A, H * Kcp);
-                T* Y = ws.Y.data();
-                T* A = ws.A.data();
+                T* Y = grab(key_Y, H * Kcp);
+                T* A = grab(key_A, H * Kcp);
                 gemm(x, ldx, C.U.data(), Kcp, Y, Kcp, H, W_, Kcp, false);
                 gemm(R.UT.data(), R.np, Y, Kcp, Z, Kcp, Kr, H, Kcp, false);
                 make_m();
@@ -380,8 +416,7 @@ public:
                     for (index_t h = 0; h < H; ++h) std::copy(x + h * ldx, x + h * ldx + Wp, L + h * Wp);
                 gemm(A, Kcp, C.UT.data(), C.np, L, Wp, H, Kc, Wp, ac_ != 0);
                 if (ac_ && Kr > 0) {
-                    grow(ws.X, Kr * Wp);
-                    T* X = ws.X.data();
+                    T* X = grab(key_X, Kr * Wp);
                     gemm(R.UT.data(), R.np, x, ldx, X, Wp, Kr, H, Wp, false);
                     for (index_t k = 0; k < Kr; ++k) {
                         const T dk = R.d[static_cast<std::size_t>(k)];
@@ -401,21 +436,6 @@ private:
     double cost_ = 0;
     std::shared_ptr<const fourier_detail::axis_basis<T>> r_, c_;
 };
-
-/// Per-thread cache of plans keyed by the two boxes.
-template <class T>
-std::shared_ptr<const box_projector<T>> cached_box_projector(const box_range& rows, const box_range& cols) {
-    struct entry {
-        box_range r, c;
-        std::shared_ptr<const box_projector<T>> p;
-    };
-    thread_local std::vector<entry> cache;
-    for (const auto& e : cache)
-        if (e.r == rows && e.c == cols) return e.p;
-    if (cache.size() >= 32) cache.erase(cache.begin());
-    cache.push_back({rows, cols, std::make_shared<const box_projector<T>>(rows, cols)});
-    return cache.back().p;
-}
 
 /// FreeU's 2x2 box {-1, 0} x {-1, 0} on planes with H, W >= 3, fused into two passes: column
 /// sums S0, Sc, Ss (rows weighted by 1, cos, sin of 2 pi h / H) give the four coefficients
@@ -445,12 +465,11 @@ public:
     const T* sin_w() const noexcept { return sw_.data(); }
 
     /// coef[3h .. 3h+2] = scale * (a, qr, qi) / HW for every row; x has padded_cols()
-    /// readable columns per row (zeros past W), row stride ldx.
-    void coefficients(const T* x, index_t ldx, double scale, std::vector<T>& sums, T* coef) const {
+    /// readable columns per row (zeros past W), row stride ldx. Scratch from `ws` (key_sums).
+    void coefficients(const T* x, index_t ldx, double scale, workspace& ws, T* coef) const {
         using O = fourier_detail::vec<T>;
         const index_t Wp = Wp_, nvec = Wp / O::L;
-        sums.resize(static_cast<std::size_t>(3 * Wp));
-        T* S0 = sums.data();
+        T* S0 = ws.buffer<T>(fourier_detail::key_sums, static_cast<std::size_t>(3 * Wp)).data();
         T* Sc = S0 + Wp;
         T* Ss = Sc + Wp;
         for (index_t j0 = 0; j0 < nvec; j0 += 4) {
@@ -499,23 +518,247 @@ public:
 
 private:
     index_t H_, W_, Wp_;
-    std::vector<T> cw_, sw_, cht_, sht_;
+    fourier_detail::aligned_vector<T> cw_, sw_;
+    std::vector<T> cht_, sht_;
     std::vector<double> ch_, sh_;
 };
 
-/// Per-thread cache of FreeU filters by plane size.
+/// The plan of the direct path for these two boxes, from the plan cache.
+template <class T>
+std::shared_ptr<const box_projector<T>> cached_box_projector(const box_range& rows, const box_range& cols) {
+    const fourier_plan_cache::key k{std::is_same_v<T, float> ? 2 : 3,
+                                    {rows.n, rows.lo, rows.hi, cols.n, cols.lo, cols.hi}};
+    return fourier_plan_cache::global().get<box_projector<T>>(
+        k, [&] { return std::make_shared<const box_projector<T>>(rows, cols); });
+}
+
+/// FreeU's fused filter for H x W planes, from the plan cache.
 template <class T>
 std::shared_ptr<const freeu_box_filter<T>> cached_freeu_filter(index_t H, index_t W) {
-    struct entry {
-        index_t H, W;
-        std::shared_ptr<const freeu_box_filter<T>> f;
-    };
-    thread_local std::vector<entry> cache;
-    for (const auto& e : cache)
-        if (e.H == H && e.W == W) return e.f;
-    if (cache.size() >= 32) cache.erase(cache.begin());
-    cache.push_back({H, W, std::make_shared<const freeu_box_filter<T>>(H, W)});
-    return cache.back().f;
+    const fourier_plan_cache::key k{std::is_same_v<T, float> ? 4 : 5, {H, W}};
+    return fourier_plan_cache::global().get<freeu_box_filter<T>>(
+        k, [&] { return std::make_shared<const freeu_box_filter<T>>(H, W); });
+}
+
+namespace fourier_detail {
+
+/// Index offset of plane p (row-major over the leading R - 2 dims) in v.
+template <class View>
+index_t plane_offset(const View& v, index_t p) noexcept {
+    constexpr std::size_t R = View::rank();
+    index_t off = 0;
+    for (std::size_t r = R - 2; r-- > 0;) {
+        off += (p % v.extent(r)) * v.stride(r);
+        p /= v.extent(r);
+    }
+    return off;
+}
+template <class View>
+index_t plane_count(const View& v) noexcept {
+    index_t n = 1;
+    for (std::size_t r = 0; r + 2 < View::rank(); ++r) n *= v.extent(r);
+    return n;
+}
+
+/// Writes W outputs out[w * os] = f(w, base lanes at w) with SIMD arithmetic only: unit-stride
+/// rows in place, the tail and strided rows through `tmp` (padded_cols readable, zero padded),
+/// so every layout gives the same bits. f reads its other operands padded (Wp readable).
+/// `base` may be null (zeros).
+template <class T, class F>
+PATCHBAY_ALWAYS_INLINE void emit_row(T* out, index_t os, const T* base, index_t bs, index_t W,
+                                     index_t Wp, T* tmp, F&& f) {
+    using O = vec<T>;
+    constexpr index_t L = O::L;
+    if (os == 1 && (base == nullptr || bs == 1)) {
+        index_t w = 0;
+        for (; w + L <= W; w += L) O::store(out + w, f(w, base ? O::load(base + w) : O::zero()));
+        if (w == W) return;
+        const index_t n = W - w;
+        for (index_t i = 0; i < L; ++i) tmp[i] = base && i < n ? base[w + i] : T(0);
+        O::store(tmp, f(w, O::load(tmp)));
+        std::copy(tmp, tmp + n, out + w);
+        return;
+    }
+    for (index_t w = 0; w < Wp; ++w) tmp[w] = base && w < W ? base[w * bs] : T(0);
+    for (index_t w = 0; w < Wp; w += L) O::store(tmp + w, f(w, O::load(tmp + w)));
+    for (index_t w = 0; w < W; ++w) out[w * os] = tmp[w];
+}
+
+/// out = base + outside (x - base) + (inside - outside) L(x - base), the direct path. With a
+/// null base, out = outside x + ... (FreeU). fast: FreeU's fused filter when the box is its.
+template <class T, std::size_t R>
+void box_filter_direct(const box_projector<T>& proj, const freeu_box_filter<T>* fast,
+                       view<const T, R> x, view<const T, R> base, bool has_base, view<T, R> out,
+                       double inside, double outside, workspace& ws) {
+    using O = vec<T>;
+    constexpr std::size_t hd = R - 2, wd = R - 1;
+    const index_t H = x.extent(hd), W = x.extent(wd), Wp = proj.padded_cols();
+    // Planes whose rows are unit-stride whole SIMD vectors are read in place; other layouts
+    // (and x - base) go through a padded plane whose columns past W stay zero.
+    const bool in_place = !has_base && x.stride(wd) == 1 && Wp == W;
+    T* plane = nullptr;
+    if (!in_place) {
+        plane = ws.buffer<T>(key_plane, static_cast<std::size_t>(H * Wp)).data();
+        for (index_t h = 0; h < H; ++h) std::fill(plane + h * Wp + W, plane + (h + 1) * Wp, T(0));
+    }
+    T* tmp = ws.buffer<T>(key_row, static_cast<std::size_t>(Wp)).data();
+    T* coef = fast ? ws.buffer<T>(key_coef, static_cast<std::size_t>(3 * H)).data() : nullptr;
+    const T k = static_cast<T>(inside - outside), so = static_cast<T>(outside);
+    const auto kv = O::bcast(k), sov = O::bcast(so);
+    const index_t xs = x.stride(wd), bs = has_base ? base.stride(wd) : 0, os = out.stride(wd);
+    const index_t planes = plane_count(x);
+    for (index_t p = 0; p < planes; ++p) {
+        const T* xp = x.data_handle() + plane_offset(x, p);
+        const T* bp = has_base ? base.data_handle() + plane_offset(base, p) : nullptr;
+        T* op = out.data_handle() + plane_offset(out, p);
+        const T* g = xp;
+        index_t ldg = x.stride(hd);
+        if (!in_place) {
+            for (index_t h = 0; h < H; ++h) {
+                const T* xr = xp + h * x.stride(hd);
+                T* gr = plane + h * Wp;
+                if (has_base) {
+                    const T* br = bp + h * base.stride(hd);
+                    for (index_t w = 0; w < W; ++w) gr[w] = xr[w * xs] - br[w * bs];
+                } else {
+                    for (index_t w = 0; w < W; ++w) gr[w] = xr[w * xs];
+                }
+            }
+            g = plane;
+            ldg = Wp;
+        }
+        // base + outside * g, one fused op (a zero base without one: outside * g, exactly g
+        // for FreeU's outside = 1); nothing here is left for the compiler to contract
+        auto pre = [&](const T* gr, index_t w, const typename O::V& b) {
+            return O::fma(sov, O::load(gr + w), b);
+        };
+        auto row_base = [&](index_t h) { return has_base ? bp + h * base.stride(hd) : nullptr; };
+        if (fast) { // two fused passes (freeu_box_filter): L row = a + qr cos + qi sin
+            fast->coefficients(g, ldg, inside - outside, ws, coef);
+            const T* cw = fast->cos_w();
+            const T* sw = fast->sin_w();
+            for (index_t h = 0; h < H; ++h) {
+                const T* gr = g + h * ldg;
+                const auto a = O::bcast(coef[3 * h]), qr = O::bcast(coef[3 * h + 1]),
+                           qi = O::bcast(coef[3 * h + 2]);
+                emit_row(op + h * out.stride(hd), os, row_base(h), bs, W, Wp, tmp,
+                         [&](index_t w, const typename O::V& b) {
+                             return O::fma(qi, O::load(sw + w), O::fma(qr, O::load(cw + w), pre(gr, w, b) + a));
+                         });
+            }
+            continue;
+        }
+        // apply() reads the whole plane before the first row is written, so in place is safe
+        proj.apply(g, ldg, ws, [&](index_t h, const T* Lr) {
+            const T* gr = g + h * ldg;
+            emit_row(op + h * out.stride(hd), os, row_base(h), bs, W, Wp, tmp,
+                     [&](index_t w, const typename O::V& b) { return O::fma(kv, O::load(Lr + w), pre(gr, w, b)); });
+        });
+    }
+}
+
+/// The same through the complex 2-D FFT, as ComfyUI computes it (planes batched, so the FFT
+/// vectorises across them).
+template <class T, std::size_t R>
+void box_filter_fft(const box_range& rb, const box_range& cb, view<const T, R> x,
+                    view<const T, R> base, bool has_base, view<T, R> out, double inside,
+                    double outside, workspace& ws) {
+    constexpr std::size_t hd = R - 2, wd = R - 1;
+    const index_t H = x.extent(hd), W = x.extent(wd), P = H * W;
+    constexpr index_t chunk = 16;
+    const auto plan = fft_plan<T>(H, W);
+    std::complex<T>* spec =
+        ws.buffer<std::complex<T>>(key_spectrum, static_cast<std::size_t>(chunk * P)).data();
+    T* mask = ws.buffer<T>(key_mask, static_cast<std::size_t>(P)).data();
+    const T in_v = static_cast<T>(inside), out_v = static_cast<T>(outside);
+    for (index_t h = 0; h < H; ++h) {
+        const index_t sh = natural_to_fftshift(h, H);
+        const bool hin = sh >= rb.lo && sh < rb.hi;
+        for (index_t w = 0; w < W; ++w) {
+            const index_t sw = natural_to_fftshift(w, W);
+            mask[h * W + w] = (hin && sw >= cb.lo && sw < cb.hi) ? in_v : out_v;
+        }
+    }
+    const index_t total = plane_count(x);
+    for (index_t i0 = 0; i0 < total; i0 += chunk) {
+        const index_t cnt = std::min(chunk, total - i0);
+        for (index_t i = 0; i < cnt; ++i) {
+            const T* xp = x.data_handle() + plane_offset(x, i0 + i);
+            const T* bp = has_base ? base.data_handle() + plane_offset(base, i0 + i) : nullptr;
+            std::complex<T>* s = spec + i * P;
+            for (index_t h = 0; h < H; ++h)
+                for (index_t w = 0; w < W; ++w) {
+                    const T v = xp[h * x.stride(hd) + w * x.stride(wd)];
+                    s[h * W + w] = std::complex<T>(
+                        has_base ? v - bp[h * base.stride(hd) + w * base.stride(wd)] : v, T(0));
+                }
+        }
+        plan->execute(spec, cnt, fft_direction::forward, ws);
+        for (index_t i = 0; i < cnt; ++i)
+            for (index_t q = 0; q < P; ++q) spec[i * P + q] *= mask[q];
+        plan->execute(spec, cnt, fft_direction::inverse, ws);
+        for (index_t i = 0; i < cnt; ++i) {
+            T* op = out.data_handle() + plane_offset(out, i0 + i);
+            const T* bp = has_base ? base.data_handle() + plane_offset(base, i0 + i) : nullptr;
+            const std::complex<T>* s = spec + i * P;
+            for (index_t h = 0; h < H; ++h)
+                for (index_t w = 0; w < W; ++w) {
+                    const T v = s[h * W + w].real();
+                    op[h * out.stride(hd) + w * out.stride(wd)] =
+                        has_base ? v + bp[h * base.stride(hd) + w * base.stride(wd)] : v;
+                }
+        }
+    }
+}
+
+} // namespace fourier_detail
+
+/// out = base + F(x - base) on every H x W plane of x (the last two dims; leading dims index
+/// the planes), F(v) = Re(ifft2(ifftshift(fftshift(fft2(v)) * mask))) with mask = `inside` on
+/// the centred box rows x cols and `outside` elsewhere. `base` may be an empty view (no data):
+/// then out = F(x). out may be exactly x or exactly base; nothing else may overlap. Scratch
+/// comes from `ws`. The direct path is exact and the default where it is cheaper; the FFT path
+/// is ComfyUI's computation.
+template <class T, std::size_t R>
+void centred_box_filter(std::type_identity_t<view<const T, R>> x,
+                        std::type_identity_t<view<const T, R>> base, view<T, R> out,
+                        const box_range& rows, const box_range& cols, double inside,
+                        double outside, workspace& ws,
+                        box_filter_method method = box_filter_method::automatic) {
+    static_assert(R >= 2, "centred_box_filter works on planes (the last two dims)");
+    constexpr const char* where = "centred_box_filter";
+    const bool has_base = base.data_handle() != nullptr;
+    PATCHBAY_REQUIRE(out.extents() == x.extents() && (!has_base || base.extents() == x.extents()),
+                     where, "x, base and out must have one shape");
+    PATCHBAY_REQUIRE(rows.n == x.extent(R - 2) && cols.n == x.extent(R - 1), where,
+                     "the boxes must be sized like the planes");
+    if (x.size() == 0) return;
+    const index_t H = rows.n, W = cols.n;
+    const auto proj = cached_box_projector<T>(rows, cols);
+    if (proj->is_zero() || proj->is_identity()) { // the mask is one value: F = s I
+        const T s = static_cast<T>(proj->is_zero() ? outside : inside);
+        if (has_base)
+            transform(out, [s](auto v, auto b) { return b + (v - b) * s; }, x, base);
+        else
+            transform(out, [s](auto v) { return v * s; }, x);
+        return;
+    }
+    if (method == box_filter_method::automatic) {
+        // A complex 2-D FFT pair costs about 5 HW log2(HW) multiply-adds; the direct path's
+        // count is exact. The constant leans to the direct path, whose loops run at full SIMD
+        // width (measured in bench/patches/pre_cfg/fresca.cpp).
+        const double hw = double(H) * double(W);
+        const double fft_cost = 2.0 * 5.0 * hw * std::log2(std::max(hw, 2.0));
+        method = proj->cost() <= fft_cost ? box_filter_method::direct : box_filter_method::fft;
+    }
+    if (method == box_filter_method::fft) {
+        fourier_detail::box_filter_fft<T, R>(rows, cols, x, base, has_base, out, inside, outside, ws);
+        return;
+    }
+    const bool freeu_shape = rows == freeu_box(H) && cols == freeu_box(W) && H >= 3 && W >= 3;
+    const auto fast = freeu_shape ? cached_freeu_filter<T>(H, W) : nullptr;
+    fourier_detail::box_filter_direct<T, R>(*proj, fast.get(), x, base, has_base, out, inside,
+                                            outside, ws);
 }
 
 } // namespace patchbay::kernels

@@ -1,25 +1,143 @@
-// patchbay: reductions over a whole sample or over the channels of each pixel.
+// patchbay: the reduction engine. One blocked accumulation serves every reduction:
 //
-// Terms are summed in float SIMD lanes over short blocks and the blocks in double, so long
-// tensors keep float32 accuracy (the relative error does not grow with the length).
+//   reduce<K>(f, in...)                           K sums over every element
+//   transform_reduce<K>(out, f, g, in...)         out = f(in...) and the K sums of g(out, in...)
+//   reduce_columns<K, D>(terms, sink, in...)      per column: sums over dims [1, D) for each
+//                                                 item (dim 0) and column (dims [D, R) flattened)
+//   reduce_columns_map<K, D>(out, terms, factor, apply, in...)
+//                                                 ... then out = apply(factor(column sums), in...)
+//   reduce_channels<K>, reduce_channels_map<K>    per pixel: the column forms with D = 2 (the sums
+//                                                 run over the channels), sums kept in T
+//
+// Accuracy: terms are summed in the input precision T over blocks of reduce_block per SIMD
+// lane (per column for the column forms, rows in order) and the blocks in double, so long
+// tensors keep float32 accuracy (the relative error does not grow with the length). The
+// channel forms keep their block sums in T: channel counts are small and their consumers
+// compute in T from them.
+//
+// The callables are generic: they get SIMD batches on unit-stride runs and scalars on
+// strided data and tails, so both paths compute the same expression (and the column forms
+// agree bit for bit between layouts). Functors and pointers are copied into locals before
+// the loops: reached through references the compiler must reload them after every store.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstddef>
+#include <tuple>
 #include <type_traits>
+#include <utility>
 
+#include "patchbay/core/config.hpp"
 #include "patchbay/core/view.hpp"
 #include "patchbay/kernels/detail/rows.hpp"
 #include "patchbay/kernels/detail/simd.hpp"
 
 namespace patchbay::kernels {
 
-/// Elements per SIMD lane summed in the input precision before a block goes to double.
+/// Terms per SIMD lane (per column for the column forms) summed in the input precision
+/// before a block goes to double.
 inline constexpr index_t reduce_block = 16;
 
-/// Sums K terms over every element of same-shaped views: f(a, b, ...) returns
-/// std::array<X, K> where X is a batch or a scalar. Returns the K sums in double.
+namespace reduce_detail {
+
+/// Independent accumulator sets over a row: they hide the add latency that bounds a single
+/// chain (registers permitting).
+template <std::size_t K>
+inline constexpr index_t row_unroll = K <= 3 ? 4 : 2;
+
+template <class V, std::size_t K>
+PATCHBAY_ALWAYS_INLINE std::array<V, K> zeros() noexcept {
+    std::array<V, K> a;
+    a.fill(V(simd::scalar_t<V>(0)));
+    return a;
+}
+
+/// Sums terms(i) (K batches B for the elements i .. i+W-1) over a unit-stride run while whole
+/// batches fit in len: blocks of reduce_block batches per accumulator set, each finished
+/// block added lane by lane to double accumulators, the lanes added to total once at the end.
+/// Returns the first element not summed (where the scalar tail starts).
+template <std::size_t K, class B, class Terms>
+PATCHBAY_ALWAYS_INLINE index_t blocked_run(const Terms& terms, index_t len, std::array<double, K>& total) {
+    constexpr std::size_t W = B::size;
+    constexpr index_t Wi = static_cast<index_t>(W);
+    constexpr index_t U = row_unroll<K>;
+    alignas(simd::alignment) double lanes[K][W] = {};
+    index_t i = 0;
+    while (i + U * Wi <= len) {
+        std::array<std::array<B, K>, U> acc;
+        for (auto& a : acc) a = zeros<B, K>();
+        const index_t stop = std::min(len - U * Wi, i + U * Wi * (reduce_block - 1));
+        for (; i <= stop; i += U * Wi)
+            for (index_t u = 0; u < U; ++u) {
+                const auto t = terms(i + u * Wi);
+                for (std::size_t k = 0; k < K; ++k) acc[static_cast<std::size_t>(u)][k] += t[k];
+            }
+        for (const auto& a : acc)
+            for (std::size_t k = 0; k < K; ++k) simd::add_lanes_to(lanes[k], a[k]);
+    }
+    if (i + Wi <= len) { // fewer than U batches left: one set
+        auto acc = zeros<B, K>();
+        for (; i + Wi <= len; i += Wi) {
+            const auto t = terms(i);
+            for (std::size_t k = 0; k < K; ++k) acc[k] += t[k];
+        }
+        for (std::size_t k = 0; k < K; ++k) simd::add_lanes_to(lanes[k], acc[k]);
+    }
+    for (std::size_t k = 0; k < K; ++k)
+        for (std::size_t j = 0; j < W; ++j) total[k] += lanes[k][j];
+    return i;
+}
+
+template <std::size_t K, class X>
+PATCHBAY_ALWAYS_INLINE void add_terms(std::array<double, K>& total, const X& t) noexcept {
+    for (std::size_t k = 0; k < K; ++k) total[k] += static_cast<double>(t[k]);
+}
+
+/// One row of reduce: pointers and strides per input, the functor by value (a local).
+template <std::size_t K, class T, class F, std::size_t N, std::size_t... I>
+PATCHBAY_ALWAYS_INLINE void reduce_row(F f, std::array<const T*, N> p, std::array<index_t, N> st,
+                                       index_t len, std::array<double, K>& total, std::index_sequence<I...>) {
+    index_t i = 0;
+    if constexpr (simd::enabled) {
+        using B = simd::batch<T>;
+        if (std::all_of(st.begin(), st.end(), [](index_t s) { return s == 1; }))
+            i = blocked_run<K, B>([&](index_t at) { return f(B::load_unaligned(p[I] + at)...); }, len, total);
+    }
+    for (; i < len; ++i) add_terms<K>(total, f(p[I][i * st[I]]...));
+}
+
+/// One row of transform_reduce: out[i] = f(in[i]...), terms g(out[i], in[i]...).
+template <std::size_t K, class T, class F, class G, std::size_t M, std::size_t... I>
+PATCHBAY_ALWAYS_INLINE void transform_reduce_row(F f, G g, T* out, index_t out_stride, std::array<const T*, M> p,
+                                                 std::array<index_t, M> st, index_t len,
+                                                 std::array<double, K>& total, std::index_sequence<I...>) {
+    index_t i = 0;
+    if constexpr (simd::enabled) {
+        using B = simd::batch<T>;
+        if (out_stride == 1 && ((st[I] == 1) && ...))
+            i = blocked_run<K, B>(
+                [&](index_t at) {
+                    const std::array<B, M> x{B::load_unaligned(p[I] + at)...};
+                    const B y(f(x[I]...));
+                    simd::store(out + at, y);
+                    return g(y, x[I]...);
+                },
+                len, total);
+    }
+    for (; i < len; ++i) {
+        const std::array<T, M> x{p[I][i * st[I]]...};
+        const T y = T(f(x[I]...));
+        out[i * out_stride] = y;
+        add_terms<K>(total, g(y, x[I]...));
+    }
+}
+
+} // namespace reduce_detail
+
+/// Sums K terms over every element of same-shaped views: f(a, b, ...) returns std::array<X, K>
+/// where X is a batch or a scalar. Returns the K sums in double.
 template <std::size_t K, std::size_t R, class F, class T0, class... Tn>
 std::array<double, K> reduce(F&& f, const view<T0, R>& v0, const view<Tn, R>&... vn) {
     using T = std::remove_const_t<T0>;
@@ -32,34 +150,26 @@ std::array<double, K> reduce(F&& f, const view<T0, R>& v0, const view<Tn, R>&...
     detail::for_each_row<R, N>(
         v0.extents(), strides,
         [&](const std::array<index_t, N>& off, index_t len, const std::array<index_t, N>& st) {
-            bool unit = true;
-            for (std::size_t v = 0; v < N; ++v) unit = unit && st[v] == 1;
-            index_t i = 0;
-            if constexpr (simd::enabled) {
-                if (unit) {
-                    using B = simd::batch<T>;
-                    constexpr index_t W = static_cast<index_t>(B::size);
-                    while (i + W <= len) {
-                        std::array<B, K> acc;
-                        acc.fill(B(T(0)));
-                        const index_t stop = std::min(len - W, i + W * (reduce_block - 1));
-                        for (; i <= stop; i += W) {
-                            std::array<B, N> x;
-                            for (std::size_t v = 0; v < N; ++v)
-                                x[v] = B::load_unaligned(src[v] + off[v] + i);
-                            const auto terms = std::apply([&](const auto&... a) { return f(a...); }, x);
-                            for (std::size_t k = 0; k < K; ++k) acc[k] += terms[k];
-                        }
-                        for (std::size_t k = 0; k < K; ++k) total[k] += simd::hsum(acc[k]);
-                    }
-                }
-            }
-            for (; i < len; ++i) {
-                std::array<T, N> x;
-                for (std::size_t v = 0; v < N; ++v) x[v] = src[v][off[v] + i * st[v]];
-                const auto terms = std::apply([&](const auto&... a) { return f(a...); }, x);
-                for (std::size_t k = 0; k < K; ++k) total[k] += static_cast<double>(terms[k]);
-            }
+            std::array<const T*, N> p{};
+            for (std::size_t v = 0; v < N; ++v) p[v] = src[v] + off[v];
+            reduce_detail::reduce_row<K, T>(f, p, st, len, total, std::make_index_sequence<N>{});
+        });
+    return total;
+}
+
+/// Fused write and reduce: out[i] = f(in...[i]) for every element, and the K sums of
+/// g(out[i], in...[i]) from the same pass (same blocking and accuracy as reduce). `out` may be
+/// exactly one of the inputs (each element is read before it is written).
+template <std::size_t K, class T, std::size_t R, class F, class G, class... In>
+std::array<double, K> transform_reduce(view<T, R> out, F&& f, G&& g, const view<In, R>&... in) {
+    static_assert((std::is_same_v<std::remove_const_t<In>, T> && ...),
+                  "transform_reduce: inputs and output must share the element type.");
+    constexpr std::size_t M = sizeof...(In);
+    std::array<double, K> total{};
+    detail::for_each_output_row<T, R, M>(
+        out.data_handle(), out.extents(), {out.strides(), in.strides()...}, {in.data_handle()...},
+        [&](T* o, index_t so, const std::array<const T*, M>& p, const std::array<index_t, M>& ps, index_t len) {
+            reduce_detail::transform_reduce_row<K, T>(f, g, o, so, p, ps, len, total, std::make_index_sequence<M>{});
         });
     return total;
 }
@@ -123,56 +233,381 @@ void sample_mean_std(const view<T, R>& x, int correction, Out&& out) {
     }
 }
 
-// ---- per-pixel reductions over channels (dim 1), one value per (batch, pixel) -----------
+// ---- per-column reductions ------------------------------------------------------------------
 
-/// Per-pixel accumulation over channels: for each batch item b and channel c,
-/// acc[b*P + p] += term(v0[b,c,p], ...) where p runs over the flattened dims 2..R-1 in C order.
-/// `acc` must hold N*P doubles (P = pixels per item) and is overwritten. Channels are the
-/// outer loop so the pixel loop walks memory contiguously (and vectorises) for contiguous
-/// inputs; strided inputs take the same loop with their strides.
-template <std::size_t R, class F, class T0, class... Tn>
-void channel_reduce(F&& term, double* acc, const view<T0, R>& v0, const view<Tn, R>&... vn) {
-    static_assert(R >= 3, "channel_reduce needs (N, C, spatial...) views.");
-    constexpr std::size_t N = 1 + sizeof...(Tn);
-    constexpr std::size_t S = R - 2; // spatial rank
-    using T = std::remove_const_t<T0>;
-    const index_t batch = v0.extent(0), channels = v0.extent(1);
-    index_t pixels = 1;
-    std::array<index_t, S> ext{};
-    for (std::size_t r = 2; r < R; ++r) pixels *= (ext[r - 2] = v0.extent(r));
-    std::array<std::array<index_t, S>, N> str{};
-    {
-        const std::array<const std::array<index_t, R>*, N> all{&v0.strides(), &vn.strides()...};
-        for (std::size_t v = 0; v < N; ++v)
-            for (std::size_t r = 2; r < R; ++r) str[v][r - 2] = (*all[v])[r];
-    }
-    const std::array<const T*, N> base{v0.data_handle(), vn.data_handle()...};
-    const std::array<std::array<index_t, 2>, N> bc{{{v0.stride(0), v0.stride(1)}, {vn.stride(0), vn.stride(1)}...}};
-    for (index_t i = 0; i < batch * pixels; ++i) acc[i] = 0.0;
-    for (index_t b = 0; b < batch; ++b)
-        for (index_t c = 0; c < channels; ++c) {
-            double* a = acc + b * pixels;
-            detail::for_each_row<S, N>(ext, str, [&](const std::array<index_t, N>& off, index_t len,
-                                                     const std::array<index_t, N>& st) {
-                std::array<const T*, N> p{};
-                for (std::size_t v = 0; v < N; ++v) p[v] = base[v] + b * bc[v][0] + c * bc[v][1] + off[v];
-                auto apply = [&](index_t k) {
-                    return std::apply([&](auto... ptr) { return static_cast<double>(term(ptr[k]...)); }, p);
-                };
-                bool unit = true;
-                for (std::size_t v = 0; v < N; ++v) unit = unit && st[v] == 1;
-                if (unit) {
-                    for (index_t k = 0; k < len; ++k) a[k] += apply(k);
-                } else {
-                    for (index_t k = 0; k < len; ++k) {
-                        std::array<const T*, N> q = p;
-                        for (std::size_t v = 0; v < N; ++v) q[v] = p[v] + k * st[v];
-                        a[k] += std::apply([&](auto... ptr) { return static_cast<double>(term(*ptr...)); }, q);
-                    }
-                }
-                a += len;
-            });
+namespace reduce_detail {
+
+/// Stack budget of a tile's K sums, and the tile limits (tiles are multiples of tile_align
+/// columns; strided tiles keep a table of column offsets per view).
+inline constexpr std::size_t tile_sum_bytes = 16384;
+inline constexpr index_t tile_align = 64;
+inline constexpr index_t strided_tile = 256;
+/// Input bytes a mapped tile may span: it must stay in L2 between the reduction and the map,
+/// while long column runs let the hardware prefetcher stream each row.
+inline constexpr index_t map_tile_bytes = 192 * 1024;
+
+template <std::size_t K, class Acc>
+inline constexpr index_t tile_max =
+    std::min<index_t>(2048, static_cast<index_t>(tile_sum_bytes / (K * sizeof(Acc))) / tile_align * tile_align);
+
+/// The views as (items = dim 0, rows = dims [1, D), columns = dims [D, R)), rows and columns
+/// each coalesced jointly over all V views.
+template <std::size_t R, std::size_t D, std::size_t V>
+struct axis_layout {
+    static_assert(D >= 2 && D < R, "the column forms need 2 <= D < R");
+    static constexpr std::size_t RD = D - 1, CD = R - D;
+    index_t items = 0, rows = 1, cols = 1;
+    std::array<index_t, V> item_stride{};
+    detail::joint_layout<RD, V> row;
+    detail::joint_layout<CD, V> col;
+    bool packed = true; ///< columns are one unit-stride run in every view
+
+    axis_layout(const std::array<index_t, R>& ext, const std::array<std::array<index_t, R>, V>& str) noexcept {
+        items = ext[0];
+        std::array<index_t, RD> re{};
+        std::array<index_t, CD> ce{};
+        std::array<std::array<index_t, RD>, V> rs{};
+        std::array<std::array<index_t, CD>, V> cs{};
+        for (std::size_t r = 1; r < D; ++r) rows *= (re[r - 1] = ext[r]);
+        for (std::size_t r = D; r < R; ++r) cols *= (ce[r - D] = ext[r]);
+        for (std::size_t v = 0; v < V; ++v) {
+            item_stride[v] = str[v][0];
+            for (std::size_t r = 1; r < D; ++r) rs[v][r - 1] = str[v][r];
+            for (std::size_t r = D; r < R; ++r) cs[v][r - D] = str[v][r];
         }
+        row = detail::coalesce<RD, V>(re, rs);
+        col = detail::coalesce<CD, V>(ce, cs);
+        packed = simd::enabled && col.dims == 1; // (without SIMD every layout takes one path)
+        for (std::size_t v = 0; v < V; ++v) packed = packed && col.stride[v][0] == 1;
+    }
+
+    /// Columns per tile: `mapped` tiles are re-read by the map, so they are sized to stay in
+    /// cache (or, when not even tile_align columns fit, made long for streaming).
+    template <std::size_t K, class Acc, class T>
+    index_t tile(bool mapped, std::size_t inputs) const noexcept {
+        constexpr index_t most = tile_max<K, Acc>;
+        static_assert(most >= strided_tile, "too many sums for a tile");
+        if (!packed) return strided_tile;
+        if (!mapped) return most;
+        const index_t per_column = std::max<index_t>(rows * static_cast<index_t>(inputs * sizeof(T)), 1);
+        const index_t fit = map_tile_bytes / per_column;
+        if (fit < tile_align) return most;
+        return std::min(fit, most) / tile_align * tile_align;
+    }
+
+    /// Element offsets of columns c0 .. c0+len-1 of every view (the strided path).
+    void column_offsets(index_t c0, index_t len, index_t (*off)[strided_tile]) const noexcept {
+        detail::layout_walker<CD, V> w(col, col.dims);
+        w.seek(c0);
+        for (index_t j = 0; j < len; ++j) {
+            for (std::size_t v = 0; v < V; ++v) off[v][j] = w.off[v];
+            w.next();
+        }
+    }
+};
+
+/// Adds (or, for the first block, stores) a block's partial sums into a tile's sums: all
+/// lanes, or the first n.
+template <class Acc, class T, class A>
+PATCHBAY_ALWAYS_INLINE void flush_block(Acc* dst, const xsimd::batch<T, A>& part, bool first,
+                                        index_t n = static_cast<index_t>(xsimd::batch<T, A>::size)) noexcept {
+    using B = xsimd::batch<T, A>;
+    if (std::is_same_v<Acc, T> && n == static_cast<index_t>(B::size)) {
+        if constexpr (std::is_same_v<Acc, T>) simd::store_aligned(dst, first ? part : B::load_aligned(dst) + part);
+    } else {
+        alignas(simd::alignment) T tmp[B::size];
+        part.store_aligned(tmp);
+        for (index_t j = 0; j < n; ++j)
+            dst[j] = first ? static_cast<Acc>(tmp[j]) : dst[j] + static_cast<Acc>(tmp[j]);
+    }
+}
+template <class Acc, class T>
+    requires std::is_arithmetic_v<T>
+PATCHBAY_ALWAYS_INLINE void flush_block(Acc* dst, T part, bool first) noexcept {
+    *dst = first ? static_cast<Acc>(part) : *dst + static_cast<Acc>(part);
+}
+
+/// A batch of the n <= lanes values at(0) .. at(n-1), zero in the lanes past n: the strided
+/// columns and the tails run the same batch code as the packed columns, so every column is
+/// computed alike (bit for bit, whatever the compiler fuses).
+template <class B, class At>
+PATCHBAY_ALWAYS_INLINE B gather(index_t n, At at) noexcept {
+    using T = simd::scalar_t<B>;
+    alignas(simd::alignment) T tmp[B::size];
+    for (index_t l = 0; l < static_cast<index_t>(B::size); ++l) tmp[l] = l < n ? at(l) : T(0);
+    return B::load_aligned(tmp);
+}
+
+/// Rows a packed tile sweep reads at once: their streams, times the inputs, stay few enough
+/// for the hardware prefetchers.
+template <std::size_t N>
+#ifdef PATCHBAY_H1_G
+inline constexpr index_t rows_per_sweep = PATCHBAY_H1_G;
+#else
+inline constexpr index_t rows_per_sweep = N <= 1 ? 8 : N == 2 ? 4 : 2;
+#endif
+
+/// Sums the terms over every row for the columns c0 .. c0+len-1 of one item into
+/// sums[k][0 .. len): rows in blocks of reduce_block summed in T, blocks in Acc. `base` points
+/// at the item in each input; `coloff` holds the column offsets on the strided path;
+/// `partial` is scratch for K x len values of T.
+template <std::size_t K, class Acc, class T, std::size_t N, std::size_t RD, std::size_t V, class Terms,
+          std::size_t... I>
+void sum_tile(Terms terms, const std::array<const T*, N>& base, const detail::joint_layout<RD, V>& row,
+              index_t rows, bool packed, index_t c0, index_t len, const index_t (*coloff)[strided_tile],
+              const std::array<Acc*, K>& sums, const std::array<T*, K>& partial, std::index_sequence<I...>) {
+    if (rows == 0)
+        for (std::size_t k = 0; k < K; ++k) std::fill_n(sums[k], len, Acc(0));
+    detail::layout_walker<RD, V> walk(row, row.dims);
+    for (index_t r0 = 0; r0 < rows; r0 += reduce_block) {
+        const index_t nb = std::min(reduce_block, rows - r0);
+        const bool first = r0 == 0;
+        // the block's row starts in each input (at column c0 on the packed path)
+        std::array<std::array<const T*, reduce_block>, N> rp{};
+        for (index_t r = 0; r < nb; ++r) {
+            for (std::size_t v = 0; v < N; ++v)
+                rp[v][static_cast<std::size_t>(r)] = base[v] + walk.off[v] + (packed ? c0 : 0);
+            walk.next();
+        }
+        if constexpr (simd::enabled) {
+            using B = simd::batch<T>;
+            constexpr index_t W = static_cast<index_t>(B::size);
+            // the K partial sums of the block's rows for one batch of columns
+            auto block_sums = [&](auto load) {
+                auto part = zeros<B, K>();
+                for (index_t r = 0; r < nb; ++r) {
+                    const auto t = terms(load(I, static_cast<std::size_t>(r))...);
+                    for (std::size_t k = 0; k < K; ++k) part[k] += t[k];
+                }
+                return part;
+            };
+            index_t j = 0;
+            if (packed) {
+                // A few rows at a time across the whole tile (more concurrent row streams than
+                // the prefetchers track make the loads latency-bound), the block's running
+                // sums kept in `partial` between sweeps. The adds happen in the same order
+                // as with the whole block in registers, so the grouping does not change a bit.
+                constexpr index_t U = K <= 2 ? 2 : 1; // column batches per step (registers permitting)
+                const index_t full = len - len % W;
+                for (index_t g0 = 0; g0 < nb; g0 += rows_per_sweep<N>) {
+                    const index_t g1 = std::min(nb, g0 + rows_per_sweep<N>);
+                    const bool start = g0 == 0, finish = g1 == nb;
+                    auto sweep = [&](index_t at, auto unroll) {
+                        constexpr index_t UU = decltype(unroll)::value;
+                        std::array<std::array<B, K>, UU> part;
+                        for (index_t u = 0; u < UU; ++u)
+                            for (std::size_t k = 0; k < K; ++k)
+                                part[static_cast<std::size_t>(u)][k] =
+                                    start ? B(T(0)) : B::load_aligned(partial[k] + at + u * W);
+                        for (index_t r = g0; r < g1; ++r) {
+                            const auto rr = static_cast<std::size_t>(r);
+                            for (index_t u = 0; u < UU; ++u) {
+                                const auto t = terms(B::load_unaligned(rp[I][rr] + at + u * W)...);
+                                for (std::size_t k = 0; k < K; ++k) part[static_cast<std::size_t>(u)][k] += t[k];
+                            }
+                        }
+                        for (index_t u = 0; u < UU; ++u)
+                            for (std::size_t k = 0; k < K; ++k) {
+                                const B& q = part[static_cast<std::size_t>(u)][k];
+                                if (finish) flush_block<Acc>(sums[k] + at + u * W, q, first);
+                                else simd::store_aligned(partial[k] + at + u * W, q);
+                            }
+                    };
+                    index_t at = 0;
+                    for (; at + U * W <= full; at += U * W) sweep(at, std::integral_constant<index_t, U>{});
+                    for (; at < full; at += W) sweep(at, std::integral_constant<index_t, 1>{});
+                }
+                j = full;
+            }
+            // the packed tail, or every column of a strided tile: gathered batches
+            for (; j < len; j += W) {
+                const index_t n = std::min(W, len - j);
+                const auto part = block_sums([&](std::size_t v, std::size_t r) {
+                    const T* p = rp[v][r];
+                    return gather<B>(n, [&](index_t l) { return p[packed ? j + l : coloff[v][j + l]]; });
+                });
+                for (std::size_t k = 0; k < K; ++k) flush_block<Acc>(sums[k] + j, part[k], first, n);
+            }
+        } else {
+            for (index_t j = 0; j < len; ++j) { // (no packed path without SIMD)
+                auto part = zeros<T, K>();
+                for (index_t r = 0; r < nb; ++r) {
+                    const auto rr = static_cast<std::size_t>(r);
+                    const auto t = terms(rp[I][rr][coloff[I][j]]...);
+                    for (std::size_t k = 0; k < K; ++k) part[k] += T(t[k]);
+                }
+                for (std::size_t k = 0; k < K; ++k) flush_block<Acc>(sums[k] + j, part[k], first);
+            }
+        }
+    }
+}
+
+/// Per-column factors fac[j] = factor(sums[.][j]): with batches of the T sums (the channel
+/// forms), or per column with K doubles (the column forms: many rows per column, so this
+/// costs nothing).
+template <std::size_t K, bool Batches, class Acc, class T, class Factor>
+void tile_factors(Factor factor, const std::array<Acc*, K>& sums, index_t len, T* fac) {
+    if constexpr (simd::enabled && Batches) {
+        using B = simd::batch<T>;
+        constexpr index_t W = static_cast<index_t>(B::size);
+        for (index_t j = 0; j < len; j += W) {
+            const index_t n = std::min(W, len - j);
+            std::array<B, K> s;
+            for (std::size_t k = 0; k < K; ++k)
+                s[k] = n == W ? B::load_aligned(sums[k] + j) : gather<B>(n, [&](index_t l) { return sums[k][j + l]; });
+            const B f(factor(s));
+            if (n == W) simd::store_aligned(fac + j, f);
+            else {
+                alignas(simd::alignment) T tmp[B::size];
+                f.store_aligned(tmp);
+                std::copy_n(tmp, n, fac + j);
+            }
+        }
+    } else {
+        for (index_t j = 0; j < len; ++j) {
+            std::array<Acc, K> s;
+            for (std::size_t k = 0; k < K; ++k) s[k] = sums[k][j];
+            fac[j] = T(factor(s));
+        }
+    }
+}
+
+/// out = apply(fac[column], in...) over every row of the tile; view N is out.
+template <class T, std::size_t N, std::size_t RD, class Apply, std::size_t... I>
+void map_tile(Apply apply, const std::array<const T*, N>& base, T* out, const detail::joint_layout<RD, N + 1>& row,
+              index_t rows, bool packed, index_t c0, index_t len, const index_t (*coloff)[strided_tile],
+              const T* fac, std::index_sequence<I...>) {
+    detail::layout_walker<RD, N + 1> walk(row, row.dims);
+    for (index_t r = 0; r < rows; ++r, walk.next()) {
+        std::array<const T*, N> p{};
+        for (std::size_t v = 0; v < N; ++v) p[v] = base[v] + walk.off[v] + (packed ? c0 : 0);
+        T* const o = out + walk.off[N] + (packed ? c0 : 0);
+        if constexpr (simd::enabled) {
+            using B = simd::batch<T>;
+            constexpr index_t W = static_cast<index_t>(B::size);
+            index_t j = 0;
+            if (packed)
+                for (; j + W <= len; j += W)
+                    simd::store(o + j, B(apply(B::load_aligned(fac + j), B::load_unaligned(p[I] + j)...)));
+            // the packed tail, or every column of a strided tile: gathered batches
+            for (; j < len; j += W) {
+                const index_t n = std::min(W, len - j);
+                auto column = [&](std::size_t v, index_t l) { return packed ? j + l : coloff[v][j + l]; };
+                const B y(apply(gather<B>(n, [&](index_t l) { return fac[j + l]; }),
+                                gather<B>(n, [&](index_t l) { return p[I][column(I, l)]; })...));
+                alignas(simd::alignment) T tmp[B::size];
+                y.store_aligned(tmp);
+                for (index_t l = 0; l < n; ++l) o[column(N, l)] = tmp[l];
+            }
+        } else {
+            for (index_t j = 0; j < len; ++j) o[coloff[N][j]] = T(apply(fac[j], p[I][coloff[I][j]]...));
+        }
+    }
+}
+
+/// The column engine: for each item and tile of columns, sums the terms, then calls
+/// tile_done(item, c0, len, sums, bases, coloff).
+template <std::size_t K, std::size_t D, class Acc, std::size_t R, std::size_t V, class T, std::size_t N, class Terms,
+          class TileDone>
+void for_each_column_tile(const axis_layout<R, D, V>& L, index_t tile, const std::array<const T*, N>& src,
+                          Terms& terms, TileDone&& tile_done) {
+    if (L.items == 0 || L.cols == 0) return;
+    constexpr index_t most = tile_max<K, Acc>;
+    alignas(simd::alignment) Acc sums_store[K][most];
+    alignas(simd::alignment) T partial_store[K][most];
+    std::array<Acc*, K> sums;
+    std::array<T*, K> partial;
+    for (std::size_t k = 0; k < K; ++k) {
+        sums[k] = sums_store[k];
+        partial[k] = partial_store[k];
+    }
+    index_t coloff[V][strided_tile];
+    for (index_t b = 0; b < L.items; ++b) {
+        std::array<const T*, N> base;
+        for (std::size_t v = 0; v < N; ++v) base[v] = src[v] + b * L.item_stride[v];
+        for (index_t c0 = 0; c0 < L.cols; c0 += tile) {
+            const index_t len = std::min(tile, L.cols - c0);
+            if (!L.packed) L.column_offsets(c0, len, coloff);
+            sum_tile<K, Acc, T>(terms, base, L.row, L.rows, L.packed, c0, len, coloff, sums, partial,
+                                std::make_index_sequence<N>{});
+            tile_done(b, c0, len, sums, base, static_cast<const index_t(*)[strided_tile]>(coloff));
+        }
+    }
+}
+
+template <std::size_t K, std::size_t D, class Acc, class Terms, class Sink, std::size_t R, class T0, class... Tn>
+void columns(Terms&& terms, Sink&& sink, const view<T0, R>& v0, const view<Tn, R>&... vn) {
+    using T = std::remove_const_t<T0>;
+    static_assert((std::is_same_v<std::remove_const_t<Tn>, T> && ...),
+                  "reduce_columns: all views must share the element type.");
+    constexpr std::size_t N = 1 + sizeof...(Tn);
+    const axis_layout<R, D, N> L(v0.extents(), {v0.strides(), vn.strides()...});
+    const std::array<const T*, N> src{v0.data_handle(), vn.data_handle()...};
+    for_each_column_tile<K, D, Acc>(L, L.template tile<K, Acc, T>(false, N), src, terms,
+                                    [&](index_t b, index_t c0, index_t len, const std::array<Acc*, K>& sums,
+                                        const std::array<const T*, N>&, const index_t(*)[strided_tile]) {
+                                        std::array<const Acc*, K> s;
+                                        for (std::size_t k = 0; k < K; ++k) s[k] = sums[k];
+                                        sink(b, c0, len, s);
+                                    });
+}
+
+template <std::size_t K, std::size_t D, class Acc, bool BatchFactor, class T, std::size_t R, class Terms,
+          class Factor, class Apply, class... In>
+void columns_map(view<T, R> out, Terms&& terms, Factor&& factor, Apply&& apply, const view<In, R>&... in) {
+    static_assert((std::is_same_v<std::remove_const_t<In>, T> && ...),
+                  "reduce_columns_map: inputs and output must share the element type.");
+    constexpr std::size_t N = sizeof...(In);
+    const axis_layout<R, D, N + 1> L(out.extents(), {in.strides()..., out.strides()});
+    const std::array<const T*, N> src{in.data_handle()...};
+    alignas(simd::alignment) T fac[tile_max<K, Acc>];
+    for_each_column_tile<K, D, Acc>(
+        L, L.template tile<K, Acc, T>(true, N), src, terms,
+        [&](index_t b, index_t c0, index_t len, const std::array<Acc*, K>& sums,
+            const std::array<const T*, N>& base, const index_t (*coloff)[strided_tile]) {
+            tile_factors<K, BatchFactor>(factor, sums, len, fac);
+            map_tile<T, N>(apply, base, out.data_handle() + b * out.stride(0), L.row, L.rows, L.packed, c0, len,
+                           coloff, fac, std::make_index_sequence<N>{});
+        });
+}
+
+} // namespace reduce_detail
+
+/// Per-column sums. The views are seen as (items = dim 0, rows = dims [1, D), columns = dims
+/// [D, R) flattened in C order). For every item b and every tile of columns c0 .. c0+len-1,
+/// sums[k][j] = sum over rows of terms(in0[b, row, c0+j], ...)[k] (rows in blocks of
+/// reduce_block summed in T, the blocks in double), then sink(b, c0, len, sums) is called
+/// with sums a std::array of K pointers to len doubles. terms is generic (batches or scalars).
+template <std::size_t K, std::size_t D, class Terms, class Sink, std::size_t R, class T0, class... Tn>
+void reduce_columns(Terms&& terms, Sink&& sink, const view<T0, R>& v0, const view<Tn, R>&... vn) {
+    reduce_detail::columns<K, D, double>(terms, sink, v0, vn...);
+}
+
+/// Per-column sums, a factor per column, and a map: with S the K column sums of
+/// reduce_columns (as K doubles), out[b, row, col] = apply(factor(S), in0[b, row, col], ...)
+/// where factor(S) returns T. A tile is fully reduced before any of it is written, so `out`
+/// may be exactly one of the inputs.
+template <std::size_t K, std::size_t D, class T, std::size_t R, class Terms, class Factor, class Apply, class... In>
+void reduce_columns_map(view<T, R> out, Terms&& terms, Factor&& factor, Apply&& apply, const view<In, R>&... in) {
+    reduce_detail::columns_map<K, D, double, false>(out, terms, factor, apply, in...);
+}
+
+/// Per-pixel sums over the channels (dim 1) of (N, C, spatial...) views: reduce_columns with
+/// D = 2, the block sums kept in T. sink(b, p0, len, sums) gets K pointers to len T values.
+template <std::size_t K, class Terms, class Sink, std::size_t R, class T0, class... Tn>
+void reduce_channels(Terms&& terms, Sink&& sink, const view<T0, R>& v0, const view<Tn, R>&... vn) {
+    reduce_detail::columns<K, 2, std::remove_const_t<T0>>(terms, sink, v0, vn...);
+}
+
+/// For every batch item b and pixel p:
+///   S[k] = sum over channels c of terms(in0[b,c,p], in1[b,c,p], ...)[k]   (k < K, in T)
+///   out[b,c,p] = apply(factor(S), in0[b,c,p], ...) for every channel c,
+/// with factor given S as K batches (or K scalars on strided data and tails). The tile of
+/// pixels stays in cache between the sums and the map, so memory is read about once.
+/// `out` may be exactly one of the inputs.
+template <std::size_t K, class T, std::size_t R, class Terms, class Factor, class Apply, class... In>
+void reduce_channels_map(view<T, R> out, Terms&& terms, Factor&& factor, Apply&& apply, const view<In, R>&... in) {
+    reduce_detail::columns_map<K, 2, T, true>(out, terms, factor, apply, in...);
 }
 
 } // namespace patchbay::kernels

@@ -20,7 +20,7 @@
 
 #include "patchbay/core/view.hpp"
 #include "patchbay/kernels/elementwise.hpp"
-#include "patchbay/kernels/project.hpp"
+#include "patchbay/kernels/reduce.hpp"
 
 namespace patchbay::kernels {
 
@@ -77,7 +77,7 @@ inline svd2_top svd2_from_gram(const gram2& g, double tie_rtol = 0.0) noexcept {
 /// scalars alike). One pass over memory; sums in double (float blocks, see reduce.hpp).
 template <std::size_t R, class F, class T0, class... Tn>
 gram2 gram2_of(F&& rows, const view<T0, R>& v0, const view<Tn, R>&... vn) {
-    const auto s = lane_sums<3>(
+    const auto s = reduce<3>(
         [&](const auto&... e) {
             const auto ab = rows(e...);
             return std::array{ab[0] * ab[0], ab[0] * ab[1], ab[1] * ab[1]};

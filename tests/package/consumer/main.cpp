@@ -1,5 +1,7 @@
 // A consumer of patchbay: includes the umbrella header and runs one CFG combine.
 #include <cstdio>
+#include <string>
+
 #include <patchbay/patchbay.hpp>
 
 int main() {
@@ -11,6 +13,12 @@ int main() {
     // uncond + 2 * (cond - uncond) at element 3: 0.5 + 2 * 3.5 = 7.5
     if (out[3] != 7.5f) {
         std::printf("consumer: wrong result %g\n", static_cast<double>(out[3]));
+        return 1;
+    }
+    // a patch's descriptor (core/descriptor.hpp) reaches the consumer through the umbrella header
+    const auto text = patchbay::to_string(patchbay::rescale_cfg{});
+    if (text != "RescaleCFG(multiplier=0.7)") {
+        std::printf("consumer: wrong patch text %s\n", text.c_str());
         return 1;
     }
     std::printf("consumer: patchbay %d.%d.%d works\n", PATCHBAY_VERSION_MAJOR, PATCHBAY_VERSION_MINOR,

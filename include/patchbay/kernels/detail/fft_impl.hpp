@@ -20,7 +20,7 @@
 #include <utility>
 #include <vector>
 
-#if defined(__AVX__)
+#if defined(__AVX__) || defined(__AVX512F__)
 #include <immintrin.h>
 #endif
 
@@ -39,11 +39,60 @@
 
 namespace patchbay::kernels::fft_detail {
 
+#if defined(__FMA__) || defined(__AVX512F__) || defined(__ARM_FEATURE_FMA)
+inline constexpr bool hardware_fma = true;
+#else
+inline constexpr bool hardware_fma = false;
+#endif
+
+/// a*b + c, a*b - c and c - a*b on SIMD batches and scalars, rounded once wherever the CPU has
+/// FMA and twice where it has none, whatever the compiler's contraction setting: xsimd 8.1 has
+/// no AVX-512 fma (it computes x*y + z, which the compiler then fuses at some call sites and
+/// not at others, so two paths through the same arithmetic could differ in the last bit).
+/// The Fourier kernels (this engine, kernels/fourier_mask.hpp) use these for every fused op.
+template <class V>
+PATCHBAY_ALWAYS_INLINE V fmadd(const V& a, const V& b, const V& c) noexcept {
+    if constexpr (std::is_floating_point_v<V>) {
+        if constexpr (hardware_fma) return std::fma(a, b, c);
+        else return a * b + c; // no FMA instruction: nothing can fuse it
+    } else {
+#if defined(__AVX512F__)
+        if constexpr (sizeof(V) == 64) {
+            if constexpr (std::is_same_v<typename V::value_type, float>) return V(_mm512_fmadd_ps(a, b, c));
+            else return V(_mm512_fmadd_pd(a, b, c));
+        } else
+#endif
+            return xsimd::fma(a, b, c);
+    }
+}
+/// a*b - c and c - a*b: negating an operand is exact, so these round exactly as fmadd does.
+template <class V>
+PATCHBAY_ALWAYS_INLINE V fmsub(const V& a, const V& b, const V& c) noexcept {
+    return fmadd(a, b, V(-c));
+}
+template <class V>
+PATCHBAY_ALWAYS_INLINE V fnmadd(const V& a, const V& b, const V& c) noexcept {
+    return fmadd(V(-a), b, c);
+}
+
+/// The FFT's SIMD batch: the build's, capped at 256 bits. The FFT's time goes to moving planes
+/// in and out of packs and to the chunk array, whose size grows with the lane count: with
+/// 16-float packs a chunk of 128 x 128 planes is 2 MiB (past L2) and a chunk's gather reads
+/// 16 planes that compete for one cache set, which measured 10-25 % slower than 8-float packs
+/// on AVX-512 (bench/kernels/fft.cpp; docs/kernels_fft.md).
+#if defined(__AVX512F__) && !defined(PATCHBAY_DISABLE_SIMD)
+template <class T>
+using fft_batch = xsimd::batch<T, xsimd::fma3<xsimd::avx2>>;
+#else
+template <class T>
+using fft_batch = simd::batch<T>;
+#endif
+
 template <class T>
 struct ops {
     static constexpr bool vectorised = simd::enabled;
-    using vec = std::conditional_t<vectorised, simd::batch<T>, T>;
-    static constexpr index_t V = vectorised ? static_cast<index_t>(simd::batch<T>::size) : 1;
+    using vec = std::conditional_t<vectorised, fft_batch<T>, T>;
+    static constexpr index_t V = vectorised ? static_cast<index_t>(fft_batch<T>::size) : 1;
     static constexpr index_t PS = 2 * V; // elements of T per pack
 
     static PATCHBAY_ALWAYS_INLINE vec load(const T* p) noexcept {
@@ -55,18 +104,14 @@ struct ops {
         else *p = v;
     }
     static PATCHBAY_ALWAYS_INLINE vec bcast(T v) noexcept { return vec(v); }
-    // a*b + c and a*b - c and c - a*b, fused where the hardware can.
     static PATCHBAY_ALWAYS_INLINE vec fmadd(const vec& a, const vec& b, const vec& c) noexcept {
-        if constexpr (vectorised) return xsimd::fma(a, b, c);
-        else return a * b + c;
+        return fft_detail::fmadd(a, b, c);
     }
     static PATCHBAY_ALWAYS_INLINE vec fmsub(const vec& a, const vec& b, const vec& c) noexcept {
-        if constexpr (vectorised) return xsimd::fms(a, b, c);
-        else return a * b - c;
+        return fft_detail::fmsub(a, b, c);
     }
     static PATCHBAY_ALWAYS_INLINE vec fnmadd(const vec& a, const vec& b, const vec& c) noexcept {
-        if constexpr (vectorised) return xsimd::fnma(a, b, c);
-        else return c - a * b;
+        return fft_detail::fnmadd(a, b, c);
     }
 };
 
@@ -512,14 +557,13 @@ PATCHBAY_ALWAYS_INLINE void transpose4(__m256d* r) noexcept {
 }
 #endif
 
-/// True when the AVX transposes match the pack width of T.
+/// True when packs are whole 256-bit registers per part (8 floats or 4 doubles on AVX2, two
+/// registers on AVX-512): planes then move in and out of packs through AVX transposes of
+/// groups of 8 float / 4 double planes, one register per group and part.
 template <class T>
 constexpr bool avx_packs() noexcept {
 #if defined(__AVX__)
-    if constexpr (ops<T>::vectorised) {
-        if constexpr (std::is_same_v<T, float>) return ops<T>::V == 8;
-        else return ops<T>::V == 4;
-    }
+    if constexpr (ops<T>::vectorised) return ops<T>::V % (32 / static_cast<index_t>(sizeof(T))) == 0;
 #endif
     return false;
 }
@@ -533,22 +577,28 @@ void gather_complex(const T* src, index_t nb, index_t ps, index_t count, T* dst,
 #if defined(__AVX__)
     if constexpr (avx_packs<T>()) {
         if (nb == V) {
-            constexpr index_t C = V / 2; // complex per 256-bit register
-            const int sw = swap ? 1 : 0;
-            for (; e0 + C <= count; e0 += C) {
-                T* d = dst + e0 * PS;
-                if constexpr (std::is_same_v<T, float>) {
-                    __m256 r[8];
-                    for (int p = 0; p < 8; ++p) r[p] = _mm256_loadu_ps(src + (p * ps + e0) * 2);
-                    transpose8(r);
-                    for (int c = 0; c < 8; ++c) _mm256_store_ps(d + c * 8, r[c ^ sw]);
-                } else {
-                    __m256d r[4];
-                    for (int p = 0; p < 4; ++p) r[p] = _mm256_loadu_pd(src + (p * ps + e0) * 2);
-                    transpose4(r);
-                    for (int c = 0; c < 4; ++c) _mm256_store_pd(d + c * 4, r[c ^ sw]);
+            // groups of G planes, C complex per register; r[c] after the transpose holds part
+            // (c & 1) of element e0 + c / 2 of the group's planes. One group at a time: its G
+            // source lines stay in L1 for the next e0 (planes often lie a multiple of 4 KiB
+            // apart, so all of a chunk's lines compete for one 8-way set)
+            constexpr index_t G = 32 / static_cast<index_t>(sizeof(T)), C = G / 2;
+            const index_t sw = swap ? 1 : 0, full = count / C * C;
+            for (index_t g = 0; g < V; g += G)
+                for (e0 = 0; e0 < full; e0 += C) {
+                    const T* s = src + (g * ps + e0) * 2;
+                    T* d = dst + e0 * PS + g;
+                    if constexpr (std::is_same_v<T, float>) {
+                        __m256 r[8];
+                        for (index_t p = 0; p < 8; ++p) r[p] = _mm256_loadu_ps(s + p * ps * 2);
+                        transpose8(r);
+                        for (index_t c = 0; c < 8; ++c) _mm256_store_ps(d + (c >> 1) * PS + ((c ^ sw) & 1) * V, r[c]);
+                    } else {
+                        __m256d r[4];
+                        for (index_t p = 0; p < 4; ++p) r[p] = _mm256_loadu_pd(s + p * ps * 2);
+                        transpose4(r);
+                        for (index_t c = 0; c < 4; ++c) _mm256_store_pd(d + (c >> 1) * PS + ((c ^ sw) & 1) * V, r[c]);
+                    }
                 }
-            }
         }
     }
 #endif
@@ -577,24 +627,28 @@ void scatter_complex(const T* src, index_t nb, index_t count, T* dst, index_t ps
 #if defined(__AVX__)
     if constexpr (avx_packs<T>()) {
         if (nb == V) {
-            constexpr index_t C = V / 2;
-            const int sw = swap ? 1 : 0;
-            for (; e0 + C <= count; e0 += C) {
-                const T* s = src + e0 * PS;
-                if constexpr (std::is_same_v<T, float>) {
-                    __m256 r[8];
-                    const __m256 k = _mm256_set1_ps(scale);
-                    for (int c = 0; c < 8; ++c) r[c ^ sw] = _mm256_mul_ps(_mm256_load_ps(s + c * 8), k);
-                    transpose8(r);
-                    for (int p = 0; p < 8; ++p) _mm256_storeu_ps(dst + (p * ps + e0) * 2, r[p]);
-                } else {
-                    __m256d r[4];
-                    const __m256d k = _mm256_set1_pd(scale);
-                    for (int c = 0; c < 4; ++c) r[c ^ sw] = _mm256_mul_pd(_mm256_load_pd(s + c * 4), k);
-                    transpose4(r);
-                    for (int p = 0; p < 4; ++p) _mm256_storeu_pd(dst + (p * ps + e0) * 2, r[p]);
+            constexpr index_t G = 32 / static_cast<index_t>(sizeof(T)), C = G / 2;
+            const index_t sw = swap ? 1 : 0, full = count / C * C;
+            for (index_t g = 0; g < V; g += G) // one group at a time, as in gather_complex
+                for (e0 = 0; e0 < full; e0 += C) {
+                    const T* s = src + e0 * PS + g;
+                    T* out = dst + 2 * g * ps;
+                    if constexpr (std::is_same_v<T, float>) {
+                        __m256 r[8];
+                        const __m256 k = _mm256_set1_ps(scale);
+                        for (index_t c = 0; c < 8; ++c)
+                            r[c] = _mm256_mul_ps(_mm256_load_ps(s + (c >> 1) * PS + ((c ^ sw) & 1) * V), k);
+                        transpose8(r);
+                        for (index_t p = 0; p < 8; ++p) _mm256_storeu_ps(out + (p * ps + e0) * 2, r[p]);
+                    } else {
+                        __m256d r[4];
+                        const __m256d k = _mm256_set1_pd(scale);
+                        for (index_t c = 0; c < 4; ++c)
+                            r[c] = _mm256_mul_pd(_mm256_load_pd(s + (c >> 1) * PS + ((c ^ sw) & 1) * V), k);
+                        transpose4(r);
+                        for (index_t p = 0; p < 4; ++p) _mm256_storeu_pd(out + (p * ps + e0) * 2, r[p]);
+                    }
                 }
-            }
         }
     }
 #endif
@@ -713,11 +767,19 @@ struct engine {
 #endif
     }
 
+    /// Planes in chunks of V when the chunk fills the lanes; a last partial chunk of r planes
+    /// goes through run_lines() instead when its lines fill more lanes than r planes would
+    /// (4 planes of 64 x 64 with 16 lanes: 4 / 16 of the work would be useful). Both give the
+    /// same bits: every lane runs the same operations.
     static void run_complex(const pass_plan<T>& row, const pass_plan<T>& col, index_t H,
                             index_t W, const T* in, T* out, index_t count, bool inverse, T* ws) {
         const index_t HW = H * W;
         const T scale = inverse ? static_cast<T>(1.0 / static_cast<double>(HW)) : T(1);
-        for (index_t c0 = 0; c0 < count; c0 += O::V) {
+        const index_t rest = count % O::V;
+        const index_t chunked = rest > 0 && std::min(H, W) > rest ? count - rest : count;
+        for (index_t p = chunked; p < count; ++p)
+            run_lines(row, col, H, W, in + 2 * p * HW, out + 2 * p * HW, inverse, scale, ws);
+        for (index_t c0 = 0; c0 < chunked; c0 += O::V) {
             const index_t nb = std::min(O::V, count - c0);
             const T* src = in + 2 * c0 * HW;
             T* dst = out + 2 * c0 * HW;
@@ -733,6 +795,61 @@ struct engine {
                         scatter_complex(r + h * cols * O::PS, nb, cols, dst + 2 * (h * W + w0), HW,
                                         inverse, scale);
                 });
+        }
+    }
+
+    /// One plane by its lines: the row pass with lanes across V rows, then the column pass with
+    /// lanes across V columns, each on as many line groups at once as the blocks hold.
+    static void run_lines(const pass_plan<T>& row, const pass_plan<T>& col, index_t H, index_t W,
+                          const T* src, T* dst, bool inverse, T scale, T* ws) {
+        constexpr index_t V = O::V, PS = O::PS;
+        const blocking bl = blocking::make(row, col, H, W);
+        T* R1 = ws + bl.r1 * PS;
+        T* R2 = ws + bl.r2 * PS;
+        T* S = ws + bl.scratch * PS;
+        // rows: groups of V rows as packs (a row is a 1 x W "plane"), up to bl.g groups at once;
+        // the inverse's part swap on the way in, kept through the intermediate result
+        const index_t row_groups = (H + V - 1) / V;
+        for (index_t g0 = 0; g0 < row_groups; g0 += bl.g) {
+            const index_t ng = std::min(bl.g, row_groups - g0);
+            for (index_t g = 0; g < ng; ++g) {
+                const index_t h0 = (g0 + g) * V;
+                gather_complex(src + 2 * h0 * W, std::min(V, H - h0), W, W, R1 + g * W * PS, inverse);
+            }
+            const T* r = row.run(R1, R2, S, ng, 1);
+            for (index_t g = 0; g < ng; ++g) {
+                const index_t h0 = (g0 + g) * V;
+                scatter_complex(r + g * W * PS, std::min(V, H - h0), W, dst + 2 * h0 * W, W, false, T(1));
+            }
+        }
+        // columns: groups of V adjacent columns side by side (pack h * n + j: row h of group j)
+        T* C1 = ws + bl.c1 * PS;
+        T* C2 = ws + bl.c2 * PS;
+        const index_t col_groups = (W + V - 1) / V;
+        for (index_t j0 = 0; j0 < col_groups; j0 += bl.wb) {
+            const index_t nj = std::min(bl.wb, col_groups - j0);
+            for (index_t h = 0; h < H; ++h)
+                for (index_t j = 0; j < nj; ++j) {
+                    const index_t w0 = (j0 + j) * V, nb = std::min(V, W - w0);
+                    const T* s = dst + 2 * (h * W + w0);
+                    T* pk = C1 + (h * nj + j) * PS;
+                    for (index_t l = 0; l < V; ++l) {
+                        pk[l] = l < nb ? s[2 * l] : T(0);
+                        pk[V + l] = l < nb ? s[2 * l + 1] : T(0);
+                    }
+                }
+            const T* r = col.run(C1, C2, S, 1, nj);
+            const index_t ro = inverse ? V : 0, io = inverse ? 0 : V;
+            for (index_t h = 0; h < H; ++h)
+                for (index_t j = 0; j < nj; ++j) {
+                    const index_t w0 = (j0 + j) * V, nb = std::min(V, W - w0);
+                    const T* pk = r + (h * nj + j) * PS;
+                    T* d = dst + 2 * (h * W + w0);
+                    for (index_t l = 0; l < nb; ++l) {
+                        d[2 * l] = pk[ro + l] * scale;
+                        d[2 * l + 1] = pk[io + l] * scale;
+                    }
+                }
         }
     }
 

@@ -48,6 +48,42 @@ joint_layout<R, N> coalesce(const std::array<index_t, R>& extents,
     return L;
 }
 
+/// Walks the first `dims` dims of a joint layout in C order, keeping each view's element
+/// offset of the current position.
+template <std::size_t R, std::size_t N>
+struct layout_walker {
+    const joint_layout<R, N>* layout;
+    std::size_t dims;
+    std::array<index_t, R> idx{};
+    std::array<index_t, N> off{};
+
+    layout_walker(const joint_layout<R, N>& L, std::size_t walked_dims) noexcept
+        : layout(&L), dims(walked_dims) {}
+
+    /// Moves to flat position `pos` of the walked dims.
+    void seek(index_t pos) noexcept {
+        off = {};
+        for (std::size_t d = dims; d-- > 0;) {
+            const index_t e = layout->extent[d];
+            idx[d] = pos % e;
+            pos /= e;
+            for (std::size_t v = 0; v < N; ++v) off[v] += idx[d] * layout->stride[v][d];
+        }
+    }
+
+    /// Moves to the next position (wrapping to the first after the last).
+    void next() noexcept {
+        for (std::size_t d = dims; d-- > 0;) {
+            if (++idx[d] < layout->extent[d]) {
+                for (std::size_t v = 0; v < N; ++v) off[v] += layout->stride[v][d];
+                return;
+            }
+            for (std::size_t v = 0; v < N; ++v) off[v] -= (layout->extent[d] - 1) * layout->stride[v][d];
+            idx[d] = 0;
+        }
+    }
+};
+
 /// Calls f(offsets, len, inner_strides) for every row; offsets are per view, in elements.
 template <std::size_t R, std::size_t N, class F>
 void for_each_row(const std::array<index_t, R>& extents,
@@ -61,20 +97,30 @@ void for_each_row(const std::array<index_t, R>& extents,
     index_t rows = 1;
     for (std::size_t d = 0; d < inner; ++d) rows *= L.extent[d];
     if (rows == 0) return;
-    std::array<index_t, R> idx{};
-    std::array<index_t, N> off{};
+    layout_walker<R, N> walk(L, inner); // the outer dims 0 .. inner-1
     for (index_t row = 0; row < rows; ++row) {
-        f(off, len, inner_stride);
-        // advance the outer multi-index (dims 0 .. inner-1)
-        for (std::size_t d = inner; d-- > 0;) {
-            if (++idx[d] < L.extent[d]) {
-                for (std::size_t v = 0; v < N; ++v) off[v] += L.stride[v][d];
-                break;
-            }
-            for (std::size_t v = 0; v < N; ++v) off[v] -= (L.extent[d] - 1) * L.stride[v][d];
-            idx[d] = 0;
-        }
+        f(walk.off, len, inner_stride);
+        walk.next();
     }
+}
+
+/// for_each_row over an output and M inputs, with each view's row start resolved: calls
+/// f(out_row, out_stride, in_rows, in_strides, len) for every row.
+template <class T, std::size_t R, std::size_t M, class F>
+void for_each_output_row(T* out, const std::array<index_t, R>& extents,
+                         const std::array<std::array<index_t, R>, M + 1>& strides,
+                         const std::array<const T*, M>& src, F&& f) {
+    for_each_row<R, M + 1>(
+        extents, strides,
+        [&](const std::array<index_t, M + 1>& off, index_t len, const std::array<index_t, M + 1>& st) {
+            std::array<const T*, M> p{};
+            std::array<index_t, M> ps{};
+            for (std::size_t v = 0; v < M; ++v) {
+                p[v] = src[v] + off[v + 1];
+                ps[v] = st[v + 1];
+            }
+            f(out + off[0], st[0], p, ps, len);
+        });
 }
 
 } // namespace patchbay::detail

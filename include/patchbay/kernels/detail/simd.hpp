@@ -1,10 +1,19 @@
-// patchbay: the SIMD layer (xsimd), chosen at compile time from the consumer's flags.
+// patchbay: the SIMD layer, chosen at compile time from the consumer's flags.
+//
+// Every SIMD kernel and patch goes through this namespace, never through xsimd directly, so
+// a change of backend or a run-time ISA dispatch changes one place. The operations take a
+// batch or a scalar alike, which lets one generic lambda serve a kernel's SIMD body and its
+// scalar tail / strided path with the same expression (the paths agree bit for bit).
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <type_traits>
 
 #include <xsimd/xsimd.hpp>
+
+#include "patchbay/core/config.hpp"
 
 namespace patchbay::simd {
 
@@ -17,15 +26,84 @@ inline constexpr bool enabled = !std::is_same_v<xsimd::default_arch, xsimd::unav
 /// The SIMD batch for T on the compile-time default architecture.
 template <class T>
 using batch = xsimd::batch<T, xsimd::default_arch>;
+template <class T>
+using batch_bool = xsimd::batch_bool<T, xsimd::default_arch>;
 
+/// Elements a kernel processes per step: the batch's lanes, or 1 when SIMD is off.
 template <class T>
 inline constexpr std::size_t lanes = enabled ? batch<T>::size : 1;
+
+/// The widest value type a kernel steps with: the batch, or T itself when SIMD is off.
+template <class T>
+using vec = std::conditional_t<enabled, batch<T>, T>;
+
+/// Alignment that suits every batch type (scratch arrays are declared with it).
+inline constexpr std::size_t alignment = 64;
+
+template <class V>
+struct is_batch : std::false_type {};
+template <class T, class A>
+struct is_batch<xsimd::batch<T, A>> : std::true_type {};
+template <class V>
+inline constexpr bool is_batch_v = is_batch<std::remove_cvref_t<V>>::value;
+
+template <class V>
+struct scalar_of {
+    using type = V;
+};
+template <class T, class A>
+struct scalar_of<xsimd::batch<T, A>> {
+    using type = T;
+};
+/// The element type of a batch, or the scalar itself.
+template <class V>
+using scalar_t = typename scalar_of<std::remove_cvref_t<V>>::type;
+
+// ---- memory -------------------------------------------------------------------------------
+
+/// V from p: a batch (unaligned load) or one element.
+template <class V, class T>
+PATCHBAY_ALWAYS_INLINE V load(const T* p) noexcept {
+    if constexpr (is_batch_v<V>) return V::load_unaligned(p);
+    else return V(*p);
+}
+/// As load, with p aligned to the batch.
+template <class V, class T>
+PATCHBAY_ALWAYS_INLINE V load_aligned(const T* p) noexcept {
+    if constexpr (is_batch_v<V>) return V::load_aligned(p);
+    else return V(*p);
+}
+template <class T, class A>
+PATCHBAY_ALWAYS_INLINE void store(T* p, const xsimd::batch<T, A>& v) noexcept {
+    v.store_unaligned(p);
+}
+template <class T, class A>
+PATCHBAY_ALWAYS_INLINE void store_aligned(T* p, const xsimd::batch<T, A>& v) noexcept {
+    v.store_aligned(p);
+}
+template <class T>
+    requires std::is_arithmetic_v<T>
+PATCHBAY_ALWAYS_INLINE void store(T* p, T v) noexcept {
+    *p = v;
+}
+template <class T>
+    requires std::is_arithmetic_v<T>
+PATCHBAY_ALWAYS_INLINE void store_aligned(T* p, T v) noexcept {
+    *p = v;
+}
+/// V with every lane x.
+template <class V>
+PATCHBAY_ALWAYS_INLINE V broadcast(scalar_t<V> x) noexcept {
+    return V(x);
+}
+
+// ---- horizontal ---------------------------------------------------------------------------
 
 /// Horizontal sum of a batch into double. Stores and adds in order: avoids xsimd 8.1's
 /// AVX-512 hadd, whose lane order is wrong, and gives the same result on every arch.
 template <class T>
 inline double hsum(const batch<T>& b) noexcept {
-    alignas(64) T tmp[batch<T>::size];
+    alignas(alignment) T tmp[batch<T>::size];
     b.store_aligned(tmp);
     double s = 0.0;
     for (std::size_t i = 0; i < batch<T>::size; ++i) s += static_cast<double>(tmp[i]);
@@ -34,19 +112,108 @@ inline double hsum(const batch<T>& b) noexcept {
 inline double hsum(float v) noexcept { return v; }
 inline double hsum(double v) noexcept { return v; }
 
-// Math that works on both a batch and a scalar, so one generic lambda serves the SIMD body
-// and the scalar tail / strided path with the same operations.
+/// Adds each lane of b to dst[lane] in double (the hand-off of a float block to double
+/// accumulators; the loop vectorises to conversions and adds).
+template <class T, class A>
+PATCHBAY_ALWAYS_INLINE void add_lanes_to(double* PATCHBAY_RESTRICT dst, const xsimd::batch<T, A>& b) noexcept {
+    constexpr std::size_t W = xsimd::batch<T, A>::size;
+    alignas(alignment) T tmp[W];
+    b.store_aligned(tmp);
+    for (std::size_t j = 0; j < W; ++j) dst[j] += static_cast<double>(tmp[j]);
+}
+template <class T>
+    requires std::is_arithmetic_v<T>
+PATCHBAY_ALWAYS_INLINE void add_lanes_to(double* dst, T v) noexcept {
+    dst[0] += static_cast<double>(v);
+}
+
+/// True when any / every lane of a mask is set (a bool for scalars).
+template <class T, class A>
+PATCHBAY_ALWAYS_INLINE bool any(const xsimd::batch_bool<T, A>& m) noexcept {
+    return xsimd::any(m);
+}
+template <class T, class A>
+PATCHBAY_ALWAYS_INLINE bool all(const xsimd::batch_bool<T, A>& m) noexcept {
+    return xsimd::all(m);
+}
+PATCHBAY_ALWAYS_INLINE bool any(bool m) noexcept { return m; }
+PATCHBAY_ALWAYS_INLINE bool all(bool m) noexcept { return m; }
+
+// ---- arithmetic ---------------------------------------------------------------------------
+// Math that works on both a batch and a scalar.
+
 using std::abs;
-using std::sqrt;
+using std::copysign;
 using std::max;
 using std::min;
+using std::sqrt;
 using xsimd::abs;
-using xsimd::sqrt;
+using xsimd::copysign;
 using xsimd::max;
 using xsimd::min;
+using xsimd::sqrt;
 
+#if defined(__AVX512F__) && !defined(PATCHBAY_DISABLE_SIMD)
+// g++ 12's avx512fintrin.h gives _mm512_{sqrt,min,max}_{ps,pd} a self-initialised "undefined"
+// pass-through operand, which -Wmaybe-uninitialized reports inside the header in some
+// inlining contexts (GCC PR 105593). The masked forms with an all-ones mask and a defined
+// pass-through compile to the same instruction and do not warn.
+PATCHBAY_ALWAYS_INLINE batch<float> sqrt(const batch<float>& x) noexcept {
+    return _mm512_mask_sqrt_ps(x, static_cast<__mmask16>(0xFFFF), x);
+}
+PATCHBAY_ALWAYS_INLINE batch<double> sqrt(const batch<double>& x) noexcept {
+    return _mm512_mask_sqrt_pd(x, static_cast<__mmask8>(0xFF), x);
+}
+PATCHBAY_ALWAYS_INLINE batch<float> max(const batch<float>& a, const batch<float>& b) noexcept {
+    return _mm512_mask_max_ps(a, static_cast<__mmask16>(0xFFFF), a, b);
+}
+PATCHBAY_ALWAYS_INLINE batch<double> max(const batch<double>& a, const batch<double>& b) noexcept {
+    return _mm512_mask_max_pd(a, static_cast<__mmask8>(0xFF), a, b);
+}
+PATCHBAY_ALWAYS_INLINE batch<float> min(const batch<float>& a, const batch<float>& b) noexcept {
+    return _mm512_mask_min_ps(a, static_cast<__mmask16>(0xFFFF), a, b);
+}
+PATCHBAY_ALWAYS_INLINE batch<double> min(const batch<double>& a, const batch<double>& b) noexcept {
+    return _mm512_mask_min_pd(a, static_cast<__mmask8>(0xFF), a, b);
+}
+#endif
+
+/// True when this build's batch fma is one fused operation; the scalar fma then fuses too,
+/// so SIMD bodies and scalar tails round alike (a batch fma without FMA hardware is a
+/// multiply and an add, and so is the scalar one).
+#if defined(__FMA__) || defined(__AVX512F__) || defined(__aarch64__)
+inline constexpr bool fused_fma = true;
+#else
+inline constexpr bool fused_fma = false;
+#endif
+
+/// a * b + c
+template <class T, class A>
+PATCHBAY_ALWAYS_INLINE xsimd::batch<T, A> fma(const xsimd::batch<T, A>& a, const xsimd::batch<T, A>& b,
+                                              const xsimd::batch<T, A>& c) noexcept {
+    return xsimd::fma(a, b, c);
+}
 template <class T>
-inline auto select(bool c, T a, T b) noexcept { return c ? a : b; }
+    requires std::is_floating_point_v<T>
+PATCHBAY_ALWAYS_INLINE T fma(T a, T b, T c) noexcept {
+    if constexpr (fused_fma) return std::fma(a, b, c);
+    else return a * b + c;
+}
+/// a * b - c and c - a * b, through fma (negation is exact, so these round as fma does).
+template <class V>
+PATCHBAY_ALWAYS_INLINE V fms(const V& a, const V& b, const V& c) noexcept {
+    return simd::fma(a, b, V(-c));
+}
+template <class V>
+PATCHBAY_ALWAYS_INLINE V fnma(const V& a, const V& b, const V& c) noexcept {
+    return simd::fma(V(-a), b, c);
+}
+
+/// c ? a : b, lane by lane for batches.
+template <class T>
+PATCHBAY_ALWAYS_INLINE T select(bool c, T a, T b) noexcept {
+    return c ? a : b;
+}
 using xsimd::select;
 
 } // namespace patchbay::simd

@@ -2,7 +2,7 @@
 // matching ComfyUI's "FreeU" and "FreeU_V2" nodes (comfy_extras/nodes_freelunch.py), output
 // block patches.
 //
-// At each UNet output block (semantics.md section 4), with (b, s) chosen by h's channel count
+// At each UNet output block (docs/patches/free_u.md), with (b, s) chosen by h's channel count
 // (4 x model_channels -> (b1, s1), 2 x model_channels -> (b2, s2), otherwise nothing):
 //   FreeU:    h[:, :C/2] *= b
 //   FreeU_V2: m = channel mean of h, min-max normalised per batch item over the pixels;
@@ -12,24 +12,24 @@
 // The box touches four bins, so the filter is computed directly (kernels/fourier_mask.hpp):
 // hsp + (s - 1) L(hsp) with L the real part of the four-bin projection, exact and one read
 // per element instead of two complex FFTs. fourier_filter_fft() is the FFT path (tests).
+// Scratch comes from the run's workspace (block_site::scratch), or a local one when the hook
+// is called on its own.
 #pragma once
 
 #include <algorithm>
 #include <cmath>
-#include <complex>
 #include <cstddef>
 #include <optional>
+#include <span>
 #include <string>
-#include <vector>
 
 #include "patchbay/core/error.hpp"
 #include "patchbay/core/hooks.hpp"
 #include "patchbay/core/patch.hpp"
 #include "patchbay/core/view.hpp"
+#include "patchbay/core/workspace.hpp"
 #include "patchbay/kernels/elementwise.hpp"
-#include "patchbay/kernels/fft.hpp"
 #include "patchbay/kernels/fourier_mask.hpp"
-#include "patchbay/kernels/reduce.hpp"
 
 namespace patchbay {
 
@@ -58,121 +58,31 @@ constexpr auto describe_free_u(std::string_view class_type, double b1, double b2
                        model_fact("model_channels", &P::model_channels, 320, 1, 1e9));
 }
 
-/// hsp_out = hsp + (s - 1) L(hsp), plane by plane (direct four-bin path). hsp_out may be
-/// exactly hsp.
+/// hsp_out = hsp + (s - 1) L(hsp), plane by plane (the direct four-bin path of
+/// kernels/fourier_mask.hpp). hsp_out may be exactly hsp.
 template <class T>
-void fourier_filter(view<const T, 4> hsp, view<T, 4> out, double s) {
-    using O = kernels::fourier_detail::vec<T>;
-    const index_t N = hsp.extent(0), C = hsp.extent(1), H = hsp.extent(2), W = hsp.extent(3);
-    const auto proj = kernels::cached_box_projector<T>(kernels::freeu_box(H), kernels::freeu_box(W));
-    auto& ws = kernels::box_workspace<T>::local();
-    const index_t Wp = proj->padded_cols();
-    // Rows that are unit-stride and a whole number of SIMD vectors are read in place; other
-    // layouts are gathered into a padded plane first.
-    const bool direct_read = hsp.stride(3) == 1 && Wp == W;
-    if (!direct_read) ws.plane.assign(static_cast<std::size_t>(H * Wp), T(0));
-    const T k = static_cast<T>(s - 1.0), sv = static_cast<T>(s);
-    const bool identity = proj->is_identity();
-    const auto fast = H >= 3 && W >= 3 ? kernels::cached_freeu_filter<T>(H, W) : nullptr;
-    if (fast) ws.Z.resize(static_cast<std::size_t>(3 * H));
-    for (index_t n = 0; n < N; ++n)
-        for (index_t c = 0; c < C; ++c) {
-            const T* src = hsp.data_handle() + n * hsp.stride(0) + c * hsp.stride(1);
-            T* dst = out.data_handle() + n * out.stride(0) + c * out.stride(1);
-            const T* g = src;
-            index_t ldg = hsp.stride(2);
-            if (!direct_read) {
-                for (index_t h = 0; h < H; ++h) {
-                    const T* sr = src + h * hsp.stride(2);
-                    T* gr = ws.plane.data() + h * Wp;
-                    for (index_t w = 0; w < W; ++w) gr[w] = sr[w * hsp.stride(3)];
-                }
-                g = ws.plane.data();
-                ldg = Wp;
-            }
-            auto write_row = [&](index_t h, auto&& f) {
-                T* o = dst + h * out.stride(2);
-                const index_t os = out.stride(3);
-                if (os == 1) {
-                    index_t w = 0;
-                    for (; w + O::L <= W; w += O::L) O::store(o + w, f(w, typename O::V{}));
-                    for (; w < W; ++w) o[w] = f(w, T{});
-                } else {
-                    for (index_t w = 0; w < W; ++w) o[w * os] = f(w, T{});
-                }
-            };
-            if (identity) { // the box holds every bin (H, W <= 2): the filter is s * hsp
-                for (index_t h = 0; h < H; ++h) {
-                    const T* gr = g + h * ldg;
-                    write_row(h, [&](index_t w, auto tag) {
-                        if constexpr (std::is_same_v<decltype(tag), T>) return gr[w] * sv;
-                        else return O::load(gr + w) * O::bcast(sv);
-                    });
-                }
-                continue;
-            }
-            if (fast) { // H, W >= 3: two fused passes (kernels::freeu_box_filter)
-                fast->coefficients(g, ldg, s - 1.0, ws.A, ws.Z.data());
-                const T* cw = fast->cos_w();
-                const T* sw = fast->sin_w();
-                for (index_t h = 0; h < H; ++h) {
-                    const T* gr = g + h * ldg;
-                    const T a = ws.Z[static_cast<std::size_t>(3 * h)];
-                    const T qr = ws.Z[static_cast<std::size_t>(3 * h + 1)];
-                    const T qi = ws.Z[static_cast<std::size_t>(3 * h + 2)];
-                    write_row(h, [&](index_t w, auto tag) {
-                        if constexpr (std::is_same_v<decltype(tag), T>)
-                            return std::fma(qi, sw[w], std::fma(qr, cw[w], gr[w] + a));
-                        else
-                            return O::fma(O::bcast(qi), O::load(sw + w),
-                                          O::fma(O::bcast(qr), O::load(cw + w), O::load(gr + w) + O::bcast(a)));
-                    });
-                }
-                continue;
-            }
-            // apply() reads the whole plane before the first row is written, so in place is safe
-            proj->apply(g, ldg, ws, [&](index_t h, const T* L) {
-                const T* gr = g + h * ldg;
-                write_row(h, [&](index_t w, auto tag) {
-                    if constexpr (std::is_same_v<decltype(tag), T>) return std::fma(k, L[w], gr[w]);
-                    else return O::fma(O::bcast(k), O::load(L + w), O::load(gr + w));
-                });
-            });
-        }
+void fourier_filter(view<const T, 4> hsp, view<T, 4> out, double s, workspace& ws) {
+    const index_t H = hsp.extent(2), W = hsp.extent(3);
+    kernels::centred_box_filter<T, 4>(hsp, {}, out, kernels::freeu_box(H), kernels::freeu_box(W), s,
+                                      1.0, ws, kernels::box_filter_method::direct);
 }
 
 /// The same filter through the general 2-D FFT (kernels/fft.hpp), as ComfyUI computes it:
 /// complex FFT, mask in shifted coordinates, inverse FFT, real part. For tests and for
 /// comparison; the direct path above is exact and cheaper.
 template <class T>
-void fourier_filter_fft(view<const T, 4> hsp, view<T, 4> out, double s) {
-    const index_t N = hsp.extent(0), C = hsp.extent(1), H = hsp.extent(2), W = hsp.extent(3);
-    std::vector<std::complex<T>> spec(static_cast<std::size_t>(H * W));
-    const auto rb = kernels::freeu_box(H), cb = kernels::freeu_box(W);
-    const T sv = static_cast<T>(s);
-    for (index_t n = 0; n < N; ++n)
-        for (index_t c = 0; c < C; ++c) {
-            for (index_t h = 0; h < H; ++h)
-                for (index_t w = 0; w < W; ++w)
-                    spec[static_cast<std::size_t>(h * W + w)] = std::complex<T>(hsp(n, c, h, w), T(0));
-            kernels::fft2(spec.data(), 1, H, W, kernels::fft_direction::forward);
-            for (index_t h = 0; h < H; ++h) {
-                const index_t sh = kernels::natural_to_fftshift(h, H);
-                if (sh < rb.lo || sh >= rb.hi) continue;
-                for (index_t w = 0; w < W; ++w) {
-                    const index_t sw = kernels::natural_to_fftshift(w, W);
-                    if (sw >= cb.lo && sw < cb.hi) spec[static_cast<std::size_t>(h * W + w)] *= sv;
-                }
-            }
-            kernels::fft2(spec.data(), 1, H, W, kernels::fft_direction::inverse);
-            for (index_t h = 0; h < H; ++h)
-                for (index_t w = 0; w < W; ++w) out(n, c, h, w) = spec[static_cast<std::size_t>(h * W + w)].real();
-        }
+void fourier_filter_fft(view<const T, 4> hsp, view<T, 4> out, double s, workspace& ws) {
+    const index_t H = hsp.extent(2), W = hsp.extent(3);
+    kernels::centred_box_filter<T, 4>(hsp, {}, out, kernels::freeu_box(H), kernels::freeu_box(W), s,
+                                      1.0, ws, kernels::box_filter_method::fft);
 }
+
+/// Keys of FreeU_V2's scratch (patch range of the workspace).
+enum scratch : std::size_t { key_mean_sums = workspace::patch_keys, key_weight, key_partial };
 
 /// h_out = h with the first C/2 channels scaled (FreeU: by b; FreeU_V2: by (b-1) m + 1).
 template <bool V2, class T>
-void scale_backbone(view<const T, 4> h, view<T, 4> out, double b) {
+void scale_backbone(view<const T, 4> h, view<T, 4> out, double b, workspace& ws) {
     const index_t N = h.extent(0), C = h.extent(1), H = h.extent(2), W = h.extent(3);
     const index_t half = C / 2;
     if (!same_elements(view<const T, 4>(out), h))
@@ -185,13 +95,10 @@ void scale_backbone(view<const T, 4> h, view<T, 4> out, double b) {
     } else {
         // Per-pixel channel mean (double sums), min-max normalised per batch item.
         const index_t P = H * W;
-        thread_local std::vector<double> acc;
-        thread_local std::vector<T> weight;
-        acc.resize(static_cast<std::size_t>(N * P));
-        weight.resize(static_cast<std::size_t>(P));
+        const std::span<double> acc = ws.buffer<double>(key_mean_sums, static_cast<std::size_t>(N * P));
+        const std::span<T> weight = ws.buffer<T>(key_weight, static_cast<std::size_t>(P));
         // float SIMD sums over blocks of 32 channels, blocks added in double
-        thread_local std::vector<T> part;
-        part.resize(static_cast<std::size_t>(P));
+        const std::span<T> part = ws.buffer<T>(key_partial, static_cast<std::size_t>(P));
         std::fill(acc.begin(), acc.end(), 0.0);
         const view<T, 4> pv(part.data(), {1, 1, H, W});
         for (index_t n = 0; n < N; ++n)
@@ -254,6 +161,8 @@ void apply(const char* where, std::optional<free_u_factors> f, const block_site&
     require_no_partial_overlap(hsp_out, hsp, where, "hsp_out", "hsp");
     PATCHBAY_REQUIRE(!may_overlap(h_out, hsp) && !may_overlap(hsp_out, h), where,
             "the outputs must not overlap the other input (h / hsp are separate tensors)");
+    workspace local; // a standalone call (no run): scratch for this call only
+    workspace& ws = site.scratch ? *site.scratch : local;
     if (!f || site.stage != unet_stage::output) { // not a FreeU block: untouched
         if (!same_elements(view<const T, 4>(h_out), h)) kernels::copy<T, 4>(h, h_out);
         if (!same_elements(view<const T, 4>(hsp_out), hsp)) kernels::copy<T, 4>(hsp, hsp_out);
@@ -262,12 +171,12 @@ void apply(const char* where, std::optional<free_u_factors> f, const block_site&
     if (f->b == 1.0) { // exact pass-through (x * 1 and (1-1) m + 1 are identities)
         if (!same_elements(view<const T, 4>(h_out), h)) kernels::copy<T, 4>(h, h_out);
     } else {
-        scale_backbone<V2, T>(h, h_out, f->b);
+        scale_backbone<V2, T>(h, h_out, f->b, ws);
     }
     if (f->s == 1.0) { // the mask is all ones: skipped, exact
         if (!same_elements(view<const T, 4>(hsp_out), hsp)) kernels::copy<T, 4>(hsp, hsp_out);
     } else {
-        fourier_filter<T>(hsp, hsp_out, f->s);
+        fourier_filter<T>(hsp, hsp_out, f->s, ws);
     }
 }
 

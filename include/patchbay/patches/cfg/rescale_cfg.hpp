@@ -27,9 +27,7 @@
 #include "patchbay/core/hooks.hpp"
 #include "patchbay/core/patch.hpp"
 #include "patchbay/core/view.hpp"
-#include "patchbay/kernels/detail/simd.hpp"
 #include "patchbay/kernels/elementwise.hpp"
-#include "patchbay/kernels/channel_norm.hpp"
 #include "patchbay/kernels/reduce.hpp"
 
 namespace patchbay {
@@ -92,7 +90,7 @@ private:
         const T c0 = first(c), u0 = first(u);
         const T xc0 = first(x) * inv;
         const T kc = xc0 - c0, kg = xc0 - (u0 + (c0 - u0) * k);
-        const auto s = kernels::reduce_unrolled<4>(
+        const auto s = kernels::reduce<4>(
             [=](auto xv, auto cv, auto uv) {
                 const auto xc = xv * inv;
                 const auto dc = xc - cv - kc;
@@ -116,7 +114,7 @@ private:
         const T k = static_cast<T>(cond_scale);
         const T c0 = first(c), u0 = first(u);
         const T kc = c0, kg = u0 + (c0 - u0) * k;
-        const auto s = kernels::reduce_unrolled<4>(
+        const auto s = kernels::reduce<4>(
             [=](auto cv, auto uv) {
                 const auto dc = cv - kc;
                 const auto dg = (uv + (cv - uv) * k) - kg;
@@ -127,116 +125,32 @@ private:
         kernels::transform(out, [=](auto cv, auto uv) { return (uv + (cv - uv) * k) * f; }, c, u);
     }
 
-    /// 5-D v space: one std per W column over (C, T, H), a tile of columns at a time.
+    /// 5-D v space: one std per W column over (C, T, H). Each column's sums are shifted by
+    /// its own first terms (row 0), read through views that repeat row 0 on every row.
     template <class T>
     void v_columns_item(double cond_scale, double sigma, const view<const T, 5>& x,
                         const view<const T, 5>& c, const view<const T, 5>& u,
                         const view<T, 5>& out) const {
-        constexpr index_t tile = 256, block = 16;
         const T k = static_cast<T>(cond_scale);
         const T inv = static_cast<T>(1.0 / (sigma * sigma + 1.0));
-        const index_t C = c.extent(1), TT = c.extent(2), H = c.extent(3), W = c.extent(4);
-        const double n = static_cast<double>(C * TT * H);
-        const bool unit = x.stride(4) == 1 && c.stride(4) == 1 && u.stride(4) == 1 && out.stride(4) == 1;
-        auto terms = [=](auto xv, auto cv, auto uv, auto kc, auto kg) {
-            const auto xc = xv * inv;
-            const auto dc = xc - cv - kc;
-            const auto dg = xc - (uv + (cv - uv) * k) - kg;
-            return std::array{dc, dc * dc, dg, dg * dg};
+        const double n = static_cast<double>(c.extent(1) * c.extent(2) * c.extent(3));
+        auto row0 = [](const view<const T, 5>& v) {
+            return view<const T, 5>(v.data_handle(), v.extents(), {v.stride(0), 0, 0, 0, v.stride(4)});
         };
-        // (C arrays: indexed with signed column indices)
-        alignas(64) T acc1[4][tile];
-        double acc2[4][tile];
-        alignas(64) T shift_c[tile], shift_g[tile], fac[tile];
-        for (index_t w0 = 0; w0 < W; w0 += tile) {
-            const index_t len = std::min(tile, W - w0);
-            for (index_t j = 0; j < len; ++j) {
-                const T xc = x(0, 0, 0, 0, w0 + j) * inv, cv = c(0, 0, 0, 0, w0 + j), uv = u(0, 0, 0, 0, w0 + j);
-                shift_c[j] = xc - cv;
-                shift_g[j] = xc - (uv + (cv - uv) * k);
-            }
-            for (std::size_t q = 0; q < 4; ++q) {
-                std::fill_n(acc1[q], len, T(0));
-                std::fill_n(acc2[q], len, 0.0);
-            }
-            index_t rows_in_block = 0;
-            auto flush = [&] {
-                for (std::size_t q = 0; q < 4; ++q)
-                    for (index_t j = 0; j < len; ++j) {
-                        acc2[q][j] += static_cast<double>(acc1[q][j]);
-                        acc1[q][j] = T(0);
-                    }
-                rows_in_block = 0;
-            };
-            // ---- pass 1: per-column shifted sums, up to `block` H rows per visit of the
-            // accumulators (they live in memory: a row of columns does not fit registers)
-            for (index_t ch = 0; ch < C; ++ch)
-                for (index_t t = 0; t < TT; ++t)
-                    for (index_t h = 0; h < H;) {
-                        const index_t hn = std::min<index_t>(block, H - h);
-                        const T* xp = &x(0, ch, t, h, w0);
-                        const T* cp = &c(0, ch, t, h, w0);
-                        const T* up = &u(0, ch, t, h, w0);
-                        const index_t hx = x.stride(3), hc = c.stride(3), hu = u.stride(3);
-                        index_t j = 0;
-                        if (unit) {
-                            if constexpr (simd::enabled) {
-                                using B = simd::batch<T>;
-                                constexpr index_t L = static_cast<index_t>(B::size);
-                                for (; j + L <= len; j += L) {
-                                    std::array<B, 4> a;
-                                    for (std::size_t q = 0; q < 4; ++q) a[q] = B::load_aligned(acc1[q] + j);
-                                    const B kc = B::load_aligned(shift_c + j), kg = B::load_aligned(shift_g + j);
-                                    for (index_t r = 0; r < hn; ++r) {
-                                        const auto tv = terms(B::load_unaligned(xp + r * hx + j), B::load_unaligned(cp + r * hc + j),
-                                                              B::load_unaligned(up + r * hu + j), kc, kg);
-                                        for (std::size_t q = 0; q < 4; ++q) a[q] += tv[q];
-                                    }
-                                    for (std::size_t q = 0; q < 4; ++q) a[q].store_aligned(acc1[q] + j);
-                                }
-                            }
-                        }
-                        const index_t sx = x.stride(4), sc = c.stride(4), su = u.stride(4);
-                        for (; j < len; ++j)
-                            for (index_t r = 0; r < hn; ++r) {
-                                const auto tv = terms(xp[r * hx + j * sx], cp[r * hc + j * sc], up[r * hu + j * su],
-                                                      shift_c[j], shift_g[j]);
-                                for (std::size_t q = 0; q < 4; ++q) acc1[q][j] += tv[q];
-                            }
-                        h += hn;
-                        rows_in_block += hn;
-                        if (rows_in_block >= block) flush();
-                    }
-            flush();
-            for (index_t j = 0; j < len; ++j)
-                fac[j] = static_cast<T>(blend({acc2[0][j], acc2[1][j], acc2[2][j], acc2[3][j]}, n, false));
-            // ---- pass 2: write
-            for (index_t ch = 0; ch < C; ++ch)
-                for (index_t t = 0; t < TT; ++t)
-                    for (index_t h = 0; h < H; ++h) {
-                        const T* xp = &x(0, ch, t, h, w0);
-                        const T* cp = &c(0, ch, t, h, w0);
-                        const T* up = &u(0, ch, t, h, w0);
-                        T* op = &out(0, ch, t, h, w0);
-                        auto value = [=](auto xv, auto cv, auto uv, auto f) {
-                            const auto xc = xv * inv;
-                            return xc + ((uv + (cv - uv) * k) - xc) * f;
-                        };
-                        index_t j = 0;
-                        if (unit) {
-                            if constexpr (simd::enabled) {
-                                using B = simd::batch<T>;
-                                constexpr index_t L = static_cast<index_t>(B::size);
-                                for (; j + L <= len; j += L)
-                                    B(value(B::load_unaligned(xp + j), B::load_unaligned(cp + j),
-                                            B::load_unaligned(up + j), B::load_aligned(fac + j)))
-                                        .store_unaligned(op + j);
-                            }
-                        }
-                        const index_t sx = x.stride(4), sc = c.stride(4), su = u.stride(4), so = out.stride(4);
-                        for (; j < len; ++j) op[j * so] = value(xp[j * sx], cp[j * sc], up[j * su], fac[j]);
-                    }
-        }
+        kernels::reduce_columns_map<4, 4>(
+            out,
+            [=](auto xv, auto cv, auto uv, auto x0, auto c0, auto u0) {
+                const auto xc = xv * inv, xc0 = x0 * inv;
+                const auto dc = xc - cv - (xc0 - c0);
+                const auto dg = xc - (uv + (cv - uv) * k) - (xc0 - (u0 + (c0 - u0) * k));
+                return std::array{dc, dc * dc, dg, dg * dg};
+            },
+            [this, n](const std::array<double, 4>& s) { return static_cast<T>(blend(s, n, false)); },
+            [=](auto f, auto xv, auto cv, auto uv, auto...) {
+                const auto xc = xv * inv;
+                return xc + ((uv + (cv - uv) * k) - xc) * f;
+            },
+            x, c, u, row0(x), row0(c), row0(u));
     }
 
     template <class T, std::size_t R>
@@ -244,22 +158,13 @@ private:
         return *v.data_handle();
     }
 
+    /// Its own preconditions (the dispatcher has checked shapes, sigma values and layouts):
+    /// RescaleCFG reads x and one sigma per item.
     template <class T, std::size_t R>
-    static void check(const guidance_inputs<T, R>& in, const view<const T, R>& cond,
-                      const view<const T, R>& uncond, const view<T, R>& out) {
-        require_finite(in.cond_scale, where, "cond_scale");
-        require_nonempty(cond, where, "cond");
-        require_same_shape(cond, uncond, where, "cond", "uncond");
+    static void check(const guidance_inputs<T, R>& in, const view<const T, R>& cond, const view<const T, R>&,
+                      const view<T, R>&) {
         require_nonempty(in.x, where, "x");
-        require_same_shape(cond, in.x, where, "cond", "x");
-        require_same_shape(cond, out, where, "cond", "out");
         require_batch_vector(in.sigma, cond, where, "sigma");
-        for (index_t b = 0; b < in.sigma.extent(0); ++b)
-            require_finite(static_cast<double>(in.sigma(b)), where, "sigma");
-        require_writable_layout(out, where, "out");
-        require_no_partial_overlap(out, cond, where, "out", "cond");
-        require_no_partial_overlap(out, uncond, where, "out", "uncond");
-        require_no_partial_overlap(out, in.x, where, "out", "x");
     }
 };
 

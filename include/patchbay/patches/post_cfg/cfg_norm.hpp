@@ -20,7 +20,6 @@
 #include "patchbay/core/hooks.hpp"
 #include "patchbay/core/patch.hpp"
 #include "patchbay/core/view.hpp"
-#include "patchbay/kernels/channel_norm.hpp"
 #include "patchbay/kernels/detail/simd.hpp"
 #include "patchbay/kernels/reduce.hpp"
 
@@ -56,7 +55,7 @@ struct cfg_norm {
         check(in, cond, uncond, denoised, false);
         const T str = static_cast<T>(strength);
         const T eps = static_cast<T>(1e-8);
-        kernels::channel_reduce_map<2>(
+        kernels::reduce_channels_map<2>(
             denoised,
             [](auto c, auto d) { return std::array{c * c, d * d}; },
             [str, eps](const auto& s) {
@@ -87,7 +86,7 @@ struct cfg_norm {
         const T str = static_cast<T>(strength);
         const T keep = static_cast<T>(1.0 - strength);
         const T tiny = static_cast<T>(1e-12);
-        kernels::channel_reduce_map<2>(
+        kernels::reduce_channels_map<2>(
             out,
             [s](auto x, auto c, auto u) {
                 const auto dc = x - c;
@@ -106,28 +105,12 @@ struct cfg_norm {
     }
 
 private:
+    /// Its own precondition (the dispatcher has checked the rest): the cfg function reads x.
     template <class T, std::size_t R>
-    static void check(const guidance_inputs<T, R>& in, const view<const T, R>& cond,
-                      const view<const T, R>& uncond, const view<T, R>& out, bool need_x) {
-        static_assert(R == 4 || R == 5, "cfg_norm works on 4-D (N,C,H,W) or 5-D (N,C,T,H,W) latents");
-        constexpr const char* where = "CFGNorm";
-        require_finite(in.cond_scale, where, "cond_scale");
-        require_nonempty(cond, where, "cond");
-        require_same_shape(cond, uncond, where, "cond", "uncond");
-        require_same_shape(cond, out, where, "cond", need_x ? "out" : "denoised");
-        if (need_x || in.x.data_handle() != nullptr) {
-            require_nonempty(in.x, where, "x");
-            require_same_shape(cond, in.x, where, "cond", "x");
-        }
-        if (in.sigma.data_handle() != nullptr || in.sigma.extent(0) != 0) {
-            require_batch_vector(in.sigma, cond, where, "sigma");
-            for (index_t b = 0; b < in.sigma.extent(0); ++b)
-                require_finite(static_cast<double>(in.sigma(b)), where, "sigma");
-        }
-        require_writable_layout(out, where, need_x ? "out" : "denoised");
-        require_no_partial_overlap(out, cond, where, need_x ? "out" : "denoised", "cond");
-        require_no_partial_overlap(out, uncond, where, need_x ? "out" : "denoised", "uncond");
-        if (need_x) require_no_partial_overlap(out, in.x, where, "out", "x");
+    static void check(const guidance_inputs<T, R>& in, const view<const T, R>&, const view<const T, R>&,
+                      const view<T, R>&, bool need_x) {
+        static_assert(R == 4 || R == 5, "CFGNorm works on 4-D (N,C,H,W) or 5-D (N,C,T,H,W) latents");
+        if (need_x) require_nonempty(in.x, "CFGNorm", "x");
     }
 };
 

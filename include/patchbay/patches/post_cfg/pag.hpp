@@ -14,8 +14,8 @@
 #include "patchbay/core/hooks.hpp"
 #include "patchbay/core/model.hpp"
 #include "patchbay/core/patch.hpp"
-#include "patchbay/core/tensor.hpp"
 #include "patchbay/core/view.hpp"
+#include "patchbay/core/workspace.hpp"
 #include "patchbay/kernels/elementwise.hpp"
 
 namespace patchbay::pag {
@@ -65,17 +65,11 @@ struct perturbed_attention_guidance {
     }
     static constexpr bool needs_attention_hooks = true;
 
-    /// Scratch for the perturbed prediction (one per precision); no state carries between steps.
-    struct state_type {
-        tensor<float> f32;
-        tensor<double> f64;
-
-        template <class T>
-        tensor<T>& scratch() noexcept {
-            if constexpr (std::is_same_v<T, float>) return f32;
-            else return f64;
-        }
-    };
+    /// Nothing carries between steps: the perturbed prediction lives in the run's workspace.
+    using state_type = no_state;
+    /// Key of the perturbed prediction in the workspace: it must survive the extra model call,
+    /// whose block hooks (FreeU) use the workspace too.
+    static constexpr std::size_t perturbed_key = workspace::model_call_keys;
 
     void validate() const { patchbay::validate(*this); }
 
@@ -114,17 +108,16 @@ struct perturbed_attention_guidance {
                        std::type_identity_t<view<const T, R>> cond, view<T, R> denoised,
                        PerturbedModel&& perturbed_model) const {
         constexpr const char* where = "PerturbedAttentionGuidance";
-        require_nonempty(denoised, where, "denoised");
-        require_same_shape(denoised, in.x, where, "denoised", "x");
-        require_same_shape(denoised, cond, where, "denoised", "cond");
+        // its own preconditions (the dispatcher has checked shapes and values): x and sigma
+        require_nonempty(in.x, where, "x");
         require_batch_vector(in.sigma, in.x, where, "sigma");
-        require_writable_layout(denoised, where, "denoised");
         if (scale == 0.0) return; // ComfyUI skips the extra call
-        auto& buf = st.template scratch<T>();
-        bool same = buf.rank() == R;
-        for (std::size_t r = 0; same && r < R; ++r) same = buf.extent(r) == denoised.extent(r);
-        if (!same) buf.resize_like(denoised);
-        const auto perturbed = buf.template as<R>();
+        (void)st;
+        workspace local; // a standalone call (no run): scratch for this call only
+        workspace& ws = in.scratch ? *in.scratch : local;
+        const view<T, R> perturbed(
+            ws.buffer<T>(perturbed_key, static_cast<std::size_t>(denoised.size())).data(),
+            denoised.extents());
         perturbed_model(in.x, perturbed);
         pag::combine<T, R>(cond, perturbed, scale, denoised);
     }

@@ -31,6 +31,7 @@
 #include "patchbay/kernels/attention.hpp"
 #include "patchbay/kernels/blur.hpp"
 #include "patchbay/kernels/elementwise.hpp"
+#include "patchbay/kernels/reduce.hpp"
 
 namespace patchbay::sag {
 
@@ -100,31 +101,16 @@ void key_mass_from_probabilities(std::type_identity_t<view<const T, 3>> probs, i
                 " must hold batch*heads rows for a batch of " + std::to_string(batch));
     const index_t heads = probs.extent(0) / batch, Nq = probs.extent(1), Nk = probs.extent(2);
     const double inv_heads = 1.0 / static_cast<double>(heads);
-    const index_t sj = probs.stride(2);
-    for (index_t b = 0; b < batch; ++b) {
-        double* PATCHBAY_RESTRICT m = mass + b * Nk;
-        for (index_t j = 0; j < Nk; ++j) m[j] = 0.0;
-        // Blocks of 16 query rows are summed in T over chunks of 256 keys (a SIMD-friendly
-        // loop on the stack), the blocks in double.
-        constexpr index_t block = 16, chunk = 256;
-        std::array<T, chunk> acc;
-        for (index_t j0 = 0; j0 < Nk; j0 += chunk) {
-            const index_t nj = std::min(chunk, Nk - j0);
-            for (index_t h = 0; h < heads; ++h)
-                for (index_t i0 = 0; i0 < Nq; i0 += block) {
-                    acc.fill(T(0));
-                    for (index_t i = i0; i < std::min(Nq, i0 + block); ++i) {
-                        const T* row = &probs(b * heads + h, i, j0);
-                        if (sj == 1)
-                            for (index_t j = 0; j < nj; ++j) acc[static_cast<std::size_t>(j)] += row[j];
-                        else
-                            for (index_t j = 0; j < nj; ++j) acc[static_cast<std::size_t>(j)] += row[j * sj];
-                    }
-                    for (index_t j = 0; j < nj; ++j) m[j0 + j] += static_cast<double>(acc[static_cast<std::size_t>(j)]);
-                }
-        }
-        for (index_t j = 0; j < Nk; ++j) m[j] *= inv_heads; // the mean over heads
-    }
+    // As (batch, heads, queries, keys), a key's mass is a column sum over (heads, queries).
+    const view<const T, 4> by_item(probs.data_handle(), {batch, heads, Nq, Nk},
+                                   {heads * probs.stride(0), probs.stride(0), probs.stride(1), probs.stride(2)});
+    kernels::reduce_columns<1, 3>(
+        [](auto p) { return std::array{p}; },
+        [mass, Nk, inv_heads](index_t b, index_t j0, index_t len, const std::array<const double*, 1>& sums) {
+            double* m = mass + b * Nk + j0;
+            for (index_t j = 0; j < len; ++j) m[j] = sums[0][j] * inv_heads; // the mean over heads
+        },
+        by_item);
 }
 
 /// Scratch of the degradation step; reused between calls.
@@ -304,11 +290,9 @@ struct self_attention_guidance {
             (void)st, (void)in, (void)uncond, (void)denoised, (void)uncond_model;
             fail(where, "SAG works on 4-D latents (N, C, H, W); got a 5-D latent (ComfyUI fails too)");
         } else {
-            require_nonempty(denoised, where, "denoised");
-            require_same_shape(denoised, in.x, where, "denoised", "x");
-            require_same_shape(denoised, uncond, where, "denoised", "uncond");
+            // its own preconditions (the dispatcher has checked shapes and values): x and sigma
+            require_nonempty(in.x, where, "x");
             require_batch_vector(in.sigma, in.x, where, "sigma");
-            require_writable_layout(denoised, where, "denoised");
             // Too small for the blur's reflect padding: ComfyUI returns the cfg result.
             if (std::min(denoised.extent(2), denoised.extent(3)) <= 4) return;
 

@@ -2,7 +2,7 @@
 // Artifacts of High Guidance Scales in Diffusion Models", 2024), matching ComfyUI's "APG" node
 // (comfy_extras/nodes_apg.py), a pre-CFG function.
 //
-// Per call (semantics.md section 9): g = cond - uncond; with momentum the running average
+// Per call (docs/patches/apg.md): g = cond - uncond; with momentum the running average
 // becomes momentum * avg + g (or g after a reset) and replaces g; g is clipped to L2 norm
 // norm_threshold; g is split into the part parallel to cond and the rest; the cond prediction
 // becomes uncond + (g_orth + eta * g_par) + (cond - uncond) / cond_scale. Norms and the
@@ -27,7 +27,7 @@
 #include "patchbay/core/tensor.hpp"
 #include "patchbay/core/view.hpp"
 #include "patchbay/kernels/elementwise.hpp"
-#include "patchbay/kernels/project.hpp"
+#include "patchbay/kernels/reduce.hpp"
 
 namespace patchbay {
 
@@ -101,18 +101,11 @@ struct apg {
     void pre_cfg(state_type& state, const guidance_inputs<T, R>& in, view<T, R> cond,
                  view<T, R> uncond) const {
         static_assert(R == 4 || R == 5, "APG works on 4-D (N,C,H,W) or 5-D (N,C,T,H,W) latents");
+        // Its own preconditions (the dispatcher has checked shapes, values and overlaps).
         constexpr const char* where = "APG";
-        require_nonempty(cond, where, "cond");
-        require_same_shape(cond, uncond, where, "cond", "uncond");
-        if (in.x.data_handle() != nullptr) require_same_shape(cond, in.x, where, "cond", "x");
         require_batch_vector(in.sigma, cond, where, "sigma");
-        require_writable_layout(cond, where, "cond");
-        PATCHBAY_REQUIRE(!may_overlap(cond, uncond), where,
-                "output 'cond' overlaps input 'uncond'; they must be separate tensors");
-        require_finite(in.cond_scale, where, "cond_scale");
         PATCHBAY_REQUIRE(in.cond_scale != 0.0, where,
                 "argument 'cond_scale' must be non-zero (APG divides by it), got 0");
-        for (index_t b = 0; b < in.sigma.extent(0); ++b) require_finite(in.sigma(b), where, "sigma");
         const double sigma = static_cast<double>(in.sigma(0)); // ComfyUI reads sigma[0]
 
         // ComfyUI resets the running average only when sigma strictly increases.
@@ -139,7 +132,7 @@ struct apg {
         if (momentum == 0.0) {
             detail::for_each_last3_group<R>(
                 [&](view<T, R> c, view<T, R> u) {
-                    const auto s = kernels::lane_sums<3>(
+                    const auto s = kernels::reduce<3>(
                         [](auto cv, auto uv) {
                             const auto g = cv - uv;
                             return std::array{g * g, g * cv, cv * cv};
@@ -176,9 +169,9 @@ struct apg {
                 auto terms = [](auto g, auto cv, auto...) { return std::array{g * g, g * cv, cv * cv}; };
                 const auto s =
                     continue_avg
-                        ? kernels::transform_lane_sums<3>(
+                        ? kernels::transform_reduce<3>(
                               a, [m](auto cv, auto uv, auto av) { return m * av + (cv - uv); }, terms, c, u, a)
-                        : kernels::transform_lane_sums<3>(a, [](auto cv, auto uv) { return cv - uv; }, terms, c, u);
+                        : kernels::transform_reduce<3>(a, [](auto cv, auto uv) { return cv - uv; }, terms, c, u);
                 T scale, par;
                 coefficients(s, scale, par);
                 kernels::transform(

@@ -2,7 +2,7 @@
 // Tangential Damping Classifier-free Guidance", CVPR 2025), matching ComfyUI's "TCFG" node
 // (comfy_extras/nodes_tcfg.py), a pre-CFG function without parameters.
 //
-// Per batch item (semantics.md section 10): the scores a = x - uncond and b = x - cond form
+// Per batch item (docs/patches/tcfg.md): the scores a = x - uncond and b = x - cond form
 // a 2 x N matrix; v1 is its first right-singular vector; uncond becomes x - (a . v1) v1.
 // With e = (e1, e2) the top eigenvector of the 2x2 Gram matrix (kernels/svd2.hpp),
 // (a . v1) v1 = e1 (e1 a + e2 b), so one reduction pass and one elementwise pass suffice
@@ -32,16 +32,10 @@ struct tcfg {
     void pre_cfg(no_state&, const guidance_inputs<T, R>& in, view<T, R> cond,
                  view<T, R> uncond) const {
         static_assert(R == 4 || R == 5, "TCFG works on 4-D (N,C,H,W) or 5-D (N,C,T,H,W) latents");
+        // Its own preconditions (the dispatcher has checked the rest): TCFG reads x and
+        // rewrites uncond, which must not overlap x.
         constexpr const char* where = "TCFG";
-        require_nonempty(cond, where, "cond");
-        require_same_shape(cond, uncond, where, "cond", "uncond");
-        require_same_shape(cond, in.x, where, "cond", "x");
-        require_batch_vector(in.sigma, cond, where, "sigma");
-        for (index_t b = 0; b < in.sigma.extent(0); ++b) require_finite(in.sigma(b), where, "sigma");
-        require_finite(in.cond_scale, where, "cond_scale");
-        require_writable_layout(uncond, where, "uncond");
-        PATCHBAY_REQUIRE(!may_overlap(uncond, cond), where,
-                "output 'uncond' overlaps input 'cond'; they must be separate tensors");
+        require_nonempty(in.x, where, "x");
         PATCHBAY_REQUIRE(!may_overlap(uncond, in.x), where,
                 "output 'uncond' overlaps input 'x'; they must be separate tensors");
         if (in.uncond_is_none) return; // ComfyUI skips when the negative prompt was dropped
