@@ -497,11 +497,12 @@ TEST_CASE("Malformed workflows are patchbay::errors naming the node and input") 
 }
 
 TEST_CASE("Unknown patch nodes: an error by default, skipped on request; pass-through classes") {
-    const json wf = chain_of({{"2", node("CFGZeroStar")}, {"3", node("RescaleCFG", {{"multiplier", 0.3}})},
-                              {"4", node("SkipLayerGuidanceDiT", {{"double_layers", "7, 8, 9"}, {"scale", 3.0}})}});
+    // (class names patchbay does not implement)
+    const json wf = chain_of({{"2", node("SomeCustomGuidance")}, {"3", node("RescaleCFG", {{"multiplier", 0.3}})},
+                              {"4", node("SomeCustomLayerSkip", {{"double_layers", "7, 8, 9"}, {"scale", 3.0}})}});
     const std::string msg = error_of([&] { parse_workflow(wf); });
     // The walk starts at the sampler: the node nearest to it is reported first.
-    CHECK(has(msg, "workflow node '4' (SkipLayerGuidanceDiT): unknown patch node"));
+    CHECK(has(msg, "workflow node '4' (SomeCustomLayerSkip): unknown patch node"));
 
     import_options skip;
     skip.skip_unknown_patches = true;
@@ -509,10 +510,10 @@ TEST_CASE("Unknown patch nodes: an error by default, skipped on request; pass-th
     REQUIRE(w.patches.size() == 1);
     CHECK(w.patches[0].config.as<rescale_cfg>().multiplier == 0.3);
     REQUIRE(w.skipped.size() == 2);
-    CHECK(w.skipped[0].class_type == "CFGZeroStar");
-    CHECK(w.skipped[1].class_type == "SkipLayerGuidanceDiT");
+    CHECK(w.skipped[0].class_type == "SomeCustomGuidance");
+    CHECK(w.skipped[1].class_type == "SomeCustomLayerSkip");
     CHECK(w.loader.id == "1");
-    CHECK(has(w.describe(), "skipped (unknown patch node): CFGZeroStar (node 2)"));
+    CHECK(has(w.describe(), "skipped (unknown patch node): SomeCustomGuidance (node 2)"));
 
     // A node declared pass-through is followed without being reported.
     json hyper = chain_of({{"2", node("HypernetworkLoader", {{"hypernetwork_name", "h.pt"}, {"strength", 1}})}});

@@ -10,6 +10,7 @@
 #include "patchbay/kernels/elementwise.hpp"
 #include "patchbay/patches/cfg/renorm_cfg.hpp"
 #include "patchbay/patches/cfg/rescale_cfg.hpp"
+#include "patchbay/core/dispatch.hpp"
 #include "patchbay/patches/post_cfg/cfg_norm.hpp"
 
 namespace {
@@ -51,7 +52,8 @@ void run_cfg_function(const golden_case& gc, results& out, const P& patch) {
     auto in = t.inputs<R>(gc);
     tensor<float> denoised(t.cond.shape());
     state_t<P> state{};
-    patch.template cfg_function<float, R>(state, in, t.cond.as<R>(), t.uncond.as<R>(), denoised.as<R>());
+    // the checked entry point: bad inputs are refused there, once, as the dispatcher does
+    apply_cfg_function<P, float, R>(patch, state, in, t.cond.as<R>(), t.uncond.as<R>(), denoised.as<R>());
     tensor<float> ret(t.cond.shape());
     kernels::transform(ret.as<R>(), [](auto x, auto d) { return x - d; }, t.x.as<R>(),
                        view<const float, R>(denoised.as<R>()));
@@ -80,7 +82,7 @@ void run_post_cfg(const golden_case& gc, results& out, const P& patch) {
         denoised = t.cond;
     const tensor<float> cfg_in = denoised;
     state_t<P> state{};
-    patch.template post_cfg<float, R>(state, in, t.cond.as<R>(), t.uncond.as<R>(), denoised.as<R>());
+    apply_post_cfg<P, float, R>(patch, state, in, t.cond.as<R>(), t.uncond.as<R>(), denoised.as<R>());
     conformance::put(out, "cfg_result_in", cfg_in);
     conformance::put(out, "result", denoised);
 }
