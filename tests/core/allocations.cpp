@@ -1,5 +1,6 @@
 // After the first step of a run nothing allocates: every cfg-stage patch through a guider, and
-// FreeU / FreeU_V2's block patch on its own (the toy UNet, example code, allocates itself).
+// FreeU / FreeU_V2's block patch on its own with the run's arena in its site (the toy UNet,
+// example code, allocates itself).
 #include <catch2/catch.hpp>
 
 #include "counting_allocator.hpp"
@@ -40,7 +41,11 @@ TEST_CASE("FreeU and FreeU_V2 allocate nothing after the first call", "[alloc]")
     const free_u fu{.model_channels = 4};
     const free_u_v2 fu2{.model_channels = 4};
     no_state none;
-    const block_site site{unet_stage::output, 0, 16};
+    // the scratch comes from the run's arena, which the dispatcher puts in the site (a call
+    // without one scratches locally, for that call only)
+    workspace run_scratch;
+    block_site site{unet_stage::output, 0, 16};
+    site.scratch = &run_scratch;
     fu.output_block(none, site, h.as<4>(), hsp.as<4>());
     fu2.output_block(none, site, h.as<4>(), hsp.as<4>());
     test::allocation_counter counter;
