@@ -19,6 +19,7 @@
 #include <cmath>
 #include <concepts>
 #include <cstddef>
+#include <initializer_list>
 #include <memory>
 #include <span>
 #include <string>
@@ -536,6 +537,14 @@ inline bool cond_scale_is_one(double s) noexcept {
     return std::fabs(s - 1.0) <= 1e-9 * std::max(std::fabs(s), 1.0);
 }
 
+/// A message from pieces (appended, not built with operator+: g++ 12 reports a false
+/// -Wrestrict on "'" + std::string(...) at -O3).
+inline std::string cat(std::initializer_list<std::string_view> parts) {
+    std::string m;
+    for (auto p : parts) m.append(p);
+    return m;
+}
+
 /// Checks a patch can sit in its slot with the members it has; names it by class_type.
 inline void check_entry_slot(const patch_vtable& vt, hook_kind k, std::string_view where) {
     const auto& o = vt.f4;
@@ -568,9 +577,9 @@ inline void check_slot_set(std::span<const hook_entry> entries, std::string_view
         for (const auto& e : entries)
             if (e.slot == k) {
                 if (first)
-                    fail(where, "'" + std::string(e.vt->class_type) + "' and '" + std::string(first->vt->class_type) +
-                                    "' both occupy the " + std::string(to_string(k)) +
-                                    " slot; at most one is allowed (ComfyUI would silently keep the last)");
+                    fail(where, cat({"'", e.vt->class_type, "' and '", first->vt->class_type, "' both occupy the ",
+                                     to_string(k),
+                                     " slot; at most one is allowed (ComfyUI would silently keep the last)"}));
                 first = &e;
             }
     }
@@ -578,9 +587,8 @@ inline void check_slot_set(std::span<const hook_entry> entries, std::string_view
         if (g.vt->refused_slots == 0) continue;
         for (const auto& e : entries)
             if (&e != &g && (g.vt->refused_slots & slot_bit(e.slot)))
-                fail(where, "'" + std::string(g.vt->class_type) + "' never runs " + std::string(to_string(e.slot)) +
-                                " hooks, so '" + std::string(e.vt->class_type) +
-                                "' would be silently skipped; patchbay refuses the combination");
+                fail(where, cat({"'", g.vt->class_type, "' never runs ", to_string(e.slot), " hooks, so '",
+                                 e.vt->class_type, "' would be silently skipped; patchbay refuses the combination"}));
     }
 }
 
