@@ -1,7 +1,11 @@
-// Tests for kernels/elementwise.hpp: SIMD, tail and strided paths compute the same values.
+// Tests for kernels/elementwise.hpp: SIMD, tail and strided paths compute the same values;
+// and the SIMD layer (kernels/detail/simd.hpp) agrees with its scalar forms.
 #include <catch2/catch.hpp>
 
+#include <vector>
+
 #include "patchbay/core/tensor.hpp"
+#include "patchbay/kernels/detail/simd.hpp"
 #include "patchbay/kernels/elementwise.hpp"
 #include "test_util.hpp"
 
@@ -36,4 +40,44 @@ TEST_CASE("copy handles a negative stride", "[kernels][elementwise]") {
     tensor<float> out({1, 1, 1, 10});
     kernels::copy(reversed, out.as<4>());
     for (index_t i = 0; i < 10; ++i) REQUIRE(out[i] == a[9 - i]);
+}
+
+TEST_CASE("the SIMD layer's helpers match their scalar forms lane by lane", "[kernels][simd]") {
+    if constexpr (!simd::enabled) {
+        SUCCEED("SIMD is off in this build");
+    } else {
+        using B = simd::batch<float>;
+        constexpr index_t W = static_cast<index_t>(B::size);
+        auto src = test::random_tensor({3 * W}, 13);
+        // partial loads read n values and zero the rest; partial stores write n values only
+        for (index_t n = 1; n < W; ++n) {
+            alignas(simd::alignment) float lanes[B::size];
+            simd::load_partial(src.data() + W, n).store_aligned(lanes);
+            for (index_t l = 0; l < W; ++l) REQUIRE(lanes[l] == (l < n ? src[W + l] : 0.f));
+            std::vector<float> dst(static_cast<std::size_t>(W), -1.f);
+            simd::store_partial(dst.data(), B::load_unaligned(src.data()), n);
+            for (index_t l = 0; l < W; ++l) REQUIRE(dst[static_cast<std::size_t>(l)] == (l < n ? src[l] : -1.f));
+        }
+        // widening keeps the lane order; fma, fms and fnma round as their scalar forms
+        const auto wide = simd::to_double(B::load_unaligned(src.data()));
+        alignas(simd::alignment) double d[B::size];
+        for (std::size_t i = 0; i < wide.size(); ++i) wide[i].store_aligned(d + i * simd::batch<double>::size);
+        const B a = B::load_unaligned(src.data()), b = B::load_unaligned(src.data() + W),
+                c = B::load_unaligned(src.data() + 2 * W);
+        alignas(simd::alignment) float f1[B::size], f2[B::size], f3[B::size];
+        simd::fma(a, b, c).store_aligned(f1);
+        simd::fms(a, b, c).store_aligned(f2);
+        simd::fnma(a, b, c).store_aligned(f3);
+        for (index_t l = 0; l < W; ++l) {
+            CHECK(d[l] == static_cast<double>(src[l]));
+            CHECK(f1[l] == simd::fma(src[l], src[W + l], src[2 * W + l]));
+            CHECK(f2[l] == simd::fms(src[l], src[W + l], src[2 * W + l]));
+            CHECK(f3[l] == simd::fnma(src[l], src[W + l], src[2 * W + l]));
+        }
+        CHECK(simd::hsum(a) == [&] {
+            double s = 0;
+            for (index_t l = 0; l < W; ++l) s += static_cast<double>(src[l]);
+            return s;
+        }());
+    }
 }

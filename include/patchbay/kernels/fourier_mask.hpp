@@ -563,34 +563,45 @@ index_t plane_count(const View& v) noexcept {
 /// Writes W outputs out[w * os] = f(w, base lanes at w) with SIMD arithmetic only: unit-stride
 /// rows in place, the tail and strided rows through `tmp` (padded_cols readable, zero padded),
 /// so every layout gives the same bits. f reads its other operands padded (Wp readable).
-/// `base` may be null (zeros).
-template <class T, class F>
+/// Without a base (Base false) f gets zeros.
+template <bool Base, class T, class F>
 PATCHBAY_ALWAYS_INLINE void emit_row(T* out, index_t os, const T* base, index_t bs, index_t W,
                                      index_t Wp, T* tmp, F&& f) {
     using O = vec<T>;
     constexpr index_t L = O::L;
-    if (os == 1 && (base == nullptr || bs == 1)) {
+    auto lanes = [](const T* p, index_t w) {
+        if constexpr (Base) return O::load(p + w);
+        else return (void)p, (void)w, O::zero();
+    };
+    if (os == 1 && (!Base || bs == 1)) {
         index_t w = 0;
-        for (; w + L <= W; w += L) O::store(out + w, f(w, base ? O::load(base + w) : O::zero()));
+        for (; w + L <= W; w += L) O::store(out + w, f(w, lanes(base, w)));
         if (w == W) return;
         const index_t n = W - w;
-        for (index_t i = 0; i < L; ++i) tmp[i] = base && i < n ? base[w + i] : T(0);
-        O::store(tmp, f(w, O::load(tmp)));
+        if constexpr (Base)
+            for (index_t i = 0; i < L; ++i) tmp[i] = i < n ? base[w + i] : T(0);
+        O::store(tmp, f(w, lanes(tmp, 0)));
         std::copy(tmp, tmp + n, out + w);
         return;
     }
-    for (index_t w = 0; w < Wp; ++w) tmp[w] = base && w < W ? base[w * bs] : T(0);
-    for (index_t w = 0; w < Wp; w += L) O::store(tmp + w, f(w, O::load(tmp + w)));
+    if constexpr (Base)
+        for (index_t w = 0; w < Wp; ++w) tmp[w] = w < W ? base[w * bs] : T(0);
+    for (index_t w = 0; w < Wp; w += L) O::store(tmp + w, f(w, lanes(tmp, w)));
     for (index_t w = 0; w < W; ++w) out[w * os] = tmp[w];
 }
 
-/// out = base + outside (x - base) + (inside - outside) L(x - base), the direct path. With a
-/// null base, out = outside x + ... (FreeU). fast: FreeU's fused filter when the box is its.
-template <class T, std::size_t R>
+/// What the direct path adds to (inside - outside) L(g): base + outside g (FreSca), g itself
+/// (no base and outside 1: FreeU), or outside g (no base).
+enum class prefix { with_base, unit, scaled };
+
+/// out = base + outside (x - base) + (inside - outside) L(x - base), the direct path (without
+/// a base, x stands for x - base). fast: FreeU's fused filter when the box is its.
+template <prefix Pre, class T, std::size_t R>
 void box_filter_direct(const box_projector<T>& proj, const freeu_box_filter<T>* fast,
-                       view<const T, R> x, view<const T, R> base, bool has_base, view<T, R> out,
-                       double inside, double outside, workspace& ws) {
+                       view<const T, R> x, view<const T, R> base, view<T, R> out, double inside,
+                       double outside, workspace& ws) {
     using O = vec<T>;
+    constexpr bool has_base = Pre == prefix::with_base;
     constexpr std::size_t hd = R - 2, wd = R - 1;
     const index_t H = x.extent(hd), W = x.extent(wd), Wp = proj.padded_cols();
     // Planes whose rows are unit-stride whole SIMD vectors are read in place; other layouts
@@ -603,8 +614,7 @@ void box_filter_direct(const box_projector<T>& proj, const freeu_box_filter<T>* 
     }
     T* tmp = ws.buffer<T>(key_row, static_cast<std::size_t>(Wp)).data();
     T* coef = fast ? ws.buffer<T>(key_coef, static_cast<std::size_t>(3 * H)).data() : nullptr;
-    const T k = static_cast<T>(inside - outside), so = static_cast<T>(outside);
-    const auto kv = O::bcast(k), sov = O::bcast(so);
+    const auto kv = O::bcast(static_cast<T>(inside - outside)), sov = O::bcast(static_cast<T>(outside));
     const index_t xs = x.stride(wd), bs = has_base ? base.stride(wd) : 0, os = out.stride(wd);
     const index_t planes = plane_count(x);
     for (index_t p = 0; p < planes; ++p) {
@@ -617,9 +627,12 @@ void box_filter_direct(const box_projector<T>& proj, const freeu_box_filter<T>* 
             for (index_t h = 0; h < H; ++h) {
                 const T* xr = xp + h * x.stride(hd);
                 T* gr = plane + h * Wp;
-                if (has_base) {
+                if constexpr (has_base) {
                     const T* br = bp + h * base.stride(hd);
-                    for (index_t w = 0; w < W; ++w) gr[w] = xr[w * xs] - br[w * bs];
+                    index_t w = 0;
+                    if (xs == 1 && bs == 1) // a subtraction rounds alike in SIMD and scalar code
+                        for (; w + O::L <= W; w += O::L) O::store(gr + w, O::load(xr + w) - O::load(br + w));
+                    for (; w < W; ++w) gr[w] = xr[w * xs] - br[w * bs];
                 } else {
                     for (index_t w = 0; w < W; ++w) gr[w] = xr[w * xs];
                 }
@@ -627,10 +640,11 @@ void box_filter_direct(const box_projector<T>& proj, const freeu_box_filter<T>* 
             g = plane;
             ldg = Wp;
         }
-        // base + outside * g, one fused op (a zero base without one: outside * g, exactly g
-        // for FreeU's outside = 1); nothing here is left for the compiler to contract
+        // the prefix in one fused op (b: the base lanes, zeros without a base); nothing here
+        // is left for the compiler to contract
         auto pre = [&](const T* gr, index_t w, const typename O::V& b) {
-            return O::fma(sov, O::load(gr + w), b);
+            if constexpr (Pre == prefix::unit) return (void)b, O::load(gr + w);
+            else return O::fma(sov, O::load(gr + w), b);
         };
         auto row_base = [&](index_t h) { return has_base ? bp + h * base.stride(hd) : nullptr; };
         if (fast) { // two fused passes (freeu_box_filter): L row = a + qr cos + qi sin
@@ -641,18 +655,21 @@ void box_filter_direct(const box_projector<T>& proj, const freeu_box_filter<T>* 
                 const T* gr = g + h * ldg;
                 const auto a = O::bcast(coef[3 * h]), qr = O::bcast(coef[3 * h + 1]),
                            qi = O::bcast(coef[3 * h + 2]);
-                emit_row(op + h * out.stride(hd), os, row_base(h), bs, W, Wp, tmp,
-                         [&](index_t w, const typename O::V& b) {
-                             return O::fma(qi, O::load(sw + w), O::fma(qr, O::load(cw + w), pre(gr, w, b) + a));
-                         });
+                emit_row<has_base>(op + h * out.stride(hd), os, row_base(h), bs, W, Wp, tmp,
+                                   [&](index_t w, const typename O::V& b) {
+                                       return O::fma(qi, O::load(sw + w),
+                                                     O::fma(qr, O::load(cw + w), pre(gr, w, b) + a));
+                                   });
             }
             continue;
         }
         // apply() reads the whole plane before the first row is written, so in place is safe
         proj.apply(g, ldg, ws, [&](index_t h, const T* Lr) {
             const T* gr = g + h * ldg;
-            emit_row(op + h * out.stride(hd), os, row_base(h), bs, W, Wp, tmp,
-                     [&](index_t w, const typename O::V& b) { return O::fma(kv, O::load(Lr + w), pre(gr, w, b)); });
+            emit_row<has_base>(op + h * out.stride(hd), os, row_base(h), bs, W, Wp, tmp,
+                               [&](index_t w, const typename O::V& b) {
+                                   return O::fma(kv, O::load(Lr + w), pre(gr, w, b));
+                               });
         });
     }
 }
@@ -757,8 +774,16 @@ void centred_box_filter(std::type_identity_t<view<const T, R>> x,
     }
     const bool freeu_shape = rows == freeu_box(H) && cols == freeu_box(W) && H >= 3 && W >= 3;
     const auto fast = freeu_shape ? cached_freeu_filter<T>(H, W) : nullptr;
-    fourier_detail::box_filter_direct<T, R>(*proj, fast.get(), x, base, has_base, out, inside,
-                                            outside, ws);
+    using fourier_detail::prefix;
+    if (has_base)
+        fourier_detail::box_filter_direct<prefix::with_base, T, R>(*proj, fast.get(), x, base, out, inside,
+                                                                   outside, ws);
+    else if (outside == 1.0)
+        fourier_detail::box_filter_direct<prefix::unit, T, R>(*proj, fast.get(), x, base, out, inside,
+                                                              outside, ws);
+    else
+        fourier_detail::box_filter_direct<prefix::scaled, T, R>(*proj, fast.get(), x, base, out, inside,
+                                                                outside, ws);
 }
 
 } // namespace patchbay::kernels

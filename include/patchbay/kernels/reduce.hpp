@@ -60,10 +60,11 @@ PATCHBAY_ALWAYS_INLINE std::array<V, K> zeros() noexcept {
 /// Returns the first element not summed (where the scalar tail starts).
 template <std::size_t K, class B, class Terms>
 PATCHBAY_ALWAYS_INLINE index_t blocked_run(const Terms& terms, index_t len, std::array<double, K>& total) {
+    using T = simd::scalar_t<B>;
     constexpr std::size_t W = B::size;
     constexpr index_t Wi = static_cast<index_t>(W);
     constexpr index_t U = row_unroll<K>;
-    alignas(simd::alignment) double lanes[K][W] = {};
+    std::array<simd::wide_sum<T>, K> lanes;
     index_t i = 0;
     while (i + U * Wi <= len) {
         std::array<std::array<B, K>, U> acc;
@@ -75,7 +76,7 @@ PATCHBAY_ALWAYS_INLINE index_t blocked_run(const Terms& terms, index_t len, std:
                 for (std::size_t k = 0; k < K; ++k) acc[static_cast<std::size_t>(u)][k] += t[k];
             }
         for (const auto& a : acc)
-            for (std::size_t k = 0; k < K; ++k) simd::add_lanes_to(lanes[k], a[k]);
+            for (std::size_t k = 0; k < K; ++k) lanes[k].add(a[k]);
     }
     if (i + Wi <= len) { // fewer than U batches left: one set
         auto acc = zeros<B, K>();
@@ -83,10 +84,13 @@ PATCHBAY_ALWAYS_INLINE index_t blocked_run(const Terms& terms, index_t len, std:
             const auto t = terms(i);
             for (std::size_t k = 0; k < K; ++k) acc[k] += t[k];
         }
-        for (std::size_t k = 0; k < K; ++k) simd::add_lanes_to(lanes[k], acc[k]);
+        for (std::size_t k = 0; k < K; ++k) lanes[k].add(acc[k]);
     }
-    for (std::size_t k = 0; k < K; ++k)
-        for (std::size_t j = 0; j < W; ++j) total[k] += lanes[k][j];
+    for (std::size_t k = 0; k < K; ++k) {
+        alignas(simd::alignment) double lane[W];
+        lanes[k].store(lane);
+        for (std::size_t j = 0; j < W; ++j) total[k] += lane[j];
+    }
     return i;
 }
 
@@ -306,14 +310,34 @@ struct axis_layout {
     }
 };
 
-/// Adds (or, for the first block, stores) a block's partial sums into a tile's sums: all
-/// lanes, or the first n.
-template <class Acc, class T, class A>
-PATCHBAY_ALWAYS_INLINE void flush_block(Acc* dst, const xsimd::batch<T, A>& part, bool first,
-                                        index_t n = static_cast<index_t>(xsimd::batch<T, A>::size)) noexcept {
+/// How a packed sweep leaves its sums: in the block's partial sums, or as the tile's sums
+/// (set by the first block, added by later ones).
+enum class sweep_end { keep, set, add };
+
+/// Stores (First) or adds a block's partial sums into a tile's sums at dst, aligned.
+template <class Acc, bool First, class T, class A>
+PATCHBAY_ALWAYS_INLINE void flush_block(Acc* dst, const xsimd::batch<T, A>& part) noexcept {
     using B = xsimd::batch<T, A>;
-    if (std::is_same_v<Acc, T> && n == static_cast<index_t>(B::size)) {
-        if constexpr (std::is_same_v<Acc, T>) simd::store_aligned(dst, first ? part : B::load_aligned(dst) + part);
+    if constexpr (std::is_same_v<Acc, T>) {
+        if constexpr (First) simd::store_aligned(dst, part);
+        else simd::store_aligned(dst, B::load_aligned(dst) + part);
+    } else {
+        using D = simd::batch<double>;
+        const auto wide = simd::to_double(part);
+        for (std::size_t i = 0; i < wide.size(); ++i) {
+            double* d = dst + i * D::size;
+            if constexpr (First) simd::store_aligned(d, wide[i]);
+            else simd::store_aligned(d, D::load_aligned(d) + wide[i]);
+        }
+    }
+}
+/// As flush_block, for the first n lanes (or a scalar), the first block known at run time.
+template <class Acc, class T, class A>
+PATCHBAY_ALWAYS_INLINE void flush_lanes(Acc* dst, const xsimd::batch<T, A>& part, bool first, index_t n) noexcept {
+    using B = xsimd::batch<T, A>;
+    if (n == static_cast<index_t>(B::size)) {
+        if (first) flush_block<Acc, true>(dst, part);
+        else flush_block<Acc, false>(dst, part);
     } else {
         alignas(simd::alignment) T tmp[B::size];
         part.store_aligned(tmp);
@@ -323,7 +347,7 @@ PATCHBAY_ALWAYS_INLINE void flush_block(Acc* dst, const xsimd::batch<T, A>& part
 }
 template <class Acc, class T>
     requires std::is_arithmetic_v<T>
-PATCHBAY_ALWAYS_INLINE void flush_block(Acc* dst, T part, bool first) noexcept {
+PATCHBAY_ALWAYS_INLINE void flush_lanes(Acc* dst, T part, bool first) noexcept {
     *dst = first ? static_cast<Acc>(part) : *dst + static_cast<Acc>(part);
 }
 
@@ -341,11 +365,7 @@ PATCHBAY_ALWAYS_INLINE B gather(index_t n, At at) noexcept {
 /// Rows a packed tile sweep reads at once: their streams, times the inputs, stay few enough
 /// for the hardware prefetchers.
 template <std::size_t N>
-#ifdef PATCHBAY_H1_G
-inline constexpr index_t rows_per_sweep = PATCHBAY_H1_G;
-#else
 inline constexpr index_t rows_per_sweep = N <= 1 ? 8 : N == 2 ? 4 : 2;
-#endif
 
 /// Sums the terms over every row for the columns c0 .. c0+len-1 of one item into
 /// sums[k][0 .. len): rows in blocks of reduce_block summed in T, blocks in Acc. `base` points
@@ -353,7 +373,7 @@ inline constexpr index_t rows_per_sweep = N <= 1 ? 8 : N == 2 ? 4 : 2;
 /// `partial` is scratch for K x len values of T.
 template <std::size_t K, class Acc, class T, std::size_t N, std::size_t RD, std::size_t V, class Terms,
           std::size_t... I>
-void sum_tile(Terms terms, const std::array<const T*, N>& base, const detail::joint_layout<RD, V>& row,
+[[gnu::noinline]] void sum_tile(Terms terms, const std::array<const T*, N>& base, const detail::joint_layout<RD, V>& row,
               index_t rows, bool packed, index_t c0, index_t len, const index_t (*coloff)[strided_tile],
               const std::array<Acc*, K>& sums, const std::array<T*, K>& partial, std::index_sequence<I...>) {
     if (rows == 0)
@@ -387,46 +407,74 @@ void sum_tile(Terms terms, const std::array<const T*, N>& base, const detail::jo
                 // the prefetchers track make the loads latency-bound), the block's running
                 // sums kept in `partial` between sweeps. The adds happen in the same order
                 // as with the whole block in registers, so the grouping does not change a bit.
-                constexpr index_t U = K <= 2 ? 2 : 1; // column batches per step (registers permitting)
+                constexpr index_t U = K == 1 ? 4 : K == 2 ? 2 : 1; // column batches per step (registers permitting)
                 const index_t full = len - len % W;
-                for (index_t g0 = 0; g0 < nb; g0 += rows_per_sweep<N>) {
-                    const index_t g1 = std::min(nb, g0 + rows_per_sweep<N>);
-                    const bool start = g0 == 0, finish = g1 == nb;
-                    auto sweep = [&](index_t at, auto unroll) {
+                // (the sweep's start and end are template arguments: no selects in the loop)
+                // `count` rows from g0: a compile-time count for whole groups (their loop
+                // unrolls and the row pointers stay in registers), a run-time one otherwise
+                auto sweep_tile = [&](index_t g0, auto count, auto resume, auto end) {
+                    std::array<std::array<const T*, rows_per_sweep<N>>, N> gp;
+                    for (std::size_t v = 0; v < N; ++v)
+                        for (index_t r = 0; r < count; ++r)
+                            gp[v][static_cast<std::size_t>(r)] = rp[v][static_cast<std::size_t>(g0 + r)];
+                    auto step = [&](index_t at, auto unroll) {
                         constexpr index_t UU = decltype(unroll)::value;
                         std::array<std::array<B, K>, UU> part;
                         for (index_t u = 0; u < UU; ++u)
-                            for (std::size_t k = 0; k < K; ++k)
-                                part[static_cast<std::size_t>(u)][k] =
-                                    start ? B(T(0)) : B::load_aligned(partial[k] + at + u * W);
-                        for (index_t r = g0; r < g1; ++r) {
+                            for (std::size_t k = 0; k < K; ++k) {
+                                auto& q = part[static_cast<std::size_t>(u)][k];
+                                if constexpr (decltype(resume)::value) q = B::load_aligned(partial[k] + at + u * W);
+                                else q = B(T(0));
+                            }
+                        for (index_t r = 0; r < count; ++r) {
                             const auto rr = static_cast<std::size_t>(r);
                             for (index_t u = 0; u < UU; ++u) {
-                                const auto t = terms(B::load_unaligned(rp[I][rr] + at + u * W)...);
+                                const auto t = terms(B::load_unaligned(gp[I][rr] + at + u * W)...);
                                 for (std::size_t k = 0; k < K; ++k) part[static_cast<std::size_t>(u)][k] += t[k];
                             }
                         }
                         for (index_t u = 0; u < UU; ++u)
                             for (std::size_t k = 0; k < K; ++k) {
                                 const B& q = part[static_cast<std::size_t>(u)][k];
-                                if (finish) flush_block<Acc>(sums[k] + at + u * W, q, first);
-                                else simd::store_aligned(partial[k] + at + u * W, q);
+                                constexpr sweep_end e = decltype(end)::value;
+                                if constexpr (e == sweep_end::keep) simd::store_aligned(partial[k] + at + u * W, q);
+                                else flush_block<Acc, e == sweep_end::set>(sums[k] + at + u * W, q);
                             }
                     };
                     index_t at = 0;
-                    for (; at + U * W <= full; at += U * W) sweep(at, std::integral_constant<index_t, U>{});
-                    for (; at < full; at += W) sweep(at, std::integral_constant<index_t, 1>{});
-                }
+                    for (; at + U * W <= full; at += U * W) step(at, std::integral_constant<index_t, U>{});
+                    for (; at < full; at += W) step(at, std::integral_constant<index_t, 1>{});
+                };
+                using keep = std::integral_constant<sweep_end, sweep_end::keep>;
+                using set = std::integral_constant<sweep_end, sweep_end::set>;
+                using add = std::integral_constant<sweep_end, sweep_end::add>;
+                auto sweep_rows = [&](index_t g0, auto count) {
+                    const bool last = g0 + count == nb;
+                    if (g0 == 0) {
+                        if (!last) sweep_tile(g0, count, std::false_type{}, keep{});
+                        else if (first) sweep_tile(g0, count, std::false_type{}, set{});
+                        else sweep_tile(g0, count, std::false_type{}, add{});
+                    } else {
+                        if (!last) sweep_tile(g0, count, std::true_type{}, keep{});
+                        else if (first) sweep_tile(g0, count, std::true_type{}, set{});
+                        else sweep_tile(g0, count, std::true_type{}, add{});
+                    }
+                };
+                constexpr index_t G = rows_per_sweep<N>;
+                index_t g0 = 0;
+                for (; g0 + G <= nb; g0 += G) sweep_rows(g0, std::integral_constant<index_t, G>{});
+                if (g0 < nb) sweep_rows(g0, nb - g0);
                 j = full;
             }
-            // the packed tail, or every column of a strided tile: gathered batches
+            // the packed tail (partial loads) or every column of a strided tile (gathered)
             for (; j < len; j += W) {
                 const index_t n = std::min(W, len - j);
                 const auto part = block_sums([&](std::size_t v, std::size_t r) {
                     const T* p = rp[v][r];
-                    return gather<B>(n, [&](index_t l) { return p[packed ? j + l : coloff[v][j + l]]; });
+                    if (packed) return simd::load_partial(p + j, n);
+                    return gather<B>(n, [&](index_t l) { return p[coloff[v][j + l]]; });
                 });
-                for (std::size_t k = 0; k < K; ++k) flush_block<Acc>(sums[k] + j, part[k], first, n);
+                for (std::size_t k = 0; k < K; ++k) flush_lanes<Acc>(sums[k] + j, part[k], first, n);
             }
         } else {
             for (index_t j = 0; j < len; ++j) { // (no packed path without SIMD)
@@ -436,7 +484,7 @@ void sum_tile(Terms terms, const std::array<const T*, N>& base, const detail::jo
                     const auto t = terms(rp[I][rr][coloff[I][j]]...);
                     for (std::size_t k = 0; k < K; ++k) part[k] += T(t[k]);
                 }
-                for (std::size_t k = 0; k < K; ++k) flush_block<Acc>(sums[k] + j, part[k], first);
+                for (std::size_t k = 0; k < K; ++k) flush_lanes<Acc>(sums[k] + j, part[k], first);
             }
         }
     }
@@ -446,22 +494,20 @@ void sum_tile(Terms terms, const std::array<const T*, N>& base, const detail::jo
 /// forms), or per column with K doubles (the column forms: many rows per column, so this
 /// costs nothing).
 template <std::size_t K, bool Batches, class Acc, class T, class Factor>
-void tile_factors(Factor factor, const std::array<Acc*, K>& sums, index_t len, T* fac) {
+[[gnu::noinline]] void tile_factors(Factor factor, const std::array<Acc*, K>& sums, index_t len, T* fac) {
     if constexpr (simd::enabled && Batches) {
         using B = simd::batch<T>;
         constexpr index_t W = static_cast<index_t>(B::size);
-        for (index_t j = 0; j < len; j += W) {
-            const index_t n = std::min(W, len - j);
+        index_t j = 0;
+        for (; j + W <= len; j += W) {
             std::array<B, K> s;
-            for (std::size_t k = 0; k < K; ++k)
-                s[k] = n == W ? B::load_aligned(sums[k] + j) : gather<B>(n, [&](index_t l) { return sums[k][j + l]; });
-            const B f(factor(s));
-            if (n == W) simd::store_aligned(fac + j, f);
-            else {
-                alignas(simd::alignment) T tmp[B::size];
-                f.store_aligned(tmp);
-                std::copy_n(tmp, n, fac + j);
-            }
+            for (std::size_t k = 0; k < K; ++k) s[k] = B::load_aligned(sums[k] + j);
+            simd::store_aligned(fac + j, B(factor(s)));
+        }
+        if (j < len) {
+            std::array<B, K> s;
+            for (std::size_t k = 0; k < K; ++k) s[k] = simd::load_partial(sums[k] + j, len - j);
+            simd::store_partial(fac + j, B(factor(s)), len - j);
         }
     } else {
         for (index_t j = 0; j < len; ++j) {
@@ -474,7 +520,7 @@ void tile_factors(Factor factor, const std::array<Acc*, K>& sums, index_t len, T
 
 /// out = apply(fac[column], in...) over every row of the tile; view N is out.
 template <class T, std::size_t N, std::size_t RD, class Apply, std::size_t... I>
-void map_tile(Apply apply, const std::array<const T*, N>& base, T* out, const detail::joint_layout<RD, N + 1>& row,
+[[gnu::noinline]] void map_tile(Apply apply, const std::array<const T*, N>& base, T* out, const detail::joint_layout<RD, N + 1>& row,
               index_t rows, bool packed, index_t c0, index_t len, const index_t (*coloff)[strided_tile],
               const T* fac, std::index_sequence<I...>) {
     detail::layout_walker<RD, N + 1> walk(row, row.dims);
@@ -489,15 +535,20 @@ void map_tile(Apply apply, const std::array<const T*, N>& base, T* out, const de
             if (packed)
                 for (; j + W <= len; j += W)
                     simd::store(o + j, B(apply(B::load_aligned(fac + j), B::load_unaligned(p[I] + j)...)));
-            // the packed tail, or every column of a strided tile: gathered batches
+            // the packed tail (partial loads and stores) or every column of a strided tile
+            // (gathered and scattered)
             for (; j < len; j += W) {
                 const index_t n = std::min(W, len - j);
-                auto column = [&](std::size_t v, index_t l) { return packed ? j + l : coloff[v][j + l]; };
-                const B y(apply(gather<B>(n, [&](index_t l) { return fac[j + l]; }),
-                                gather<B>(n, [&](index_t l) { return p[I][column(I, l)]; })...));
-                alignas(simd::alignment) T tmp[B::size];
-                y.store_aligned(tmp);
-                for (index_t l = 0; l < n; ++l) o[column(N, l)] = tmp[l];
+                if (packed) {
+                    const B f = simd::load_partial(fac + j, n);
+                    simd::store_partial(o + j, B(apply(f, simd::load_partial(p[I] + j, n)...)), n);
+                } else {
+                    const B y(apply(gather<B>(n, [&](index_t l) { return fac[j + l]; }),
+                                    gather<B>(n, [&](index_t l) { return p[I][coloff[I][j + l]]; })...));
+                    alignas(simd::alignment) T tmp[B::size];
+                    y.store_aligned(tmp);
+                    for (index_t l = 0; l < n; ++l) o[coloff[N][j + l]] = tmp[l];
+                }
             }
         } else {
             for (index_t j = 0; j < len; ++j) o[coloff[N][j]] = T(apply(fac[j], p[I][coloff[I][j]]...));

@@ -661,6 +661,68 @@ void scatter_complex(const T* src, index_t nb, index_t count, T* dst, index_t ps
         }
 }
 
+/// nb <= V adjacent interleaved complex values -> one pack (V real parts, V imaginary parts);
+/// lanes >= nb are zero.
+template <class T>
+void deinterleave(const T* s, index_t nb, T* pk) noexcept {
+    constexpr index_t V = ops<T>::V;
+#if defined(__AVX2__)
+    if constexpr (ops<T>::vectorised && V * static_cast<index_t>(sizeof(T)) == 32) {
+        if (nb == V) { // split the parts, then restore the order the 128-bit lanes scrambled
+            if constexpr (std::is_same_v<T, float>) {
+                const __m256 lo = _mm256_loadu_ps(s), hi = _mm256_loadu_ps(s + 8);
+                const __m256 re = _mm256_shuffle_ps(lo, hi, 0x88), im = _mm256_shuffle_ps(lo, hi, 0xDD);
+                _mm256_store_ps(pk, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(re), 0xD8)));
+                _mm256_store_ps(pk + V, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(im), 0xD8)));
+            } else {
+                const __m256d lo = _mm256_loadu_pd(s), hi = _mm256_loadu_pd(s + 4);
+                _mm256_store_pd(pk, _mm256_permute4x64_pd(_mm256_unpacklo_pd(lo, hi), 0xD8));
+                _mm256_store_pd(pk + V, _mm256_permute4x64_pd(_mm256_unpackhi_pd(lo, hi), 0xD8));
+            }
+            return;
+        }
+    }
+#endif
+    for (index_t l = 0; l < V; ++l) {
+        pk[l] = l < nb ? s[2 * l] : T(0);
+        pk[V + l] = l < nb ? s[2 * l + 1] : T(0);
+    }
+}
+
+/// One pack -> its first nb lanes as interleaved complex values times `scale`, the parts
+/// swapped when `swap`.
+template <class T>
+void interleave(const T* pk, index_t nb, T* d, bool swap, T scale) noexcept {
+    constexpr index_t V = ops<T>::V;
+    const index_t ro = swap ? V : 0, io = swap ? 0 : V;
+#if defined(__AVX2__)
+    if constexpr (ops<T>::vectorised && V * static_cast<index_t>(sizeof(T)) == 32) {
+        if (nb == V) {
+            if constexpr (std::is_same_v<T, float>) {
+                const __m256 k = _mm256_set1_ps(scale);
+                const __m256 re = _mm256_castpd_ps(_mm256_permute4x64_pd(
+                    _mm256_castps_pd(_mm256_mul_ps(_mm256_load_ps(pk + ro), k)), 0xD8));
+                const __m256 im = _mm256_castpd_ps(_mm256_permute4x64_pd(
+                    _mm256_castps_pd(_mm256_mul_ps(_mm256_load_ps(pk + io), k)), 0xD8));
+                _mm256_storeu_ps(d, _mm256_unpacklo_ps(re, im));
+                _mm256_storeu_ps(d + 8, _mm256_unpackhi_ps(re, im));
+            } else {
+                const __m256d k = _mm256_set1_pd(scale);
+                const __m256d re = _mm256_permute4x64_pd(_mm256_mul_pd(_mm256_load_pd(pk + ro), k), 0xD8);
+                const __m256d im = _mm256_permute4x64_pd(_mm256_mul_pd(_mm256_load_pd(pk + io), k), 0xD8);
+                _mm256_storeu_pd(d, _mm256_unpacklo_pd(re, im));
+                _mm256_storeu_pd(d + 4, _mm256_unpackhi_pd(re, im));
+            }
+            return;
+        }
+    }
+#endif
+    for (index_t l = 0; l < nb; ++l) {
+        d[2 * l] = pk[ro + l] * scale;
+        d[2 * l + 1] = pk[io + l] * scale;
+    }
+}
+
 /// Buffer layout of one call: the chunk array A (H x W packs), two row-block buffers of g rows,
 /// two column-block buffers of wb columns, and Bluestein scratch. Blocks are sized to stay in
 /// L1 / L2 so the Stockham ping-pong never streams the whole chunk.
@@ -830,25 +892,15 @@ struct engine {
             const index_t nj = std::min(bl.wb, col_groups - j0);
             for (index_t h = 0; h < H; ++h)
                 for (index_t j = 0; j < nj; ++j) {
-                    const index_t w0 = (j0 + j) * V, nb = std::min(V, W - w0);
-                    const T* s = dst + 2 * (h * W + w0);
-                    T* pk = C1 + (h * nj + j) * PS;
-                    for (index_t l = 0; l < V; ++l) {
-                        pk[l] = l < nb ? s[2 * l] : T(0);
-                        pk[V + l] = l < nb ? s[2 * l + 1] : T(0);
-                    }
+                    const index_t w0 = (j0 + j) * V;
+                    deinterleave(dst + 2 * (h * W + w0), std::min(V, W - w0), C1 + (h * nj + j) * PS);
                 }
             const T* r = col.run(C1, C2, S, 1, nj);
-            const index_t ro = inverse ? V : 0, io = inverse ? 0 : V;
             for (index_t h = 0; h < H; ++h)
                 for (index_t j = 0; j < nj; ++j) {
-                    const index_t w0 = (j0 + j) * V, nb = std::min(V, W - w0);
-                    const T* pk = r + (h * nj + j) * PS;
-                    T* d = dst + 2 * (h * W + w0);
-                    for (index_t l = 0; l < nb; ++l) {
-                        d[2 * l] = pk[ro + l] * scale;
-                        d[2 * l + 1] = pk[io + l] * scale;
-                    }
+                    const index_t w0 = (j0 + j) * V;
+                    interleave(r + (h * nj + j) * PS, std::min(V, W - w0), dst + 2 * (h * W + w0), inverse,
+                               scale);
                 }
         }
     }

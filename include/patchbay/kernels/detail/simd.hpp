@@ -7,6 +7,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstddef>
 #include <type_traits>
@@ -91,6 +92,106 @@ template <class T>
 PATCHBAY_ALWAYS_INLINE void store_aligned(T* p, T v) noexcept {
     *p = v;
 }
+/// A batch of the n < lanes values from p, zero in the other lanes (never reads past p[n-1]).
+template <class T>
+PATCHBAY_ALWAYS_INLINE batch<T> load_partial(const T* p, std::ptrdiff_t n) noexcept {
+    using B = batch<T>;
+#if defined(__AVX512F__)
+    const auto m = static_cast<unsigned>((1u << n) - 1u);
+    if constexpr (std::is_same_v<T, float>) return B(_mm512_maskz_loadu_ps(static_cast<__mmask16>(m), p));
+    else return B(_mm512_maskz_loadu_pd(static_cast<__mmask8>(m), p));
+#elif defined(__AVX__)
+    const float nf = static_cast<float>(n);
+    if constexpr (std::is_same_v<T, float>) {
+        const __m256 on = _mm256_cmp_ps(_mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_ps(nf), _CMP_LT_OQ);
+        return B(_mm256_maskload_ps(p, _mm256_castps_si256(on)));
+    } else {
+        const __m256d on = _mm256_cmp_pd(_mm256_setr_pd(0, 1, 2, 3), _mm256_set1_pd(nf), _CMP_LT_OQ);
+        return B(_mm256_maskload_pd(p, _mm256_castpd_si256(on)));
+    }
+#else
+    alignas(alignment) T tmp[B::size] = {};
+    for (std::ptrdiff_t l = 0; l < n; ++l) tmp[l] = p[l];
+    return B::load_aligned(tmp);
+#endif
+}
+
+/// Stores the first n < lanes values of v to p (never writes past p[n-1]).
+template <class T>
+PATCHBAY_ALWAYS_INLINE void store_partial(T* p, const batch<T>& v, std::ptrdiff_t n) noexcept {
+#if defined(__AVX512F__)
+    const auto m = static_cast<unsigned>((1u << n) - 1u);
+    if constexpr (std::is_same_v<T, float>) _mm512_mask_storeu_ps(p, static_cast<__mmask16>(m), v);
+    else _mm512_mask_storeu_pd(p, static_cast<__mmask8>(m), v);
+#elif defined(__AVX__)
+    const float nf = static_cast<float>(n);
+    if constexpr (std::is_same_v<T, float>) {
+        const __m256 on = _mm256_cmp_ps(_mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_ps(nf), _CMP_LT_OQ);
+        _mm256_maskstore_ps(p, _mm256_castps_si256(on), v);
+    } else {
+        const __m256d on = _mm256_cmp_pd(_mm256_setr_pd(0, 1, 2, 3), _mm256_set1_pd(nf), _CMP_LT_OQ);
+        _mm256_maskstore_pd(p, _mm256_castpd_si256(on), v);
+    }
+#else
+    alignas(alignment) T tmp[batch<T>::size];
+    v.store_aligned(tmp);
+    for (std::ptrdiff_t l = 0; l < n; ++l) p[l] = tmp[l];
+#endif
+}
+
+/// The lanes of b in double, in lane order: two batches for float, b itself for double.
+template <class T>
+PATCHBAY_ALWAYS_INLINE std::array<batch<double>, sizeof(double) / sizeof(T)> to_double(const batch<T>& b) noexcept {
+    if constexpr (std::is_same_v<T, double>) {
+        return {b};
+    } else {
+#if defined(__AVX512F__)
+        // (the zero-masked forms: see the note on g++ 12 and "undefined" operands above)
+        const __m512d x = _mm512_castps_pd(b);
+        const auto all = static_cast<__mmask8>(0xFF);
+        return {batch<double>(_mm512_maskz_cvtps_pd(all, _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(all, x, 0)))),
+                batch<double>(_mm512_maskz_cvtps_pd(all, _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(all, x, 1))))};
+#elif defined(__AVX__)
+        const __m256 x = b;
+        return {batch<double>(_mm256_cvtps_pd(_mm256_castps256_ps128(x))),
+                batch<double>(_mm256_cvtps_pd(_mm256_extractf128_ps(x, 1)))};
+#elif defined(__SSE2__)
+        const __m128 x = b;
+        return {batch<double>(_mm_cvtps_pd(x)), batch<double>(_mm_cvtps_pd(_mm_movehl_ps(x, x)))};
+#elif defined(__aarch64__)
+        const float32x4_t x = b;
+        return {batch<double>(vcvt_f64_f32(vget_low_f32(x))), batch<double>(vcvt_high_f64_f32(x))};
+#else
+        alignas(alignment) T tmp[batch<T>::size];
+        alignas(alignment) double wide[batch<T>::size];
+        b.store_aligned(tmp);
+        for (std::size_t j = 0; j < batch<T>::size; ++j) wide[j] = static_cast<double>(tmp[j]);
+        std::array<batch<double>, sizeof(double) / sizeof(T)> r;
+        for (std::size_t i = 0; i < r.size(); ++i) r[i] = batch<double>::load_aligned(wide + i * batch<double>::size);
+        return r;
+#endif
+    }
+}
+
+/// The lanes of batch<T> values summed in double, kept in registers.
+template <class T>
+struct wide_sum {
+    static constexpr std::size_t parts = sizeof(double) / sizeof(T);
+    std::array<batch<double>, parts> part;
+
+    wide_sum() noexcept { part.fill(batch<double>(0.0)); }
+
+    PATCHBAY_ALWAYS_INLINE void add(const batch<T>& b) noexcept {
+        const auto w = to_double(b);
+        for (std::size_t i = 0; i < parts; ++i) part[i] += w[i];
+    }
+
+    /// The lanes' sums, in lane order, to out[0 .. lanes<T>).
+    void store(double* out) const noexcept {
+        for (std::size_t i = 0; i < parts; ++i) part[i].store_unaligned(out + i * batch<double>::size);
+    }
+};
+
 /// V with every lane x.
 template <class V>
 PATCHBAY_ALWAYS_INLINE V broadcast(scalar_t<V> x) noexcept {
@@ -111,21 +212,6 @@ inline double hsum(const batch<T>& b) noexcept {
 }
 inline double hsum(float v) noexcept { return v; }
 inline double hsum(double v) noexcept { return v; }
-
-/// Adds each lane of b to dst[lane] in double (the hand-off of a float block to double
-/// accumulators; the loop vectorises to conversions and adds).
-template <class T, class A>
-PATCHBAY_ALWAYS_INLINE void add_lanes_to(double* PATCHBAY_RESTRICT dst, const xsimd::batch<T, A>& b) noexcept {
-    constexpr std::size_t W = xsimd::batch<T, A>::size;
-    alignas(alignment) T tmp[W];
-    b.store_aligned(tmp);
-    for (std::size_t j = 0; j < W; ++j) dst[j] += static_cast<double>(tmp[j]);
-}
-template <class T>
-    requires std::is_arithmetic_v<T>
-PATCHBAY_ALWAYS_INLINE void add_lanes_to(double* dst, T v) noexcept {
-    dst[0] += static_cast<double>(v);
-}
 
 /// True when any / every lane of a mask is set (a bool for scalars).
 template <class T, class A>

@@ -125,32 +125,48 @@ private:
         kernels::transform(out, [=](auto cv, auto uv) { return (uv + (cv - uv) * k) * f; }, c, u);
     }
 
-    /// 5-D v space: one std per W column over (C, T, H). Each column's sums are shifted by
-    /// its own first terms (row 0), read through views that repeat row 0 on every row.
+    /// 5-D v space: one std per W column over (C, T, H). Each column's sums are shifted by its
+    /// own first terms (row 0), computed for a chunk of columns and read through views that
+    /// repeat them on every row.
     template <class T>
     void v_columns_item(double cond_scale, double sigma, const view<const T, 5>& x,
                         const view<const T, 5>& c, const view<const T, 5>& u,
                         const view<T, 5>& out) const {
+        constexpr index_t chunk = 512;
         const T k = static_cast<T>(cond_scale);
         const T inv = static_cast<T>(1.0 / (sigma * sigma + 1.0));
+        const index_t W = c.extent(4);
         const double n = static_cast<double>(c.extent(1) * c.extent(2) * c.extent(3));
-        auto row0 = [](const view<const T, 5>& v) {
-            return view<const T, 5>(v.data_handle(), v.extents(), {v.stride(0), 0, 0, 0, v.stride(4)});
-        };
-        kernels::reduce_columns_map<4, 4>(
-            out,
-            [=](auto xv, auto cv, auto uv, auto x0, auto c0, auto u0) {
-                const auto xc = xv * inv, xc0 = x0 * inv;
-                const auto dc = xc - cv - (xc0 - c0);
-                const auto dg = xc - (uv + (cv - uv) * k) - (xc0 - (u0 + (c0 - u0) * k));
-                return std::array{dc, dc * dc, dg, dg * dg};
-            },
-            [this, n](const std::array<double, 4>& s) { return static_cast<T>(blend(s, n, false)); },
-            [=](auto f, auto xv, auto cv, auto uv, auto...) {
-                const auto xc = xv * inv;
-                return xc + ((uv + (cv - uv) * k) - xc) * f;
-            },
-            x, c, u, row0(x), row0(c), row0(u));
+        alignas(64) T shift_c[chunk], shift_g[chunk];
+        for (index_t w0 = 0; w0 < W; w0 += chunk) {
+            const index_t len = std::min(chunk, W - w0);
+            auto columns = [&](const auto& v) { // columns w0 .. w0+len-1 of v
+                auto e = v.extents();
+                e[4] = len;
+                return std::remove_cvref_t<decltype(v)>(v.data_handle() + w0 * v.stride(4), e, v.strides());
+            };
+            for (index_t j = 0; j < len; ++j) {
+                const T xc = x(0, 0, 0, 0, w0 + j) * inv, cv = c(0, 0, 0, 0, w0 + j), uv = u(0, 0, 0, 0, w0 + j);
+                shift_c[j] = xc - cv;
+                shift_g[j] = xc - (uv + (cv - uv) * k);
+            }
+            const std::array<index_t, 5> ext{1, c.extent(1), c.extent(2), c.extent(3), len}, repeat{0, 0, 0, 0, 1};
+            kernels::reduce_columns_map<4, 4>(
+                columns(out),
+                [=](auto xv, auto cv, auto uv, auto kc, auto kg) {
+                    const auto xc = xv * inv;
+                    const auto dc = xc - cv - kc;
+                    const auto dg = xc - (uv + (cv - uv) * k) - kg;
+                    return std::array{dc, dc * dc, dg, dg * dg};
+                },
+                [this, n](const std::array<double, 4>& s) { return static_cast<T>(blend(s, n, false)); },
+                [=](auto f, auto xv, auto cv, auto uv, auto, auto) {
+                    const auto xc = xv * inv;
+                    return xc + ((uv + (cv - uv) * k) - xc) * f;
+                },
+                columns(x), columns(c), columns(u), view<const T, 5>(shift_c, ext, repeat),
+                view<const T, 5>(shift_g, ext, repeat));
+        }
     }
 
     template <class T, std::size_t R>
