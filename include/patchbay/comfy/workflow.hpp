@@ -45,29 +45,7 @@
 #include "patchbay/core/hooks.hpp"
 #include "patchbay/core/patch_chain.hpp"
 #include "patchbay/core/view.hpp"
-#include "patchbay/patches/attention/nag.hpp"
-#include "patchbay/patches/block/free_u.hpp"
-#include "patchbay/patches/cfg/perp_neg.hpp"
-#include "patchbay/patches/cfg/video_cfg_guidance.hpp"
-#include "patchbay/patches/cfg/renorm_cfg.hpp"
-#include "patchbay/patches/guider/dual_cfg_guider.hpp"
-#include "patchbay/patches/guider/perp_neg_guider.hpp"
-#include "patchbay/patches/cfg/rescale_cfg.hpp"
-#include "patchbay/patches/mask/differential_diffusion.hpp"
-#include "patchbay/patches/model_sampling/model_sampling_nodes.hpp"
-#include "patchbay/patches/post_cfg/cfg_norm.hpp"
-#include "patchbay/patches/post_cfg/cfg_zero_star.hpp"
-#include "patchbay/patches/post_cfg/epsilon_scaling.hpp"
-#include "patchbay/patches/post_cfg/temporal_score_rescaling.hpp"
-#include "patchbay/patches/post_cfg/mahiro.hpp"
-#include "patchbay/patches/pass/skip_layer_guidance_dit_simple.hpp"
-#include "patchbay/patches/post_cfg/pag.hpp"
-#include "patchbay/patches/post_cfg/sag.hpp"
-#include "patchbay/patches/post_cfg/skip_layer_guidance_dit.hpp"
-#include "patchbay/patches/pre_cfg/apg.hpp"
-#include "patchbay/patches/pre_cfg/fresca.hpp"
-#include "patchbay/patches/pre_cfg/latent_apply_operation_cfg.hpp"
-#include "patchbay/patches/pre_cfg/tcfg.hpp"
+#include "patchbay/builtins.hpp"
 #include "patchbay/sampling/model_sampling.hpp"
 
 namespace patchbay::comfy {
@@ -1004,42 +982,9 @@ import_options& import_options::add_node(std::string class_type) {
 
 inline std::span<const node_class> builtin_node_classes() {
     using workflow_detail::parse_any;
-    static const node_class classes[] = {
-        {"DifferentialDiffusion", &parse_any<differential_diffusion>, &vtable_of<differential_diffusion>()},
-        {"FreeU", &parse_any<free_u>, &vtable_of<free_u>()},
-        {"FreeU_V2", &parse_any<free_u_v2>, &vtable_of<free_u_v2>()},
-        {"FreSca", &parse_any<fresca>, &vtable_of<fresca>()},
-        {"APG", &parse_any<apg>, &vtable_of<apg>()},
-        {"TCFG", &parse_any<tcfg>, &vtable_of<tcfg>()},
-        {"RescaleCFG", &parse_any<rescale_cfg>, &vtable_of<rescale_cfg>()},
-        {"RenormCFG", &parse_any<renorm_cfg>, &vtable_of<renorm_cfg>()},
-        {"CFGNorm", &parse_any<cfg_norm>, &vtable_of<cfg_norm>()},
-        {"Mahiro", &parse_any<mahiro>, &vtable_of<mahiro>()},
-        {"SelfAttentionGuidance", &parse_any<self_attention_guidance>, &vtable_of<self_attention_guidance>()},
-        {"PerturbedAttentionGuidance", &parse_any<perturbed_attention_guidance>, &vtable_of<perturbed_attention_guidance>()},
-        {"CFGZeroStar", &parse_any<cfg_zero_star>, &vtable_of<cfg_zero_star>()},
-        {"Epsilon Scaling", &parse_any<epsilon_scaling>, &vtable_of<epsilon_scaling>()},
-        {"TemporalScoreRescaling", &parse_any<temporal_score_rescaling>, &vtable_of<temporal_score_rescaling>()},
-        {"VideoLinearCFGGuidance", &parse_any<video_linear_cfg_guidance>, &vtable_of<video_linear_cfg_guidance>()},
-        {"VideoTriangleCFGGuidance", &parse_any<video_triangle_cfg_guidance>, &vtable_of<video_triangle_cfg_guidance>()},
-        {"LatentApplyOperationCFG", &parse_any<latent_apply_operation_cfg>, &vtable_of<latent_apply_operation_cfg>()},
-        {"SkipLayerGuidanceDiT", &parse_any<skip_layer_guidance_dit>, &vtable_of<skip_layer_guidance_dit>()},
-        {"SkipLayerGuidanceDiTSimple", &parse_any<skip_layer_guidance_dit_simple>, &vtable_of<skip_layer_guidance_dit_simple>()},
-        {"SkipLayerGuidanceSD3", &parse_any<skip_layer_guidance_sd3>, &vtable_of<skip_layer_guidance_sd3>()},
-        {"NAGuidance", &parse_any<normalized_attention_guidance>, &vtable_of<normalized_attention_guidance>()},
-        {"PerpNeg", &parse_any<perp_neg>, &vtable_of<perp_neg>()},
-        {"PerpNegGuider", &parse_any<perp_neg_guider>, &vtable_of<perp_neg_guider>()},
-        {"DualCFGGuider", &parse_any<dual_cfg_guider>, &vtable_of<dual_cfg_guider>()},
-        {"ModelSamplingDiscrete", &parse_any<model_sampling_discrete>, &vtable_of<model_sampling_discrete>()},
-        {"ModelSamplingSD3", &parse_any<model_sampling_sd3>, &vtable_of<model_sampling_sd3>()},
-        {"ModelSamplingAuraFlow", &parse_any<model_sampling_aura_flow>, &vtable_of<model_sampling_aura_flow>()},
-        {"ModelSamplingFlux", &parse_any<model_sampling_flux>, &vtable_of<model_sampling_flux>()},
-        {"ModelSamplingLTXV", &parse_any<model_sampling_ltxv>, &vtable_of<model_sampling_ltxv>()},
-        {"ModelSamplingContinuousEDM", &parse_any<model_sampling_continuous_edm>, &vtable_of<model_sampling_continuous_edm>()},
-        {"ModelSamplingContinuousV", &parse_any<model_sampling_continuous_v>, &vtable_of<model_sampling_continuous_v>()},
-        {"ModelSamplingStableCascade", &parse_any<model_sampling_stable_cascade>, &vtable_of<model_sampling_stable_cascade>()},
-        {"ModelNoiseScale", &parse_any<model_noise_scale>, &vtable_of<model_noise_scale>()},
-    };
+#define PATCHBAY_NODE_CLASS_(P) {std::string(P::descriptor().class_type), &parse_any<P>, &vtable_of<P>()},
+    static const node_class classes[] = {PATCHBAY_FOR_EACH_BUILTIN(PATCHBAY_NODE_CLASS_)};
+#undef PATCHBAY_NODE_CLASS_
     return classes;
 }
 

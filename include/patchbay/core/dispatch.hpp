@@ -455,6 +455,19 @@ const patch_vtable& vtable_of() {
     return vt;
 }
 
+/// Separate compilation of a built-in patch's table (patchbay/builtins.hpp): with
+/// PATCHBAY_EXTERN_BUILTINS defined, a translation unit only declares it, and the one that
+/// includes builtins.hpp under PATCHBAY_INSTANTIATE_BUILTINS defines it. Each built-in patch's
+/// header names its types here, so the declaration precedes every use.
+#if defined(PATCHBAY_EXTERN_BUILTINS) && !defined(PATCHBAY_INSTANTIATE_BUILTINS)
+#define PATCHBAY_DECLARE_BUILTIN(P)                                                                     \
+    namespace patchbay {                                                                                \
+    extern template const patch_vtable& vtable_of<P>();                                                 \
+    }
+#else
+#define PATCHBAY_DECLARE_BUILTIN(P)
+#endif
+
 /// A patch of any type with its function table: what a chain holds and a workflow importer
 /// returns. Immutable; copies share the patch.
 class any_patch {
@@ -801,6 +814,9 @@ template <class Model, class Cond, class T, std::size_t R>
 void denoise_step(Model& model, const model_sampling& ms, std::span<hook_entry> all_entries, workspace& ws,
                   const run_prompts<Cond>& prompts, const step_inputs<T, R>& st, view<T, R> denoised,
                   std::string_view where) {
+    static_assert(diffusion_model<Model, T, R>,
+                  "The model of this guider or chain has no predict(const model_call<Cond, T, R>&, view<T, R>) "
+                  "for this element type and rank.");
     validate_step(st, denoised, false, where);
     const std::span<const hook_entry> entries = active_entries(all_entries, static_cast<double>(st.sigma(0)));
     const hook_entry* mask_fn = nullptr;

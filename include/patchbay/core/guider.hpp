@@ -149,9 +149,6 @@ public:
     /// One model evaluation of the sampler: writes the guided denoised prediction.
     template <class T, std::size_t R>
     void denoise(run_state& run, const step_inputs<T, R>& step, view<T, R> denoised) const {
-        static_assert(diffusion_model<Model, T, R>,
-                      "The guider's model has no predict(const model_call<Cond, T, R>&, view<T, R>) for this "
-                      "element type and rank.");
         static_assert((detail::has_hook_for<Patches, T, R>() && ...),
                       "A patch in this guider has no hook member for this element type and rank.");
         auto table = entries(&run);

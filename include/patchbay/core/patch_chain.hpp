@@ -127,9 +127,6 @@ public:
     /// One model evaluation of the sampler (see guider::denoise).
     template <class T, std::size_t R>
     void denoise(run_state& run, const step_inputs<T, R>& step, view<T, R> denoised) const {
-        static_assert(diffusion_model<Model, T, R>,
-                      "The chain's model has no predict(const model_call<Cond, T, R>&, view<T, R>) for this "
-                      "element type and rank.");
         bind(run, "patch_chain::denoise");
         detail::denoise_step<Model, conditioning_type, T, R>(
             *model_, sampling_, run.table, run.scratch,

@@ -48,6 +48,21 @@ void check_attention_inputs(const view<Q, 3>& q, const view<K, 3>& k, const view
             "v must have one token per key: k " + shape_string(k) + ", v " + shape_string(v));
 }
 
+/// The inputs' checks, and 'out' of shape (B, Nq, v's last dimension), writable, overlapping
+/// none of q, k, v.
+template <class T>
+void check_attention_call(const view<const T, 3>& q, const view<const T, 3>& k, const view<const T, 3>& v,
+                          int heads, const view<T, 3>& out, const char* where) {
+    check_attention_inputs(q, k, v, heads, where);
+    PATCHBAY_REQUIRE(out.extent(0) == q.extent(0) && out.extent(1) == q.extent(1) && out.extent(2) == v.extent(2),
+            where, "output 'out' must have shape " +
+                shape_string(std::array<index_t, 3>{q.extent(0), q.extent(1), v.extent(2)}) + ", got " +
+                shape_string(out));
+    require_writable_layout(out, where, "out");
+    PATCHBAY_REQUIRE(!(may_overlap(out, q) || may_overlap(out, k) || may_overlap(out, v)), where,
+            "output 'out' must not overlap q, k or v");
+}
+
 /// One query row of one head: probabilities into p (stride ps), the weighted sum of v into
 /// out(b, i, h*dv ...). Scores are rounded to T before the softmax as torch stores its float
 /// scores; the probabilities are rounded to T before they weight v, as torch's einsum does.
@@ -90,21 +105,15 @@ void attention_basic_with_sim(std::type_identity_t<view<const T, 3>> q,
                               std::type_identity_t<view<const T, 3>> v, int heads,
                               view<T, 3> out, view<T, 3> sim) {
     constexpr const char* where = "attention_basic_with_sim";
-    attention_detail::check_attention_inputs(q, k, v, heads, where);
+    attention_detail::check_attention_call(q, k, v, heads, out, where);
     const index_t B = q.extent(0), Nq = q.extent(1), Nk = k.extent(1), H = heads;
     const index_t dh = q.extent(2) / H, dv = v.extent(2) / H;
-    PATCHBAY_REQUIRE(out.extent(0) == B && out.extent(1) == Nq && out.extent(2) == v.extent(2), where,
-            "output 'out' must have shape " + shape_string(std::array<index_t, 3>{B, Nq, v.extent(2)}) +
-                ", got " + shape_string(out));
     PATCHBAY_REQUIRE(sim.extent(0) == B * H && sim.extent(1) == Nq && sim.extent(2) == Nk, where,
             "output 'sim' must have shape " + shape_string(std::array<index_t, 3>{B * H, Nq, Nk}) +
                 ", got " + shape_string(sim));
-    require_writable_layout(out, where, "out");
     require_writable_layout(sim, where, "sim");
-    const bool overlap = may_overlap(out, q) || may_overlap(out, k) || may_overlap(out, v) ||
-                         may_overlap(sim, q) || may_overlap(sim, k) || may_overlap(sim, v) ||
-                         may_overlap(out, sim);
-    PATCHBAY_REQUIRE(!overlap, where, "outputs 'out' and 'sim' must not overlap each other or q, k, v");
+    const bool overlap = may_overlap(sim, q) || may_overlap(sim, k) || may_overlap(sim, v) || may_overlap(out, sim);
+    PATCHBAY_REQUIRE(!overlap, where, "output 'sim' must not overlap 'out', q, k or v");
 
     const double scale = 1.0 / std::sqrt(static_cast<double>(dh));
     for (index_t b = 0; b < B; ++b)
@@ -124,15 +133,9 @@ void attention_with_key_mass(std::type_identity_t<view<const T, 3>> q,
                              std::type_identity_t<view<const T, 3>> v, int heads, view<T, 3> out,
                              double* key_mass, T* row) {
     constexpr const char* where = "attention_with_key_mass";
-    attention_detail::check_attention_inputs(q, k, v, heads, where);
+    attention_detail::check_attention_call(q, k, v, heads, out, where);
     const index_t B = q.extent(0), Nq = q.extent(1), Nk = k.extent(1), H = heads;
     const index_t dh = q.extent(2) / H, dv = v.extent(2) / H;
-    PATCHBAY_REQUIRE(out.extent(0) == B && out.extent(1) == Nq && out.extent(2) == v.extent(2), where,
-            "output 'out' must have shape " + shape_string(std::array<index_t, 3>{B, Nq, v.extent(2)}) +
-                ", got " + shape_string(out));
-    require_writable_layout(out, where, "out");
-    PATCHBAY_REQUIRE(!(may_overlap(out, q) || may_overlap(out, k) || may_overlap(out, v)), where,
-            "output 'out' must not overlap q, k or v");
     const double scale = 1.0 / std::sqrt(static_cast<double>(dh));
     const double inv_heads = 1.0 / static_cast<double>(H);
     for (index_t j = 0; j < B * Nk; ++j) key_mass[j] = 0.0;

@@ -91,72 +91,44 @@ inline index_t nearest_source(index_t dst, index_t in, index_t out) noexcept {
     return std::min(s, in - 1);
 }
 
-/// 9-tap weighted sum over a contiguous row, SIMD where possible: dst[x] = sum_t w[t] r[t][x]
-/// with the taps paired by symmetry (w[t] == w[8-t]): 5 multiplies instead of 9.
-template <class T>
-void tap_row(const std::array<T, blur_taps>& w, index_t n, T* PATCHBAY_RESTRICT dst,
-             const std::array<const T*, blur_taps>& r) {
-    index_t x = 0;
-    if constexpr (simd::enabled) {
-        using B = simd::batch<T>;
-        constexpr index_t L = static_cast<index_t>(B::size);
-        const B w0(w[0]), w1(w[1]), w2(w[2]), w3(w[3]), w4(w[4]);
-        for (; x + L <= n; x += L) {
-            B acc = B::load_unaligned(r[4] + x) * w4;
-            acc = simd::fma(B::load_unaligned(r[3] + x) + B::load_unaligned(r[5] + x), w3, acc);
-            acc = simd::fma(B::load_unaligned(r[2] + x) + B::load_unaligned(r[6] + x), w2, acc);
-            acc = simd::fma(B::load_unaligned(r[1] + x) + B::load_unaligned(r[7] + x), w1, acc);
-            acc = simd::fma(B::load_unaligned(r[0] + x) + B::load_unaligned(r[8] + x), w0, acc);
-            acc.store_unaligned(dst + x);
-        }
-    }
-    for (; x < n; ++x) {
-        T acc = r[4][x] * w[4];
-        acc = simd::fma(r[3][x] + r[5][x], w[3], acc);
-        acc = simd::fma(r[2][x] + r[6][x], w[2], acc);
-        acc = simd::fma(r[1][x] + r[7][x], w[1], acc);
-        acc = simd::fma(r[0][x] + r[8][x], w[0], acc);
-        dst[x] = acc;
-    }
+/// sum_t w[t] tap(t) over the 9 taps, paired by symmetry (w[t] == w[8-t]): 5 multiplies instead
+/// of 9, from the centre out (every row of the blur adds in this order).
+template <class V, class Tap>
+PATCHBAY_ALWAYS_INLINE V symmetric_taps(const std::array<V, 5>& w, Tap tap) noexcept {
+    V acc = tap(4) * w[4];
+    acc = simd::fma(tap(3) + tap(5), w[3], acc);
+    acc = simd::fma(tap(2) + tap(6), w[2], acc);
+    acc = simd::fma(tap(1) + tap(7), w[1], acc);
+    return simd::fma(tap(0) + tap(8), w[0], acc);
 }
 
-/// The column pass fused with the blend over a contiguous row: dst[x] = mask[x] != 0 ?
-/// sum_t w[t] r[t][x] : input[x]. Runs of SIMD width with no masked pixel skip the taps.
+/// The column pass over a contiguous row, SIMD where possible: dst[x] = sum_t w[t] r[t][x].
+/// With a mask, only where mask[x] != 0 (input[x] elsewhere): runs of SIMD width with no masked
+/// pixel skip the taps. dst may be input (in place), never a tap row.
 template <class T>
-void masked_tap_row(const std::array<T, blur_taps>& w, index_t n, const T* mask, const T* input,
-                    T* dst, const std::array<const T*, blur_taps>& r) {
+void tap_row(const std::array<T, blur_taps>& w, index_t n, T* dst,
+             const std::array<const T*, blur_taps>& r, const T* mask = nullptr, const T* input = nullptr) {
     index_t x = 0;
+    const std::array<T, 5> ws{w[0], w[1], w[2], w[3], w[4]};
     if constexpr (simd::enabled) {
         using B = simd::batch<T>;
         constexpr index_t L = static_cast<index_t>(B::size);
-        const B w0(w[0]), w1(w[1]), w2(w[2]), w3(w[3]), w4(w[4]), zero(T(0));
+        const std::array<B, 5> wb{B(w[0]), B(w[1]), B(w[2]), B(w[3]), B(w[4])};
+        const B zero(T(0));
         for (; x + L <= n; x += L) {
-            const auto on = B::load_unaligned(mask + x) != zero;
-            const B in = B::load_unaligned(input + x);
-            if (!simd::any(on)) {
-                in.store_unaligned(dst + x);
+            auto taps = [&] { return symmetric_taps(wb, [&](std::size_t t) { return B::load_unaligned(r[t] + x); }); };
+            if (!mask) {
+                taps().store_unaligned(dst + x);
                 continue;
             }
-            B acc = B::load_unaligned(r[4] + x) * w4;
-            acc = simd::fma(B::load_unaligned(r[3] + x) + B::load_unaligned(r[5] + x), w3, acc);
-            acc = simd::fma(B::load_unaligned(r[2] + x) + B::load_unaligned(r[6] + x), w2, acc);
-            acc = simd::fma(B::load_unaligned(r[1] + x) + B::load_unaligned(r[7] + x), w1, acc);
-            acc = simd::fma(B::load_unaligned(r[0] + x) + B::load_unaligned(r[8] + x), w0, acc);
-            simd::select(on, acc, in).store_unaligned(dst + x);
+            const auto on = B::load_unaligned(mask + x) != zero;
+            const B in = B::load_unaligned(input + x);
+            if (!simd::any(on)) in.store_unaligned(dst + x);
+            else simd::select(on, taps(), in).store_unaligned(dst + x);
         }
     }
-    for (; x < n; ++x) {
-        if (mask[x] == T(0)) {
-            dst[x] = input[x];
-            continue;
-        }
-        T acc = r[4][x] * w[4];
-        acc = simd::fma(r[3][x] + r[5][x], w[3], acc);
-        acc = simd::fma(r[2][x] + r[6][x], w[2], acc);
-        acc = simd::fma(r[1][x] + r[7][x], w[1], acc);
-        acc = simd::fma(r[0][x] + r[8][x], w[0], acc);
-        dst[x] = acc;
-    }
+    for (; x < n; ++x)
+        dst[x] = mask && mask[x] == T(0) ? input[x] : symmetric_taps(ws, [&](std::size_t t) { return r[t][x]; });
 }
 
 template <class T>
@@ -264,7 +236,7 @@ void blur_planes(view<const T, 4> img, double sigma, const token_mask* mask, vie
                 T* orow = op + y * os_y;
                 const T* irow = ip + y * is_y;
                 if (mask && os_x == 1 && is_x == 1) {
-                    masked_tap_row(w, W, pm + y * W, irow, orow, taps);
+                    tap_row(w, W, orow, taps, pm + y * W, irow);
                     return;
                 }
                 const bool direct = os_x == 1 && !mask;

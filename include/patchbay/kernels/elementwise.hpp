@@ -81,4 +81,13 @@ void cfg_combine(std::type_identity_t<view<const T, R>> cond,
     transform(out, [s](auto c, auto u) { return u + (c - u) * s; }, cond, uncond);
 }
 
+/// result += (a - b) * scale, in place: the guidance term PAG (a = cond, b = perturbed) and SAG
+/// (a = degraded, b = the model on it) add to the cfg result.
+template <class T, std::size_t R>
+void add_scaled_difference(std::type_identity_t<view<const T, R>> a, std::type_identity_t<view<const T, R>> b,
+                           double scale, view<T, R> result) {
+    const T s = static_cast<T>(scale);
+    transform(result, [s](auto r, auto x, auto y) { return r + (x - y) * s; }, view<const T, R>(result), a, b);
+}
+
 } // namespace patchbay::kernels

@@ -679,6 +679,15 @@ inline model_sampling::scalings model_sampling::scalings_at(double sigma) const 
     return {1.0, -sigma, c_in};
 }
 
+namespace sampling_detail {
+/// Calls f(sigma(b), item b of out, item b of each input) for every batch item b (one-item
+/// slices): the formulas take a per-item sigma.
+template <class T, std::size_t R, class F, class... In>
+void per_item(const view<const T, 1>& sigma, const view<T, R>& out, F&& f, const In&... in) {
+    for (index_t b = 0; b < out.extent(0); ++b) f(sigma(b), out.batch_slice(b, 1), in.batch_slice(b, 1)...);
+}
+} // namespace sampling_detail
+
 template <class T, std::size_t R>
 void model_sampling::check_op(const view<const T, 1>& sigma, const view<const T, R>& a,
                               const view<T, R>& out, const char* w,
@@ -698,10 +707,7 @@ void model_sampling::calculate_input(std::type_identity_t<view<const T, 1>> sigm
                                      view<T, R> out) const {
     check_op<T, R>(sigma, x, out, where(op::calculate_input), "x");
     const T sd2 = static_cast<T>(sigma_data_ * sigma_data_);
-    for (index_t b = 0; b < x.extent(0); ++b) {
-        auto xb = x.batch_slice(b, 1);
-        auto ob = out.batch_slice(b, 1);
-        const T s = sigma(b);
+    sampling_detail::per_item<T, R>(sigma, out, [&](const T s, auto ob, auto xb) {
         switch (type_) {
         case sampling_type::img_to_img:
         case sampling_type::flow:
@@ -719,7 +725,7 @@ void model_sampling::calculate_input(std::type_identity_t<view<const T, 1>> sigm
             kernels::transform(ob, [q](auto v) { return v / q; }, xb);
         }
         }
-    }
+    }, x);
 }
 
 template <class T, std::size_t R>
@@ -733,11 +739,7 @@ void model_sampling::calculate_denoised(std::type_identity_t<view<const T, 1>> s
     require_no_partial_overlap(out, model_output, w, "out", "model_output");
     const T sd = static_cast<T>(sigma_data_);
     const T sd2 = static_cast<T>(sigma_data_ * sigma_data_);
-    for (index_t b = 0; b < x.extent(0); ++b) {
-        auto xb = x.batch_slice(b, 1);
-        auto mb = model_output.batch_slice(b, 1);
-        auto ob = out.batch_slice(b, 1);
-        const T s = sigma(b);
+    sampling_detail::per_item<T, R>(sigma, out, [&](const T s, auto ob, auto xb, auto mb) {
         switch (type_) {
         case sampling_type::eps:
         case sampling_type::flow:
@@ -785,7 +787,7 @@ void model_sampling::calculate_denoised(std::type_identity_t<view<const T, 1>> s
             break;
         }
         }
-    }
+    }, x, model_output);
 }
 
 template <class T, std::size_t R>
@@ -798,11 +800,7 @@ void model_sampling::noise_scaling(std::type_identity_t<view<const T, 1>> sigma,
     check_op<T, R>(sigma, noise, out, w, "noise");
     require_no_partial_overlap(out, latent_image, w, "out", "latent_image");
     const T ns = static_cast<T>(noise_scale_);
-    for (index_t b = 0; b < noise.extent(0); ++b) {
-        auto nb = noise.batch_slice(b, 1);
-        auto lb = latent_image.batch_slice(b, 1);
-        auto ob = out.batch_slice(b, 1);
-        const T s = sigma(b);
+    sampling_detail::per_item<T, R>(sigma, out, [&](const T s, auto ob, auto nb, auto lb) {
         switch (type_) {
         case sampling_type::flow: {
             const T keep = T(1) - s;
@@ -825,7 +823,7 @@ void model_sampling::noise_scaling(std::type_identity_t<view<const T, 1>> sigma,
             kernels::transform(ob, [scale](auto n, auto l) { return n * scale + l; }, nb, lb);
         }
         }
-    }
+    }, noise, latent_image);
 }
 
 template <class T, std::size_t R>
@@ -833,24 +831,22 @@ void model_sampling::inverse_noise_scaling(std::type_identity_t<view<const T, 1>
                                            std::type_identity_t<view<const T, R>> latent,
                                            view<T, R> out) const {
     check_op<T, R>(sigma, latent, out, where(op::inverse_noise_scaling), "latent");
-    for (index_t b = 0; b < latent.extent(0); ++b) {
-        auto lb = latent.batch_slice(b, 1);
-        auto ob = out.batch_slice(b, 1);
+    sampling_detail::per_item<T, R>(sigma, out, [&](const T s, auto ob, auto lb) {
         if (type_ == sampling_type::img_to_img_flow) {
             kernels::transform(ob, [](auto v) { return T(1) - v; }, lb);
-            continue;
+            return;
         }
         if (type_ != sampling_type::flow) {
             if (!same_elements(ob, lb)) kernels::copy<T, R>(lb, ob);
-            continue;
+            return;
         }
-        const T keep = T(1) - sigma(b);
+        const T keep = T(1) - s;
         if (keep == T(0))
             fail(where(op::inverse_noise_scaling),
                  "argument 'sigma' is 1: a flow latent at sigma 1 is pure noise and cannot be "
                  "unscaled (latent / (1 - sigma) divides by zero)");
         kernels::transform(ob, [keep](auto v) { return v / keep; }, lb);
-    }
+    }, latent);
 }
 
 // ------------------------------------------------------------------------------------------

@@ -256,3 +256,5 @@ bool apply_chunks(const normalized_attention_guidance& p, const view<T, 3>& attn
 } // namespace nag
 
 } // namespace patchbay
+
+PATCHBAY_DECLARE_BUILTIN(patchbay::normalized_attention_guidance)

@@ -23,6 +23,7 @@
 #include <span>
 #include <string>
 
+#include "patchbay/core/dispatch.hpp"
 #include "patchbay/core/error.hpp"
 #include "patchbay/core/hooks.hpp"
 #include "patchbay/core/patch.hpp"
@@ -188,16 +189,23 @@ void apply_patch(const P& p, const block_site& site, view<const T, 4> h, view<co
 
 } // namespace free_u_detail
 
-/// ComfyUI "FreeU". `model_channels` is the UNet's base channel count (320 for SD1.x and
-/// SDXL), which ComfyUI reads from the model config; patchbay takes it as a field.
-struct free_u {
-    static constexpr auto descriptor() { return free_u_detail::describe_free_u<free_u>("FreeU", 1.1, 1.2); }
-    static constexpr bool is_v2 = false;
+/// ComfyUI "FreeU" (V2 = false) and "FreeU_V2" (V2 = true): the same block patch with other
+/// defaults, V2 weighting the backbone factor by the normalised channel mean. Where that mean
+/// is spatially constant (1x1 features) ComfyUI's FreeU_V2 gives NaN; patchbay applies no
+/// weighting there. `model_channels` is the UNet's base channel count (320 for SD1.x and SDXL),
+/// which ComfyUI reads from the model config; patchbay takes it as a field.
+template <bool V2>
+struct basic_free_u {
+    static constexpr auto descriptor() {
+        return free_u_detail::describe_free_u<basic_free_u>(V2 ? "FreeU_V2" : "FreeU", V2 ? 1.3 : 1.1,
+                                                            V2 ? 1.4 : 1.2);
+    }
+    static constexpr bool is_v2 = V2;
 
-    double b1 = 1.1; ///< backbone factor for blocks with 4 x model_channels channels
-    double b2 = 1.2; ///< backbone factor for blocks with 2 x model_channels channels
-    double s1 = 0.9; ///< skip low-frequency factor for 4 x model_channels blocks
-    double s2 = 0.2; ///< skip low-frequency factor for 2 x model_channels blocks
+    double b1 = V2 ? 1.3 : 1.1; ///< backbone factor for blocks with 4 x model_channels channels
+    double b2 = V2 ? 1.4 : 1.2; ///< backbone factor for blocks with 2 x model_channels channels
+    double s1 = 0.9;            ///< skip low-frequency factor for 4 x model_channels blocks
+    double s2 = 0.2;            ///< skip low-frequency factor for 2 x model_channels blocks
     index_t model_channels = 320;
 
     void validate() const { patchbay::validate(*this); }
@@ -211,7 +219,7 @@ struct free_u {
     /// Rewrites h and hsp IN PLACE (as ComfyUI does). hsp's channel count may differ from h's.
     template <class T>
     void output_block(no_state&, const block_site& site, view<T, 4> h, view<T, 4> hsp) const {
-        free_u_detail::apply_patch<free_u, T>(*this, site, h, hsp, h, hsp);
+        free_u_detail::apply_patch<basic_free_u, T>(*this, site, h, hsp, h, hsp);
     }
 
     /// Non-mutating variant: reads h and hsp, writes h_out and hsp_out (each may be exactly
@@ -220,7 +228,7 @@ struct free_u {
     void output_block(no_state&, const block_site& site, std::type_identity_t<view<const T, 4>> h,
                       std::type_identity_t<view<const T, 4>> hsp, view<T, 4> h_out,
                       view<T, 4> hsp_out) const {
-        free_u_detail::apply_patch<free_u, T>(*this, site, h, hsp, h_out, hsp_out);
+        free_u_detail::apply_patch<basic_free_u, T>(*this, site, h, hsp, h_out, hsp_out);
     }
 
     /// FreeU is defined for 4-D (N,C,H,W) features only, as in ComfyUI.
@@ -232,45 +240,10 @@ struct free_u {
     }
 };
 
-/// ComfyUI "FreeU_V2": the backbone factor is weighted by the normalised channel mean.
-/// Where that mean is spatially constant (1x1 features) ComfyUI gives NaN; patchbay applies
-/// no weighting there.
-struct free_u_v2 {
-    static constexpr auto descriptor() { return free_u_detail::describe_free_u<free_u_v2>("FreeU_V2", 1.3, 1.4); }
-    static constexpr bool is_v2 = true;
-
-    double b1 = 1.3;
-    double b2 = 1.4;
-    double s1 = 0.9;
-    double s2 = 0.2;
-    index_t model_channels = 320;
-
-    void validate() const { patchbay::validate(*this); }
-
-    std::optional<free_u_factors> factors_for(index_t h_channels) const {
-        return free_u_detail::rule(h_channels, model_channels, b1, b2, s1, s2);
-    }
-
-    /// Rewrites h and hsp IN PLACE (as ComfyUI does).
-    template <class T>
-    void output_block(no_state&, const block_site& site, view<T, 4> h, view<T, 4> hsp) const {
-        free_u_detail::apply_patch<free_u_v2, T>(*this, site, h, hsp, h, hsp);
-    }
-
-    /// Non-mutating variant (see free_u).
-    template <class T>
-    void output_block(no_state&, const block_site& site, std::type_identity_t<view<const T, 4>> h,
-                      std::type_identity_t<view<const T, 4>> hsp, view<T, 4> h_out,
-                      view<T, 4> hsp_out) const {
-        free_u_detail::apply_patch<free_u_v2, T>(*this, site, h, hsp, h_out, hsp_out);
-    }
-
-    template <class T, std::size_t RH, std::size_t RS>
-        requires(RH != 4 || RS != 4)
-    void output_block(no_state&, const block_site&, view<T, RH>, view<T, RS>) const {
-        fail(descriptor().class_type, "h and hsp must be 4-D (N,C,H,W) features, got ranks " + std::to_string(RH) +
-                       " and " + std::to_string(RS));
-    }
-};
+using free_u = basic_free_u<false>;   ///< ComfyUI "FreeU"
+using free_u_v2 = basic_free_u<true>; ///< ComfyUI "FreeU_V2"
 
 } // namespace patchbay
+
+PATCHBAY_DECLARE_BUILTIN(patchbay::free_u)
+PATCHBAY_DECLARE_BUILTIN(patchbay::free_u_v2)

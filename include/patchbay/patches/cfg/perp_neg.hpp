@@ -124,3 +124,5 @@ struct perp_neg {
 };
 
 } // namespace patchbay
+
+PATCHBAY_DECLARE_BUILTIN(patchbay::perp_neg)

@@ -17,6 +17,7 @@
 #include <cstddef>
 #include <type_traits>
 
+#include "patchbay/core/dispatch.hpp"
 #include "patchbay/core/error.hpp"
 #include "patchbay/core/hooks.hpp"
 #include "patchbay/core/patch.hpp"
@@ -90,3 +91,5 @@ private:
 };
 
 } // namespace patchbay
+
+PATCHBAY_DECLARE_BUILTIN(patchbay::renorm_cfg)

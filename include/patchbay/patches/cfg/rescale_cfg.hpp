@@ -23,6 +23,7 @@
 #include <cstddef>
 #include <type_traits>
 
+#include "patchbay/core/dispatch.hpp"
 #include "patchbay/core/error.hpp"
 #include "patchbay/core/hooks.hpp"
 #include "patchbay/core/patch.hpp"
@@ -185,3 +186,5 @@ private:
 };
 
 } // namespace patchbay
+
+PATCHBAY_DECLARE_BUILTIN(patchbay::rescale_cfg)

@@ -22,6 +22,7 @@
 #include <type_traits>
 
 #include "patchbay/core/descriptor.hpp"
+#include "patchbay/core/dispatch.hpp"
 #include "patchbay/core/hooks.hpp"
 #include "patchbay/core/view.hpp"
 #include "patchbay/kernels/elementwise.hpp"
@@ -110,3 +111,6 @@ struct video_triangle_cfg_guidance {
 };
 
 } // namespace patchbay
+
+PATCHBAY_DECLARE_BUILTIN(patchbay::video_linear_cfg_guidance)
+PATCHBAY_DECLARE_BUILTIN(patchbay::video_triangle_cfg_guidance)

@@ -106,3 +106,5 @@ struct dual_cfg_guider {
 };
 
 } // namespace patchbay
+
+PATCHBAY_DECLARE_BUILTIN(patchbay::dual_cfg_guider)

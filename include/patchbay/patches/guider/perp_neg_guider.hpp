@@ -74,3 +74,5 @@ struct perp_neg_guider {
 };
 
 } // namespace patchbay
+
+PATCHBAY_DECLARE_BUILTIN(patchbay::perp_neg_guider)

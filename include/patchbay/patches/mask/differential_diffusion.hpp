@@ -17,6 +17,7 @@
 #include <string>
 #include <type_traits>
 
+#include "patchbay/core/dispatch.hpp"
 #include "patchbay/core/error.hpp"
 #include "patchbay/core/hooks.hpp"
 #include "patchbay/core/patch.hpp"
@@ -110,3 +111,5 @@ struct differential_diffusion {
 };
 
 } // namespace patchbay
+
+PATCHBAY_DECLARE_BUILTIN(patchbay::differential_diffusion)

@@ -12,6 +12,7 @@
 #include <string_view>
 
 #include "patchbay/core/descriptor.hpp"
+#include "patchbay/core/dispatch.hpp"
 #include "patchbay/core/error.hpp"
 #include "patchbay/core/hooks.hpp"
 #include "patchbay/core/patch.hpp"
@@ -178,3 +179,13 @@ struct model_noise_scale {
 };
 
 } // namespace patchbay
+
+PATCHBAY_DECLARE_BUILTIN(patchbay::model_sampling_discrete)
+PATCHBAY_DECLARE_BUILTIN(patchbay::model_sampling_sd3)
+PATCHBAY_DECLARE_BUILTIN(patchbay::model_sampling_aura_flow)
+PATCHBAY_DECLARE_BUILTIN(patchbay::model_sampling_flux)
+PATCHBAY_DECLARE_BUILTIN(patchbay::model_sampling_ltxv)
+PATCHBAY_DECLARE_BUILTIN(patchbay::model_sampling_continuous_edm)
+PATCHBAY_DECLARE_BUILTIN(patchbay::model_sampling_continuous_v)
+PATCHBAY_DECLARE_BUILTIN(patchbay::model_sampling_stable_cascade)
+PATCHBAY_DECLARE_BUILTIN(patchbay::model_noise_scale)

@@ -51,3 +51,5 @@ struct skip_layer_guidance_dit_simple {
 };
 
 } // namespace patchbay
+
+PATCHBAY_DECLARE_BUILTIN(patchbay::skip_layer_guidance_dit_simple)

@@ -16,6 +16,7 @@
 #include <cstddef>
 #include <type_traits>
 
+#include "patchbay/core/dispatch.hpp"
 #include "patchbay/core/error.hpp"
 #include "patchbay/core/hooks.hpp"
 #include "patchbay/core/patch.hpp"
@@ -115,3 +116,5 @@ private:
 };
 
 } // namespace patchbay
+
+PATCHBAY_DECLARE_BUILTIN(patchbay::cfg_norm)

@@ -18,6 +18,7 @@
 #include <type_traits>
 
 #include "patchbay/core/descriptor.hpp"
+#include "patchbay/core/dispatch.hpp"
 #include "patchbay/core/hooks.hpp"
 #include "patchbay/core/view.hpp"
 #include "patchbay/kernels/elementwise.hpp"
@@ -58,3 +59,5 @@ struct cfg_zero_star {
 };
 
 } // namespace patchbay
+
+PATCHBAY_DECLARE_BUILTIN(patchbay::cfg_zero_star)

@@ -12,6 +12,7 @@
 #include <type_traits>
 
 #include "patchbay/core/descriptor.hpp"
+#include "patchbay/core/dispatch.hpp"
 #include "patchbay/core/hooks.hpp"
 #include "patchbay/core/view.hpp"
 #include "patchbay/kernels/elementwise.hpp"
@@ -42,3 +43,5 @@ struct epsilon_scaling {
 };
 
 } // namespace patchbay
+
+PATCHBAY_DECLARE_BUILTIN(patchbay::epsilon_scaling)

@@ -22,6 +22,7 @@
 #include <type_traits>
 
 #include "patchbay/core/config.hpp"
+#include "patchbay/core/dispatch.hpp"
 #include "patchbay/core/error.hpp"
 #include "patchbay/core/hooks.hpp"
 #include "patchbay/core/patch.hpp"
@@ -104,3 +105,5 @@ struct mahiro {
 };
 
 } // namespace patchbay
+
+PATCHBAY_DECLARE_BUILTIN(patchbay::mahiro)

@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <type_traits>
 
+#include "patchbay/core/dispatch.hpp"
 #include "patchbay/core/hooks.hpp"
 #include "patchbay/core/model.hpp"
 #include "patchbay/core/patch.hpp"
@@ -38,15 +39,6 @@ void perturbed_attention(std::type_identity_t<view<const T, 3>> q,
     require_writable_layout(out, where, "out");
     require_no_partial_overlap(out, v, where, "out", "v");
     kernels::copy<T, 3>(v, out);
-}
-
-/// result += (cond - perturbed) * scale, in place on the cfg result.
-template <class T, std::size_t R>
-void combine(std::type_identity_t<view<const T, R>> cond,
-             std::type_identity_t<view<const T, R>> perturbed, double scale, view<T, R> result) {
-    const T s = static_cast<T>(scale);
-    kernels::transform(result, [s](auto r, auto c, auto p) { return r + (c - p) * s; },
-                       view<const T, R>(result), cond, perturbed);
 }
 
 } // namespace patchbay::pag
@@ -119,8 +111,10 @@ struct perturbed_attention_guidance {
             ws.buffer<T>(perturbed_key, static_cast<std::size_t>(denoised.size())).data(),
             denoised.extents());
         perturbed_model(in.x, perturbed);
-        pag::combine<T, R>(cond, perturbed, scale, denoised);
+        kernels::add_scaled_difference<T, R>(cond, perturbed, scale, denoised);
     }
 };
 
 } // namespace patchbay
+
+PATCHBAY_DECLARE_BUILTIN(patchbay::perturbed_attention_guidance)

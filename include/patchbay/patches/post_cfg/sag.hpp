@@ -23,6 +23,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "patchbay/core/dispatch.hpp"
 #include "patchbay/core/hooks.hpp"
 #include "patchbay/core/model.hpp"
 #include "patchbay/core/patch.hpp"
@@ -161,15 +162,6 @@ template <class T, std::size_t R>
 void renoise(std::type_identity_t<view<const T, R>> degraded, std::type_identity_t<view<const T, R>> x,
              std::type_identity_t<view<const T, R>> uncond, view<T, R> out) {
     kernels::transform(out, [](auto d, auto xx, auto u) { return d + xx - u; }, degraded, x, uncond);
-}
-
-/// result += (degraded - sag_out) * scale, in place on the cfg result.
-template <class T, std::size_t R>
-void combine(std::type_identity_t<view<const T, R>> degraded,
-             std::type_identity_t<view<const T, R>> sag_out, double scale, view<T, R> result) {
-    const T s = static_cast<T>(scale);
-    kernels::transform(result, [s](auto r, auto d, auto g) { return r + (d - g) * s; },
-                       view<const T, R>(result), degraded, sag_out);
 }
 
 namespace detail {
@@ -320,9 +312,11 @@ struct self_attention_guidance {
                                           sag::default_threshold, degraded, buf.degrade);
             sag::renoise<T, R>(degraded, in.x, uncond, noised);
             uncond_model(view<const T, R>(noised), model_out);
-            sag::combine<T, R>(degraded, model_out, scale, denoised);
+            kernels::add_scaled_difference<T, R>(degraded, model_out, scale, denoised);
         }
     }
 };
 
 } // namespace patchbay
+
+PATCHBAY_DECLARE_BUILTIN(patchbay::self_attention_guidance)

@@ -292,3 +292,6 @@ struct skip_layer_guidance_sd3 {
 };
 
 } // namespace patchbay
+
+PATCHBAY_DECLARE_BUILTIN(patchbay::skip_layer_guidance_dit)
+PATCHBAY_DECLARE_BUILTIN(patchbay::skip_layer_guidance_sd3)

@@ -19,6 +19,7 @@
 #include <type_traits>
 
 #include "patchbay/core/descriptor.hpp"
+#include "patchbay/core/dispatch.hpp"
 #include "patchbay/core/error.hpp"
 #include "patchbay/core/hooks.hpp"
 #include "patchbay/core/view.hpp"
@@ -98,3 +99,5 @@ struct temporal_score_rescaling {
 };
 
 } // namespace patchbay
+
+PATCHBAY_DECLARE_BUILTIN(patchbay::temporal_score_rescaling)

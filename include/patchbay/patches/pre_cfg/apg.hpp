@@ -21,6 +21,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "patchbay/core/dispatch.hpp"
 #include "patchbay/core/error.hpp"
 #include "patchbay/core/hooks.hpp"
 #include "patchbay/core/patch.hpp"
@@ -187,3 +188,5 @@ struct apg {
 };
 
 } // namespace patchbay
+
+PATCHBAY_DECLARE_BUILTIN(patchbay::apg)

@@ -21,6 +21,7 @@
 #include <cstddef>
 #include <string>
 
+#include "patchbay/core/dispatch.hpp"
 #include "patchbay/core/error.hpp"
 #include "patchbay/core/hooks.hpp"
 #include "patchbay/core/patch.hpp"
@@ -99,3 +100,5 @@ struct fresca {
 };
 
 } // namespace patchbay
+
+PATCHBAY_DECLARE_BUILTIN(patchbay::fresca)

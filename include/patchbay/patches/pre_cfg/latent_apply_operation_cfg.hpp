@@ -36,6 +36,7 @@
 #include <variant>
 
 #include "patchbay/core/descriptor.hpp"
+#include "patchbay/core/dispatch.hpp"
 #include "patchbay/core/error.hpp"
 #include "patchbay/core/hooks.hpp"
 #include "patchbay/core/view.hpp"
@@ -254,3 +255,5 @@ private:
 };
 
 } // namespace patchbay
+
+PATCHBAY_DECLARE_BUILTIN(patchbay::latent_apply_operation_cfg)

@@ -1,0 +1,85 @@
+#!/usr/bin/env python3
+"""Runs the benchmarks two builds share (before and after a change) on this machine and prints
+a markdown table of their medians: every benchmark N times (default 5) per build, runs of the
+two builds interleaved so that drift in the machine's speed hits both alike. A difference under
+5 % counts as equal.
+
+usage: scripts/bench_compare.py BEFORE_BUILD_DIR AFTER_BUILD_DIR [--reps N] [--filter REGEX]
+                                [--min-time SECONDS]
+Each build directory is a CMake build of patchbay with its benchmarks (bench/bench_*)."""
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+
+
+def binaries(build):
+    d = os.path.join(build, "bench")
+    return {f: os.path.join(d, f) for f in sorted(os.listdir(d))
+            if f.startswith("bench_") and os.access(os.path.join(d, f), os.X_OK)}
+
+
+def run(exe, flt, min_time):
+    """One run of a benchmark binary: {name: real time in ns}."""
+    cmd = [exe, "--benchmark_format=json", f"--benchmark_min_time={min_time}"]
+    if flt:
+        cmd.append(f"--benchmark_filter={flt}")
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    scale = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}
+    res = {}
+    for b in json.loads(out)["benchmarks"]:
+        if b.get("run_type", "iteration") != "iteration":
+            continue
+        res[b["name"]] = b["real_time"] * scale[b.get("time_unit", "ns")]
+    return res
+
+
+def fmt(ns):
+    for unit, s in (("s", 1e9), ("ms", 1e6), ("us", 1e3)):
+        if ns >= s:
+            return f"{ns / s:.3g} {unit}"
+    return f"{ns:.3g} ns"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("before")
+    ap.add_argument("after")
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--filter", default="")
+    ap.add_argument("--min-time", default="0.1")
+    ap.add_argument("--exclude", default="torch|fftw", help="benchmark names to leave out (regex)")
+    a = ap.parse_args()
+    before, after = binaries(a.before), binaries(a.after)
+    common = [b for b in before if b in after]
+    if not common:
+        sys.exit("no benchmark binary in both builds")
+    rows = []
+    for b in common:
+        times = {"before": {}, "after": {}}
+        for _ in range(a.reps):
+            for side, exe in (("before", before[b]), ("after", after[b])):
+                for name, t in run(exe, a.filter, a.min_time).items():
+                    times[side].setdefault(name, []).append(t)
+        for name in times["before"]:
+            if name not in times["after"] or re.search(a.exclude, name, re.I):
+                continue
+            mb = statistics.median(times["before"][name])
+            ma = statistics.median(times["after"][name])
+            rows.append((b, name, mb, ma))
+        print(f"{b}: done", file=sys.stderr)
+    print(f"| benchmark | before (median of {a.reps}) | after | after / before | verdict |")
+    print("|---|---:|---:|---:|---|")
+    for b, name, mb, ma in rows:
+        r = ma / mb
+        verdict = "equal" if abs(r - 1) < 0.05 else ("faster" if r < 1 else "SLOWER")
+        print(f"| {name} | {fmt(mb)} | {fmt(ma)} | {r:.2f} | {verdict} |")
+    slower = [r for r in rows if r[3] / r[2] >= 1.05]
+    print(f"\n{len(rows)} benchmarks, {len(slower)} slower by 5 % or more", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
