@@ -20,5 +20,12 @@ target_link_libraries(patchbay_project_flags INTERFACE patchbay::patchbay)
 # patchbay_add_program(<name> <sources...>): an executable of ours with the project flags.
 function(patchbay_add_program name)
   add_executable(${name} ${ARGN})
-  target_link_libraries(${name} PRIVATE patchbay_project_flags)
+  target_link_libraries(${name} PRIVATE patchbay_project_flags patchbay_builtins)
 endfunction()
+
+# The built-in patches' function tables compiled once (include/patchbay/builtins.hpp) and linked
+# into our tests, examples and the conformance runner: a file that names every built-in (the
+# workflow importer does) then no longer compiles the whole library again.
+add_library(patchbay_builtins STATIC ${CMAKE_CURRENT_LIST_DIR}/patchbay_builtins.cpp)
+target_link_libraries(patchbay_builtins PUBLIC patchbay_project_flags)
+target_compile_definitions(patchbay_builtins PUBLIC PATCHBAY_EXTERN_BUILTINS)
