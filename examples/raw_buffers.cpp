@@ -1,8 +1,9 @@
 // raw_buffers: a stable-diffusion.cpp-style engine loop over plain float buffers. The engine
 // owns its tensors in ggml's layout (ne[0] = W innermost, byte strides nb[]), runs its own
 // network for cond and uncond (here: a stand-in eps-predicting "network"), converts the raw
-// output to denoised with patchbay's model sampling, and hands the cfg stage to a runtime
-// patch_chain assembled from configuration (as an engine would from its settings file).
+// output to denoised with patchbay's model sampling, and hands the cfg stage to a cfg_chain
+// assembled from configuration (as an engine would from its settings file): the model-free
+// chain, so the engine names no model type and passes no model object.
 //
 //   example_raw_buffers [--smoke]
 #include <cmath>
@@ -13,8 +14,6 @@
 
 #include <patchbay/adapters/raw.hpp>
 #include <patchbay/patchbay.hpp>
-
-#include "toy_gaussian.hpp"
 
 using namespace patchbay;
 
@@ -54,9 +53,15 @@ int main(int argc, char** argv) {
 
     // Configuration an engine reads from its settings: RescaleCFG 0.7 then CFGNorm 1.0.
     const model_sampling ms = model_sampling::discrete("eps");
-    examples::toy_gaussian unused_model(examples::toy_kind::vp, 0.8); // the chain's model type
-    patch_chain<examples::toy_gaussian> chain(unused_model, ms);
+    cfg_chain chain(ms);
     chain.add(rescale_cfg{.multiplier = 0.7}).add(cfg_norm{.strength = 1.0});
+    try { // a patch that needs the model (an extra pass) is refused when it is added
+        chain.add(perturbed_attention_guidance{});
+        std::printf("raw_buffers: PAG was accepted by a model-free chain\n");
+        return 1;
+    } catch (const error& e) {
+        if (!smoke) std::printf("refused as expected: %s\n", e.what());
+    }
     auto run = chain.begin_run();
 
     const auto sigmas = karras_schedule(steps, ms.sigma_min(), ms.sigma_max());
@@ -71,7 +76,7 @@ int main(int argc, char** argv) {
         const view<const float, 1> sv = sigma_vec.as<1>();
         ms.calculate_denoised<float, 4>(sv, eps_c.as_view(), x.as_view(), cond.as_view());
         ms.calculate_denoised<float, 4>(sv, eps_u.as_view(), x.as_view(), uncond.as_view());
-        const guidance_inputs<float, 4> in{x.as_view(), sv, cond_scale, false, ms.prediction()};
+        const guidance_inputs<float, 4> in{x.as_view(), sv, cond_scale};
         chain.combine(run, in, cond.as_view(), uncond.as_view(), denoised.as_view());
         const double dt = sigmas[std::size_t(i) + 1] - sigmas[std::size_t(i)];
         for (std::size_t k = 0; k < x.data.size(); ++k) // Euler step in the engine's loop
@@ -79,7 +84,7 @@ int main(int argc, char** argv) {
     }
     double mean_pos = 0, mean_x = 0;
     for (std::size_t k = 0; k < x.data.size(); ++k) mean_pos += mu_pos[k], mean_x += x.data[k];
-    std::printf("raw_buffers: %d steps, ggml layout ne = {%lld, %lld, %lld, 1}, chain = RescaleCFG + CFGNorm; "
+    std::printf("raw_buffers: %d steps, ggml layout ne = {%lld, %lld, %lld, 1}, cfg_chain = RescaleCFG + CFGNorm; "
                 "sample mean %.3f (prompt mean %.3f)\n",
                 steps, (long long)W, (long long)H, (long long)C, mean_x / double(x.data.size()),
                 mean_pos / double(x.data.size()));
