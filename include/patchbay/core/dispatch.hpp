@@ -32,6 +32,7 @@
 #include "patchbay/core/hooks.hpp"
 #include "patchbay/core/model.hpp"
 #include "patchbay/core/patch.hpp"
+#include "patchbay/core/storage.hpp"
 #include "patchbay/core/view.hpp"
 #include "patchbay/core/workspace.hpp"
 #include "patchbay/kernels/elementwise.hpp"
@@ -975,34 +976,69 @@ void denoise_step(Model& model, const model_sampling& ms, std::span<hook_entry> 
 template <class T, std::size_t R>
 void combine_step(std::span<hook_entry> all_entries, workspace& ws, const guidance_inputs<T, R>& in,
                   view<T, R> cond, view<T, R> uncond, view<T, R> denoised, std::string_view where) {
-    validate_cfg_inputs<T, R>(in, cond, uncond, denoised, where);
-    require_nonempty(in.x, where, "x");
-    require_batch_vector(in.sigma, in.x, where, "sigma");
-    check_combine_table<T, R>(all_entries, where); // refused whether or not the window is open
-    const std::span<const hook_entry> entries = active_entries(all_entries, static_cast<double>(in.sigma(0)));
-    for (const auto& e : entries) // pre-cfg hooks rewrite cond and uncond in place
-        if (e.slot == hook_kind::pre_cfg && may_overlap(cond, uncond))
+    if constexpr (is_half_v<T>) { // half-precision storage: staged through float32 (core/storage.hpp)
+        bool rewrites = false;    // a pre-cfg hook rewrites cond and uncond: they go back too
+        for (const auto& e : all_entries) rewrites = rewrites || e.slot == hook_kind::pre_cfg;
+        if (rewrites && may_overlap(cond, uncond))
             fail(where, "'cond' and 'uncond' overlap, but pre-cfg patches rewrite them in place");
-    guidance_inputs<T, R> gi = in;
-    if (!gi.scratch) gi.scratch = &ws;
-    run_guidance<T, R>(entries, gi, cond, uncond, denoised, nullptr);
+        stager s(ws);
+        const guidance_inputs<float, R> gi = widen_inputs<T, R>(s, ws, in);
+        const view<float, R> c = s.widen<T, R>(cond), u = s.widen<T, R>(uncond), d = s.make<R>(denoised.extents());
+        combine_step<float, R>(all_entries, ws, gi, c, u, d, where);
+        if (rewrites) {
+            kernels::narrow<T, R>(c, cond);
+            kernels::narrow<T, R>(u, uncond);
+        }
+        kernels::narrow<T, R>(d, denoised);
+    } else {
+        validate_cfg_inputs<T, R>(in, cond, uncond, denoised, where);
+        require_nonempty(in.x, where, "x");
+        require_batch_vector(in.sigma, in.x, where, "sigma");
+        check_combine_table<T, R>(all_entries, where); // refused whether or not the window is open
+        const std::span<const hook_entry> entries = active_entries(all_entries, static_cast<double>(in.sigma(0)));
+        for (const auto& e : entries) // pre-cfg hooks rewrite cond and uncond in place
+            if (e.slot == hook_kind::pre_cfg && may_overlap(cond, uncond))
+                fail(where, "'cond' and 'uncond' overlap, but pre-cfg patches rewrite them in place");
+        guidance_inputs<T, R> gi = in;
+        if (!gi.scratch) gi.scratch = &ws;
+        run_guidance<T, R>(entries, gi, cond, uncond, denoised, nullptr);
+    }
 }
 
+/// Runs body(stager, arena) with the call's arena (or a local one for a standalone call).
+template <class T, class Body>
+void staged_call(workspace* scratch, Body body) {
+    workspace local;
+    workspace& ws = scratch ? *scratch : local;
+    stager s(ws);
+    body(s, ws);
+}
 } // namespace detail
 
 // ---- checked standalone hook calls ---------------------------------------------------------------
 // For engines and tests that call one patch's hook outside a guider: the patch's parameters and
-// the inputs are checked here, once, exactly as the step checks them.
+// the inputs are checked here, once, exactly as the step checks them. Views of f16 / bf16
+// storage are staged through float32 (core/storage.hpp).
 
 /// Run P's pre-cfg hook on (cond, uncond) in place.
 template <patch P, class T, std::size_t R>
 void apply_pre_cfg(const P& p, state_t<P>& state, const guidance_inputs<T, R>& in, view<T, R> cond,
                    view<T, R> uncond) {
     constexpr std::string_view where = P::descriptor().class_type;
-    validate(p);
-    detail::validate_cfg_inputs<T, R>(in, cond, uncond, cond, where, "cond", true);
-    if (may_overlap(cond, uncond)) fail(where, "'cond' and 'uncond' overlap (both are rewritten in place)");
-    p.pre_cfg(state, in, cond, uncond);
+    if constexpr (is_half_v<T>) {
+        if (may_overlap(cond, uncond)) fail(where, "'cond' and 'uncond' overlap (both are rewritten in place)");
+        detail::staged_call<T>(in.scratch, [&](detail::stager& s, workspace& ws) {
+            const view<float, R> c = s.widen<T, R>(cond), u = s.widen<T, R>(uncond);
+            apply_pre_cfg<P, float, R>(p, state, detail::widen_inputs<T, R>(s, ws, in), c, u);
+            kernels::narrow<T, R>(c, cond);
+            kernels::narrow<T, R>(u, uncond);
+        });
+    } else {
+        validate(p);
+        detail::validate_cfg_inputs<T, R>(in, cond, uncond, cond, where, "cond", true);
+        if (may_overlap(cond, uncond)) fail(where, "'cond' and 'uncond' overlap (both are rewritten in place)");
+        p.pre_cfg(state, in, cond, uncond);
+    }
 }
 
 /// Run P's cfg function; `out` may be exactly cond or uncond.
@@ -1010,10 +1046,19 @@ template <patch P, class T, std::size_t R>
 void apply_cfg_function(const P& p, state_t<P>& state, const guidance_inputs<T, R>& in,
                         std::type_identity_t<view<const T, R>> cond, std::type_identity_t<view<const T, R>> uncond,
                         view<T, R> out) {
-    constexpr std::string_view where = P::descriptor().class_type;
-    validate(p);
-    detail::validate_cfg_inputs<T, R>(in, cond, uncond, out, where, "out", true);
-    p.cfg_function(state, in, cond, uncond, out);
+    if constexpr (is_half_v<T>) {
+        detail::staged_call<T>(in.scratch, [&](detail::stager& s, workspace& ws) {
+            const auto gi = detail::widen_inputs<T, R>(s, ws, in);
+            const view<float, R> c = s.widen<T, R>(cond), u = s.widen<T, R>(uncond), o = s.make<R>(out.extents());
+            apply_cfg_function<P, float, R>(p, state, gi, c, u, o);
+            kernels::narrow<T, R>(o, out);
+        });
+    } else {
+        constexpr std::string_view where = P::descriptor().class_type;
+        validate(p);
+        detail::validate_cfg_inputs<T, R>(in, cond, uncond, out, where, "out", true);
+        p.cfg_function(state, in, cond, uncond, out);
+    }
 }
 
 /// Run P's post-cfg hook on denoised in place (with a model_access when the patch needs one).
@@ -1021,22 +1066,46 @@ template <patch P, class T, std::size_t R, class... Access>
 void apply_post_cfg(const P& p, state_t<P>& state, const guidance_inputs<T, R>& in,
                     std::type_identity_t<view<const T, R>> cond, std::type_identity_t<view<const T, R>> uncond,
                     view<T, R> denoised, Access&... access) {
-    constexpr std::string_view where = P::descriptor().class_type;
-    validate(p);
-    detail::validate_cfg_inputs<T, R>(in, cond, uncond, denoised, where);
-    p.post_cfg(state, in, cond, uncond, denoised, access...);
+    if constexpr (is_half_v<T>) {
+        static_assert(sizeof...(Access) == 0,
+                      "A post-cfg patch that evaluates the model (SAG, PAG) runs in float32: half-precision "
+                      "storage is staged for the cfg stage only.");
+        detail::staged_call<T>(in.scratch, [&](detail::stager& s, workspace& ws) {
+            const auto gi = detail::widen_inputs<T, R>(s, ws, in);
+            const view<float, R> c = s.widen<T, R>(cond), u = s.widen<T, R>(uncond), d = s.widen<T, R>(denoised);
+            apply_post_cfg<P, float, R>(p, state, gi, c, u, d);
+            kernels::narrow<T, R>(d, denoised);
+        });
+    } else {
+        constexpr std::string_view where = P::descriptor().class_type;
+        validate(p);
+        detail::validate_cfg_inputs<T, R>(in, cond, uncond, denoised, where);
+        p.post_cfg(state, in, cond, uncond, denoised, access...);
+    }
 }
 
 /// Run P's output-block hook on (h, hsp) in place.
 template <patch P, class T>
 void apply_output_block(const P& p, state_t<P>& state, const block_site& site, view<T, 4> h, view<T, 4> hsp) {
     constexpr std::string_view where = P::descriptor().class_type;
-    validate(p);
-    require_nonempty(h, where, "h");
-    require_writable_layout(h, where, "h");
-    require_writable_layout(hsp, where, "hsp");
-    if (may_overlap(h, hsp)) fail(where, "'h' and 'hsp' overlap");
-    p.output_block(state, site, h, hsp);
+    if constexpr (is_half_v<T>) {
+        if (may_overlap(h, hsp)) fail(where, "'h' and 'hsp' overlap");
+        detail::staged_call<T>(site.scratch, [&](detail::stager& s, workspace& ws) {
+            const view<float, 4> hf = s.widen<T, 4>(h), hspf = s.widen<T, 4>(hsp);
+            block_site fs = site;
+            fs.scratch = &ws;
+            apply_output_block<P, float>(p, state, fs, hf, hspf);
+            kernels::narrow<T, 4>(hf, h);
+            kernels::narrow<T, 4>(hspf, hsp);
+        });
+    } else {
+        validate(p);
+        require_nonempty(h, where, "h");
+        require_writable_layout(h, where, "h");
+        require_writable_layout(hsp, where, "hsp");
+        if (may_overlap(h, hsp)) fail(where, "'h' and 'hsp' overlap");
+        p.output_block(state, site, h, hsp);
+    }
 }
 
 } // namespace patchbay

@@ -166,14 +166,15 @@ public:
     template <class T, std::size_t R>
     void combine(run_state& run, const guidance_inputs<T, R>& in, view<T, R> cond, view<T, R> uncond,
                  view<T, R> denoised) const {
-        static_assert(!(detail::needs_model_v<detail::unwrap_t<Patches>, T, R> || ...),
+        using C = compute_t<T>; // half-precision storage runs the float32 hooks
+        static_assert(!(detail::needs_model_v<detail::unwrap_t<Patches>, C, R> || ...),
                       "guider::combine cannot run a patch that evaluates the model again (SAG, PAG); use "
                       "denoise() with a model instead.");
-        static_assert(!((detail::has_output_block<detail::unwrap_t<Patches>, T> ||
-                         detail::has_on_model_call<detail::unwrap_t<Patches>, T>) || ...),
+        static_assert(!((detail::has_output_block<detail::unwrap_t<Patches>, C> ||
+                         detail::has_on_model_call<detail::unwrap_t<Patches>, C>) || ...),
                       "guider::combine cannot apply a patch that hooks into the model (FreeU, attention "
                       "hooks): it would be silently skipped; call the patch from your network or use denoise().");
-        static_assert((detail::has_hook_for<Patches, T, R>() && ...),
+        static_assert((detail::has_hook_for<Patches, C, R>() && ...),
                       "A patch in this guider has no hook member for this element type and rank.");
         auto table = entries(&run);
         detail::combine_step<T, R>(table, run.scratch, in, cond, uncond, denoised, "guider::combine");

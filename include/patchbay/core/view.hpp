@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "patchbay/core/error.hpp"
+#include "patchbay/core/half.hpp"
 
 namespace patchbay {
 
@@ -23,8 +24,8 @@ template <class T, std::size_t Rank>
 class view {
     static_assert(Rank >= 1 && Rank <= 5, "patchbay::view supports ranks 1 to 5.");
     static_assert(std::is_same_v<std::remove_const_t<T>, float> ||
-                      std::is_same_v<std::remove_const_t<T>, double>,
-                  "patchbay::view holds float or double elements.");
+                      std::is_same_v<std::remove_const_t<T>, double> || is_half_v<T>,
+                  "patchbay::view holds float or double elements, or f16 / bf16 storage.");
 
 public:
     using element_type = T;

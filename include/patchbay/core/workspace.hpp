@@ -15,7 +15,8 @@
 // keys: kernels use [kernel_keys, patch_keys) (a kernel's buffers live for one kernel call),
 // patches their own logic [patch_keys, model_call_keys) (one hook call: patches may share
 // keys), and a hook whose buffers must survive a model evaluation (PAG's extra call runs the
-// block hooks) uses keys from model_call_keys on.
+// block hooks) uses keys [model_call_keys, storage_keys). Keys from storage_keys on hold the
+// float32 copies of half-precision inputs for the whole staged call (core/storage.hpp).
 //
 // Copying a workspace copies its tensor slots (a cloned run owns its own scratch); transient
 // buffers are not copied (their contents never outlive a call).
@@ -40,7 +41,7 @@ class workspace {
 public:
     static constexpr std::size_t slots = 8;
     /// First key of each range of buffer() keys (see the header comment).
-    static constexpr std::size_t kernel_keys = 0, patch_keys = 32, model_call_keys = 48;
+    static constexpr std::size_t kernel_keys = 0, patch_keys = 32, model_call_keys = 48, storage_keys = 64;
     /// Alignment of every slot and buffer (a cache line; enough for any SIMD width).
     static constexpr std::size_t alignment = 64;
 

@@ -1,0 +1,125 @@
+// patchbay: bulk conversions between half-precision storage (f16, bf16) and float32.
+//
+// widen: exact. narrow: round to nearest even, once. Contiguous rows convert in SIMD where the
+// build's instruction set has it (F16C for f16; AVX2 integer lanes for bf16), strided rows and
+// other builds use the scalar conversions of core/half.hpp; both give identical bits.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#if defined(__F16C__) || defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
+#include "patchbay/core/half.hpp"
+#include "patchbay/core/view.hpp"
+
+namespace patchbay::kernels {
+
+namespace convert_detail {
+
+/// n contiguous values: half -> float.
+template <class H>
+inline void widen_row(const H* src, float* dst, index_t n) noexcept {
+    index_t i = 0;
+#if defined(__F16C__)
+    if constexpr (std::is_same_v<H, f16>)
+        for (; i + 8 <= n; i += 8)
+            _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
+#endif
+#if defined(__AVX2__)
+    if constexpr (std::is_same_v<H, bf16>)
+        for (; i + 8 <= n; i += 8) {
+            const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i)));
+            _mm256_storeu_ps(dst + i, _mm256_castsi256_ps(_mm256_slli_epi32(w, 16)));
+        }
+#endif
+    for (; i < n; ++i) dst[i] = to_float(src[i]);
+}
+
+/// n contiguous values: float -> half, rounded to nearest even.
+template <class H>
+inline void narrow_row(const float* src, H* dst, index_t n) noexcept {
+    index_t i = 0;
+#if defined(__F16C__)
+    if constexpr (std::is_same_v<H, f16>)
+        for (; i + 8 <= n; i += 8)
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i),
+                             _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+#endif
+#if defined(__AVX2__)
+    if constexpr (std::is_same_v<H, bf16>)
+        for (; i + 8 <= n; i += 8) {
+            // (x + 0x7FFF + lsb) >> 16, NaN kept quiet: the scalar to_bf16, eight lanes at once
+            const __m256i x = _mm256_castps_si256(_mm256_loadu_ps(src + i));
+            const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(x, 16), _mm256_set1_epi32(1));
+            const __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(x, _mm256_set1_epi32(0x7FFF)), lsb), 16);
+            const __m256i abs = _mm256_and_si256(x, _mm256_set1_epi32(0x7FFFFFFF));
+            const __m256i nan = _mm256_cmpgt_epi32(abs, _mm256_set1_epi32(0x7F800000));
+            const __m256i quiet = _mm256_or_si256(_mm256_srli_epi32(x, 16), _mm256_set1_epi32(0x0040));
+            const __m256i r = _mm256_blendv_epi8(rounded, quiet, nan);
+            // pack the low 16 bits of the eight lanes (packus works per 128-bit half: reorder)
+            const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0x08);
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), _mm256_castsi256_si128(packed));
+        }
+#endif
+    for (; i < n; ++i) dst[i] = round_to<H>(src[i]);
+}
+
+/// Calls row(src_offset, dst_offset, inner_src_stride, inner_dst_stride, length) for every
+/// innermost row of the two same-shaped views.
+template <std::size_t R, class Row>
+void for_each_row(const std::array<index_t, R>& ext, const std::array<index_t, R>& ss,
+                  const std::array<index_t, R>& ds, Row row) {
+    std::array<index_t, R> idx{};
+    const index_t n = ext[R - 1];
+    if (n == 0) return;
+    for (std::size_t r = 0; r + 1 < R; ++r)
+        if (ext[r] == 0) return;
+    while (true) {
+        index_t so = 0, dof = 0;
+        for (std::size_t r = 0; r + 1 < R; ++r) so += idx[r] * ss[r], dof += idx[r] * ds[r];
+        row(so, dof, ss[R - 1], ds[R - 1], n);
+        std::size_t r = R - 1;
+        while (r > 0) {
+            --r;
+            if (++idx[r] < ext[r]) break;
+            idx[r] = 0;
+            if (r == 0) return;
+        }
+        if (R == 1) return;
+    }
+}
+
+} // namespace convert_detail
+
+/// dst = src widened to float32 (exact). Same shapes; any strides; dst must not overlap src.
+template <class H, std::size_t R>
+void widen(view<const H, R> src, view<float, R> dst) {
+    require_same_shape(src, view<const float, R>(dst), "kernels::widen", "src", "dst");
+    const H* s = src.data_handle();
+    float* d = dst.data_handle();
+    convert_detail::for_each_row<R>(src.extents(), src.strides(), dst.strides(),
+                                    [&](index_t so, index_t dof, index_t sst, index_t dst_s, index_t n) {
+                                        if (sst == 1 && dst_s == 1) return convert_detail::widen_row(s + so, d + dof, n);
+                                        for (index_t i = 0; i < n; ++i) d[dof + i * dst_s] = to_float(s[so + i * sst]);
+                                    });
+}
+
+/// dst = src rounded to the storage type H (nearest even). Same shapes; any strides.
+template <class H, std::size_t R>
+void narrow(view<const float, R> src, view<H, R> dst) {
+    require_same_shape(src, view<const H, R>(dst), "kernels::narrow", "src", "dst");
+    const float* s = src.data_handle();
+    H* d = dst.data_handle();
+    convert_detail::for_each_row<R>(src.extents(), src.strides(), dst.strides(),
+                                    [&](index_t so, index_t dof, index_t sst, index_t dst_s, index_t n) {
+                                        if (sst == 1 && dst_s == 1) return convert_detail::narrow_row(s + so, d + dof, n);
+                                        for (index_t i = 0; i < n; ++i) d[dof + i * dst_s] = round_to<H>(s[so + i * sst]);
+                                    });
+}
+
+} // namespace patchbay::kernels

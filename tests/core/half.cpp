@@ -1,0 +1,253 @@
+// Half-precision storage: the f16 / bf16 conversions (exhaustive over every bit pattern, and
+// round to nearest even at every midpoint), the SIMD bulk conversions against the scalar ones,
+// and the staged entry points: a cfg stage on f16 / bf16 views gives exactly the float32 path
+// on the widened inputs, rounded once, and allocates nothing after the first step.
+#include <catch2/catch.hpp>
+
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "counting_allocator.hpp"
+#include "patchbay/core/cfg_chain.hpp"
+#include "patchbay/core/half.hpp"
+#include "patchbay/kernels/convert.hpp"
+#include "patchbay/patches/block/free_u.hpp"
+#include "patchbay/patches/cfg/rescale_cfg.hpp"
+#include "patchbay/patches/post_cfg/cfg_norm.hpp"
+#include "patchbay/patches/pre_cfg/apg.hpp"
+#include "test_util.hpp"
+
+using namespace patchbay;
+
+namespace {
+
+template <class H>
+H from_bits(std::uint32_t b) {
+    return H{static_cast<std::uint16_t>(b)};
+}
+
+/// The finite non-negative values of H in increasing order (bit order is value order there).
+template <class H>
+std::vector<float> positive_finite_values() {
+    std::vector<float> v;
+    for (std::uint32_t b = 0; b < 0x8000u; ++b) {
+        const float f = to_float(from_bits<H>(b));
+        if (!std::isfinite(f)) break;
+        v.push_back(f);
+    }
+    return v;
+}
+
+/// float32 tensors of random values, rounded to H (so that widening them is exact).
+template <class H>
+tensor<float> rounded_random(std::vector<index_t> shape, unsigned seed) {
+    tensor<float> t = test::random_tensor(std::move(shape), seed);
+    for (index_t i = 0; i < t.size(); ++i) t.data()[i] = rounded_through<H>(t.data()[i]);
+    return t;
+}
+
+template <class H, std::size_t R>
+std::vector<H> narrowed(view<const float, R> v) {
+    std::vector<H> out(static_cast<std::size_t>(v.size()));
+    kernels::narrow<H, R>(v, view<H, R>(out.data(), v.extents()));
+    return out;
+}
+
+} // namespace
+
+TEST_CASE("f16 widening is exact and narrowing it back is the identity", "[half]") {
+    for (std::uint32_t b = 0; b < 0x10000u; ++b) {
+        const f16 h = from_bits<f16>(b);
+        const float f = to_float(h);
+        if (std::isnan(f)) {
+            REQUIRE((b & 0x7C00u) == 0x7C00u);
+            REQUIRE(std::isnan(to_float(to_f16(f))));
+            continue;
+        }
+        REQUIRE(to_f16(f).bits == h.bits);
+#if defined(__F16C__)
+        REQUIRE(std::bit_cast<std::uint32_t>(_cvtsh_ss(static_cast<unsigned short>(b))) ==
+                std::bit_cast<std::uint32_t>(f));
+#endif
+    }
+    CHECK(to_float(from_bits<f16>(0x3C00u)) == 1.0f);
+    CHECK(to_float(from_bits<f16>(0x0001u)) == std::ldexp(1.0f, -24)); // smallest subnormal
+    CHECK(to_float(from_bits<f16>(0x7BFFu)) == 65504.0f);              // largest finite
+}
+
+TEST_CASE("bf16 widening is exact and narrowing it back is the identity", "[half]") {
+    for (std::uint32_t b = 0; b < 0x10000u; ++b) {
+        const bf16 h = from_bits<bf16>(b);
+        const float f = to_float(h);
+        REQUIRE(std::bit_cast<std::uint32_t>(f) == b << 16);
+        if (std::isnan(f)) REQUIRE(std::isnan(to_float(to_bf16(f))));
+        else REQUIRE(to_bf16(f).bits == h.bits);
+    }
+}
+
+TEST_CASE("narrowing rounds to nearest even at every midpoint", "[half]") {
+    auto check = [](auto tag) {
+        using H = decltype(tag);
+        const std::vector<float> v = positive_finite_values<H>();
+        for (std::size_t i = 0; i + 1 < v.size(); ++i) {
+            const float lo = v[i], hi = v[i + 1];
+            const float mid = lo + (hi - lo) / 2; // exact: one more bit than H has
+            const auto even = (i % 2 == 0) ? i : i + 1;
+            REQUIRE(to_float(round_to<H>(mid)) == v[even]);
+            REQUIRE(to_float(round_to<H>(-mid)) == -v[even]);
+            REQUIRE(to_float(round_to<H>(std::nextafter(mid, 0.0f))) == lo);
+            REQUIRE(to_float(round_to<H>(std::nextafter(mid, std::numeric_limits<float>::infinity()))) == hi);
+        }
+        // past the largest finite value: up to the midpoint to infinity stays finite
+        const float top = v.back(), mid = top + (top - v[v.size() - 2]) / 2;
+        CHECK(to_float(round_to<H>(std::nextafter(mid, 0.0f))) == top);
+        CHECK(std::isinf(to_float(round_to<H>(mid))));
+        CHECK(std::isinf(to_float(round_to<H>(std::numeric_limits<float>::max()))));
+        CHECK(std::isinf(to_float(round_to<H>(-std::numeric_limits<float>::infinity()))));
+    };
+    check(f16{});
+    check(bf16{});
+    CHECK(to_f16(std::ldexp(1.0f, -25)).bits == 0);                      // a tie to even: zero
+    CHECK(to_f16(std::nextafter(std::ldexp(1.0f, -25), 1.0f)).bits == 1); // above it: the smallest
+    CHECK(to_f16(std::numeric_limits<float>::denorm_min()).bits == 0);
+    CHECK(to_f16(-0.0f).bits == 0x8000u);
+}
+
+TEST_CASE("bulk conversions: SIMD rows equal the scalar conversions, strided views too", "[half]") {
+    std::vector<float> src;
+    for (std::uint32_t i = 0; i < 4099; ++i) { // every kind of value, SIMD body and tail
+        const std::uint32_t bits = (i * 2654435761u) ^ (i << 7);
+        src.push_back(std::bit_cast<float>(bits));
+    }
+    src[3] = std::numeric_limits<float>::quiet_NaN();
+    src[5] = std::numeric_limits<float>::infinity();
+    src[7] = 65519.0f;
+    src[9] = std::ldexp(1.0f, -25);
+    auto check = [&](auto tag) {
+        using H = decltype(tag);
+        const index_t n = static_cast<index_t>(src.size());
+        const view<const float, 1> sv(src.data(), {n});
+        const std::vector<H> fast = narrowed<H, 1>(sv);
+        for (std::size_t i = 0; i < src.size(); ++i) {
+            const H want = round_to<H>(src[i]);
+            if (std::isnan(src[i])) REQUIRE(std::isnan(to_float(fast[i])));
+            else REQUIRE(fast[i].bits == want.bits);
+        }
+        std::vector<float> back(src.size());
+        kernels::widen<H, 1>(view<const H, 1>(fast.data(), {n}), view<float, 1>(back.data(), {n}));
+        for (std::size_t i = 0; i < src.size(); ++i)
+            REQUIRE(std::bit_cast<std::uint32_t>(back[i]) == std::bit_cast<std::uint32_t>(to_float(fast[i])));
+        // a transposed (strided) view of the same values converts to the same bits
+        const index_t rows = 17, cols = 241;
+        const view<const float, 2> t(src.data(), {cols, rows}, {1, cols});
+        std::vector<H> strided(static_cast<std::size_t>(rows * cols));
+        kernels::narrow<H, 2>(t, view<H, 2>(strided.data(), {cols, rows}));
+        for (index_t c = 0; c < cols; ++c)
+            for (index_t r = 0; r < rows; ++r) {
+                const float f = src[static_cast<std::size_t>(r * cols + c)];
+                const H got = strided[static_cast<std::size_t>(c * rows + r)];
+                if (std::isnan(f)) REQUIRE(std::isnan(to_float(got)));
+                else REQUIRE(got.bits == round_to<H>(f).bits);
+            }
+    };
+    check(f16{});
+    check(bf16{});
+}
+
+TEMPLATE_TEST_CASE("a cfg stage on half storage is the float32 path on the widened inputs, rounded once",
+                   "[half]", f16, bf16) {
+    using H = TestType;
+    const std::vector<index_t> shape{2, 4, 16, 12};
+    const tensor<float> x = rounded_random<H>(shape, 1), cond = rounded_random<H>(shape, 2),
+                        uncond = rounded_random<H>(shape, 3);
+    tensor<float> sigma({2});
+    sigma[0] = rounded_through<H>(3.7f);
+    sigma[1] = rounded_through<H>(0.45f);
+    const auto n = static_cast<std::size_t>(x.size());
+    std::vector<H> xh = narrowed<H, 4>(x.as<4>()), ch = narrowed<H, 4>(cond.as<4>()), uh = narrowed<H, 4>(uncond.as<4>()),
+                   sh = narrowed<H, 1>(sigma.as<1>()), dh(n);
+    const std::array<index_t, 4> ext{2, 4, 16, 12};
+    const view<H, 4> xv(xh.data(), ext), cv(ch.data(), ext), uv(uh.data(), ext), dv(dh.data(), ext);
+    const view<H, 1> sv(sh.data(), {2});
+
+    cfg_chain chain(model_sampling::discrete("eps"));
+    chain.add(apg{.eta = 0.5, .norm_threshold = 4.0, .momentum = 0.3})
+        .add(rescale_cfg{.multiplier = 0.7})
+        .add(cfg_norm{.strength = 0.8});
+    auto run_f = chain.begin_run();
+    auto run_h = chain.begin_run();
+    tensor<float> cf = cond, uf = uncond, df(shape);
+    for (int step = 0; step < 3; ++step) { // APG's momentum carries over: the state is the float path's
+        chain.combine(run_f, guidance_inputs<float, 4>{x.as<4>(), sigma.as<1>(), 5.0}, cf.as<4>(), uf.as<4>(),
+                      df.as<4>());
+        chain.combine(run_h, guidance_inputs<H, 4>{xv, sv, 5.0}, cv, uv, dv);
+        const std::vector<H> want = narrowed<H, 4>(df.as<4>()), want_c = narrowed<H, 4>(cf.as<4>());
+        for (std::size_t i = 0; i < n; ++i) {
+            REQUIRE(dh[i].bits == want[i].bits);
+            REQUIRE(ch[i].bits == want_c[i].bits); // APG rewrote cond in place: rounded back
+        }
+        // the next step starts from the stored (rounded) predictions on both paths
+        kernels::widen<H, 4>(view<const H, 4>(cv), cf.as<4>());
+        kernels::widen<H, 4>(view<const H, 4>(uv), uf.as<4>());
+    }
+    // after the first step the staged cfg stage allocates nothing
+    test::allocation_counter counter;
+    chain.combine(run_h, guidance_inputs<H, 4>{xv, sv, 5.0}, cv, uv, dv);
+    CHECK(counter.count() == 0);
+}
+
+TEMPLATE_TEST_CASE("half-storage hook calls: cfg function and output block staged exactly", "[half]", f16, bf16) {
+    using H = TestType;
+    const std::vector<index_t> shape{1, 4, 8, 8};
+    const tensor<float> x = rounded_random<H>(shape, 4), cond = rounded_random<H>(shape, 5),
+                        uncond = rounded_random<H>(shape, 6);
+    tensor<float> sigma({1});
+    sigma[0] = rounded_through<H>(2.0f);
+    const std::array<index_t, 4> ext{1, 4, 8, 8};
+    std::vector<H> xh = narrowed<H, 4>(x.as<4>()), ch = narrowed<H, 4>(cond.as<4>()), uh = narrowed<H, 4>(uncond.as<4>()),
+                   sh = narrowed<H, 1>(sigma.as<1>()), oh(static_cast<std::size_t>(x.size()));
+    const rescale_cfg p{.multiplier = 0.6};
+    no_state st;
+    tensor<float> of(shape);
+    apply_cfg_function<rescale_cfg, float, 4>(p, st, {x.as<4>(), sigma.as<1>(), 7.0}, cond.as<4>(), uncond.as<4>(),
+                                              of.as<4>());
+    apply_cfg_function<rescale_cfg, H, 4>(
+        p, st, {view<const H, 4>(xh.data(), ext), view<const H, 1>(sh.data(), {1}), 7.0},
+        view<const H, 4>(ch.data(), ext), view<const H, 4>(uh.data(), ext), view<H, 4>(oh.data(), ext));
+    const std::vector<H> want = narrowed<H, 4>(of.as<4>());
+    for (std::size_t i = 0; i < want.size(); ++i) REQUIRE(oh[i].bits == want[i].bits);
+
+    // FreeU on an output block with 2 x model_channels channels, in place on both tensors
+    const free_u fu{.b1 = 1.3, .b2 = 1.4, .s1 = 0.9, .s2 = 0.2, .model_channels = 2};
+    tensor<float> hf = rounded_random<H>(shape, 7), hspf = rounded_random<H>({1, 2, 8, 8}, 8);
+    std::vector<H> hh = narrowed<H, 4>(hf.as<4>()), hsph = narrowed<H, 4>(hspf.as<4>());
+    const block_site site{unet_stage::output, 3, 4};
+    apply_output_block<free_u, float>(fu, st, site, hf.as<4>(), hspf.as<4>());
+    apply_output_block<free_u, H>(fu, st, site, view<H, 4>(hh.data(), ext), view<H, 4>(hsph.data(), {1, 2, 8, 8}));
+    const std::vector<H> want_h = narrowed<H, 4>(hf.as<4>()), want_hsp = narrowed<H, 4>(hspf.as<4>());
+    for (std::size_t i = 0; i < want_h.size(); ++i) REQUIRE(hh[i].bits == want_h[i].bits);
+    for (std::size_t i = 0; i < want_hsp.size(); ++i) REQUIRE(hsph[i].bits == want_hsp[i].bits);
+    CHECK_FALSE(std::equal(want_h.begin(), want_h.end(), narrowed<H, 4>(rounded_random<H>(shape, 7).template as<4>()).begin(),
+                           [](H a, H b) { return a.bits == b.bits; })); // FreeU did change h
+}
+
+TEST_CASE("half storage: bad inputs are refused naming the patch", "[half]") {
+    std::vector<f16> buf(64);
+    const std::array<index_t, 4> ext{1, 1, 8, 8};
+    const view<f16, 4> a(buf.data(), ext);
+    std::vector<f16> sbuf(1, to_f16(1.0f));
+    no_state st;
+    // cond and uncond the same memory: rewritten in place by a pre-cfg hook
+    apg::state_type ast{};
+    CHECK_THROWS_WITH((apply_pre_cfg<apg, f16, 4>(apg{}, ast, {a, view<const f16, 1>(sbuf.data(), {1}), 3.0}, a, a)),
+                      Catch::Contains("APG") && Catch::Contains("overlap"));
+    // a shape mismatch is found by the float32 path's checks, with the same message
+    std::vector<f16> small(16);
+    CHECK_THROWS_WITH((apply_cfg_function<rescale_cfg, f16, 4>(
+                          rescale_cfg{}, st, {a, view<const f16, 1>(sbuf.data(), {1}), 3.0}, a,
+                          view<const f16, 4>(small.data(), {1, 1, 4, 4}), a)),
+                      Catch::Contains("RescaleCFG") && Catch::Contains("shape"));
+}
