@@ -10,6 +10,7 @@
 #include "patchbay/patches/post_cfg/pag.hpp"
 #include "patchbay/patches/post_cfg/sag.hpp"
 #include "registry.hpp"
+#include "storage.hpp"
 
 namespace {
 
@@ -108,7 +109,7 @@ PATCHBAY_CONFORMANCE("SelfAttentionGuidance", "attn1_replace+sampler_post_cfg_fu
     };
     patchbay::model_access<float, 4> model(patchbay::model_access<float, 4>::evaluate_fn::to(evaluate));
     // the checked entry point: parameters and inputs are validated as the step does
-    patchbay::apply_post_cfg(p, st, in, cond.as<4>(), uncond.as<4>(), cfg.as<4>(), model);
+    patchbay::conformance::apply_post_cfg(p, st, in, cond.as<4>(), uncond.as<4>(), cfg.as<4>(), model);
     put(out, "attn1_out", attn_out);
     put(out, "degraded_noised", degraded_noised);
     put(out, "result", cfg);
@@ -152,7 +153,7 @@ void pag_post_cfg(const golden_case& gc, results& out) {
     };
     patchbay::model_access<float, R> model(patchbay::model_access<float, R>::evaluate_fn::to(evaluate));
     patchbay::state_t<patchbay::perturbed_attention_guidance> st{};
-    patchbay::apply_post_cfg(p, st, in, cond.as<R>(), uncond.as<R>(), cfg.as<R>(), model);
+    patchbay::conformance::apply_post_cfg(p, st, in, cond.as<R>(), uncond.as<R>(), cfg.as<R>(), model);
     put(out, "result", cfg);
 }
 } // namespace

@@ -6,6 +6,7 @@
 
 #include "e2e.hpp"
 #include "registry.hpp"
+#include "storage.hpp"
 
 #include "patchbay/kernels/elementwise.hpp"
 #include "patchbay/patches/cfg/renorm_cfg.hpp"
@@ -53,7 +54,7 @@ void run_cfg_function(const golden_case& gc, results& out, const P& patch) {
     tensor<float> denoised(t.cond.shape());
     state_t<P> state{};
     // the checked entry point: bad inputs are refused there, once, as the dispatcher does
-    apply_cfg_function<P, float, R>(patch, state, in, t.cond.as<R>(), t.uncond.as<R>(), denoised.as<R>());
+    conformance::apply_cfg_function<P, float, R>(patch, state, in, t.cond.as<R>(), t.uncond.as<R>(), denoised.as<R>());
     tensor<float> ret(t.cond.shape());
     kernels::transform(ret.as<R>(), [](auto x, auto d) { return x - d; }, t.x.as<R>(),
                        view<const float, R>(denoised.as<R>()));
@@ -82,7 +83,7 @@ void run_post_cfg(const golden_case& gc, results& out, const P& patch) {
         denoised = t.cond;
     const tensor<float> cfg_in = denoised;
     state_t<P> state{};
-    apply_post_cfg<P, float, R>(patch, state, in, t.cond.as<R>(), t.uncond.as<R>(), denoised.as<R>());
+    conformance::apply_post_cfg<P, float, R>(patch, state, in, t.cond.as<R>(), t.uncond.as<R>(), denoised.as<R>());
     conformance::put(out, "cfg_result_in", cfg_in);
     conformance::put(out, "result", denoised);
 }

@@ -4,6 +4,7 @@
 
 #include "e2e.hpp"
 #include "registry.hpp"
+#include "storage.hpp"
 
 #include "patchbay/core/dispatch.hpp"
 #include "patchbay/kernels/elementwise.hpp"
@@ -22,7 +23,7 @@ void run_block(const P& patch, tensor<float>& h, tensor<float>& hsp) {
     const block_site site{unet_stage::output, 0, h.extent(1)};
     // 4-D features go through the checked entry point (parameters and inputs validated as the
     // step does); other ranks reach the patch's own rank error.
-    if constexpr (RH == 4 && RS == 4) apply_output_block(patch, st, site, h.as<4>(), hsp.as<4>());
+    if constexpr (RH == 4 && RS == 4) conformance::apply_output_block(patch, st, site, h.as<4>(), hsp.as<4>());
     else patch.output_block(st, site, h.template as<RH>(), hsp.template as<RS>());
 }
 
@@ -68,7 +69,7 @@ void fresca_case(const golden_case& gc, results& out, const fresca& patch) {
     in.cond_scale = gc.scalar<double>("cond_scale", 1.0);
     in.uncond_is_none = gc.scalar<bool>("uncond_is_none", false);
     no_state st;
-    apply_pre_cfg(patch, st, in, cond.as<R>(), uncond.as<R>());
+    conformance::apply_pre_cfg(patch, st, in, cond.as<R>(), uncond.as<R>());
     tensor<float> denoised(cond.shape());
     kernels::cfg_combine<float, R>(cond.as<R>(), uncond.as<R>(), in.cond_scale, denoised.as<R>());
     conformance::put(out, "cond_out", cond);

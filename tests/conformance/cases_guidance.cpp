@@ -4,6 +4,7 @@
 
 #include "e2e.hpp"
 #include "registry.hpp"
+#include "storage.hpp"
 
 #include "patchbay/core/dispatch.hpp"
 #include "patchbay/kernels/elementwise.hpp"
@@ -38,7 +39,7 @@ void run_pre_cfg(const golden_case& gc, results& out, const P& patch, state_t<P>
     in.sigma = sigma.as<1>();
     in.cond_scale = gc.scalar<double>("cond_scale", 1.0);
     in.uncond_is_none = gc.scalar<bool>("uncond_is_none", false);
-    apply_pre_cfg(patch, state, in, cond.as<R>(), uncond.as<R>());
+    conformance::apply_pre_cfg(patch, state, in, cond.as<R>(), uncond.as<R>());
     tensor<float> denoised(cond.shape());
     kernels::cfg_combine<float, R>(cond.as<R>(), uncond.as<R>(), in.cond_scale, denoised.as<R>());
     conformance::put(out, "cond_out", cond);
@@ -87,7 +88,7 @@ void apg_sequence(const golden_case& gc, results& out, const apg& patch) {
         in.sigma = sigma_vec.as<1>();
         in.cond_scale = cond_scale;
         view<float, R> c(cond.data() + s * per_step, ext), u(uncond.data() + s * per_step, ext);
-        apply_pre_cfg(patch, state, in, c, u);
+        conformance::apply_pre_cfg(patch, state, in, c, u);
         kernels::cfg_combine<float, R>(c, u, cond_scale, view<float, R>(denoised.data() + s * per_step, ext));
     }
     conformance::put(out, "cond_out", cond);
@@ -112,7 +113,7 @@ void mahiro_case(const golden_case& gc, results& out) {
     kernels::cfg_combine<float, R>(cond.as<R>(), uncond.as<R>(), in.cond_scale, cfg.as<R>());
     tensor<float> result = cfg;
     no_state st;
-    apply_post_cfg(mahiro{}, st, in, cond.as<R>(), uncond.as<R>(), result.as<R>());
+    conformance::apply_post_cfg(mahiro{}, st, in, cond.as<R>(), uncond.as<R>(), result.as<R>());
     conformance::put(out, "cfg_result_in", cfg);
     conformance::put(out, "result", result);
 }

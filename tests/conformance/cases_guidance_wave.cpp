@@ -13,6 +13,7 @@
 
 #include "e2e.hpp"
 #include "registry.hpp"
+#include "storage.hpp"
 
 #include "patchbay/comfy/workflow.hpp"
 #include "patchbay/core/dispatch.hpp"
@@ -76,7 +77,7 @@ void post_cfg_case(const golden_case& gc, results& out, const P& patch) {
             kernels::cfg_combine<float, R>(t.cond.as<R>(), t.uncond.as<R>(), in.cond_scale, denoised.as<R>());
         const tensor<float> cfg_in = denoised;
         state_t<P> state{};
-        apply_post_cfg(patch, state, in, t.cond.as<R>(), t.uncond.as<R>(), denoised.as<R>());
+        conformance::apply_post_cfg(patch, state, in, t.cond.as<R>(), t.uncond.as<R>(), denoised.as<R>());
         conformance::put(out, "cfg_result_in", cfg_in);
         conformance::put(out, "result", denoised);
     });
@@ -90,7 +91,7 @@ void cfg_function_case(const golden_case& gc, results& out, const P& patch) {
         const auto in = t.inputs<R>(gc);
         tensor<float> denoised(t.cond.shape());
         state_t<P> state{};
-        apply_cfg_function(patch, state, in, t.cond.as<R>(), t.uncond.as<R>(), denoised.as<R>());
+        conformance::apply_cfg_function(patch, state, in, t.cond.as<R>(), t.uncond.as<R>(), denoised.as<R>());
         tensor<float> ret(t.cond.shape());
         kernels::transform(ret.as<R>(), [](auto x, auto d) { return x - d; }, t.x.as<R>(),
                            view<const float, R>(denoised.as<R>()));
@@ -106,7 +107,7 @@ void pre_cfg_case(const golden_case& gc, results& out, const P& patch) {
     by_rank(gc, [&]<std::size_t R>() {
         const auto in = t.inputs<R>(gc);
         state_t<P> state{};
-        apply_pre_cfg(patch, state, in, t.cond.as<R>(), t.uncond.as<R>());
+        conformance::apply_pre_cfg(patch, state, in, t.cond.as<R>(), t.uncond.as<R>());
         tensor<float> denoised(t.cond.shape());
         kernels::cfg_combine<float, R>(t.cond.as<R>(), t.uncond.as<R>(), in.cond_scale, denoised.as<R>());
         conformance::put(out, "cond_out", t.cond);

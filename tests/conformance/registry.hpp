@@ -5,15 +5,25 @@
 
 #include <functional>
 #include <map>
+#include <type_traits>
 #include <string>
 #include <utility>
 
 #include <nlohmann/json.hpp>
 
 #include "npy.hpp"
+#include "patchbay/core/half.hpp"
 #include "patchbay/core/tensor.hpp"
 
 namespace patchbay::conformance {
+
+/// The runner's --storage mode (storage.hpp): f32 runs the golden cases as recorded.
+enum class storage { f32, f16, bf16 };
+inline storage& storage_mode_setting() {
+    static storage s = storage::f32;
+    return s;
+}
+inline storage storage_mode() { return storage_mode_setting(); }
 
 /// A loaded golden case: its case.json and lazy access to its input files.
 struct golden_case {
@@ -29,9 +39,17 @@ struct golden_case {
         if (!in.contains(name)) fail("conformance", "case has no input '" + name + "'");
         return npy::load(dir + "/" + in.at(name).get<std::string>());
     }
+    /// Input array as a tensor. In a --storage mode, float inputs arrive rounded to the
+    /// storage format (what an engine storing them in f16 / bf16 holds).
     template <class T = float>
     tensor<T> tensor_input(const std::string& name) const {
-        return input(name).template to_tensor<T>();
+        tensor<T> t = input(name).template to_tensor<T>();
+        if constexpr (std::is_same_v<T, float>) {
+            const storage s = storage_mode();
+            for (index_t i = 0; s != storage::f32 && i < t.size(); ++i)
+                t.data()[i] = s == storage::f16 ? rounded_through<f16>(t.data()[i]) : rounded_through<bf16>(t.data()[i]);
+        }
+        return t;
     }
     bool has_input(const std::string& name) const { return spec.at("inputs").contains(name); }
 

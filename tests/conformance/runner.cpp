@@ -2,6 +2,10 @@
 // output with ComfyUI's recorded one. One line per case, then "N passed, M failed".
 //
 // usage: conformance DIR [--only PATCH[,PATCH...]] [--registered-patches-only] [--verbose]
+//                        [--storage f16|bf16]
+// --storage checks the half-precision storage path instead of the golden outputs (storage.hpp):
+// single hook calls of the cfg stage and the block hooks; end-to-end cases, sequences and other
+// kinds are skipped, and the summary says how many and why.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -10,6 +14,7 @@
 #include <fstream>
 #include <iterator>
 #include <limits>
+#include <map>
 #include <set>
 #include <sstream>
 #include <string>
@@ -17,6 +22,7 @@
 
 #include "patchbay/core/isa.hpp"
 #include "registry.hpp"
+#include "storage.hpp"
 
 namespace fs = std::filesystem;
 using namespace patchbay;
@@ -26,6 +32,7 @@ namespace {
 
 struct verdict {
     bool pass = false;
+    bool skipped = false; ///< --storage: the case has no half-storage hook call to check
     std::string detail;
 };
 
@@ -159,6 +166,13 @@ verdict run_case(const fs::path& dir, std::string& patch, std::string& name, boo
         v.detail = "not implemented: no handler for " + patch + " / " + function;
         return v;
     }
+    const bool storage_run = storage_mode() != storage::f32;
+    if (storage_run && (function.rfind("e2e", 0) == 0 || function.find(".sequence") != std::string::npos)) {
+        v.skipped = true;
+        v.detail = function.rfind("e2e", 0) == 0 ? "end-to-end" : "sequence";
+        return v;
+    }
+    storage_findings() = {};
     results out;
     try {
         it->second(gc, out);
@@ -176,6 +190,18 @@ verdict run_case(const fs::path& dir, std::string& patch, std::string& name, boo
     }
     if (expect_error) {
         v.detail = "expected a patchbay::error, got a result";
+        return v;
+    }
+    if (storage_run) { // judged by the half path against the float32 path, not the golden outputs
+        const storage_report& rep = storage_findings();
+        if (rep.staged_calls == 0) {
+            v.skipped = true;
+            v.detail = rep.detail.empty() ? "kind " + function + " makes no cfg-stage or block hook call" : rep.detail;
+        } else {
+            v.pass = rep.mismatches == 0;
+            v.detail = std::to_string(rep.staged_calls) + " hook call(s) on the storage format" +
+                       (v.pass ? ", every output within 1 ulp of the float32 path rounded once" : ": " + rep.detail);
+        }
         return v;
     }
     const bool equal_nan = gc.spec.value("equal_nan", false);
@@ -214,7 +240,7 @@ verdict run_case(const fs::path& dir, std::string& patch, std::string& name, boo
 
 int main(int argc, char** argv) {
     if (argc < 2) {
-        std::fprintf(stderr, "usage: %s DIR [--only PATCH[,PATCH...]] [--verbose]\n", argv[0]);
+        std::fprintf(stderr, "usage: %s DIR [--only PATCH[,PATCH...]] [--verbose] [--storage f16|bf16]\n", argv[0]);
         return 2;
     }
     const fs::path root = argv[1];
@@ -224,6 +250,15 @@ int main(int argc, char** argv) {
         const std::string a = argv[i];
         if (a == "--only" && i + 1 < argc) for (auto& p : split(argv[++i])) only.insert(p);
         else if (a == "--verbose") verbose = true;
+        else if (a == "--storage" && i + 1 < argc) {
+            const std::string f = argv[++i];
+            if (f == "f16") storage_mode_setting() = storage::f16;
+            else if (f == "bf16") storage_mode_setting() = storage::bf16;
+            else {
+                std::fprintf(stderr, "--storage takes f16 or bf16, got '%s'\n", f.c_str());
+                return 2;
+            }
+        }
         else if (a == "--registered-patches-only")
         {
             only.insert("(none registered)"); // so an empty registry runs nothing, not everything
@@ -236,7 +271,8 @@ int main(int argc, char** argv) {
         for (const auto& e : fs::recursive_directory_iterator(root))
             if (e.is_regular_file() && e.path().filename() == "case.json") cases.push_back(e.path().parent_path());
     std::sort(cases.begin(), cases.end());
-    int passed = 0, failed = 0, not_run = 0;
+    int passed = 0, failed = 0, not_run = 0, skipped = 0;
+    std::map<std::string, int> skipped_why;
     for (const auto& dir : cases) {
         std::string patch, name;
         verdict v;
@@ -251,6 +287,12 @@ int main(int argc, char** argv) {
             ++not_run;
             continue;
         }
+        if (v.skipped) {
+            ++skipped;
+            ++skipped_why[v.detail];
+            if (verbose) std::printf("SKIP %s/%s: %s\n", patch.c_str(), name.c_str(), v.detail.c_str());
+            continue;
+        }
         (v.pass ? passed : failed)++;
         std::string detail = v.detail;
         if (!verbose && detail.size() > 300) detail = detail.substr(0, 300) + "...";
@@ -259,6 +301,11 @@ int main(int argc, char** argv) {
     if (not_run) std::printf("(%d cases of other patches not run: --only / --registered-patches-only)\n", not_run);
     const std::string_view simd = simd_arch_name();
     std::printf("simd: %.*s\n", static_cast<int>(simd.size()), simd.data());
+    if (storage_mode() != storage::f32) {
+        std::printf("storage %s: %d cases checked on the half-storage path, %d skipped:\n",
+                    storage_mode() == storage::f16 ? "f16" : "bf16", passed + failed, skipped);
+        for (const auto& [why, n] : skipped_why) std::printf("  %4d  %s\n", n, why.c_str());
+    }
     std::printf("%d passed, %d failed\n", passed, failed);
     return failed == 0 && passed > 0 ? 0 : 1;
 }

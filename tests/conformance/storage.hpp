@@ -1,0 +1,246 @@
+// patchbay conformance: the half-precision storage mode (`--storage f16|bf16`).
+//
+// In that mode every float32 input a case reads is first rounded to the storage format
+// (golden_case::tensor_input), and so is every input a handler computes itself before the call. The handlers call the hook entry points through the wrappers
+// below: each call runs the float32 path on the (rounded) inputs, as without the flag, and the
+// same call again on f16 / bf16 copies of them through patchbay's half-storage path, from a copy
+// of the patch's state. Every output of the half path must equal the float32 output rounded
+// once to the storage format, within one unit in its last place. The runner then judges the
+// case by those comparisons instead of the golden outputs (which were computed from unrounded
+// inputs); a case whose handler makes no such call is skipped, with its function kind named.
+#pragma once
+
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "patchbay/core/dispatch.hpp"
+#include "patchbay/core/half.hpp"
+#include "patchbay/kernels/convert.hpp"
+#include "registry.hpp"
+
+namespace patchbay::conformance {
+
+/// What the storage mode found in the current case.
+struct storage_report {
+    int staged_calls = 0;   ///< hook calls compared on the half path
+    int mismatches = 0;     ///< outputs beyond one unit in the last place
+    std::string detail;     ///< the first mismatch, or why a call was not staged
+};
+inline storage_report& storage_findings() {
+    static storage_report r;
+    return r;
+}
+
+namespace storage_detail {
+
+/// Half copies of float views whose values are already representable (exact).
+template <class H, std::size_t R>
+struct half_copy {
+    std::vector<H> data;
+    view<H, R> v;
+    explicit half_copy(view<const float, R> f) : data(static_cast<std::size_t>(f.size())) {
+        v = view<H, R>(data.data(), f.extents());
+        if (f.data_handle()) kernels::narrow<H, R>(f, v);
+        else v = view<H, R>();
+    }
+};
+
+/// Distance in units of the last place between two values of H (same sign; NaN equal NaN).
+template <class H>
+int ulps(H a, H b) {
+    const float fa = to_float(a), fb = to_float(b);
+    if (fa != fa || fb != fb) return (fa != fa && fb != fb) ? 0 : 1 << 20;
+    if ((a.bits ^ b.bits) & 0x8000u) return fa == fb ? 0 : 1 << 20; // +0 and -0 only
+    return std::abs(static_cast<int>(a.bits) - static_cast<int>(b.bits));
+}
+
+/// Compares the half path's output with the float32 output rounded once.
+template <class H, std::size_t R>
+void compare(const char* what, view<const float, R> reference, const half_copy<H, R>& got) {
+    storage_report& rep = storage_findings();
+    const auto n = static_cast<std::size_t>(reference.size());
+    std::vector<H> want(n);
+    kernels::narrow<H, R>(reference, view<H, R>(want.data(), reference.extents()));
+    for (std::size_t i = 0; i < n; ++i)
+        if (ulps(want[i], got.data[i]) > 1) {
+            if (rep.mismatches++ == 0)
+                rep.detail = std::string(what) + " differs at " + std::to_string(i) + ": half path " +
+                             std::to_string(to_float(got.data[i])) + ", float32 path rounded " +
+                             std::to_string(to_float(want[i]));
+            return;
+        }
+}
+
+/// Rounds v's values in place to what storage H holds: a value the handler computed itself in
+/// float32 (the cfg result a post-cfg case starts from) is held in f16 / bf16 by an engine too.
+/// (Harness only: the const views here all point into the handler's own tensors.)
+template <class H, std::size_t R>
+void hold(view<const float, R> v) {
+    if (!v.data_handle()) return;
+    float* p = const_cast<float*>(v.data_handle());
+    kernels::convert_detail::for_each_row<R>(v.extents(), v.strides(), v.strides(),
+                                             [&](index_t o, index_t, index_t st, index_t, index_t n) {
+                                                 for (index_t i = 0; i < n; ++i)
+                                                     p[o + i * st] = rounded_through<H>(p[o + i * st]);
+                                             });
+}
+template <class H, std::size_t R>
+void hold_inputs(const guidance_inputs<float, R>& in) {
+    hold<H, R>(in.x);
+    hold<H, 1>(in.sigma);
+    hold<H, R>(in.extra_denoised);
+}
+
+template <class H, std::size_t R>
+guidance_inputs<H, R> half_inputs(const guidance_inputs<float, R>& in, const half_copy<H, R>& x,
+                                  const half_copy<H, 1>& sigma, const half_copy<H, R>& extra) {
+    guidance_inputs<H, R> h;
+    h.x = x.v;
+    h.sigma = sigma.v;
+    h.cond_scale = in.cond_scale;
+    h.uncond_is_none = in.uncond_is_none;
+    h.prediction = in.prediction;
+    h.sampling = in.sampling;
+    h.prediction_count = in.prediction_count;
+    h.extra_denoised = extra.v;
+    h.in_multi_prompt = in.in_multi_prompt;
+    h.disable_cfg1_optimization = in.disable_cfg1_optimization;
+    return h;
+}
+
+/// Runs `half(x, sigma, extra)` on half copies and records a refusal the float path did not make.
+template <class H, std::size_t R, class Half, class Float>
+void both_paths(const guidance_inputs<float, R>& in, Half half, Float run_float) {
+    const half_copy<H, R> x(in.x), extra(in.extra_denoised);
+    const half_copy<H, 1> sigma(in.sigma);
+    std::string refused;
+    try {
+        half(half_inputs<H, R>(in, x, sigma, extra));
+    } catch (const error& e) {
+        refused = e.what();
+    }
+    run_float(); // a refusal here is the case's verdict, as without the flag
+    storage_report& rep = storage_findings();
+    ++rep.staged_calls;
+    if (!refused.empty() && rep.mismatches++ == 0) rep.detail = "the half path refused: " + refused;
+}
+
+} // namespace storage_detail
+
+/// patchbay::apply_pre_cfg, checked on the storage format too in storage mode.
+template <patch P, class T, std::size_t R>
+void apply_pre_cfg(const P& p, state_t<P>& state, const guidance_inputs<T, R>& in, view<T, R> cond,
+                   view<T, R> uncond) {
+    auto run_float = [&] { patchbay::apply_pre_cfg<P, T, R>(p, state, in, cond, uncond); };
+    auto check = [&](auto tag) {
+        using H = decltype(tag);
+        storage_detail::hold_inputs<H, R>(in);
+        storage_detail::hold<H, R>(cond);
+        storage_detail::hold<H, R>(uncond);
+        storage_detail::half_copy<H, R> c{view<const float, R>(cond)}, u{view<const float, R>(uncond)};
+        state_t<P> st = state;
+        storage_detail::both_paths<H, R>(
+            in, [&](const guidance_inputs<H, R>& h) { patchbay::apply_pre_cfg<P, H, R>(p, st, h, c.v, u.v); },
+            run_float);
+        storage_detail::compare<H, R>("cond", cond, c);
+        storage_detail::compare<H, R>("uncond", uncond, u);
+    };
+    if constexpr (std::is_same_v<T, float>) {
+        if (storage_mode() == storage::f16) return check(f16{});
+        if (storage_mode() == storage::bf16) return check(bf16{});
+    }
+    run_float();
+}
+
+/// patchbay::apply_cfg_function, checked on the storage format too in storage mode.
+template <patch P, class T, std::size_t R>
+void apply_cfg_function(const P& p, state_t<P>& state, const guidance_inputs<T, R>& in,
+                        std::type_identity_t<view<const T, R>> cond, std::type_identity_t<view<const T, R>> uncond,
+                        view<T, R> out) {
+    auto run_float = [&] { patchbay::apply_cfg_function<P, T, R>(p, state, in, cond, uncond, out); };
+    auto check = [&](auto tag) {
+        using H = decltype(tag);
+        storage_detail::hold_inputs<H, R>(in);
+        storage_detail::hold<H, R>(cond);
+        storage_detail::hold<H, R>(uncond);
+        const storage_detail::half_copy<H, R> c(cond), u(uncond);
+        storage_detail::half_copy<H, R> o{view<const float, R>(out)};
+        state_t<P> st = state;
+        storage_detail::both_paths<H, R>(
+            in,
+            [&](const guidance_inputs<H, R>& h) { patchbay::apply_cfg_function<P, H, R>(p, st, h, c.v, u.v, o.v); },
+            run_float);
+        storage_detail::compare<H, R>("out", out, o);
+    };
+    if constexpr (std::is_same_v<T, float>) {
+        if (storage_mode() == storage::f16) return check(f16{});
+        if (storage_mode() == storage::bf16) return check(bf16{});
+    }
+    run_float();
+}
+
+/// patchbay::apply_post_cfg, checked on the storage format too in storage mode (patches that
+/// evaluate the model run in float32 only: such a call is not staged).
+template <patch P, class T, std::size_t R, class... Access>
+void apply_post_cfg(const P& p, state_t<P>& state, const guidance_inputs<T, R>& in,
+                    std::type_identity_t<view<const T, R>> cond, std::type_identity_t<view<const T, R>> uncond,
+                    view<T, R> denoised, Access&... access) {
+    auto run_float = [&] { patchbay::apply_post_cfg<P, T, R>(p, state, in, cond, uncond, denoised, access...); };
+    auto check = [&](auto tag) {
+        using H = decltype(tag);
+        storage_detail::hold_inputs<H, R>(in);
+        storage_detail::hold<H, R>(cond);
+        storage_detail::hold<H, R>(uncond);
+        storage_detail::hold<H, R>(denoised);
+        const storage_detail::half_copy<H, R> c(cond), u(uncond);
+        storage_detail::half_copy<H, R> d{view<const float, R>(denoised)};
+        state_t<P> st = state;
+        storage_detail::both_paths<H, R>(
+            in, [&](const guidance_inputs<H, R>& h) { patchbay::apply_post_cfg<P, H, R>(p, st, h, c.v, u.v, d.v); },
+            run_float);
+        storage_detail::compare<H, R>("denoised", denoised, d);
+    };
+    if constexpr (sizeof...(Access) > 0 || !std::is_same_v<T, float>) {
+        if (storage_mode() != storage::f32 && storage_findings().detail.empty())
+            storage_findings().detail = "a post-cfg patch that evaluates the model runs in float32 only";
+    } else {
+        if (storage_mode() == storage::f16) return check(f16{});
+        if (storage_mode() == storage::bf16) return check(bf16{});
+    }
+    run_float();
+}
+
+/// patchbay::apply_output_block, checked on the storage format too in storage mode.
+template <patch P, class T>
+void apply_output_block(const P& p, state_t<P>& state, const block_site& site, view<T, 4> h, view<T, 4> hsp) {
+    auto run_float = [&] { patchbay::apply_output_block<P, T>(p, state, site, h, hsp); };
+    auto check = [&](auto tag) {
+        using H = decltype(tag);
+        storage_detail::hold<H, 4>(h);
+        storage_detail::hold<H, 4>(hsp);
+        storage_detail::half_copy<H, 4> hh{view<const float, 4>(h)}, hs{view<const float, 4>(hsp)};
+        state_t<P> st = state;
+        std::string refused;
+        try {
+            patchbay::apply_output_block<P, H>(p, st, site, hh.v, hs.v);
+        } catch (const error& e) {
+            refused = e.what();
+        }
+        run_float();
+        storage_report& rep = storage_findings();
+        ++rep.staged_calls;
+        if (!refused.empty() && rep.mismatches++ == 0) rep.detail = "the half path refused: " + refused;
+        storage_detail::compare<H, 4>("h", h, hh);
+        storage_detail::compare<H, 4>("hsp", hsp, hs);
+    };
+    if constexpr (std::is_same_v<T, float>) {
+        if (storage_mode() == storage::f16) return check(f16{});
+        if (storage_mode() == storage::bf16) return check(bf16{});
+    }
+    run_float();
+}
+
+} // namespace patchbay::conformance
