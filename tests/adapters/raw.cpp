@@ -42,3 +42,17 @@ TEST_CASE("from_ggml reverses ne/nb into (N, C, H, W) and converts byte strides"
     const std::size_t nb_bad[4] = {2, 4 * 5, 4 * 20, 4 * 60}; // half a float: not a float view
     CHECK_THROWS_AS(from_ggml<4>(t.data(), ne, nb_bad), patchbay::error);
 }
+
+TEST_CASE("ggml F16 tensors are f16 storage views (2-byte strides)", "[adapters][raw][half]") {
+    // ggml_fp16_t is the IEEE binary16 bits: the buffer is viewed as patchbay::f16
+    std::vector<std::uint16_t> buf(2 * 3 * 5);
+    for (std::size_t i = 0; i < buf.size(); ++i) buf[i] = to_f16(0.25f * static_cast<float>(i) - 2.0f).bits;
+    const std::int64_t ne[3] = {5, 3, 2};
+    const std::size_t nb[3] = {2, 10, 30};
+    const view<f16, 3> v = from_ggml<3>(reinterpret_cast<f16*>(buf.data()), ne, nb);
+    CHECK(v.extent(0) == 2);
+    CHECK(v.stride(1) == 5);
+    CHECK(to_float(v(1, 2, 4)) == 0.25f * 29.0f - 2.0f);
+    const std::size_t bad_nb[3] = {2, 9, 30}; // not a multiple of the element size
+    CHECK_THROWS_WITH(from_ggml<3>(reinterpret_cast<f16*>(buf.data()), ne, bad_nb), Catch::Contains("nb[1]"));
+}

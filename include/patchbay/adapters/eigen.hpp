@@ -3,6 +3,7 @@
 // The view keeps Eigen's logical index order: view(i0, i1, ...) is tensor(i0, i1, ...). A
 // RowMajor tensor gives a contiguous view; a ColMajor tensor gives a strided view (first index
 // fastest) that every kernel handles on its strided path. Nothing is transposed silently.
+// Eigen::half and Eigen::bfloat16 tensors give f16 / bf16 storage views (core/half.hpp).
 #pragma once
 
 #include <array>
@@ -15,6 +16,32 @@
 namespace patchbay {
 
 namespace detail {
+/// The view element for an Eigen scalar: Eigen::half and Eigen::bfloat16 are patchbay's f16 and
+/// bf16 storage (same 16 bits), float and double themselves; constness kept.
+template <class S>
+struct eigen_element {
+    using type = S;
+};
+template <>
+struct eigen_element<Eigen::half> {
+    using type = f16;
+};
+template <>
+struct eigen_element<const Eigen::half> {
+    using type = const f16;
+};
+template <>
+struct eigen_element<Eigen::bfloat16> {
+    using type = bf16;
+};
+template <>
+struct eigen_element<const Eigen::bfloat16> {
+    using type = const bf16;
+};
+template <class S>
+using eigen_element_t = typename eigen_element<S>::type;
+static_assert(sizeof(Eigen::half) == sizeof(f16) && sizeof(Eigen::bfloat16) == sizeof(bf16));
+
 template <std::size_t R, class Dims>
 std::array<index_t, R> eigen_strides(const Dims& dims, bool row_major) {
     std::array<index_t, R> s{};
@@ -42,7 +69,9 @@ auto from_eigen(const Eigen::TensorMap<Eigen::Tensor<Scalar, R, Options, IndexTy
     std::array<index_t, rank> shape{};
     for (std::size_t r = 0; r < rank; ++r)
         shape[r] = static_cast<index_t>(map.dimension(static_cast<Eigen::Index>(r)));
-    const view<Scalar, rank> v(map.data(), shape, detail::eigen_strides<rank>(map.dimensions(), row_major));
+    using E = detail::eigen_element_t<Scalar>;
+    const view<E, rank> v(reinterpret_cast<E*>(map.data()), shape,
+                          detail::eigen_strides<rank>(map.dimensions(), row_major));
     require_nonempty(v, "from_eigen", "tensor");
     return v;
 }
@@ -60,8 +89,9 @@ auto from_eigen(const Eigen::Tensor<Scalar, R, Options, IndexType>& t) {
     std::array<index_t, rank> shape{};
     for (std::size_t r = 0; r < rank; ++r)
         shape[r] = static_cast<index_t>(m.dimension(static_cast<Eigen::Index>(r)));
-    const view<const Scalar, rank> v(t.data(), shape,
-                                     detail::eigen_strides<rank>(t.dimensions(), (Options & Eigen::RowMajor) != 0));
+    using E = detail::eigen_element_t<const Scalar>;
+    const view<E, rank> v(reinterpret_cast<E*>(t.data()), shape,
+                          detail::eigen_strides<rank>(t.dimensions(), (Options & Eigen::RowMajor) != 0));
     require_nonempty(v, "from_eigen", "tensor");
     return v;
 }
