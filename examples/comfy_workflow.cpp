@@ -94,7 +94,8 @@ int main(int argc, char** argv) {
         if (smoke) steps = std::min(steps, 3);
         const double cond_scale = wf.sampler.cfg.value_or(1.0);
         std::string sampler = wf.sampler.sampler_name.value_or("euler");
-        if (sampler != "euler" && sampler != "euler_ancestral" && sampler != "dpmpp_2m") {
+        if (sampler != "euler" && sampler != "euler_ancestral" && sampler != "dpmpp_2m" &&
+            sampler != "euler_cfg_pp" && sampler != "euler_ancestral_cfg_pp") {
             std::printf("note: sampler '%s' is not in patchbay's examples; using 'euler'\n", sampler.c_str());
             sampler = "euler";
         }
@@ -109,6 +110,8 @@ int main(int argc, char** argv) {
         const auto pos = model.prompt(picture), neg = model.negative_prompt();
         sample_options<float, 4> sopt;
         sopt.seed = seed;
+        sopt.eta = wf.sampler.eta.value_or(1.0); // SamplerEulerAncestralCFGPP's, when it is the sampler
+        sopt.s_noise = wf.sampler.s_noise.value_or(1.0);
         const sample_inputs<float, 4> in{noise.as<4>(), {}, sigmas, cond_scale};
 
         auto run = chain.begin_run(&pos, &neg);

@@ -315,6 +315,24 @@ TEST_CASE("Accepted variants: posted {prompt: ...}, numeric link ids, Primitive 
         CHECK(w.sampler.steps == 12);
         CHECK_FALSE(w.sampler.scheduler.has_value());
         REQUIRE(w.patches.size() == 1);
+        CHECK_FALSE(w.sampler.eta.has_value());
+
+        // the CFG++ SAMPLER nodes name their sampler; the ancestral one carries eta and s_noise
+        wf["10"] = node("SamplerEulerAncestralCFGPP", {{"eta", 0.6}, {"s_noise", 0.8}});
+        const workflow a = parse_workflow(wf);
+        CHECK(a.sampler.sampler_name == "euler_ancestral_cfg_pp");
+        CHECK(a.sampler.eta == 0.6);
+        CHECK(a.sampler.s_noise == 0.8);
+        CHECK_THAT(a.describe(), Catch::Contains("sampler euler_ancestral_cfg_pp eta 0.6 s_noise 0.8"));
+        wf["10"] = node("SamplerEulerAncestralCFGPP", {{"eta", 1.5}, {"s_noise", 1.0}});
+        CHECK_THROWS_WITH(parse_workflow(wf), Catch::Contains("SamplerEulerAncestralCFGPP") &&
+                                                  Catch::Contains("'eta' must be in [0, 1], got 1.5"));
+        wf["10"] = node("SamplerEulerCFGpp", {{"version", "regular"}});
+        const workflow e = parse_workflow(wf);
+        CHECK(e.sampler.sampler_name == "euler_cfg_pp");
+        CHECK_FALSE(e.sampler.eta.has_value());
+        wf["10"] = node("SamplerEulerCFGpp", {{"version", "alternative"}});
+        CHECK_THROWS_WITH(parse_workflow(wf), Catch::Contains("'version' is 'alternative'"));
     }
     SECTION("SamplerCustomAdvanced with BasicGuider: cfg 1; DualCFGGuider: cfg_conds") {
         json wf = chain_of({{"2", node("APG", {{"eta", 1}, {"norm_threshold", 0}, {"momentum", 0}})}});

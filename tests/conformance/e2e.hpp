@@ -3,8 +3,11 @@
 // A case names a model sampling, a toy Gaussian model (golden README, e2e.sample_euler) and a
 // schedule; e2e::run builds the model sampling, the toy model with the cond and uncond means
 // as its two prompts, a guider over the given patches, and runs the library's own sampler on
-// the case's noise, latent image and (for inpainting) denoise mask. It records `samples` and
-// `trajectory` (x before step 0 and after every step). Register a patch's e2e cases with
+// the case's noise, latent image and (for inpainting) denoise mask. It records `samples`,
+// `trajectory` (x before step 0 and after every step) and `denoised` (the sampler's guided
+// prediction per step). An ancestral sampler takes eta / s_noise from the case's scalars and
+// the k-th noise it draws from the input `step_noise` (row k), when the case has them.
+// Register a patch's e2e cases with
 //   PATCHBAY_CONFORMANCE("APG", "e2e.sample_euler") { e2e::run(gc, out, apg{...}); }
 #pragma once
 
@@ -21,6 +24,16 @@ namespace patchbay::e2e {
 
 using conformance::golden_case;
 using conformance::results;
+
+/// A (steps, ...) float output from per-step tensors.
+inline npy::array stacked(const std::vector<tensor<float>>& steps) {
+    npy::array a;
+    a.type = npy::dtype::f4;
+    a.shape = {static_cast<index_t>(steps.size())};
+    if (!steps.empty()) a.shape.insert(a.shape.end(), steps[0].shape().begin(), steps[0].shape().end());
+    for (const auto& t : steps) a.values.insert(a.values.end(), t.data(), t.data() + t.size());
+    return a;
+}
 
 namespace detail {
 
@@ -48,20 +61,27 @@ void run_rank(const golden_case& gc, results& out, Patches... patches) {
     auto run_state = g.begin_run(&positive, &negative);
 
     // trajectory: x before each step (from the progress report) and, from the final report,
-    // x after the last step (before the inverse noise scaling); rank R + 1, so stored directly
-    const std::size_t steps = sigmas.size() - 1;
-    npy::array trajectory;
-    trajectory.type = npy::dtype::f4;
-    trajectory.shape = {static_cast<index_t>(steps + 1)};
-    trajectory.shape.insert(trajectory.shape.end(), noise.shape().begin(), noise.shape().end());
-    trajectory.values.resize((steps + 1) * static_cast<std::size_t>(noise.size()));
+    // x after the last step (before the inverse noise scaling); denoised: each step's prediction
+    std::vector<tensor<float>> xs, denoised;
     auto record = [&](const step_report<float, R>& r) {
-        const tensor<float> x = tensor<float>::copy_of(r.x);
-        std::copy(x.data(), x.data() + x.size(),
-                  trajectory.values.begin() + static_cast<std::ptrdiff_t>(r.step) * x.size());
+        xs.push_back(tensor<float>::copy_of(r.x));
+        if (r.step < r.steps) denoised.push_back(tensor<float>::copy_of(r.denoised));
     };
     sample_options<float, R> opt;
     opt.progress = callback<void(const step_report<float, R>&)>::to(record);
+    opt.eta = gc.scalar<double>("eta", opt.eta);
+    opt.s_noise = gc.scalar<double>("s_noise", opt.s_noise);
+    // the recorded noise: row k is what ComfyUI's noise sampler returned at its k-th call
+    const tensor<float> noise_rows = gc.has_input("step_noise") ? gc.tensor_input<float>("step_noise")
+                                                                : tensor<float>();
+    index_t draws = 0;
+    auto recorded_noise = [&](double, double, view<float, R> n) {
+        require(noise_rows.rank() == R + 1 && draws < noise_rows.shape()[0] && noise_rows.size() / noise_rows.shape()[0] == n.size(),
+                where, "the sampler drew more noise than the case's step_noise holds, or of another shape");
+        kernels::copy<float, R>(view<const float, R>(noise_rows.data() + draws * n.size(), n.extents()), n);
+        ++draws;
+    };
+    if (noise_rows.rank() != 0) opt.noise_source = callback<void(double, double, view<float, R>)>::to(recorded_noise);
 
     sample_inputs<float, R> in;
     in.noise = noise.as<R>();
@@ -75,7 +95,8 @@ void run_rank(const golden_case& gc, results& out, Patches... patches) {
                                samples.as<R>(), opt);
     require(status == sample_status::completed, where, "the sampler did not complete");
     conformance::put(out, "samples", samples);
-    out["trajectory"] = std::move(trajectory);
+    out["trajectory"] = stacked(xs);
+    out["denoised"] = stacked(denoised);
 }
 
 } // namespace detail

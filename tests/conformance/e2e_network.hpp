@@ -110,16 +110,6 @@ inline npy::array int_array(std::vector<index_t> shape, const std::vector<long l
     return a;
 }
 
-/// A (steps, ...) float output from per-step tensors.
-inline npy::array stacked(const std::vector<tensor<float>>& steps) {
-    npy::array a;
-    a.type = npy::dtype::f4;
-    a.shape = {static_cast<index_t>(steps.size())};
-    if (!steps.empty()) a.shape.insert(a.shape.end(), steps[0].shape().begin(), steps[0].shape().end());
-    for (const auto& t : steps) a.values.insert(a.values.end(), t.data(), t.data() + t.size());
-    return a;
-}
-
 namespace detail {
 
 template <std::size_t R, class Patch>

@@ -36,6 +36,29 @@ TEST_CASE("cfg-stage patches allocate nothing after the first step", "[alloc]") 
     CHECK(allocations_after_first_step(g2, sc, 4.0) == 0);
 }
 
+TEST_CASE("handing out the uncond prediction (CFG++) allocates nothing after the first step", "[alloc]") {
+    const test::scene sc;
+    const test::toy_gaussian model(test::toy_kind::vp, 0.8);
+    const guider<const test::toy_gaussian, rescale_cfg> g(model, sc.ms, rescale_cfg{});
+    patch_chain<const test::toy_gaussian> chain(model, sc.ms);
+    chain.add(perp_neg_guider{});
+    const test::toy_prompt empty{sc.mu_u.as<4>()};
+    tensor<float> out({2, 4, 8, 8}), uncond({2, 4, 8, 8});
+    auto st = sc.step(1.0); // cond_scale 1: the uncond pass is kept for the hand-out
+    st.uncond_denoised = uncond.as<4>();
+    auto rg = g.begin_run(&sc.pos, &sc.neg);
+    auto rc = chain.begin_run(&sc.pos, &sc.neg, &empty);
+    g.denoise(rg, st, out.as<4>());
+    chain.denoise(rc, st, out.as<4>());
+    test::allocation_counter counter;
+    for (int i = 0; i < 3; ++i) {
+        g.denoise(rg, st, out.as<4>());
+        chain.denoise(rc, st, out.as<4>());
+    }
+    CHECK(counter.count() == 0);
+    CHECK(test::bit_equal(uncond, sc.predict(sc.neg, sc.x.as<4>())));
+}
+
 TEST_CASE("FreeU and FreeU_V2 allocate nothing after the first call", "[alloc]") {
     auto h = test::random_tensor({1, 16, 12, 10}, 1), hsp = test::random_tensor({1, 8, 12, 10}, 2);
     const free_u fu{.model_channels = 4};

@@ -10,43 +10,15 @@
 #include "patchbay/core/guider.hpp"
 #include "patchbay/core/patch_chain.hpp"
 #include "patchbay/sampling/samplers.hpp"
-#include "test_util.hpp"
-#include "toy_gaussian.hpp"
+#include "sampler_util.hpp"
 
 using namespace patchbay;
 using examples::toy_gaussian;
 using examples::toy_kind;
 using examples::toy_prompt;
-
-namespace {
-
-struct counting_toy {
-    using conditioning_type = toy_prompt;
-    toy_gaussian toy;
-    int calls = 0;
-    template <class T, std::size_t R>
-    void predict(const model_call<toy_prompt, T, R>& c, view<T, R> out) {
-        ++calls;
-        toy.predict(c, out);
-    }
-};
-
-std::vector<double> geometric(double hi, double lo, int steps) {
-    std::vector<double> s;
-    for (int i = 0; i < steps; ++i)
-        s.push_back(static_cast<double>(static_cast<float>(hi * std::pow(lo / hi, double(i) / (steps - 1)))));
-    s.push_back(0.0);
-    return s;
-}
-
-struct setup {
-    tensor<float> noise = test::random_tensor({2, 4, 8, 8}, 31);
-    tensor<float> mu_c = test::random_tensor({1, 4, 8, 8}, 32, 0.5f, 0.5f);
-    tensor<float> mu_u = test::random_tensor({1, 4, 8, 8}, 33, -0.5f, 0.5f);
-    toy_prompt pos{mu_c.as<4>()}, neg{mu_u.as<4>()};
-};
-
-} // namespace
+using test::counting_toy;
+using test::geometric;
+using setup = test::sampler_setup;
 
 TEST_CASE("euler matches the k-diffusion loop written out", "[samplers]") {
     setup su;

@@ -102,7 +102,11 @@ struct sampler_settings {
     std::optional<double> cfg; ///< cond_scale (BasicGuider: 1; DualCFGGuider: cfg_conds)
     std::optional<double> cfg_cond2_negative; ///< DualCFGGuider only
     std::optional<std::int64_t> steps;
-    std::optional<std::string> sampler_name; ///< KSamplerSelect's for the custom samplers
+    /// KSamplerSelect's for the custom samplers; a SamplerEulerCFGpp node gives "euler_cfg_pp",
+    /// a SamplerEulerAncestralCFGPP node "euler_ancestral_cfg_pp"
+    std::optional<std::string> sampler_name;
+    std::optional<double> eta;     ///< SamplerEulerAncestralCFGPP's eta (sample_options::eta)
+    std::optional<double> s_noise; ///< SamplerEulerAncestralCFGPP's s_noise (sample_options::s_noise)
     std::optional<std::string> scheduler;    ///< BasicScheduler's for the custom samplers
     std::optional<std::uint64_t> seed;       ///< seed / noise_seed / RandomNoise's noise_seed
     std::optional<double> denoise;
@@ -679,6 +683,26 @@ private:
         return {n, parse_link(n, "model", *v)};
     }
 
+    /// The SAMPLER node of a custom sampler: KSamplerSelect (sampler_name), or the CFG++ nodes
+    /// SamplerEulerCFGpp (version "regular": euler_cfg_pp) and SamplerEulerAncestralCFGPP
+    /// (eta [0, 1], s_noise [0, 10]: euler_ancestral_cfg_pp). Another node: its sampler_name
+    /// input if it has one.
+    void read_sampler_node(const node_ref& k, sampler_settings& out) const {
+        if (k.class_type == "SamplerEulerCFGpp") {
+            const std::string version = opt_string(k, "version").value_or("regular");
+            if (version != "regular")
+                fail(k.where(), "input 'version' is " + quote(version) +
+                                    "; patchbay implements only 'regular' (sampler euler_cfg_pp)");
+            out.sampler_name = "euler_cfg_pp";
+        } else if (k.class_type == "SamplerEulerAncestralCFGPP") {
+            out.sampler_name = "euler_ancestral_cfg_pp";
+            out.eta = opt_number(k, "eta", 0, 1);
+            out.s_noise = opt_number(k, "s_noise", 0, 10);
+        } else {
+            out.sampler_name = opt_string(k, "sampler_name");
+        }
+    }
+
     std::pair<node_ref, link> read_sampler(const node_ref& s, sampler_settings& out) const {
         const std::string& c = s.class_type;
         if (c == "KSampler" || c == "KSamplerAdvanced") {
@@ -691,7 +715,7 @@ private:
             return model_input(s);
         }
         // SamplerCustom / SamplerCustomAdvanced: sampler and sigmas come from linked nodes.
-        if (auto k = linked(s, "sampler")) out.sampler_name = opt_string(*k, "sampler_name");
+        if (auto k = linked(s, "sampler")) read_sampler_node(*k, out);
         if (auto sig = linked(s, "sigmas")) {
             out.steps = opt_steps(*sig);
             out.scheduler = opt_string(*sig, "scheduler");
@@ -1034,6 +1058,8 @@ inline std::string workflow::describe() const {
     if (sampler.cfg_cond2_negative) os << " cfg_cond2_negative " << workflow_detail::num(*sampler.cfg_cond2_negative);
     if (sampler.steps) os << " steps " << *sampler.steps;
     if (sampler.sampler_name) os << " sampler " << *sampler.sampler_name;
+    if (sampler.eta) os << " eta " << workflow_detail::num(*sampler.eta);
+    if (sampler.s_noise) os << " s_noise " << workflow_detail::num(*sampler.s_noise);
     if (sampler.scheduler) os << " scheduler " << *sampler.scheduler;
     if (sampler.seed) os << " seed " << *sampler.seed;
     if (sampler.denoise) os << " denoise " << workflow_detail::num(*sampler.denoise);

@@ -62,6 +62,12 @@ struct step_inputs {
     /// A multi-prompt guider's second scale (Dual CFG's cfg_cond2_negative, Perp-Neg's
     /// neg_scale live in the patch; this is for guiders that take it per step). Unused otherwise.
     double cond_scale2 = 1.0;
+    /// Optional output, the latent's shape: the uncond prediction the cfg stage handed its
+    /// post-cfg hooks (after the pre-cfg hooks), copied here after them, as ComfyUI's CFG++
+    /// samplers record args["uncond_denoised"] with a post-cfg function appended last. Asking
+    /// for it keeps the uncond pass at cond_scale 1 (those samplers set
+    /// disable_cfg1_optimization). Empty (the default): not written.
+    view<T, R> uncond_denoised{};
 };
 
 /// The predictions a multi-prompt guider combines (denoised space); a prompt that was not
@@ -636,6 +642,12 @@ void validate_step(const step_inputs<T, R>& st, const view<T, R>& denoised, bool
     require_writable_layout(denoised, where, "denoised");
     if (may_overlap(denoised, st.x))
         fail(where, "output 'denoised' overlaps input 'x' (hooks read x while denoised is written)");
+    if (!st.uncond_denoised.empty()) {
+        require_same_shape(st.x, st.uncond_denoised, where, "x", "uncond_denoised");
+        require_writable_layout(st.uncond_denoised, where, "uncond_denoised");
+        if (may_overlap(st.uncond_denoised, st.x) || may_overlap(st.uncond_denoised, denoised))
+            fail(where, "output 'uncond_denoised' overlaps 'x' or 'denoised'");
+    }
     if (st.inpaint) {
         require_same_shape(st.x, st.inpaint->denoise_mask, where, "x", "denoise_mask");
         require_same_shape(st.x, st.inpaint->latent_image, where, "x", "latent_image");
@@ -705,9 +717,18 @@ public:
         as_uncond_ = as_uncond;
     }
 
+    /// After the post-cfg hooks, copy the uncond prediction post_cfg() was handed to `to`
+    /// (step_inputs::uncond_denoised: ComfyUI's CFG++ samplers record it with a post-cfg
+    /// function appended last). An empty view stops the capture.
+    void capture_uncond(view<T, R> to) noexcept { capture_ = to; }
+    /// Did post_cfg() run with a capture target set?
+    bool captured_uncond() const noexcept { return captured_; }
+
     /// Would pre_cfg / cfg_function / post_cfg run anything (a guider fuses its passes when
-    /// not)? Attention-slot patches count for post_cfg when they have a post-cfg hook.
+    /// not)? Attention-slot patches count for post_cfg when they have a post-cfg hook, and so
+    /// does a capture of the uncond prediction.
     bool runs(hook_kind k) const noexcept {
+        if (k == hook_kind::post_cfg && !capture_.empty()) return true;
         for (const auto& e : entries_) {
             if (e.slot == k) return true;
             if (k == hook_kind::post_cfg && e.slot == hook_kind::attention && e.vt->template ops<T, R>().post_cfg)
@@ -749,6 +770,10 @@ public:
             }
             fn(e.patch, e.state, gi, cond, uncond, denoised, hook_access());
         }
+        if (!capture_.empty()) {
+            kernels::copy<T, R>(uncond, capture_);
+            captured_ = true;
+        }
     }
 
 private:
@@ -765,6 +790,8 @@ private:
 
     std::span<const hook_entry> entries_;
     model_access<T, R>* access_;
+    view<T, R> capture_{};
+    mutable bool captured_ = false;
     pass_kind as_cond_ = pass_kind::cond, as_uncond_ = pass_kind::uncond;
     mutable model_access<T, R> routed_{typename model_access<T, R>::evaluate_fn(&evaluate_routed, this)};
 };
@@ -786,11 +813,14 @@ void check_combine_table(std::span<const hook_entry> entries, std::string_view w
     }
 }
 
-/// The default two-prompt cfg stage: pre-cfg, cfg function or default combine, post-cfg.
+/// The default two-prompt cfg stage: pre-cfg, cfg function or default combine, post-cfg
+/// (then, when `uncond_out` is not empty, the uncond prediction the post-cfg hooks saw).
 template <class T, std::size_t R>
 void run_guidance(std::span<const hook_entry> entries, const guidance_inputs<T, R>& gi, view<T, R> cond,
-                  view<T, R> uncond, view<T, R> denoised, model_access<T, R>* access) {
-    const stage_runner<T, R> stages(entries, access);
+                  view<T, R> uncond, view<T, R> denoised, model_access<T, R>* access,
+                  view<T, R> uncond_out = {}) {
+    stage_runner<T, R> stages(entries, access);
+    stages.capture_uncond(uncond_out);
     stages.pre_cfg(gi, cond, uncond);
     const view<const T, R> cc = cond, cu = uncond;
     if (!stages.cfg_function(gi, cc, cu, denoised)) kernels::cfg_combine<T, R>(cc, cu, gi.cond_scale, denoised);
@@ -898,6 +928,8 @@ void denoise_step(Model& model, const model_sampling& ms, std::span<hook_entry> 
 
     view<T, R> cond = ws.get<T, R>(ws_cond, ext);
     view<T, R> uncond = ws.get<T, R>(ws_uncond, ext);
+    const bool hand_out_uncond = !st.uncond_denoised.empty(); // a CFG++ sampler asks for it
+    keeps_uncond = keeps_uncond || hand_out_uncond;
     unsigned wanted = prompt_cond | prompt_uncond;
     if (multi) {
         const auto fn = multi->vt->template ops<T, R>().prompts;
@@ -959,11 +991,16 @@ void denoise_step(Model& model, const model_sampling& ms, std::span<hook_entry> 
 
     if (multi) {
         stage_runner<T, R> stages(entries, &access);
+        stages.capture_uncond(st.uncond_denoised);
         multi->vt->template ops<T, R>().combine_prompts(multi->patch, multi->state, gi,
                                                         prompt_predictions<T, R>{cond, uncond, extra}, denoised,
                                                         stages);
+        if (hand_out_uncond && !stages.captured_uncond())
+            fail(where, cat({"the multi-prompt guider '", multi->vt->class_type,
+                             "' ran no post-cfg stage, so there is no uncond prediction to hand out "
+                             "(step_inputs::uncond_denoised, asked for by the CFG++ samplers)"}));
     } else {
-        run_guidance<T, R>(entries, gi, cond, uncond, denoised, &access);
+        run_guidance<T, R>(entries, gi, cond, uncond, denoised, &access, st.uncond_denoised);
     }
 
     if (st.inpaint) // out*m + latent*(1 - m)

@@ -2,7 +2,9 @@
 // Diffusion-Based Generative Models"; Lu et al. 2022, "DPM-Solver++") driving a guider or a
 // patch_chain, as ComfyUI's KSampler runs them (comfy/samplers.py KSAMPLER.sample,
 // comfy/k_diffusion/sampling.py): euler, euler_ancestral (with the rectified-flow variant
-// ComfyUI switches to for flow models) and dpmpp_2m.
+// ComfyUI switches to for flow models), dpmpp_2m, and the CFG++ samplers euler_cfg_pp and
+// euler_ancestral_cfg_pp (Chung et al. 2024, "CFG++: Manifold-constrained Classifier Free
+// Guidance for Diffusion Models"; ComfyUI nodes SamplerEulerCFGpp, SamplerEulerAncestralCFGPP).
 //
 // A run: x = noise_scaling(sigmas[0], noise, latent_image, max_denoise) with max_denoise =
 // isclose(sigma_max, sigmas[0], rel 1e-5) or sigmas[0] > sigma_max; then one guided denoise per
@@ -181,11 +183,13 @@ public:
 
     bool cancelled() const noexcept { return opt_.cancel && opt_.cancel->load(); }
 
-    /// The guided denoise at sigmas[i] for the current x.
-    void denoise(int i) {
+    /// The guided denoise at sigmas[i] for the current x; with `uncond` not empty also the
+    /// uncond prediction of the cfg stage (step_inputs::uncond_denoised).
+    void denoise(int i, view<T, R> uncond = {}) {
         set_sigma(sigma(i));
         step_inputs<T, R> st{out_, sigma_view(), in_.cond_scale, in_.sigmas,
                              use_inpaint_ ? &inpaint_ : nullptr};
+        st.uncond_denoised = uncond;
         g_.denoise(run_, st, denoised());
     }
 
@@ -220,6 +224,85 @@ private:
     bool use_inpaint_ = false;
 };
 
+/// The ancestral samplers' per-step noise: opt.noise_source, or the built-in generator seeded
+/// with opt.seed. One latent-sized buffer per run.
+template <class T, std::size_t R>
+class step_noise {
+public:
+    step_noise(view<const T, R> like, const sample_options<T, R>& opt)
+        : buf_(std::vector<index_t>(like.extents().begin(), like.extents().end())), opt_(opt), gen_(opt.seed) {}
+    /// Fills the buffer with the noise of the step from sigma to sigma_next and returns it.
+    view<const T, R> draw(double sigma, double sigma_next) {
+        const view<T, R> n = buf_.template as<R>();
+        if (opt_.noise_source) opt_.noise_source(sigma, sigma_next, n);
+        else gen_.fill(n);
+        return n;
+    }
+
+private:
+    tensor<T> buf_;
+    const sample_options<T, R>& opt_;
+    normal_generator gen_;
+};
+
+/// The CFG++ Euler step (k-diffusion's sample_euler_ancestral_cfg_pp), ComfyUI's arithmetic:
+/// float32 on the float32 sigmas, alpha(sigma) = sigma * exp(half log-SNR), which is 1 for
+/// VP models (up to rounding) and 1 - sigma for flow models.
+template <class G, class T, std::size_t R>
+sample_status euler_cfg_pp_loop(const G& g, typename G::run_state& run, const sample_inputs<T, R>& in,
+                                view<T, R> out, const sample_options<T, R>& opt, double eta_d,
+                                double s_noise_d, std::string_view where) {
+    sampler_run<G, T, R> s(g, run, in, out, opt, where);
+    tensor<T> uncond_buf(std::vector<index_t>(out.extents().begin(), out.extents().end()));
+    const view<T, R> uncond = uncond_buf.template as<R>();
+    step_noise<T, R> noise(out, opt);
+    const bool flow = g.sampling().is_flow();
+    // ComfyUI scales s_noise by the model's noise_scale (ModelNoiseScale; 1 otherwise)
+    const double ns_d = s_noise_d * g.sampling().noise_scale();
+    const T eta = static_cast<T>(eta_d), ns = static_cast<T>(ns_d);
+    // alpha(sigma) = sigma * exp(lambda(sigma)); lambda = -log(sigma) (VP), -logit(sigma) (flow).
+    // At sigma 1 a flow model gives alpha 0 (logit 1 = inf), as torch does.
+    auto alpha = [flow](T sig) {
+        const T lambda = flow ? -std::log(sig / (T(1) - sig)) : -std::log(sig);
+        return sig * std::exp(lambda);
+    };
+    for (int i = 0; i < s.steps(); ++i) {
+        if (s.cancelled()) return sample_status::cancelled;
+        s.denoise(i, uncond);
+        s.report(i);
+        const view<const T, R> den = s.denoised();
+        const T from = s.sigma_t(i), to = s.sigma_t(i + 1);
+        if (to == T(0)) { // the last step: the denoised prediction
+            kernels::copy<T, R>(den, out);
+            continue;
+        }
+        const T a_s = alpha(from), a_t = alpha(to);
+        // k-diffusion's get_ancestral_step(from / a_s, to / a_t, eta). With a flow model at
+        // sigma 1, from / a_s is inf and the formula gives NaN; Python's min(t, nan) is t, and
+        // so is std::min: the step then only re-noises (sigma_down 0).
+        const T f = from / a_s, t = to / a_t;
+        T up = T(0), down = t;
+        if (eta_d != 0.0) {
+            up = std::min(t, eta * std::sqrt(t * t * (f * f - t * t) / (f * f)));
+            down = std::sqrt(t * t - up * up);
+        }
+        const T sigma_down = a_t * down;
+        // d = (x - a_s * uncond) / sigma: the noise the unconditional prediction implies
+        kernels::transform(
+            out,
+            [a_s, a_t, from, sigma_down](auto x, auto d, auto u) {
+                return a_t * d + sigma_down * ((x - a_s * u) / from);
+            },
+            out, den, view<const T, R>(uncond));
+        if (eta_d > 0.0 && ns_d > 0.0) {
+            const view<const T, R> n = noise.draw(s.sigma(i), s.sigma(i + 1));
+            kernels::transform(
+                out, [a_t, ns, up](auto x, auto z) { return x + ((a_t * z) * ns) * up; }, out, n);
+        }
+    }
+    return s.finish();
+}
+
 } // namespace detail
 
 /// k-diffusion sample_euler (no churn): x += (x - denoised)/sigma_i * (sigma_{i+1} - sigma_i).
@@ -253,16 +336,9 @@ sample_status sample_euler_ancestral(const G& g, typename G::run_state& run,
     require_range(opt.eta, 0.0, 100.0, where, "eta");
     require_range(opt.s_noise, 0.0, 100.0, where, "s_noise");
     detail::sampler_run<G, T, R> s(g, run, in, out, opt, where);
-    tensor<T> noise_buf(std::vector<index_t>(out.extents().begin(), out.extents().end()));
-    const view<T, R> noise = noise_buf.template as<R>();
-    normal_generator gen(opt.seed);
-    auto draw = [&](int i) {
-        if (opt.noise_source) opt.noise_source(s.sigma(i), s.sigma(i + 1), noise);
-        else gen.fill(noise);
-    };
+    detail::step_noise<T, R> noise(out, opt);
     const bool flow = g.sampling().is_flow();
     const T eta = static_cast<T>(opt.eta), s_noise = static_cast<T>(opt.s_noise);
-    const view<const T, R> noise_c = noise;
     for (int i = 0; i < s.steps(); ++i) {
         if (s.cancelled()) return sample_status::cancelled;
         s.denoise(i);
@@ -279,14 +355,14 @@ sample_status sample_euler_ancestral(const G& g, typename G::run_state& run,
                 kernels::copy<T, R>(den, out);
                 continue;
             }
-            draw(i);
+            const view<const T, R> n = noise.draw(s.sigma(i), s.sigma(i + 1));
             const T dt = down - from, ns = s_noise, su = up;
             kernels::transform(
                 out,
-                [from, dt, ns, su](auto x, auto d, auto n) {
-                    return (x + ((x - d) / from) * dt) + (n * ns) * su;
+                [from, dt, ns, su](auto x, auto d, auto z) {
+                    return (x + ((x - d) / from) * dt) + (z * ns) * su;
                 },
-                out, den, noise_c);
+                out, den, n);
         } else {
             if (to == T(0)) {
                 kernels::copy<T, R>(den, out);
@@ -300,11 +376,11 @@ sample_status sample_euler_ancestral(const G& g, typename G::run_state& run,
             kernels::transform(
                 out, [ratio](auto x, auto d) { return ratio * x + (T(1) - ratio) * d; }, out, den);
             if (opt.eta > 0.0) {
-                draw(i);
+                const view<const T, R> n = noise.draw(s.sigma(i), s.sigma(i + 1));
                 const T scale = alpha_next / alpha_down, ns = s_noise;
                 kernels::transform(
-                    out, [scale, ns, renoise](auto x, auto n) { return scale * x + (n * ns) * renoise; },
-                    out, noise_c);
+                    out, [scale, ns, renoise](auto x, auto z) { return scale * x + (z * ns) * renoise; },
+                    out, n);
             }
         }
     }
@@ -345,7 +421,40 @@ sample_status sample_dpmpp_2m(const G& g, typename G::run_state& run, const samp
     return s.finish();
 }
 
-/// Run a sampler by its ComfyUI name: "euler", "euler_ancestral", "dpmpp_2m".
+/// CFG++ ancestral Euler: k-diffusion's sample_euler_ancestral_cfg_pp (ComfyUI sampler
+/// `euler_ancestral_cfg_pp`, node SamplerEulerAncestralCFGPP). Each step takes the guided
+/// prediction and the uncond one from the same model evaluation (step_inputs::uncond_denoised;
+/// the uncond pass runs even at cond_scale 1) and re-noises along the uncond prediction's
+/// noise instead of the guided one's:
+///   d = (x - a_s*uncond)/s,  x = a_t*denoised + a_t*sigma_down*d  (+ a_t*noise*s_noise*sigma_up)
+/// with a = alpha(sigma) (1 for VP models, 1 - sigma for flow models) and (sigma_down,
+/// sigma_up) the ancestral split of s/a_s -> s'/a_t with opt.eta; the last step (to sigma 0)
+/// returns the prediction. opt.eta in [0, 1] and opt.s_noise in [0, 10] (the node's ranges;
+/// KSampler's `euler_ancestral_cfg_pp` uses 1 and 1); s_noise is scaled by the model's
+/// noise_scale. Noise comes from opt.noise_source or the built-in generator seeded with opt.seed.
+template <class G, class T, std::size_t R>
+    requires guided_denoiser<G, T, R>
+sample_status sample_euler_ancestral_cfg_pp(const G& g, typename G::run_state& run,
+                                            const sample_inputs<T, R>& in, view<T, R> out,
+                                            const sample_options<T, R>& opt = {}) {
+    constexpr std::string_view where = "sample_euler_ancestral_cfg_pp";
+    require_range(opt.eta, 0.0, 1.0, where, "eta");
+    require_range(opt.s_noise, 0.0, 10.0, where, "s_noise");
+    return detail::euler_cfg_pp_loop(g, run, in, out, opt, opt.eta, opt.s_noise, where);
+}
+
+/// CFG++ Euler: k-diffusion's sample_euler_cfg_pp (ComfyUI sampler `euler_cfg_pp`, node
+/// SamplerEulerCFGpp with version "regular"), the ancestral sampler above with eta 0: for a VP
+/// model x = denoised + (x - uncond) * s'/s. Deterministic (opt.eta, s_noise, seed unused).
+template <class G, class T, std::size_t R>
+    requires guided_denoiser<G, T, R>
+sample_status sample_euler_cfg_pp(const G& g, typename G::run_state& run, const sample_inputs<T, R>& in,
+                                  view<T, R> out, const sample_options<T, R>& opt = {}) {
+    return detail::euler_cfg_pp_loop(g, run, in, out, opt, 0.0, 0.0, "sample_euler_cfg_pp");
+}
+
+/// Run a sampler by its ComfyUI name: "euler", "euler_ancestral", "dpmpp_2m", "euler_cfg_pp",
+/// "euler_ancestral_cfg_pp".
 template <class G, class T, std::size_t R>
     requires guided_denoiser<G, T, R>
 sample_status sample(std::string_view sampler, const G& g, typename G::run_state& run,
@@ -354,8 +463,10 @@ sample_status sample(std::string_view sampler, const G& g, typename G::run_state
     if (sampler == "euler") return sample_euler(g, run, in, out, opt);
     if (sampler == "euler_ancestral") return sample_euler_ancestral(g, run, in, out, opt);
     if (sampler == "dpmpp_2m") return sample_dpmpp_2m(g, run, in, out, opt);
+    if (sampler == "euler_cfg_pp") return sample_euler_cfg_pp(g, run, in, out, opt);
+    if (sampler == "euler_ancestral_cfg_pp") return sample_euler_ancestral_cfg_pp(g, run, in, out, opt);
     fail("sample", "unknown sampler \"" + std::string(sampler) +
-                       "\" (expected euler, euler_ancestral or dpmpp_2m)");
+                       "\" (expected euler, euler_ancestral, dpmpp_2m, euler_cfg_pp or euler_ancestral_cfg_pp)");
 }
 
 } // namespace patchbay
