@@ -128,10 +128,10 @@ int main(int argc, char** argv) {
         const tensor<float> target = model.picture(picture);
         std::printf("sampled the toy UNet: %s, %d steps, cfg %g, seed %llu\n", sampler.c_str(), steps,
                     cond_scale, static_cast<unsigned long long>(seed));
-        std::printf("  patched:    %3d model calls, rms to picture %ld: %.4f\n", model.counts.total(),
-                    long(picture), rms(patched, target));
-        std::printf("  plain CFG:  %3d model calls, rms to picture %ld: %.4f\n", plain_model.counts.total(),
-                    long(picture), rms(reference, target));
+        std::printf("  patched:    %3d prompt evaluations in %3d model calls, rms to picture %ld: %.4f\n",
+                    model.counts.total(), model.counts.calls, long(picture), rms(patched, target));
+        std::printf("  plain CFG:  %3d prompt evaluations in %3d model calls, rms to picture %ld: %.4f\n",
+                    plain_model.counts.total(), plain_model.counts.calls, long(picture), rms(reference, target));
         std::printf("  rms change from the patches: %.4f\n", rms(patched, reference));
     } catch (const patchbay::error& e) {
         std::fprintf(stderr, "comfy_workflow: %s\n", e.what());

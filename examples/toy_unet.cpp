@@ -1,6 +1,8 @@
 // toy_unet: sample the toy UNet (examples/toy_unet.hpp) with plain CFG, SAG, PAG, FreeU and
-// SAG + PAG from the same noise, print how far each moves the picture and how many model
-// calls it made, and write the pictures side by side to a PPM file.
+// SAG + PAG from the same noise, print how far each moves the picture, how many prompt
+// evaluations it made and in how many network calls (the guider batches the positive and the
+// negative prompt into one call: toy_unet has predict_batch), and write the pictures side by
+// side to a PPM file.
 //
 //   example_toy_unet [--smoke] [--steps N] [--out FILE.ppm]
 #include <algorithm>
@@ -37,7 +39,8 @@ std::vector<double> simple_sigmas(const model_sampling& ms, int steps) {
 struct result {
     const char* name;
     tensor<float> picture;
-    int calls;
+    int evaluations; ///< prompts evaluated
+    int calls;       ///< network calls (a batched call evaluates several prompts)
 };
 
 template <class... P>
@@ -49,7 +52,7 @@ result run(const char* name, int steps, const tensor<float>& noise, index_t prom
     const auto sigmas = simple_sigmas(g.sampling(), steps);
     tensor<float> out(noise.shape());
     sample_euler(g, state, sample_inputs<float, 4>{noise.as<4>(), {}, sigmas, 5.0}, out.as<4>());
-    return {name, std::move(out), model.counts.total()};
+    return {name, std::move(out), model.counts.total(), model.counts.calls};
 }
 
 void write_ppm(const std::string& path, const std::vector<result>& rs, index_t zoom) {
@@ -115,8 +118,8 @@ int main(int argc, char** argv) {
                 d_target += std::pow(double(r.picture[i] - target[i]), 2);
                 d_cfg += std::pow(double(r.picture[i] - rs.front().picture[i]), 2);
             }
-            std::printf("%-8s model calls %3d  rms to picture %d: %.4f  rms change vs cfg: %.4f\n", r.name,
-                        r.calls, int(prompt), std::sqrt(d_target / double(target.size())),
+            std::printf("%-8s prompt evaluations %3d in %3d calls  rms to picture %d: %.4f  rms change vs cfg: %.4f\n",
+                        r.name, r.evaluations, r.calls, int(prompt), std::sqrt(d_target / double(target.size())),
                         std::sqrt(d_cfg / double(target.size())));
         }
         if (!out_path.empty()) write_ppm(out_path, rs, 8);

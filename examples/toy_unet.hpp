@@ -15,6 +15,14 @@
 // At every output block it calls the block hooks on (h, hsp) before concatenating them; at
 // the self-attention it honours replacements (PAG) and readers (SAG).
 //
+// predict_batch evaluates several prompts in one network run (ComfyUI's calc_cond_batch): the
+// prompts' items follow each other along dim 0 and each prompt brings its own hooks, which
+// see only that prompt's items: the block hooks get the prompt's slice of (h, hsp), the
+// self-attention is replaced or read per prompt on its slice of q, k, v (probabilities
+// (items * heads, N, N) of that prompt only), and each item cross-attends to its own prompt's
+// context. Every layer computes each item on its own, so a batched call gives the per-prompt
+// results bit for bit.
+//
 // This is example code: plain loops, per-call buffers; an engine's network replaces it.
 #pragma once
 
@@ -22,6 +30,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -56,14 +65,17 @@ struct toy_unet_prompt {
     std::vector<double> context; ///< context_tokens x context_dim
 };
 
-/// Calls the model saw, by kind, and what its hooks did (tests count these).
+/// Prompts the model evaluated, by pass, its network runs, and what its hooks did (tests
+/// count these). A prompt of a batched call counts as one evaluation of its pass.
 struct toy_unet_counts {
-    int cond = 0, uncond = 0, reevaluation = 0;
-    int attention_reads = 0;        ///< calls whose self-attention probabilities were read
+    int cond = 0, uncond = 0, reevaluation = 0, extra = 0; ///< prompt evaluations, by pass
+    int calls = 0;                  ///< network runs: predict and predict_batch calls
+    int batched_calls = 0;          ///< ... of them predict_batch
+    int attention_reads = 0;        ///< prompt evaluations whose self-attention probabilities were read
     int attention_reads_uncond = 0; ///< ... of them, uncond passes
-    int attention_replaced = 0;     ///< calls whose self-attention was replaced
-    int block_hook_calls = 0;       ///< output blocks that ran hooks
-    int total() const noexcept { return cond + uncond + reevaluation; }
+    int attention_replaced = 0;     ///< prompt evaluations whose self-attention was replaced
+    int block_hook_calls = 0;       ///< output blocks that ran hooks (once per prompt with hooks)
+    int total() const noexcept { return cond + uncond + reevaluation + extra; }
 };
 
 class toy_unet {
@@ -141,26 +153,71 @@ public:
         constexpr const char* where = "toy_unet::predict";
         require(call.conditioning != nullptr, where, "the call has no prompt");
         require(call.overrides != nullptr, where, "the call has no overrides");
-        require_batch_vector(call.sigma, call.x, where, "sigma");
-        require_same_shape(call.x, view<const T, 4>(out), where, "x", "out");
-        require(call.x.extent(1) == cfg_.channels && call.x.extent(2) == cfg_.height &&
-                    call.x.extent(3) == cfg_.width,
-                where, "x must be (N, " + std::to_string(cfg_.channels) + ", " + std::to_string(cfg_.height) +
-                           ", " + std::to_string(cfg_.width) + "), got " + shape_string(call.x));
-        const auto& pr = *call.conditioning;
-        require(pr.weights.size() == static_cast<std::size_t>(cfg_.pictures) &&
-                    pr.context.size() == static_cast<std::size_t>(cfg_.context_tokens * cfg_.context_dim),
-                where, "the prompt does not belong to this model");
-        (call.pass == pass_kind::cond ? counts.cond
-                                      : call.pass == pass_kind::uncond ? counts.uncond : counts.reevaluation)++;
-        const index_t B = call.x.extent(0), n = cfg_.channels * cfg_.height * cfg_.width;
-        std::vector<T> unet(static_cast<std::size_t>(B * n));
-        network<T>(call, unet);
-        for (index_t b = 0; b < B; ++b) exact(call, pr, b, unet.data() + b * n, out);
+        const group<T> g{call.conditioning, call.overrides, call.pass, 0, call.x.extent(0)};
+        run<T>(call.x, call.sigma, std::span<const group<T>>(&g, 1), out, where);
+        ++counts.calls;
+    }
+
+    /// Every prompt of one evaluation in one network run (the prompts' items in order along
+    /// dim 0), each prompt's hooks on its own items.
+    template <class T>
+    void predict_batch(const batched_call<toy_unet_prompt, T, 4>& call, view<T, 4> out) {
+        constexpr const char* where = "toy_unet::predict_batch";
+        std::vector<group<T>> groups;
+        index_t next = 0;
+        for (const auto& p : call.prompts) {
+            require(p.conditioning != nullptr && p.overrides != nullptr, where,
+                    "a prompt has no conditioning or no overrides");
+            require(p.first == next && p.count >= 0, where, "the prompts' items must follow each other along dim 0");
+            groups.push_back({p.conditioning, p.overrides, p.pass, p.first, p.count});
+            next += p.count;
+        }
+        require(next == call.x.extent(0), where, "the prompts' items must cover the batch");
+        run<T>(call.x, call.sigma, std::span<const group<T>>(groups), out, where);
+        ++counts.calls;
+        ++counts.batched_calls;
     }
 
 private:
     static constexpr index_t time_features = 8;
+
+    /// One prompt's items [first, first + count) of a network run, with its hooks.
+    template <class T>
+    struct group {
+        const toy_unet_prompt* prompt;
+        const call_overrides<T>* overrides;
+        pass_kind pass;
+        index_t first, count;
+    };
+
+    /// Checks, counts each prompt's evaluation, runs the network once for all items, then the
+    /// exact denoiser of each item's prompt.
+    template <class T>
+    void run(const view<const T, 4>& x, const view<const T, 1>& sigma, std::span<const group<T>> groups,
+             const view<T, 4>& out, const char* where) {
+        require_batch_vector(sigma, x, where, "sigma");
+        require_same_shape(x, view<const T, 4>(out), where, "x", "out");
+        require(x.extent(1) == cfg_.channels && x.extent(2) == cfg_.height && x.extent(3) == cfg_.width, where,
+                "x must be (N, " + std::to_string(cfg_.channels) + ", " + std::to_string(cfg_.height) + ", " +
+                    std::to_string(cfg_.width) + "), got " + shape_string(x));
+        for (const auto& g : groups) {
+            const auto& pr = *g.prompt;
+            require(pr.weights.size() == static_cast<std::size_t>(cfg_.pictures) &&
+                        pr.context.size() == static_cast<std::size_t>(cfg_.context_tokens * cfg_.context_dim),
+                    where, "the prompt does not belong to this model");
+        }
+        for (const auto& g : groups)
+            (g.pass == pass_kind::cond     ? counts.cond
+             : g.pass == pass_kind::uncond ? counts.uncond
+             : g.pass == pass_kind::extra  ? counts.extra
+                                           : counts.reevaluation)++;
+        const index_t B = x.extent(0), n = cfg_.channels * cfg_.height * cfg_.width;
+        std::vector<T> unet(static_cast<std::size_t>(B * n));
+        network<T>(x, sigma, groups, unet);
+        for (const auto& g : groups)
+            for (index_t b = g.first; b < g.first + g.count; ++b)
+                exact(x, sigma, *g.prompt, b, unet.data() + b * n, out);
+    }
 
     struct layer {
         index_t cin = 0, cout = 0;
@@ -222,10 +279,10 @@ private:
 
     /// The exact posterior mean for batch item b, plus the UNet residual.
     template <class T>
-    void exact(const model_call<toy_unet_prompt, T, 4>& call, const toy_unet_prompt& pr, index_t b,
+    void exact(const view<const T, 4>& xs, const view<const T, 1>& sigmas, const toy_unet_prompt& pr, index_t b,
                const T* unet, const view<T, 4>& out) const {
         const index_t C = cfg_.channels, H = cfg_.height, W = cfg_.width, n = C * H * W, K = cfg_.pictures;
-        const double sigma = static_cast<double>(call.sigma(b));
+        const double sigma = static_cast<double>(sigmas(b));
         const double s2 = cfg_.data_std * cfg_.data_std, var = s2 + sigma * sigma, a = s2 / var;
         std::vector<double> logit(static_cast<std::size_t>(K));
         double mx = -HUGE_VAL;
@@ -235,7 +292,7 @@ private:
             for (index_t c = 0, i = 0; c < C; ++c)
                 for (index_t y = 0; y < H; ++y)
                     for (index_t x = 0; x < W; ++x, ++i) {
-                        const double d = static_cast<double>(call.x(b, c, y, x)) - mu[i];
+                        const double d = static_cast<double>(xs(b, c, y, x)) - mu[i];
                         d2 += d * d;
                     }
             logit[std::size_t(k)] = std::log(pr.weights[std::size_t(k)]) - d2 / (2.0 * var);
@@ -248,7 +305,7 @@ private:
                 for (index_t x = 0; x < W; ++x, ++i) {
                     double m = 0;
                     for (index_t k = 0; k < K; ++k) m += logit[std::size_t(k)] / z * pictures_[std::size_t(k * n + i)];
-                    const double xv = static_cast<double>(call.x(b, c, y, x));
+                    const double xv = static_cast<double>(xs(b, c, y, x));
                     out(b, c, y, x) = static_cast<T>(m + a * (xv - m) + cfg_.residual * static_cast<double>(unet[i]));
                 }
     }
@@ -320,51 +377,85 @@ private:
             }
     }
 
-    /// Output block i: hooks on (h, hsp), then conv of the concatenation.
+    /// Output block i: each prompt's hooks on its items of (h, hsp), then conv of the
+    /// concatenation.
     template <class T>
-    void output_block(const call_overrides<T>& ov, int index, std::vector<T>& h, index_t ch,
+    void output_block(std::span<const group<T>> groups, int index, std::vector<T>& h, index_t ch,
                       std::vector<T>& skip, index_t cs, index_t B, index_t H, index_t W, const layer& l,
                       std::vector<T>& out) {
-        view<T, 4> hv(h.data(), {B, ch, H, W});
-        if (ov.has_output_block_hooks()) {
+        for (const auto& g : groups) {
+            const auto& ov = *g.overrides;
+            if (!ov.has_output_block_hooks() || g.count == 0) continue;
             ++counts.block_hook_calls;
+            const view<T, 4> hv(h.data() + g.first * ch * H * W, {g.count, ch, H, W});
             // continue with the h the hooks return: in-place hooks (FreeU) return h itself, a
             // resizing hook another view at the skip's spatial size
-            hv = ov.apply_output_block(block_site{unet_stage::output, index, ch}, hv,
-                                       view<T, 4>(skip.data(), {B, cs, H, W}));
-            require_same_shape(view<const T, 4>(hv), view<const T, 4>(h.data(), {B, ch, H, W}), "toy_unet",
-                               "h before the output-block hooks", "h after them");
+            const view<T, 4> got = ov.apply_output_block(block_site{unet_stage::output, index, ch}, hv,
+                                                         view<T, 4>(skip.data() + g.first * cs * H * W, {g.count, cs, H, W}));
+            require_same_shape(view<const T, 4>(got), view<const T, 4>(hv), "toy_unet", "h before the output-block hooks",
+                               "h after them");
+            if (got.data_handle() != hv.data_handle() || got.strides() != hv.strides())
+                for (index_t b = 0; b < g.count; ++b)
+                    for (index_t c = 0; c < ch; ++c)
+                        for (index_t y = 0; y < H; ++y)
+                            for (index_t x = 0; x < W; ++x) hv(b, c, y, x) = got(b, c, y, x);
         }
         std::vector<T> cat(static_cast<std::size_t>(B * (ch + cs) * H * W));
         for (index_t b = 0; b < B; ++b) {
-            T* dst = cat.data() + b * (ch + cs) * H * W;
-            for (index_t c = 0; c < ch; ++c)
-                for (index_t y = 0; y < H; ++y)
-                    for (index_t x = 0; x < W; ++x) *dst++ = hv(b, c, y, x);
+            std::copy_n(h.data() + b * ch * H * W, ch * H * W, cat.data() + b * (ch + cs) * H * W);
             std::copy_n(skip.data() + b * cs * H * W, cs * H * W, cat.data() + (b * (ch + cs) + ch) * H * W);
         }
         conv3x3(l, cat, B, H, W, out);
         silu(out);
     }
 
+    /// The middle self-attention of each prompt's items (q, k, v, att: items x N x d): its
+    /// replacement (PAG) if it has one, else softmax attention, read by its readers (SAG).
     template <class T>
-    void network(const model_call<toy_unet_prompt, T, 4>& call, std::vector<T>& result) {
-        const index_t B = call.x.extent(0), C = cfg_.channels, H = cfg_.height, W = cfg_.width;
+    void self_attention(std::span<const group<T>> groups, const attention_site& site, index_t N, index_t d,
+                        const std::vector<T>& q, const std::vector<T>& k, const std::vector<T>& v, std::vector<T>& att) {
+        std::vector<T> sim;
+        for (const auto& g : groups) {
+            if (g.count == 0) continue;
+            const auto& ov = *g.overrides;
+            const index_t off = g.first * N * d;
+            const view<const T, 3> qv(q.data() + off, {g.count, N, d}), kv(k.data() + off, {g.count, N, d}),
+                vv(v.data() + off, {g.count, N, d});
+            const view<T, 3> av(att.data() + off, {g.count, N, d});
+            if (const auto replace = ov.attention_replacement(site)) {
+                ++counts.attention_replaced;
+                replace(site, attention_tensors<T>{qv, kv, vv, cfg_.heads}, av);
+                continue;
+            }
+            sim.resize(static_cast<std::size_t>(g.count * cfg_.heads * N * N));
+            const view<T, 3> sv(sim.data(), {g.count * cfg_.heads, N, N});
+            kernels::attention_basic_with_sim<T>(qv, kv, vv, cfg_.heads, av, sv);
+            if (ov.reads_attention(site)) {
+                ++counts.attention_reads;
+                if (g.pass == pass_kind::uncond) ++counts.attention_reads_uncond;
+                ov.on_attention_probabilities(site, view<const T, 3>(sv), cfg_.heads);
+            }
+        }
+    }
+
+    template <class T>
+    void network(const view<const T, 4>& xs, const view<const T, 1>& sigma, std::span<const group<T>> groups,
+                 std::vector<T>& result) {
+        const index_t B = xs.extent(0), C = cfg_.channels, H = cfg_.height, W = cfg_.width;
         const index_t mc = cfg_.model_channels, d = 4 * mc, H4 = H / 4, W4 = W / 4, N = H4 * W4;
-        const auto& ov = *call.overrides;
         // network input: c_in-scaled x
         std::vector<T> x(static_cast<std::size_t>(B * C * H * W));
         for (index_t b = 0; b < B; ++b) {
-            const double cin = 1.0 / std::sqrt(1.0 + double(call.sigma(b)) * double(call.sigma(b)));
+            const double cin = 1.0 / std::sqrt(1.0 + double(sigma(b)) * double(sigma(b)));
             for (index_t c = 0; c < C; ++c)
                 for (index_t y = 0; y < H; ++y)
                     for (index_t xx = 0; xx < W; ++xx)
-                        x[std::size_t(((b * C + c) * H + y) * W + xx)] = static_cast<T>(double(call.x(b, c, y, xx)) * cin);
+                        x[std::size_t(((b * C + c) * H + y) * W + xx)] = static_cast<T>(double(xs(b, c, y, xx)) * cin);
         }
         std::vector<T> s0, s1, s2, s3, t;
         conv3x3(conv_in_, x, B, H, W, s0);
         for (index_t b = 0; b < B; ++b) { // time embedding from log sigma
-            const double ls = std::log(std::max(double(call.sigma(b)), 1e-4));
+            const double ls = std::log(std::max(double(sigma(b)), 1e-4));
             double f[time_features];
             for (index_t j = 0; j < time_features / 2; ++j) {
                 f[2 * j] = std::sin(double(j + 1) * ls * 0.5);
@@ -402,38 +493,25 @@ private:
         project(q1_, tok.data(), B * N, q.data());
         project(k1_, tok.data(), B * N, k.data());
         project(v1_, tok.data(), B * N, v.data());
-        const attention_site site{unet_stage::middle, 0, 0, H4, W4};
-        const view<const T, 3> qv(q.data(), {B, N, d}), kv(k.data(), {B, N, d}), vv(v.data(), {B, N, d});
-        const view<T, 3> av(att.data(), {B, N, d});
-        if (const auto replace = ov.attention_replacement(site)) {
-            ++counts.attention_replaced;
-            replace(site, attention_tensors<T>{qv, kv, vv, cfg_.heads}, av);
-        } else {
-            std::vector<T> sim(static_cast<std::size_t>(B * cfg_.heads * N * N));
-            const view<T, 3> sv(sim.data(), {B * cfg_.heads, N, N});
-            kernels::attention_basic_with_sim<T>(qv, kv, vv, cfg_.heads, av, sv);
-            if (ov.reads_attention(site)) {
-                ++counts.attention_reads;
-                if (call.pass == pass_kind::uncond) ++counts.attention_reads_uncond;
-                ov.on_attention_probabilities(site, view<const T, 3>(sv), cfg_.heads);
-            }
-        }
+        self_attention(groups, attention_site{unet_stage::middle, 0, 0, H4, W4}, N, d, q, k, v, att);
         project(o1_, att.data(), B * N, proj.data());
         add_tokens();
 
         to_tokens();
         const index_t nc = cfg_.context_tokens, cd = cfg_.context_dim;
         std::vector<T> ctx(static_cast<std::size_t>(B * nc * cd)), kc(static_cast<std::size_t>(B * nc * d)), vc(kc.size());
-        for (index_t b = 0; b < B; ++b)
-            for (index_t i = 0; i < nc * cd; ++i)
-                ctx[std::size_t(b * nc * cd + i)] = static_cast<T>(call.conditioning->context[std::size_t(i)]);
+        for (const auto& g : groups) // each item attends to its own prompt's context
+            for (index_t b = g.first; b < g.first + g.count; ++b)
+                for (index_t i = 0; i < nc * cd; ++i)
+                    ctx[std::size_t(b * nc * cd + i)] = static_cast<T>(g.prompt->context[std::size_t(i)]);
         project(q2_, tok.data(), B * N, q.data());
         project(k2_, ctx.data(), B * nc, kc.data());
         project(v2_, ctx.data(), B * nc, vc.data());
         {
             std::vector<T> sim(static_cast<std::size_t>(B * cfg_.heads * N * nc));
             kernels::attention_basic_with_sim<T>(view<const T, 3>(q.data(), {B, N, d}), view<const T, 3>(kc.data(), {B, nc, d}),
-                                                 view<const T, 3>(vc.data(), {B, nc, d}), cfg_.heads, av,
+                                                 view<const T, 3>(vc.data(), {B, nc, d}), cfg_.heads,
+                                                 view<T, 3>(att.data(), {B, N, d}),
                                                  view<T, 3>(sim.data(), {B * cfg_.heads, N, nc}));
         }
         project(o2_, att.data(), B * N, proj.data());
@@ -444,13 +522,13 @@ private:
 
         // output blocks: h has 4x, 2x, 1x, 1x model_channels
         std::vector<T> o;
-        output_block(ov, 0, h, d, s3, d, B, H4, W4, out0_, o);
+        output_block(groups, 0, h, d, s3, d, B, H4, W4, out0_, o);
         h = upsample2(o, B * 2 * mc, H4, W4);
-        output_block(ov, 1, h, 2 * mc, s2, 2 * mc, B, H / 2, W / 2, out1_, o);
+        output_block(groups, 1, h, 2 * mc, s2, 2 * mc, B, H / 2, W / 2, out1_, o);
         h = upsample2(o, B * mc, H / 2, W / 2);
-        output_block(ov, 2, h, mc, s1, mc, B, H, W, out2_, o);
+        output_block(groups, 2, h, mc, s1, mc, B, H, W, out2_, o);
         h = o;
-        output_block(ov, 3, h, mc, s0, mc, B, H, W, out3_, o);
+        output_block(groups, 3, h, mc, s0, mc, B, H, W, out3_, o);
         conv3x3(conv_out_, o, B, H, W, result);
     }
 
@@ -460,5 +538,8 @@ private:
     layer conv_in_, time_, in1_, in2_, in3_, q1_, k1_, v1_, o1_, q2_, k2_, v2_, o2_, mid_, out0_, out1_,
         out2_, out3_, conv_out_;
 };
+
+static_assert(diffusion_model<toy_unet, float, 4>);
+static_assert(batched_model<toy_unet, float, 4>);
 
 } // namespace patchbay::examples

@@ -2,9 +2,11 @@
 // pass is the case's `empty_denoised`), and the GUIDER nodes PerpNegGuider and DualCFGGuider
 // (`guider.predict_noise`: one denoise step of the library's guider over a model that answers
 // each prompt with the recorded prediction and fails when asked for a prompt the case marks
-// `*_is_none`), plus their end-to-end runs.
+// `*_is_none`), plus their end-to-end runs. Under --batched-passes the guider evaluates the
+// prompts of a step in one call (e2e::with_model).
 #include <cstddef>
 #include <string>
+#include <type_traits>
 
 #include "../patches/guider/prompt_model.hpp"
 #include "e2e_multi_prompt.hpp"
@@ -69,10 +71,12 @@ void run_guider(const golden_case& gc, results& out, const G& patch, const char*
     const test::fixed_prompt pos = prompt(positive), neg = prompt(negative), ext = prompt(extra);
     const tensor<float> x = gc.tensor_input<float>("x"), sigma = gc.tensor_input<float>("sigma");
     test::lookup_model model;
-    const guider<test::lookup_model, G> g(model, model_sampling::discrete(), patch);
-    auto run = g.begin_run(&pos, &neg, &ext);
     tensor<float> denoised(x.shape());
-    g.denoise(run, step_inputs<float, R>{x.as<R>(), sigma.as<1>()}, denoised.as<R>());
+    e2e::with_model(model, [&](auto& m) { // the prompts in one call under --batched-passes
+        const guider<std::remove_reference_t<decltype(m)>, G> g(m, model_sampling::discrete(), patch);
+        auto run = g.begin_run(&pos, &neg, &ext);
+        g.denoise(run, step_inputs<float, R>{x.as<R>(), sigma.as<1>()}, denoised.as<R>());
+    });
     for (const auto* p : {&pos, &neg, &ext}) // the other direction of the skip rule
         if (!p->skipped && model.count(p->name) != 1)
             fail("conformance", "prompt '" + p->name + "' was evaluated " + std::to_string(model.count(p->name)) +

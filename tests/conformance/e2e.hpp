@@ -9,14 +9,20 @@
 // the k-th noise it draws from the input `step_noise` (row k), when the case has them.
 // Register a patch's e2e cases with
 //   PATCHBAY_CONFORMANCE("APG", "e2e.sample_euler") { e2e::run(gc, out, apg{...}); }
+// Under the runner's --batched-passes the model is given predict_batch (test::prompt_batcher),
+// so the guider evaluates the prompts of each step in one call.
 #pragma once
 
+#include <algorithm>
+#include <cstddef>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "patchbay/core/guider.hpp"
 #include "patchbay/sampling/model_sampling.hpp"
 #include "patchbay/sampling/samplers.hpp"
+#include "prompt_batcher.hpp"
 #include "registry.hpp"
 #include "toy_gaussian.hpp"
 
@@ -35,11 +41,60 @@ inline npy::array stacked(const std::vector<tensor<float>>& steps) {
     return a;
 }
 
+/// Call f with the model, or under --batched-passes with it given predict_batch
+/// (test::prompt_batcher: the prompts of a step in one call, counted in options().batched_calls).
+template <class M, class F>
+void with_model(M& model, F&& f) {
+    if (conformance::options().batched_passes) {
+        const test::prompt_batcher<M> batched{&model, &conformance::options().batched_calls};
+        f(batched);
+    } else {
+        f(model);
+    }
+}
+
 namespace detail {
+
+/// The sampler's run of guider g from the case's scalars; stores `samples`, `trajectory` (x
+/// before each step, then the final x before the inverse noise scaling) and `denoised` (each
+/// step's guided prediction). eta / s_noise come from the case's scalars, an ancestral sampler's
+/// noise from its `step_noise` rows when it has them.
+template <std::size_t R, class G>
+void sample_case(const golden_case& gc, results& out, const G& g, typename G::run_state& run_state,
+                 sample_inputs<float, R> in, const char* where) {
+    const auto& shape = in.noise.extents();
+    std::vector<tensor<float>> xs, denoised;
+    auto record = [&](const step_report<float, R>& r) {
+        xs.push_back(tensor<float>::copy_of(r.x));
+        if (r.step < r.steps) denoised.push_back(tensor<float>::copy_of(r.denoised));
+    };
+    sample_options<float, R> opt;
+    opt.progress = callback<void(const step_report<float, R>&)>::to(record);
+    opt.eta = gc.scalar<double>("eta", opt.eta);
+    opt.s_noise = gc.scalar<double>("s_noise", opt.s_noise);
+    // the recorded noise: row k is what ComfyUI's noise sampler returned at its k-th call
+    const tensor<float> noise_rows = gc.has_input("step_noise") ? gc.tensor_input<float>("step_noise")
+                                                                : tensor<float>();
+    index_t draws = 0;
+    auto recorded_noise = [&](double, double, view<float, R> n) {
+        require(noise_rows.rank() == R + 1 && draws < noise_rows.shape()[0] &&
+                    noise_rows.size() / noise_rows.shape()[0] == n.size(),
+                where, "the sampler drew more noise than the case's step_noise holds, or of another shape");
+        kernels::copy<float, R>(view<const float, R>(noise_rows.data() + draws * n.size(), n.extents()), n);
+        ++draws;
+    };
+    if (noise_rows.rank() != 0) opt.noise_source = callback<void(double, double, view<float, R>)>::to(recorded_noise);
+    in.cond_scale = gc.scalar<double>("cond_scale", 1.0);
+    tensor<float> samples(std::vector<index_t>(shape.begin(), shape.end()));
+    const auto status = sample(gc.scalar<std::string>("sampler", "euler"), g, run_state, in, samples.as<R>(), opt);
+    require(status == sample_status::completed, where, "the sampler did not complete");
+    conformance::put(out, "samples", samples);
+    out["trajectory"] = stacked(xs);
+    out["denoised"] = stacked(denoised);
+}
 
 template <std::size_t R, class... Patches>
 void run_rank(const golden_case& gc, results& out, Patches... patches) {
-    constexpr std::string_view where = "e2e::run";
     const auto sigmas_f = gc.tensor_input<double>("sigmas");
     const std::vector<double> sigmas(sigmas_f.data(), sigmas_f.data() + sigmas_f.size());
     const tensor<float> noise = gc.tensor_input<float>("noise");
@@ -57,46 +112,16 @@ void run_rank(const golden_case& gc, results& out, Patches... patches) {
     const examples::toy_prompt positive(mu_cond.as<R>());
     const examples::toy_prompt negative(mu_uncond.as<R>());
 
-    const guider<const examples::toy_gaussian, Patches...> g(model, ms, std::move(patches)...);
-    auto run_state = g.begin_run(&positive, &negative);
-
-    // trajectory: x before each step (from the progress report) and, from the final report,
-    // x after the last step (before the inverse noise scaling); denoised: each step's prediction
-    std::vector<tensor<float>> xs, denoised;
-    auto record = [&](const step_report<float, R>& r) {
-        xs.push_back(tensor<float>::copy_of(r.x));
-        if (r.step < r.steps) denoised.push_back(tensor<float>::copy_of(r.denoised));
-    };
-    sample_options<float, R> opt;
-    opt.progress = callback<void(const step_report<float, R>&)>::to(record);
-    opt.eta = gc.scalar<double>("eta", opt.eta);
-    opt.s_noise = gc.scalar<double>("s_noise", opt.s_noise);
-    // the recorded noise: row k is what ComfyUI's noise sampler returned at its k-th call
-    const tensor<float> noise_rows = gc.has_input("step_noise") ? gc.tensor_input<float>("step_noise")
-                                                                : tensor<float>();
-    index_t draws = 0;
-    auto recorded_noise = [&](double, double, view<float, R> n) {
-        require(noise_rows.rank() == R + 1 && draws < noise_rows.shape()[0] && noise_rows.size() / noise_rows.shape()[0] == n.size(),
-                where, "the sampler drew more noise than the case's step_noise holds, or of another shape");
-        kernels::copy<float, R>(view<const float, R>(noise_rows.data() + draws * n.size(), n.extents()), n);
-        ++draws;
-    };
-    if (noise_rows.rank() != 0) opt.noise_source = callback<void(double, double, view<float, R>)>::to(recorded_noise);
-
     sample_inputs<float, R> in;
     in.noise = noise.as<R>();
     if (latent.rank() != 0) in.latent_image = latent.as<R>();
     if (mask.rank() != 0) in.denoise_mask = mask.as<R>();
     in.sigmas = sigmas;
-    in.cond_scale = gc.scalar<double>("cond_scale", 1.0);
-
-    tensor<float> samples(noise.shape());
-    const auto status = sample(gc.scalar<std::string>("sampler", "euler"), g, run_state, in,
-                               samples.as<R>(), opt);
-    require(status == sample_status::completed, where, "the sampler did not complete");
-    conformance::put(out, "samples", samples);
-    out["trajectory"] = stacked(xs);
-    out["denoised"] = stacked(denoised);
+    with_model(model, [&](auto& m) {
+        const guider<std::remove_reference_t<decltype(m)>, Patches...> g(m, ms, patches...);
+        auto run_state = g.begin_run(&positive, &negative);
+        sample_case<R>(gc, out, g, run_state, in, "e2e::run");
+    });
 }
 
 } // namespace detail

@@ -6,7 +6,8 @@
 // (the sampler_calc_cond_batch_function cases). It evaluates the prompts of a step in one call
 // (predict_batch) and records its calls as ComfyUI counts them: one row [positive evaluated,
 // negative evaluated, blocks skipped] per group of prompts evaluated together with the same
-// blocks skipped (what calc_cond_batch runs as one call).
+// blocks skipped (what calc_cond_batch runs as one call). It batches with or without the
+// runner's --batched-passes: the recorded rows are ComfyUI's batched calls.
 #pragma once
 
 #include <algorithm>
@@ -52,6 +53,7 @@ public:
 
     template <class T, std::size_t R>
     void predict_batch(const batched_call<skip_prompt, T, R>& c, view<T, R> out) {
+        ++conformance::options().batched_calls;
         for (std::size_t i = 0; i < c.prompts.size(); ++i) {
             const auto& p = c.prompts[i];
             const bool skipped = skips_any(*p.overrides);

@@ -65,6 +65,20 @@ struct golden_case {
     }
 };
 
+/// Options of the whole run that handlers read (set by the runner from its arguments).
+struct run_options {
+    /// --batched-passes: the end-to-end models evaluate the prompts of a step in one call
+    /// (predict_batch); without it they are evaluated one call per prompt.
+    bool batched_passes = false;
+    /// Batched model calls the current case made (the runner resets it before each case).
+    int batched_calls = 0;
+};
+
+inline run_options& options() {
+    static run_options o;
+    return o;
+}
+
 /// What a handler computed: output name -> array.
 using results = std::map<std::string, npy::array>;
 

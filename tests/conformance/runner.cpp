@@ -1,13 +1,20 @@
 // patchbay conformance runner: runs every golden case under a directory and compares each
 // output with ComfyUI's recorded one. One line per case, then "N passed, M failed".
 //
-// usage: conformance DIR [--only PATCH[,PATCH...]] [--registered-patches-only] [--verbose]
-//                        [--storage f16|bf16]
+// usage: conformance DIR [--only PATCH[,PATCH...]] [--registered-patches-only] [--batched-passes]
+//                        [--storage f16|bf16] [--verbose]
+//
+// --batched-passes: the models of the end-to-end (and guider.predict_noise) cases declare
+// predict_batch, so the guider evaluates the prompts of each step in one call. Every case must
+// pass as without it; a case that made batched calls is run once more one call per prompt and
+// its outputs must be the same bit for bit. The runner prints how many cases ran batched.
 // --storage checks the half-precision storage path instead of the golden outputs (storage.hpp):
 // single hook calls of the cfg stage and the block hooks; end-to-end cases, sequences and other
 // kinds are skipped, and the summary says how many and why.
 #include <algorithm>
+#include <bit>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <exception>
 #include <filesystem>
@@ -34,6 +41,8 @@ struct verdict {
     bool pass = false;
     bool skipped = false; ///< --storage: the case has no half-storage hook call to check
     std::string detail;
+    int batched_calls = 0;   ///< batched model calls the case made
+    bool end_to_end = false; ///< an e2e.* case (a whole sampler run)
 };
 
 std::vector<std::string> split(const std::string& s) {
@@ -148,6 +157,27 @@ nlohmann::json parse_case_json(const std::string& text) {
     return j;
 }
 
+/// Run the handler again with one call per prompt: the first output that differs in any bit
+/// from the batched run's, or an empty string.
+std::string per_prompt_difference(const handler& h, const golden_case& gc, const results& batched) {
+    struct restore {
+        ~restore() { options().batched_passes = true; }
+    } guard;
+    options().batched_passes = false;
+    results single;
+    h(gc, single);
+    const auto bits = [](double d) { return std::bit_cast<std::uint64_t>(d); };
+    for (const auto& [name, a] : batched) {
+        const auto b = single.find(name);
+        if (b == single.end()) return name + " (not computed per prompt)";
+        const npy::array& c = b->second;
+        if (a.shape != c.shape || a.ints != c.ints || a.values.size() != c.values.size()) return name;
+        for (std::size_t i = 0; i < a.values.size(); ++i)
+            if (bits(a.values[i]) != bits(c.values[i])) return name + " at " + std::to_string(i);
+    }
+    return {};
+}
+
 verdict run_case(const fs::path& dir, std::string& patch, std::string& name, bool all_details) {
     verdict v;
     golden_case gc;
@@ -161,6 +191,7 @@ verdict run_case(const fs::path& dir, std::string& patch, std::string& name, boo
     name = dir.filename().string();
     const std::string function = gc.spec.value("function", "?");
     const bool expect_error = gc.spec.value("expect_error", false);
+    v.end_to_end = function.rfind("e2e.", 0) == 0;
     const auto it = registry().find({patch, function});
     if (it == registry().end()) {
         v.detail = "not implemented: no handler for " + patch + " / " + function;
@@ -175,7 +206,16 @@ verdict run_case(const fs::path& dir, std::string& patch, std::string& name, boo
     storage_findings() = {};
     results out;
     try {
+        options().batched_calls = 0;
         it->second(gc, out);
+        v.batched_calls = options().batched_calls;
+        if (v.batched_calls > 0 && options().batched_passes) {
+            const std::string diff = per_prompt_difference(it->second, gc, out);
+            if (!diff.empty()) {
+                v.detail = "batched outputs differ from one call per prompt: " + diff;
+                return v;
+            }
+        }
     } catch (const patchbay::error& e) {
         if (expect_error) {
             v.pass = true;
@@ -240,7 +280,10 @@ verdict run_case(const fs::path& dir, std::string& patch, std::string& name, boo
 
 int main(int argc, char** argv) {
     if (argc < 2) {
-        std::fprintf(stderr, "usage: %s DIR [--only PATCH[,PATCH...]] [--verbose] [--storage f16|bf16]\n", argv[0]);
+        std::fprintf(stderr,
+                     "usage: %s DIR [--only PATCH[,PATCH...]] [--registered-patches-only] [--batched-passes] "
+                     "[--storage f16|bf16] [--verbose]\n",
+                     argv[0]);
         return 2;
     }
     const fs::path root = argv[1];
@@ -259,6 +302,7 @@ int main(int argc, char** argv) {
                 return 2;
             }
         }
+        else if (a == "--batched-passes") options().batched_passes = true;
         else if (a == "--registered-patches-only")
         {
             only.insert("(none registered)"); // so an empty registry runs nothing, not everything
@@ -273,6 +317,9 @@ int main(int argc, char** argv) {
     std::sort(cases.begin(), cases.end());
     int passed = 0, failed = 0, not_run = 0, skipped = 0;
     std::map<std::string, int> skipped_why;
+    int passed = 0, failed = 0, not_run = 0;
+    int ran_batched = 0, e2e_cases = 0, e2e_batched = 0;
+    std::vector<std::string> e2e_unbatched;
     for (const auto& dir : cases) {
         std::string patch, name;
         verdict v;
@@ -294,11 +341,29 @@ int main(int argc, char** argv) {
             continue;
         }
         (v.pass ? passed : failed)++;
+        ran_batched += v.batched_calls > 0 ? 1 : 0;
+        if (v.end_to_end) {
+            ++e2e_cases;
+            if (v.batched_calls > 0) ++e2e_batched;
+            else e2e_unbatched.push_back(patch + "/" + name);
+        }
         std::string detail = v.detail;
         if (!verbose && detail.size() > 300) detail = detail.substr(0, 300) + "...";
         std::printf("%s %s/%s: %s\n", v.pass ? "PASS" : "FAIL", patch.c_str(), name.c_str(), detail.c_str());
     }
     if (not_run) std::printf("(%d cases of other patches not run: --only / --registered-patches-only)\n", not_run);
+    if (options().batched_passes) {
+        std::printf("batched passes: %d cases evaluated their prompts in one call, each also run one call per prompt "
+                    "and compared bit for bit (%d of %d end-to-end cases",
+                    ran_batched, e2e_batched, e2e_cases);
+        if (!e2e_unbatched.empty()) {
+            std::printf("; one prompt per evaluation in");
+            for (const auto& n : e2e_unbatched) std::printf(" %s", n.c_str());
+        }
+        std::printf(")\n");
+    } else if (ran_batched > 0) {
+        std::printf("batched passes: off (%d cases batched by a model of their own: the skip-layer nodes')\n", ran_batched);
+    }
     const std::string_view simd = simd_arch_name();
     std::printf("simd: %.*s\n", static_cast<int>(simd.size()), simd.data());
     if (storage_mode() != storage::f32) {

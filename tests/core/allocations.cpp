@@ -1,10 +1,12 @@
-// After the first step of a run nothing allocates: every cfg-stage patch through a guider, and
-// FreeU / FreeU_V2's block patch on its own with the run's arena in its site (the toy UNet,
-// example code, allocates itself).
+// After the first step of a run nothing allocates: every cfg-stage patch through a guider, the
+// same with the prompts evaluated in one batched call (guider and chain), and FreeU /
+// FreeU_V2's block patch on its own with the run's arena in its site (the toy UNet, example
+// code, allocates itself).
 #include <catch2/catch.hpp>
 
 #include "counting_allocator.hpp"
 #include "patchbay/patchbay.hpp"
+#include "prompt_batcher.hpp"
 #include "test_patches.hpp"
 
 using namespace patchbay;
@@ -57,6 +59,22 @@ TEST_CASE("handing out the uncond prediction (CFG++) allocates nothing after the
     }
     CHECK(counter.count() == 0);
     CHECK(test::bit_equal(uncond, sc.predict(sc.neg, sc.x.as<4>())));
+}
+
+TEST_CASE("a batched evaluation allocates nothing after the first step", "[alloc][batched]") {
+    const test::scene sc;
+    const test::toy_gaussian model(test::toy_kind::vp, 0.8);
+    int calls = 0;
+    using batched = const test::prompt_batcher<const test::toy_gaussian>;
+    batched m{&model, &calls};
+    const guider<batched, fresca, apg, rescale_cfg> g(m, sc.ms, fresca{.scale_low = 0.9, .scale_high = 1.2, .freq_cutoff = 2},
+                                                      apg{.momentum = 0.5}, rescale_cfg{});
+    CHECK(allocations_after_first_step(g, sc, 4.0) == 0);
+    CHECK(calls == 4); // cond and uncond in one call, every step
+    patch_chain<batched> chain(m, sc.ms);
+    chain.add(apg{.momentum = 0.5}).add(cfg_norm{});
+    CHECK(allocations_after_first_step(chain, sc, 4.0) == 0);
+    CHECK(calls == 8);
 }
 
 TEST_CASE("FreeU and FreeU_V2 allocate nothing after the first call", "[alloc]") {

@@ -2,16 +2,21 @@
 // calls per step (counted), SAG reads only the uncond pass, PAG replaces only in its own
 // call, scale 0 equals plain CFG bit for bit, runs are deterministic for a seed, FreeU
 // changes (h, hsp) only at the blocks its rule selects, samples look like the prompt's
-// picture, and a model without attention hooks is refused before sampling.
+// picture, a model without attention hooks is refused before sampling, and batched prompts
+// (predict_batch) give the per-prompt results bit for bit with SAG, PAG and FreeU active.
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "../../examples/toy_unet.hpp"
 #include "patchbay/core/guider.hpp"
 #include "patchbay/core/patch_chain.hpp"
+#include "patchbay/kernels/elementwise.hpp"
 #include "patchbay/patches/block/free_u.hpp"
+#include "patchbay/patches/guider/dual_cfg_guider.hpp"
 #include "patchbay/patches/post_cfg/pag.hpp"
 #include "patchbay/patches/post_cfg/sag.hpp"
 #include "patchbay/sampling/samplers.hpp"
@@ -40,22 +45,43 @@ struct run_result {
     examples::toy_unet_counts counts;
 };
 
+/// Sample `steps` Euler steps of a guider over `model` (the toy UNet `net` or a wrapper of it)
+/// with the given patches; the run's prompts are net's prompt 1 and its negative prompt.
+template <class Model, class... P>
+tensor<float> sample_on(Model& model, const toy_unet& net, int steps, double cond_scale, std::uint64_t noise_seed,
+                        P... patches) {
+    const auto& c = net.config();
+    guider<Model, P...> g(model, model_sampling::discrete("eps"), patches...);
+    const auto pos = net.prompt(1), neg = net.negative_prompt();
+    auto run = g.begin_run(&pos, &neg);
+    const auto noise = test::random_tensor({B, c.channels, c.height, c.width}, unsigned(noise_seed));
+    tensor<float> samples(noise.shape());
+    sample_euler(g, run, sample_inputs<float, 4>{noise.as<4>(), {}, simple_sigmas(g.sampling(), steps), cond_scale},
+                 samples.as<4>());
+    return samples;
+}
+
 /// Sample `steps` Euler steps with the given patches on a fresh model.
 template <class... P>
 run_result sample_with(int steps, double cond_scale, std::uint64_t noise_seed, P... patches) {
     toy_unet model;
-    const auto& c = model.config();
-    guider<toy_unet, P...> g(model, model_sampling::discrete("eps"), patches...);
-    const auto pos = model.prompt(1), neg = model.negative_prompt();
-    auto run = g.begin_run(&pos, &neg);
-    const auto noise = test::random_tensor({B, c.channels, c.height, c.width}, unsigned(noise_seed));
-    const auto sigmas = simple_sigmas(g.sampling(), steps);
-    run_result r{tensor<float>(noise.shape()), {}};
-    sample_inputs<float, 4> in{noise.as<4>(), {}, sigmas, cond_scale};
-    sample_euler(g, run, in, r.samples.as<4>());
+    run_result r{sample_on(model, model, steps, cond_scale, noise_seed, patches...), {}};
     r.counts = model.counts;
     return r;
 }
+
+/// The toy UNet without predict_batch: every prompt in its own call.
+struct per_prompt_unet {
+    using conditioning_type = examples::toy_unet_prompt;
+    static constexpr bool calls_block_hooks = true;
+    static constexpr bool calls_attention_hooks = true;
+    toy_unet* model;
+    template <class T>
+    void predict(const model_call<conditioning_type, T, 4>& call, view<T, 4> out) {
+        model->predict(call, out);
+    }
+};
+static_assert(!batched_model<per_prompt_unet, float, 4>);
 
 } // namespace
 
@@ -290,4 +316,173 @@ TEST_CASE("toy_unet: the run-time patch_chain gives the static guider's result")
     patch_chain<runtime_model> bad(no_attention, model_sampling::discrete("eps"));
     bad.add(perturbed_attention_guidance{});
     CHECK_THROWS_AS(bad.begin_run(&pos, &neg), error);
+}
+
+TEST_CASE("toy_unet: predict_batch equals one predict per prompt bit for bit, each prompt's hooks on its own items",
+          "[batched]") {
+    toy_unet batched, single;
+    const auto& c = batched.config();
+    const index_t n = 2;
+    const auto x = test::random_tensor({n, c.channels, c.height, c.width}, 21, 0.f, 2.f);
+    tensor<float> sigma({n});
+    sigma[0] = 2.5f;
+    sigma[1] = 0.6f;
+    const auto pos = batched.prompt(1), neg = batched.negative_prompt(), ext = batched.prompt(4);
+    const free_u fu{1.3, 1.4, 0.9, 0.2, c.model_channels};
+    no_state ns;
+    auto apply_free_u = [&](const block_site& site, view<float, 4> h, view<float, 4> hsp) {
+        fu.output_block(ns, site, h, hsp);
+    };
+    // each prompt its own hooks: FreeU on the positive, SAG's reader on the negative, PAG's
+    // perturbation on the third
+    struct prompt_hooks {
+        call_overrides<float> pos, neg, ext;
+        self_attention_guidance::state_type sag;
+    };
+    const auto attach = [&](prompt_hooks& k) {
+        k.pos.add_output_block(call_overrides<float>::output_block_fn::to(apply_free_u));
+        self_attention_guidance{}.on_model_call(k.sag, pass_kind::uncond, k.neg);
+        k.ext = perturbed_attention_guidance::perturbation<float>();
+    };
+    prompt_hooks hb, hs;
+    attach(hb);
+    attach(hs);
+
+    // batched: the latent once per prompt along dim 0
+    tensor<float> xb({3 * n, c.channels, c.height, c.width}), sb({3 * n}), ob(xb.shape());
+    for (index_t k = 0; k < 3; ++k) {
+        kernels::copy<float, 4>(x.as<4>(), xb.as<4>().batch_slice(k * n, n));
+        for (index_t b = 0; b < n; ++b) sb[k * n + b] = sigma[b];
+    }
+    using items = prompt_items<examples::toy_unet_prompt, float>;
+    const items prompts[3] = {{pass_kind::cond, pass_kind::cond, &pos, 0, n, &hb.pos},
+                              {pass_kind::uncond, pass_kind::uncond, &neg, n, n, &hb.neg},
+                              {pass_kind::extra, pass_kind::extra, &ext, 2 * n, n, &hb.ext}};
+    batched.predict_batch(batched_call<examples::toy_unet_prompt, float, 4>{xb.as<4>(), sb.as<1>(), prompts}, ob.as<4>());
+
+    const auto predict = [&](toy_unet& m, pass_kind pass, const examples::toy_unet_prompt& p,
+                             const call_overrides<float>& ov) {
+        tensor<float> out(x.shape());
+        m.predict(model_call<examples::toy_unet_prompt, float, 4>{x.as<4>(), sigma.as<1>(), pass, pass, &p, &ov}, out.as<4>());
+        return out;
+    };
+    const tensor<float> want[3] = {predict(single, pass_kind::cond, pos, hs.pos),
+                                   predict(single, pass_kind::uncond, neg, hs.neg),
+                                   predict(single, pass_kind::extra, ext, hs.ext)};
+    for (index_t k = 0; k < 3; ++k) {
+        INFO("prompt " << k);
+        CHECK(test::bit_equal(tensor<float>::copy_of(view<const float, 4>(ob.as<4>().batch_slice(k * n, n))), want[k]));
+    }
+    // SAG recorded the same attention, of the negative prompt's items only
+    REQUIRE(hb.sag.attention.valid);
+    REQUIRE(hs.sag.attention.valid);
+    CHECK(hb.sag.attention.batch == n);
+    CHECK(hb.sag.attention.key_mass == hs.sag.attention.key_mass);
+    // the hooks acted, and only on their own prompt's items
+    toy_unet plain;
+    const call_overrides<float> none;
+    CHECK(test::max_abs_diff(want[0], predict(plain, pass_kind::cond, pos, none)) > 1e-4);  // FreeU
+    CHECK(test::max_abs_diff(want[2], predict(plain, pass_kind::extra, ext, none)) > 1e-4); // PAG
+    CHECK(test::bit_equal(want[1], predict(plain, pass_kind::uncond, neg, none)));         // SAG only reads
+
+    CHECK(batched.counts.calls == 1);
+    CHECK(batched.counts.batched_calls == 1);
+    CHECK(single.counts.calls == 3);
+    CHECK(single.counts.batched_calls == 0);
+    for (const auto* m : {&batched, &single}) {
+        CHECK(m->counts.cond == 1);
+        CHECK(m->counts.uncond == 1);
+        CHECK(m->counts.extra == 1);
+        CHECK(m->counts.block_hook_calls == 4); // the positive prompt's four output blocks
+        CHECK(m->counts.attention_reads == 1);
+        CHECK(m->counts.attention_reads_uncond == 1);
+        CHECK(m->counts.attention_replaced == 1);
+    }
+
+    // the batch layout is checked
+    const items gap[2] = {{pass_kind::cond, pass_kind::cond, &pos, 0, n, &hb.pos},
+                          {pass_kind::uncond, pass_kind::uncond, &neg, n + 1, n - 1, &hb.neg}};
+    CHECK_THROWS_WITH(batched.predict_batch(batched_call<examples::toy_unet_prompt, float, 4>{
+                                                view<const float, 4>(xb.as<4>().batch_slice(0, 2 * n)),
+                                                view<const float, 1>(sb.as<1>().batch_slice(0, 2 * n)), gap},
+                                            ob.as<4>().batch_slice(0, 2 * n)),
+                      Catch::Contains("toy_unet::predict_batch") && Catch::Contains("follow each other"));
+}
+
+TEST_CASE("toy_unet: the guider and the chain batch the prompts; samples equal per-prompt calls bit for bit "
+          "with SAG, PAG and FreeU active",
+          "[batched]") {
+    const int steps = 4;
+    const free_u fu{1.3, 1.4, 0.9, 0.2, 8};
+    const self_attention_guidance sag{1.0, 2.0};
+    const perturbed_attention_guidance pag{2.0};
+    for (const double scale : {5.0, 1.0}) { // at cond_scale 1 SAG keeps the uncond pass: still two prompts
+        INFO("cond_scale " << scale);
+        toy_unet batched, single, plain;
+        per_prompt_unet per{&single};
+        const auto a = sample_on(batched, batched, steps, scale, 3, sag, pag, fu);
+        const auto b = sample_on(per, single, steps, scale, 3, sag, pag, fu);
+        CHECK(test::bit_equal(a, b));
+        CHECK(test::max_abs_diff(a, sample_on(plain, plain, steps, scale, 3)) > 1e-3); // the patches act
+        // one batched call for cond and uncond a step, SAG's and PAG's passes their own calls
+        CHECK(batched.counts.batched_calls == steps);
+        CHECK(batched.counts.calls == 3 * steps);
+        CHECK(single.counts.batched_calls == 0);
+        CHECK(single.counts.calls == 4 * steps);
+        CHECK(batched.counts.total() == single.counts.total());
+        CHECK(batched.counts.attention_reads_uncond == steps);
+        CHECK(single.counts.attention_reads_uncond == steps);
+        CHECK(batched.counts.attention_replaced == steps);
+        CHECK(batched.counts.block_hook_calls == single.counts.block_hook_calls);
+        CHECK(batched.counts.block_hook_calls == 4 * 4 * steps); // FreeU at every prompt evaluation
+
+        // the run-time chain batches the same way
+        toy_unet chained;
+        patch_chain<toy_unet> chain(chained, model_sampling::discrete("eps"));
+        chain.add(sag).add(pag).add(fu);
+        const auto& c = chained.config();
+        const auto pos = chained.prompt(1), neg = chained.negative_prompt();
+        auto run = chain.begin_run(&pos, &neg);
+        const auto noise = test::random_tensor({B, c.channels, c.height, c.width}, 3);
+        tensor<float> out(noise.shape());
+        sample_euler(chain, run, sample_inputs<float, 4>{noise.as<4>(), {}, simple_sigmas(chain.sampling(), steps), scale},
+                     out.as<4>());
+        CHECK(test::bit_equal(out, a));
+        CHECK(chained.counts.batched_calls == steps);
+    }
+    // one prompt an evaluation (cond_scale 1, nothing keeps the uncond pass): no batched call
+    toy_unet lone;
+    sample_on(lone, lone, steps, 1.0, 3, pag, fu);
+    CHECK(lone.counts.batched_calls == 0);
+    CHECK(lone.counts.calls == 2 * steps);
+    CHECK(lone.counts.uncond == 0);
+}
+
+TEST_CASE("toy_unet: three prompts (DualCFGGuider) in one call equal per-prompt calls bit for bit with FreeU and SAG",
+          "[batched]") {
+    const int steps = 3;
+    toy_unet batched, single;
+    per_prompt_unet per{&single};
+    const auto& c = batched.config();
+    const dual_cfg_guider dual{5.0, 2.0, dual_cfg_style::nested};
+    const free_u fu{1.2, 1.3, 0.8, 0.3, c.model_channels};
+    const self_attention_guidance sag{0.8, 1.5};
+    const auto pos = batched.prompt(1), neg = batched.negative_prompt(), mid = batched.prompt(3, 0.6);
+    const auto noise = test::random_tensor({B, c.channels, c.height, c.width}, 44);
+    const auto sample = [&](auto& model) {
+        guider<std::remove_cvref_t<decltype(model)>, dual_cfg_guider, free_u, self_attention_guidance> g(
+            model, model_sampling::discrete("eps"), dual, fu, sag);
+        auto run = g.begin_run(&pos, &neg, &mid);
+        tensor<float> out(noise.shape());
+        sample_euler(g, run, sample_inputs<float, 4>{noise.as<4>(), {}, simple_sigmas(g.sampling(), steps), 1.0},
+                     out.as<4>());
+        return out;
+    };
+    CHECK(test::bit_equal(sample(batched), sample(per)));
+    CHECK(batched.counts.batched_calls == steps); // the three prompts of a step in one call
+    CHECK(batched.counts.extra == steps);
+    CHECK(batched.counts.calls == 2 * steps);     // plus SAG's pass
+    CHECK(single.counts.calls == 4 * steps);
+    CHECK(batched.counts.attention_reads_uncond == steps);
+    CHECK(batched.counts.block_hook_calls == single.counts.block_hook_calls);
 }

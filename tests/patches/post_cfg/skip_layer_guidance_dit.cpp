@@ -3,7 +3,7 @@
 // against double references, scale 0 / no layers = no re-run, strided = contiguous bit for bit,
 // the window through the dispatcher (re-run only inside, exact edges on the first item's
 // sigma), the re-run itself on the toy DiT (positive prompt, listed blocks skipped), batched =
-// per-prompt bit for bit, the capability check, and no allocation per step.
+// per-prompt bit for bit (single steps and a sampler run of the chain), the capability check, and no allocation per step.
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -17,6 +17,8 @@
 #include "patchbay/core/patch_chain.hpp"
 #include "patchbay/patches/post_cfg/skip_layer_guidance_dit.hpp"
 #include "patchbay/sampling/model_sampling.hpp"
+#include "patchbay/sampling/samplers.hpp"
+#include "patchbay/sampling/schedules.hpp"
 #include "test_util.hpp"
 
 using namespace patchbay;
@@ -299,6 +301,30 @@ TEST_CASE("slg: batched evaluation equals one call per prompt bit for bit with S
     CHECK(b.counts.batched_calls == 0);
     CHECK(a.counts.reevaluation == 2); // sigma 0.1 is below the window's end
     CHECK(b.counts.reevaluation == 2);
+
+    // over a whole sampler run of the run-time chain: the same samples, the window's re-runs
+    // only inside it, cond and uncond in one call every step
+    a.counts = {};
+    b.counts = {};
+    patch_chain<toy_dit> c1(a, ms);
+    patch_chain<test::per_prompt_dit> c2(single, ms);
+    c1.add(p);
+    c2.add(p);
+    const auto noise = test::dit_latent(a, 2, 52);
+    const auto sigmas = simple_schedule(6, ms);
+    tensor<float> s1(noise.shape()), s2(noise.shape());
+    auto q1 = c1.begin_run(&pos, &neg);
+    auto q2 = c2.begin_run(&pos, &neg);
+    sample_euler(c1, q1, sample_inputs<float, 4>{noise.as<4>(), {}, sigmas, 3.5}, s1.as<4>());
+    sample_euler(c2, q2, sample_inputs<float, 4>{noise.as<4>(), {}, sigmas, 3.5}, s2.as<4>());
+    CHECK(test::bit_equal(s1, s2));
+    CHECK(a.counts.batched_calls == 6);
+    CHECK(a.counts.calls == 6 + a.counts.reevaluation);
+    CHECK(b.counts.batched_calls == 0);
+    CHECK(b.counts.calls == 12 + b.counts.reevaluation);
+    CHECK(a.counts.reevaluation == b.counts.reevaluation);
+    CHECK(a.counts.reevaluation > 0);
+    CHECK(a.counts.reevaluation < 6); // the window [0.8, 0.5] leaves steps out
 }
 
 TEST_CASE("slg: SkipLayerGuidanceSD3 is SkipLayerGuidanceDiT on double blocks, without rescaling", "[slg]") {
