@@ -317,7 +317,6 @@ int main(int argc, char** argv) {
     std::sort(cases.begin(), cases.end());
     int passed = 0, failed = 0, not_run = 0, skipped = 0;
     std::map<std::string, int> skipped_why;
-    int passed = 0, failed = 0, not_run = 0;
     int ran_batched = 0, e2e_cases = 0, e2e_batched = 0;
     std::vector<std::string> e2e_unbatched;
     for (const auto& dir : cases) {
