@@ -22,21 +22,17 @@ template <class S>
 struct eigen_element {
     using type = S;
 };
+template <class S>
+struct eigen_element<const S> {
+    using type = const typename eigen_element<S>::type;
+};
 template <>
 struct eigen_element<Eigen::half> {
     using type = f16;
 };
 template <>
-struct eigen_element<const Eigen::half> {
-    using type = const f16;
-};
-template <>
 struct eigen_element<Eigen::bfloat16> {
     using type = bf16;
-};
-template <>
-struct eigen_element<const Eigen::bfloat16> {
-    using type = const bf16;
 };
 template <class S>
 using eigen_element_t = typename eigen_element<S>::type;

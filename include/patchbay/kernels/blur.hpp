@@ -102,33 +102,39 @@ PATCHBAY_ALWAYS_INLINE V symmetric_taps(const std::array<V, 5>& w, Tap tap) noex
     return simd::fma(tap(0) + tap(8), w[0], acc);
 }
 
-/// The column pass over a contiguous row, SIMD where possible: dst[x] = sum_t w[t] r[t][x].
-/// With a mask, only where mask[x] != 0 (input[x] elsewhere): runs of SIMD width with no masked
-/// pixel skip the taps. dst may be input (in place), never a tap row.
-template <class T>
-void tap_row(const std::array<T, blur_taps>& w, index_t n, T* dst,
-             const std::array<const T*, blur_taps>& r, const T* mask = nullptr, const T* input = nullptr) {
+/// The 9 taps over a contiguous row, SIMD where possible: dst[x] = sum_t w[t] r[t][x]. Masked:
+/// the column pass fused with the blend, dst[x] = mask[x] != 0 ? the taps : input[x], where runs
+/// of SIMD width with no masked pixel skip the taps; dst may then be input (in place). dst is
+/// never a tap row.
+template <bool Masked, class T>
+void tap_row(const std::array<T, blur_taps>& w, index_t n, T* dst, const std::array<const T*, blur_taps>& r,
+             const T* mask = nullptr, const T* input = nullptr) {
     index_t x = 0;
-    const std::array<T, 5> ws{w[0], w[1], w[2], w[3], w[4]};
     if constexpr (simd::enabled) {
         using B = simd::batch<T>;
         constexpr index_t L = static_cast<index_t>(B::size);
         const std::array<B, 5> wb{B(w[0]), B(w[1]), B(w[2]), B(w[3]), B(w[4])};
-        const B zero(T(0));
         for (; x + L <= n; x += L) {
             auto taps = [&] { return symmetric_taps(wb, [&](std::size_t t) { return B::load_unaligned(r[t] + x); }); };
-            if (!mask) {
+            if constexpr (Masked) {
+                const auto on = B::load_unaligned(mask + x) != B(T(0));
+                const B in = B::load_unaligned(input + x);
+                if (!simd::any(on)) in.store_unaligned(dst + x);
+                else simd::select(on, taps(), in).store_unaligned(dst + x);
+            } else {
                 taps().store_unaligned(dst + x);
-                continue;
             }
-            const auto on = B::load_unaligned(mask + x) != zero;
-            const B in = B::load_unaligned(input + x);
-            if (!simd::any(on)) in.store_unaligned(dst + x);
-            else simd::select(on, taps(), in).store_unaligned(dst + x);
         }
     }
-    for (; x < n; ++x)
-        dst[x] = mask && mask[x] == T(0) ? input[x] : symmetric_taps(ws, [&](std::size_t t) { return r[t][x]; });
+    const std::array<T, 5> ws{w[0], w[1], w[2], w[3], w[4]};
+    for (; x < n; ++x) {
+        if constexpr (Masked)
+            if (mask[x] == T(0)) {
+                dst[x] = input[x];
+                continue;
+            }
+        dst[x] = symmetric_taps(ws, [&](std::size_t t) { return r[t][x]; });
+    }
 }
 
 template <class T>
@@ -222,7 +228,7 @@ void blur_planes(view<const T, 4> img, double sigma, const token_mask* mask, vie
                 }
                 std::array<const T*, blur_taps> taps{};
                 for (index_t t = 0; t < blur_taps; ++t) taps[static_cast<std::size_t>(t)] = pad + t;
-                tap_row(w, W, hor + (y % blur_taps) * W, taps);
+                tap_row<false>(w, W, hor + (y % blur_taps) * W, taps);
             };
             auto column_blur = [&](index_t y) {
                 if (!ws.row_on[static_cast<std::size_t>(y)]) {
@@ -236,11 +242,11 @@ void blur_planes(view<const T, 4> img, double sigma, const token_mask* mask, vie
                 T* orow = op + y * os_y;
                 const T* irow = ip + y * is_y;
                 if (mask && os_x == 1 && is_x == 1) {
-                    tap_row(w, W, orow, taps, pm + y * W, irow);
+                    tap_row<true>(w, W, orow, taps, pm + y * W, irow);
                     return;
                 }
                 const bool direct = os_x == 1 && !mask;
-                tap_row(w, W, direct ? orow : col, taps);
+                tap_row<false>(w, W, direct ? orow : col, taps);
                 if (direct) return;
                 if (mask) {
                     const T* pr = pm + y * W;

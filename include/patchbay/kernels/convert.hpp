@@ -21,37 +21,27 @@ namespace patchbay::kernels {
 
 namespace convert_detail {
 
-/// n contiguous values: half -> float.
-template <class H>
-inline void widen_row(const H* src, float* dst, index_t n) noexcept {
+/// n contiguous values converted: half -> float (D = float, exact) or float -> half (rounded to
+/// nearest even), eight lanes at a time where the build has F16C (f16) or AVX2 (bf16).
+template <class S, class D>
+inline void convert_row(const S* src, D* dst, index_t n) noexcept {
     index_t i = 0;
 #if defined(__F16C__)
-    if constexpr (std::is_same_v<H, f16>)
+    if constexpr (std::is_same_v<S, f16>)
         for (; i + 8 <= n; i += 8)
             _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
-#endif
-#if defined(__AVX2__)
-    if constexpr (std::is_same_v<H, bf16>)
-        for (; i + 8 <= n; i += 8) {
-            const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i)));
-            _mm256_storeu_ps(dst + i, _mm256_castsi256_ps(_mm256_slli_epi32(w, 16)));
-        }
-#endif
-    for (; i < n; ++i) dst[i] = to_float(src[i]);
-}
-
-/// n contiguous values: float -> half, rounded to nearest even.
-template <class H>
-inline void narrow_row(const float* src, H* dst, index_t n) noexcept {
-    index_t i = 0;
-#if defined(__F16C__)
-    if constexpr (std::is_same_v<H, f16>)
+    if constexpr (std::is_same_v<D, f16>)
         for (; i + 8 <= n; i += 8)
             _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i),
                              _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 #endif
 #if defined(__AVX2__)
-    if constexpr (std::is_same_v<H, bf16>)
+    if constexpr (std::is_same_v<S, bf16>)
+        for (; i + 8 <= n; i += 8) {
+            const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i)));
+            _mm256_storeu_ps(dst + i, _mm256_castsi256_ps(_mm256_slli_epi32(w, 16)));
+        }
+    if constexpr (std::is_same_v<D, bf16>)
         for (; i + 8 <= n; i += 8) {
             // (x + 0x7FFF + lsb) >> 16, NaN kept quiet: the scalar to_bf16, eight lanes at once
             const __m256i x = _mm256_castps_si256(_mm256_loadu_ps(src + i));
@@ -66,7 +56,10 @@ inline void narrow_row(const float* src, H* dst, index_t n) noexcept {
             _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), _mm256_castsi256_si128(packed));
         }
 #endif
-    for (; i < n; ++i) dst[i] = round_to<H>(src[i]);
+    for (; i < n; ++i) {
+        if constexpr (std::is_same_v<D, float>) dst[i] = to_float(src[i]);
+        else dst[i] = round_to<D>(src[i]);
+    }
 }
 
 /// Calls row(src_offset, dst_offset, inner_src_stride, inner_dst_stride, length) for every
@@ -96,30 +89,34 @@ void for_each_row(const std::array<index_t, R>& ext, const std::array<index_t, R
 
 } // namespace convert_detail
 
+namespace convert_detail {
+/// dst = src converted element by element (widen or narrow), any strides, same shapes.
+template <class S, class D, std::size_t R>
+void convert(view<const S, R> src, view<D, R> dst, const char* where) {
+    require_same_shape(src, view<const D, R>(dst), where, "src", "dst");
+    const S* s = src.data_handle();
+    D* d = dst.data_handle();
+    for_each_row<R>(src.extents(), src.strides(), dst.strides(),
+                    [&](index_t so, index_t dof, index_t sst, index_t dst_s, index_t n) {
+                        if (sst == 1 && dst_s == 1) return convert_row(s + so, d + dof, n);
+                        for (index_t i = 0; i < n; ++i) {
+                            if constexpr (std::is_same_v<D, float>) d[dof + i * dst_s] = to_float(s[so + i * sst]);
+                            else d[dof + i * dst_s] = round_to<D>(s[so + i * sst]);
+                        }
+                    });
+}
+} // namespace convert_detail
+
 /// dst = src widened to float32 (exact). Same shapes; any strides; dst must not overlap src.
 template <class H, std::size_t R>
 void widen(view<const H, R> src, view<float, R> dst) {
-    require_same_shape(src, view<const float, R>(dst), "kernels::widen", "src", "dst");
-    const H* s = src.data_handle();
-    float* d = dst.data_handle();
-    convert_detail::for_each_row<R>(src.extents(), src.strides(), dst.strides(),
-                                    [&](index_t so, index_t dof, index_t sst, index_t dst_s, index_t n) {
-                                        if (sst == 1 && dst_s == 1) return convert_detail::widen_row(s + so, d + dof, n);
-                                        for (index_t i = 0; i < n; ++i) d[dof + i * dst_s] = to_float(s[so + i * sst]);
-                                    });
+    convert_detail::convert<H, float, R>(src, dst, "kernels::widen");
 }
 
 /// dst = src rounded to the storage type H (nearest even). Same shapes; any strides.
 template <class H, std::size_t R>
 void narrow(view<const float, R> src, view<H, R> dst) {
-    require_same_shape(src, view<const H, R>(dst), "kernels::narrow", "src", "dst");
-    const float* s = src.data_handle();
-    H* d = dst.data_handle();
-    convert_detail::for_each_row<R>(src.extents(), src.strides(), dst.strides(),
-                                    [&](index_t so, index_t dof, index_t sst, index_t dst_s, index_t n) {
-                                        if (sst == 1 && dst_s == 1) return convert_detail::narrow_row(s + so, d + dof, n);
-                                        for (index_t i = 0; i < n; ++i) d[dof + i * dst_s] = round_to<H>(s[so + i * sst]);
-                                    });
+    convert_detail::convert<float, H, R>(src, dst, "kernels::narrow");
 }
 
 } // namespace patchbay::kernels

@@ -123,6 +123,12 @@ private:
 
 namespace detail {
 
+/// An ancestral sampler's eta and s_noise, each in [0, its maximum] (the node's range).
+inline void check_ancestral(double eta, double s_noise, double eta_max, double s_noise_max, std::string_view where) {
+    require_range(eta, 0.0, eta_max, where, "eta");
+    require_range(s_noise, 0.0, s_noise_max, where, "s_noise");
+}
+
 /// What every sampler shares: validation, initial noise scaling, the per-step guided
 /// denoise, progress, cancellation and the final inverse scaling.
 template <class G, class T, std::size_t R>
@@ -247,7 +253,12 @@ private:
 
 /// The CFG++ Euler step (k-diffusion's sample_euler_ancestral_cfg_pp), ComfyUI's arithmetic:
 /// float32 on the float32 sigmas, alpha(sigma) = sigma * exp(half log-SNR), which is 1 for
-/// VP models (up to rounding) and 1 - sigma for flow models.
+/// VP models (up to rounding) and 1 - sigma for flow models. Each step takes the guided
+/// prediction and the uncond one of the same model evaluation (step_inputs::uncond_denoised; the
+/// uncond pass runs even at cond_scale 1) and re-noises along the uncond prediction's noise:
+///   d = (x - a_s*uncond)/s,  x = a_t*denoised + a_t*sigma_down*d  (+ a_t*noise*s_noise*sigma_up)
+/// with (sigma_down, sigma_up) the ancestral split of s/a_s -> s'/a_t with eta (0: no noise); the
+/// last step (to sigma 0) returns the prediction. s_noise is scaled by the model's noise_scale.
 template <class G, class T, std::size_t R>
 sample_status euler_cfg_pp_loop(const G& g, typename G::run_state& run, const sample_inputs<T, R>& in,
                                 view<T, R> out, const sample_options<T, R>& opt, double eta_d,
@@ -333,8 +344,7 @@ sample_status sample_euler_ancestral(const G& g, typename G::run_state& run,
                                      const sample_inputs<T, R>& in, view<T, R> out,
                                      const sample_options<T, R>& opt = {}) {
     constexpr std::string_view where = "sample_euler_ancestral";
-    require_range(opt.eta, 0.0, 100.0, where, "eta");
-    require_range(opt.s_noise, 0.0, 100.0, where, "s_noise");
+    detail::check_ancestral(opt.eta, opt.s_noise, 100.0, 100.0, where);
     detail::sampler_run<G, T, R> s(g, run, in, out, opt, where);
     detail::step_noise<T, R> noise(out, opt);
     const bool flow = g.sampling().is_flow();
@@ -421,26 +431,14 @@ sample_status sample_dpmpp_2m(const G& g, typename G::run_state& run, const samp
     return s.finish();
 }
 
-/// CFG++ ancestral Euler: k-diffusion's sample_euler_ancestral_cfg_pp (ComfyUI sampler
-/// `euler_ancestral_cfg_pp`, node SamplerEulerAncestralCFGPP). Each step takes the guided
-/// prediction and the uncond one from the same model evaluation (step_inputs::uncond_denoised;
-/// the uncond pass runs even at cond_scale 1) and re-noises along the uncond prediction's
-/// noise instead of the guided one's:
-///   d = (x - a_s*uncond)/s,  x = a_t*denoised + a_t*sigma_down*d  (+ a_t*noise*s_noise*sigma_up)
-/// with a = alpha(sigma) (1 for VP models, 1 - sigma for flow models) and (sigma_down,
-/// sigma_up) the ancestral split of s/a_s -> s'/a_t with opt.eta; the last step (to sigma 0)
-/// returns the prediction. opt.eta in [0, 1] and opt.s_noise in [0, 10] (the node's ranges;
-/// KSampler's `euler_ancestral_cfg_pp` uses 1 and 1); s_noise is scaled by the model's
-/// noise_scale. Noise comes from opt.noise_source or the built-in generator seeded with opt.seed.
+/// CFG++ ancestral Euler (k-diffusion's sample_euler_ancestral_cfg_pp, ComfyUI sampler
+/// `euler_ancestral_cfg_pp`): detail::euler_cfg_pp_loop with opt.eta in [0, 1], s_noise in [0, 10].
 template <class G, class T, std::size_t R>
     requires guided_denoiser<G, T, R>
-sample_status sample_euler_ancestral_cfg_pp(const G& g, typename G::run_state& run,
-                                            const sample_inputs<T, R>& in, view<T, R> out,
-                                            const sample_options<T, R>& opt = {}) {
-    constexpr std::string_view where = "sample_euler_ancestral_cfg_pp";
-    require_range(opt.eta, 0.0, 1.0, where, "eta");
-    require_range(opt.s_noise, 0.0, 10.0, where, "s_noise");
-    return detail::euler_cfg_pp_loop(g, run, in, out, opt, opt.eta, opt.s_noise, where);
+sample_status sample_euler_ancestral_cfg_pp(const G& g, typename G::run_state& run, const sample_inputs<T, R>& in,
+                                            view<T, R> out, const sample_options<T, R>& opt = {}) {
+    detail::check_ancestral(opt.eta, opt.s_noise, 1.0, 10.0, "sample_euler_ancestral_cfg_pp");
+    return detail::euler_cfg_pp_loop(g, run, in, out, opt, opt.eta, opt.s_noise, "sample_euler_ancestral_cfg_pp");
 }
 
 /// CFG++ Euler: k-diffusion's sample_euler_cfg_pp (ComfyUI sampler `euler_cfg_pp`, node

@@ -265,24 +265,8 @@ void run_stage(const T* PATCHBAY_RESTRICT x, T* PATCHBAY_RESTRICT y, index_t out
         for (index_t o = 0; o < outer; ++o) {
             const T* xb = x + (o * xseq + pp * xs) * PS;
             T* yb = y + (o * yseq + P * pp * L) * PS;
-            if (twiddle) {
-                for (index_t k = 0; k < L; ++k) {
-                    cpx<T> a[P];
-                    for (int r = 0; r < P; ++r) {
-                        const T* p = xb + r * rstride + k * PS;
-                        a[r] = {O::load(p), O::load(p + V)};
-                    }
-                    dft<P, T>(a);
-                    T* q = yb + k * PS;
-                    O::store(q, a[0].re);
-                    O::store(q + V, a[0].im);
-                    for (int j = 1; j < P; ++j) {
-                        const cpx<T> b = cmul(a[j], w[j]);
-                        O::store(q + j * jstride, b.re);
-                        O::store(q + j * jstride + V, b.im);
-                    }
-                }
-            } else {
+            // (twiddled is a compile-time flag: the first pass of each stage skips the multiplies)
+            auto butterflies = [&](auto twiddled) {
                 for (index_t k = 0; k < L; ++k) {
                     cpx<T> a[P];
                     for (int r = 0; r < P; ++r) {
@@ -292,11 +276,14 @@ void run_stage(const T* PATCHBAY_RESTRICT x, T* PATCHBAY_RESTRICT y, index_t out
                     dft<P, T>(a);
                     T* q = yb + k * PS;
                     for (int j = 0; j < P; ++j) {
-                        O::store(q + j * jstride, a[j].re);
-                        O::store(q + j * jstride + V, a[j].im);
+                        const cpx<T> b = decltype(twiddled)::value && j > 0 ? cmul(a[j], w[j]) : a[j];
+                        O::store(q + j * jstride, b.re);
+                        O::store(q + j * jstride + V, b.im);
                     }
                 }
-            }
+            };
+            if (twiddle) butterflies(std::true_type{});
+            else butterflies(std::false_type{});
         }
     }
 }
@@ -568,6 +555,21 @@ constexpr bool avx_packs() noexcept {
     return false;
 }
 
+/// The AVX block walk of gather_complex / scatter_complex with full packs (nb == V): groups g of G
+/// planes (one 8-lane register each), blocks of C complex elements from b = 0, block(g, b) for
+/// each. One group at a time: its G source lines stay in L1 for the next block (planes often lie
+/// a multiple of 4 KiB apart, so all of a chunk's lines compete for one 8-way set). Returns the
+/// first element not covered (0 when the packs are not full).
+template <class T, class Block>
+index_t for_each_avx_block(index_t nb, index_t count, Block block) noexcept {
+    constexpr index_t V = ops<T>::V, G = 32 / static_cast<index_t>(sizeof(T)), C = G / 2;
+    if (nb != V) return 0;
+    const index_t full = count / C * C;
+    for (index_t g = 0; g < V; g += G)
+        for (index_t b = 0; b < full; b += C) block(g, b);
+    return full;
+}
+
 /// Interleaved complex planes (plane p at src + 2 p ps, elements e < count) -> packs; lanes
 /// >= nb are zero. With `swap` the real and imaginary parts trade places.
 template <class T>
@@ -576,30 +578,23 @@ void gather_complex(const T* src, index_t nb, index_t ps, index_t count, T* dst,
     index_t e0 = 0;
 #if defined(__AVX__)
     if constexpr (avx_packs<T>()) {
-        if (nb == V) {
-            // groups of G planes, C complex per register; r[c] after the transpose holds part
-            // (c & 1) of element e0 + c / 2 of the group's planes. One group at a time: its G
-            // source lines stay in L1 for the next e0 (planes often lie a multiple of 4 KiB
-            // apart, so all of a chunk's lines compete for one 8-way set)
-            constexpr index_t G = 32 / static_cast<index_t>(sizeof(T)), C = G / 2;
-            const index_t sw = swap ? 1 : 0, full = count / C * C;
-            for (index_t g = 0; g < V; g += G)
-                for (e0 = 0; e0 < full; e0 += C) {
-                    const T* s = src + (g * ps + e0) * 2;
-                    T* d = dst + e0 * PS + g;
-                    if constexpr (std::is_same_v<T, float>) {
-                        __m256 r[8];
-                        for (index_t p = 0; p < 8; ++p) r[p] = _mm256_loadu_ps(s + p * ps * 2);
-                        transpose8(r);
-                        for (index_t c = 0; c < 8; ++c) _mm256_store_ps(d + (c >> 1) * PS + ((c ^ sw) & 1) * V, r[c]);
-                    } else {
-                        __m256d r[4];
-                        for (index_t p = 0; p < 4; ++p) r[p] = _mm256_loadu_pd(s + p * ps * 2);
-                        transpose4(r);
-                        for (index_t c = 0; c < 4; ++c) _mm256_store_pd(d + (c >> 1) * PS + ((c ^ sw) & 1) * V, r[c]);
-                    }
-                }
-        }
+        // r[c] after the transpose holds part (c & 1) of element e0 + c / 2 of the group's planes
+        const index_t sw = swap ? 1 : 0;
+        e0 = for_each_avx_block<T>(nb, count, [&](index_t g, index_t b) {
+            const T* s = src + (g * ps + b) * 2;
+            T* d = dst + b * PS + g;
+            if constexpr (std::is_same_v<T, float>) {
+                __m256 r[8];
+                for (index_t p = 0; p < 8; ++p) r[p] = _mm256_loadu_ps(s + p * ps * 2);
+                transpose8(r);
+                for (index_t c = 0; c < 8; ++c) _mm256_store_ps(d + (c >> 1) * PS + ((c ^ sw) & 1) * V, r[c]);
+            } else {
+                __m256d r[4];
+                for (index_t p = 0; p < 4; ++p) r[p] = _mm256_loadu_pd(s + p * ps * 2);
+                transpose4(r);
+                for (index_t c = 0; c < 4; ++c) _mm256_store_pd(d + (c >> 1) * PS + ((c ^ sw) & 1) * V, r[c]);
+            }
+        });
     }
 #endif
     const index_t ro = swap ? V : 0, io = swap ? 0 : V;
@@ -626,30 +621,26 @@ void scatter_complex(const T* src, index_t nb, index_t count, T* dst, index_t ps
     index_t e0 = 0;
 #if defined(__AVX__)
     if constexpr (avx_packs<T>()) {
-        if (nb == V) {
-            constexpr index_t G = 32 / static_cast<index_t>(sizeof(T)), C = G / 2;
-            const index_t sw = swap ? 1 : 0, full = count / C * C;
-            for (index_t g = 0; g < V; g += G) // one group at a time, as in gather_complex
-                for (e0 = 0; e0 < full; e0 += C) {
-                    const T* s = src + e0 * PS + g;
-                    T* out = dst + 2 * g * ps;
-                    if constexpr (std::is_same_v<T, float>) {
-                        __m256 r[8];
-                        const __m256 k = _mm256_set1_ps(scale);
-                        for (index_t c = 0; c < 8; ++c)
-                            r[c] = _mm256_mul_ps(_mm256_load_ps(s + (c >> 1) * PS + ((c ^ sw) & 1) * V), k);
-                        transpose8(r);
-                        for (index_t p = 0; p < 8; ++p) _mm256_storeu_ps(out + (p * ps + e0) * 2, r[p]);
-                    } else {
-                        __m256d r[4];
-                        const __m256d k = _mm256_set1_pd(scale);
-                        for (index_t c = 0; c < 4; ++c)
-                            r[c] = _mm256_mul_pd(_mm256_load_pd(s + (c >> 1) * PS + ((c ^ sw) & 1) * V), k);
-                        transpose4(r);
-                        for (index_t p = 0; p < 4; ++p) _mm256_storeu_pd(out + (p * ps + e0) * 2, r[p]);
-                    }
-                }
-        }
+        const index_t sw = swap ? 1 : 0;
+        e0 = for_each_avx_block<T>(nb, count, [&](index_t g, index_t b) {
+            const T* s = src + b * PS + g;
+            T* out = dst + 2 * g * ps;
+            if constexpr (std::is_same_v<T, float>) {
+                __m256 r[8];
+                const __m256 k = _mm256_set1_ps(scale);
+                for (index_t c = 0; c < 8; ++c)
+                    r[c] = _mm256_mul_ps(_mm256_load_ps(s + (c >> 1) * PS + ((c ^ sw) & 1) * V), k);
+                transpose8(r);
+                for (index_t p = 0; p < 8; ++p) _mm256_storeu_ps(out + (p * ps + b) * 2, r[p]);
+            } else {
+                __m256d r[4];
+                const __m256d k = _mm256_set1_pd(scale);
+                for (index_t c = 0; c < 4; ++c)
+                    r[c] = _mm256_mul_pd(_mm256_load_pd(s + (c >> 1) * PS + ((c ^ sw) & 1) * V), k);
+                transpose4(r);
+                for (index_t p = 0; p < 4; ++p) _mm256_storeu_pd(out + (p * ps + b) * 2, r[p]);
+            }
+        });
     }
 #endif
     const index_t ro = swap ? V : 0, io = swap ? 0 : V;

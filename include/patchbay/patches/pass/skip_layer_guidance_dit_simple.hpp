@@ -31,11 +31,9 @@ struct skip_layer_guidance_dit_simple {
 
     static constexpr auto descriptor() {
         using P = skip_layer_guidance_dit_simple;
-        return describe<P>("SkipLayerGuidanceDiTSimple", "SkipLayerGuidanceDiTSimple", hook_kind::pass_composition,
-                           text("double_layers", &P::double_layers, "7, 8, 9"),
-                           text("single_layers", &P::single_layers, "7, 8, 9"),
-                           floating("start_percent", &P::start_percent, 0.0, 0.0, 1.0, 0.001),
-                           floating("end_percent", &P::end_percent, 1.0, 0.0, 1.0, 0.001));
+        return slg::describe_with_layers<P>("SkipLayerGuidanceDiTSimple", hook_kind::pass_composition,
+                                            floating("start_percent", &P::start_percent, 0.0, 0.0, 1.0, 0.001),
+                                            floating("end_percent", &P::end_percent, 1.0, 0.0, 1.0, 0.001));
     }
     static constexpr unsigned needs_capabilities = capability_bit(capability::block_skipping);
 

@@ -102,6 +102,14 @@ struct skipped_layers {
     }
 };
 
+/// describe<P> for a node with ComfyUI's double_layers / single_layers STRING inputs first (both
+/// SkipLayerGuidanceDiT nodes), then `more`.
+template <class P, class... More>
+constexpr auto describe_with_layers(std::string_view class_type, hook_kind slot, More... more) {
+    return describe<P>(class_type, class_type, slot, text("double_layers", &P::double_layers, "7, 8, 9"),
+                       text("single_layers", &P::single_layers, "7, 8, 9"), more...);
+}
+
 /// The lists of a patch with ComfyUI's double_layers / single_layers inputs.
 template <class P>
 skipped_layers skipped_of(const P& p) {
@@ -228,13 +236,11 @@ struct skip_layer_guidance_dit {
 
     static constexpr auto descriptor() {
         using P = skip_layer_guidance_dit;
-        return describe<P>("SkipLayerGuidanceDiT", "SkipLayerGuidanceDiT", hook_kind::post_cfg,
-                           text("double_layers", &P::double_layers, "7, 8, 9"),
-                           text("single_layers", &P::single_layers, "7, 8, 9"),
-                           floating("scale", &P::scale, 3.0, 0.0, 10.0, 0.1),
-                           floating("start_percent", &P::start_percent, 0.01, 0.0, 1.0, 0.001),
-                           floating("end_percent", &P::end_percent, 0.15, 0.0, 1.0, 0.001),
-                           floating("rescaling_scale", &P::rescaling_scale, 0.0, 0.0, 10.0, 0.01));
+        return slg::describe_with_layers<P>("SkipLayerGuidanceDiT", hook_kind::post_cfg,
+                                            floating("scale", &P::scale, 3.0, 0.0, 10.0, 0.1),
+                                            floating("start_percent", &P::start_percent, 0.01, 0.0, 1.0, 0.001),
+                                            floating("end_percent", &P::end_percent, 0.15, 0.0, 1.0, 0.001),
+                                            floating("rescaling_scale", &P::rescaling_scale, 0.0, 0.0, 10.0, 0.01));
     }
     static constexpr unsigned needs_capabilities = capability_bit(capability::block_skipping);
 
