@@ -29,6 +29,8 @@ def run(exe, flt, min_time):
     if flt:
         cmd.append(f"--benchmark_filter={flt}")
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    if not out.strip():  # the filter matched nothing in this binary
+        return {}
     scale = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}
     res = {}
     for b in json.loads(out)["benchmarks"]:

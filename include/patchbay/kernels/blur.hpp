@@ -107,8 +107,11 @@ PATCHBAY_ALWAYS_INLINE V symmetric_taps(const std::array<V, 5>& w, Tap tap) noex
 /// of SIMD width with no masked pixel skip the taps; dst may then be input (in place). dst is
 /// never a tap row.
 template <bool Masked, class T>
-void tap_row(const std::array<T, blur_taps>& w, index_t n, T* dst, const std::array<const T*, blur_taps>& r,
+void tap_row(const std::array<T, blur_taps>& w, index_t n, T* dst, const std::array<const T*, blur_taps>& taps_in,
              const T* mask = nullptr, const T* input = nullptr) {
+    // a local copy of the row pointers: a store to dst cannot change them, so they stay in
+    // registers (through the caller's array every store would force a reload)
+    const std::array<const T*, blur_taps> r = taps_in;
     index_t x = 0;
     if constexpr (simd::enabled) {
         using B = simd::batch<T>;
