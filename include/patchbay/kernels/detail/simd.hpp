@@ -10,6 +10,7 @@
 #include <array>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <type_traits>
 
 #include <xsimd/xsimd.hpp>
@@ -92,6 +93,17 @@ template <class T>
 PATCHBAY_ALWAYS_INLINE void store_aligned(T* p, T v) noexcept {
     *p = v;
 }
+/// The signed integer type of T's size: the element index type of gather().
+template <class T>
+using index_type = std::conditional_t<sizeof(T) == 4, std::int32_t, std::int64_t>;
+
+/// V of p[index[0]], p[index[1]], ... (one lane per index; a gather on a batch).
+template <class V, class T>
+PATCHBAY_ALWAYS_INLINE V gather(const T* p, const index_type<T>* index) noexcept {
+    if constexpr (is_batch_v<V>) return V::gather(p, xsimd::batch<index_type<T>, typename V::arch_type>::load_unaligned(index));
+    else return V(p[*index]);
+}
+
 /// A batch of the n < lanes values from p, zero in the other lanes (never reads past p[n-1]).
 template <class T>
 PATCHBAY_ALWAYS_INLINE batch<T> load_partial(const T* p, std::ptrdiff_t n) noexcept {
