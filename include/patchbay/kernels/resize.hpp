@@ -112,14 +112,24 @@ inline index_t taps_of(resize_method m, index_t in, index_t out) noexcept {
     return 2;
 }
 
-/// torch's bicubic weights (upsample_bicubic2d, align_corners False) in T.
+/// torch's source coordinate (area_pixel_compute_source_index, align_corners False):
+/// scale * (o + 0.5) - 0.5 in T, with the multiply-add fused as g++ compiles torch's CPU kernels.
+template <class T>
+T source_coordinate(T scale, index_t o) noexcept {
+    return std::fma(scale, static_cast<T>(o) + T(0.5), T(-0.5));
+}
+
+/// torch's bicubic weights (upsample_bicubic2d, align_corners False) in T: Keys' cubic with
+/// A = -0.75, each polynomial in torch's Horner order with its multiply-adds fused.
 template <class T>
 void fill_bicubic(const axis_taps<T>& a) {
     const T scale = static_cast<T>(a.in) / static_cast<T>(a.out), A = T(-0.75);
-    const auto near = [A](T x) { return ((A + T(2)) * x - (A + T(3))) * x * x + T(1); };       // |x| <= 1
-    const auto far = [A](T x) { return ((A * x - T(5) * A) * x + T(8) * A) * x - T(4) * A; }; // 1 < |x| < 2
+    const auto near = [A](T x) { return std::fma(std::fma(A + T(2), x, -(A + T(3))) * x, x, T(1)); }; // |x| <= 1
+    const auto far = [A](T x) { // 1 < |x| < 2
+        return std::fma(std::fma(std::fma(A, x, -(T(5) * A)), x, T(8) * A), x, -(T(4) * A));
+    };
     for (index_t o = 0; o < a.out; ++o) {
-        const T src = scale * (static_cast<T>(o) + T(0.5)) - T(0.5);
+        const T src = source_coordinate(scale, o);
         const T fl = std::floor(src), t = src - fl;
         const auto i = static_cast<index_t>(fl);
         const T w[4] = {far(t + T(1)), near(t), near(T(1) - t), far((T(1) - t) + T(1))};
@@ -138,7 +148,7 @@ void fill_bilinear(const axis_taps<T>& a) {
         index_t i0 = o, i1 = o;
         T l0 = T(1), l1 = T(0);
         if (a.in != a.out) { // an unchanged size copies, as torch does
-            const T src = std::max(scale * (static_cast<T>(o) + T(0.5)) - T(0.5), T(0));
+            const T src = std::max(source_coordinate(scale, o), T(0));
             i0 = static_cast<index_t>(src);
             i1 = i0 + (i0 < a.in - 1 ? 1 : 0);
             l1 = src - static_cast<T>(i0);
@@ -182,7 +192,8 @@ void fill_area(const axis_taps<T>& a) {
 }
 
 /// ComfyUI's bislerp coordinates: c1, c2 and r from a float32 bilinear resize of the ramps
-/// 0..n-1 and 1..n-1, n-1 (torch's arithmetic: v = i0 * l0 + i1 * l1 in float).
+/// 0..n-1 and 1..n-1, n-1 (torch's arithmetic: v = i0 * l0 + i1 * l1 in float, the first
+/// product fused into the sum as g++ compiles it; the truncation to c1, c2 depends on it).
 template <class T>
 void fill_bislerp(const axis_taps<T>& a) {
     const index_t n = a.in;
@@ -192,14 +203,14 @@ void fill_bislerp(const axis_taps<T>& a) {
         index_t i0 = o, i1 = o;
         float l0 = 1.f, l1 = 0.f;
         if (n != a.out) {
-            const float src = std::max(scale * (static_cast<float>(o) + 0.5f) - 0.5f, 0.f);
+            const float src = std::max(source_coordinate(scale, o), 0.f);
             i0 = static_cast<index_t>(src);
             i1 = i0 + (i0 < n - 1 ? 1 : 0);
             l1 = src - static_cast<float>(i0);
             l0 = 1.f - l1;
         }
-        const float v = static_cast<float>(i0) * l0 + static_cast<float>(i1) * l1;
-        const float v2 = ramp2(i0) * l0 + ramp2(i1) * l1;
+        const float v = std::fma(static_cast<float>(i0), l0, static_cast<float>(i1) * l1);
+        const float v2 = std::fma(ramp2(i0), l0, ramp2(i1) * l1);
         a.index(0, o) = static_cast<index_type<T>>(clamp_index(static_cast<index_t>(v), n));
         a.index(1, o) = static_cast<index_type<T>>(clamp_index(static_cast<index_t>(v2), n));
         a.weight(0, o) = static_cast<T>(v - std::floor(v));
@@ -343,7 +354,7 @@ void slerp_coefficients(T n1, T n2, T d, T r, T& a1, T& a2) {
         return;
     }
     const double rd = static_cast<double>(r), omega = std::acos(dot), so = std::sin(omega);
-    const double m = static_cast<double>(l1) * (1.0 - rd) + static_cast<double>(l2) * rd;
+    const double m = std::fma(static_cast<double>(l1), 1.0 - rd, static_cast<double>(l2) * rd);
     a1 = l1 > T(0) ? static_cast<T>(std::sin((1.0 - rd) * omega) / so * m / static_cast<double>(l1)) : T(0);
     a2 = l2 > T(0) ? static_cast<T>(std::sin(rd * omega) / so * m / static_cast<double>(l2)) : T(0);
 }
