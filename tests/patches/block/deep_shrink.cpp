@@ -8,6 +8,7 @@
 
 #include <array>
 #include <cmath>
+#include <numbers>
 #include <string>
 #include <vector>
 
@@ -154,7 +155,7 @@ TEST_CASE("resize: each method against hand-computed values", "[deep_shrink][res
 }
 
 TEST_CASE("resize: bislerp slerps channel vectors", "[deep_shrink][resize]") {
-    const double s1 = std::sin(M_PI / 8), s3 = std::sin(3 * M_PI / 8);
+    const double s1 = std::sin(std::numbers::pi / 8), s3 = std::sin(3 * std::numbers::pi / 8);
     // W 2 -> 4: (c1, c2, r) = (0, 1, 0), (0, 1, 0.25), (0, 1, 0.75), (1, 1, 0); H 1 -> 1
     SECTION("orthogonal vectors: sin-weighted, norms interpolated linearly") {
         const auto y = resized<4>(rows_tensor({{1.f, 0.f}, {0.f, 2.f}}), {1, 2, 1, 4}, resize_method::bislerp);
@@ -282,7 +283,7 @@ namespace {
 struct chain_step {
     shrink_model model{{1, 4, 8, 8}};
     patch_chain<shrink_model> chain{model, model_sampling::discrete("eps")};
-    tensor<float> x = test::random_tensor({1, 4, 8, 8}, 7), out{{1, 4, 8, 8}}, sigma{{1}};
+    tensor<float> x = test::random_tensor({1, 4, 8, 8}, 7), out{{1, 4, 8, 8}}, sigma{std::vector<index_t>{1}};
     explicit chain_step(const deep_shrink& p) { chain.add(p); }
     void run(float s) {
         auto run = chain.begin_run();
