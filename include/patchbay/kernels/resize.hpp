@@ -70,7 +70,7 @@ enum scratch : std::size_t {
     key_weight_h,
     key_rows,   ///< pass-one rows (linear: one plane, bislerp: two rows of every channel)
     key_pixels, ///< bislerp's per-pixel sums and coefficients
-    key_done    ///< which pass-one rows of the plane exist
+    key_used    ///< the rows of a plane the H pass reads
 };
 
 template <class T>
@@ -241,52 +241,91 @@ axis_taps<T> make_taps(resize_method m, index_t in, index_t out, workspace& ws, 
 
 // ---- the linear methods ------------------------------------------------------------------------
 
-/// dst[o] = sum_t weight(t, o) * src[index(t, o) * sx] for o < a.out (dst contiguous): gathers
-/// along a contiguous row, the same operations one element at a time otherwise.
+/// Asks for the cache lines of a row ahead of its use (the W pass reads rows of a plane that are
+/// apart in memory; the hardware prefetcher alone leaves it waiting on memory).
 template <class T>
-void pass_w(const T* src, index_t sx, const axis_taps<T>& a, T* dst) {
-    const index_t K = a.taps;
-    index_t o = 0;
+PATCHBAY_ALWAYS_INLINE void prefetch_row(const T* row, index_t n, index_t stride) noexcept {
+#if defined(__GNUC__)
+    constexpr index_t line = 64 / static_cast<index_t>(sizeof(T));
+    if (stride == 1)
+        for (index_t x = 0; x < n; x += line) __builtin_prefetch(row + x);
+#else
+    (void)row, (void)n, (void)stride;
+#endif
+}
+
+/// Lanes of the W pass: that many rows are resized at once, one per SIMD lane.
+template <class T>
+inline constexpr index_t row_lanes = static_cast<index_t>(simd::lanes<T>);
+
+/// The W pass of row_lanes<T> rows at once: dst[l][o] = sum_t weight(t, o) * src[l][index(t, o) * sx].
+/// The rows are packed transposed (cols[x * L + l] = src[l][x]: block transposes of contiguous
+/// rows, element by element for strided ones), every output column is then one SIMD weighted
+/// sum of packed columns (the same operations in the same order for every element, whatever
+/// the layout), and the results are transposed back into the rows. `cols` holds W * L values,
+/// `sums` a.out * L.
+template <class T>
+void pass_w(const std::array<const T*, simd::lanes<T>>& src, index_t sx, index_t W, const axis_taps<T>& a,
+            const std::array<T*, simd::lanes<T>>& dst, index_t dx, T* cols, T* sums) {
+    using V = simd::vec<T>;
+    constexpr index_t L = row_lanes<T>;
+    constexpr std::size_t N = simd::lanes<T>;
+    index_t x = 0;
     if constexpr (simd::enabled) {
         if (sx == 1) {
-            using B = simd::batch<T>;
-            constexpr auto L = static_cast<index_t>(B::size);
-            for (; o + L <= a.out; o += L) {
-                B acc = simd::gather<B>(src, &a.index(0, o)) * B::load_unaligned(&a.weight(0, o));
-                for (index_t t = 1; t < K; ++t)
-                    acc = simd::fma(simd::gather<B>(src, &a.index(t, o)), B::load_unaligned(&a.weight(t, o)), acc);
-                acc.store_unaligned(dst + o);
+            std::array<V, N> m;
+            for (; x + L <= W; x += L) {
+                for (std::size_t l = 0; l < N; ++l) m[l] = V::load_unaligned(src[l] + x);
+                simd::transpose(m);
+                for (std::size_t j = 0; j < N; ++j) m[j].store_unaligned(cols + (x + index_t(j)) * L);
             }
         }
     }
-    for (; o < a.out; ++o) {
-        T acc = src[a.index(0, o) * sx] * a.weight(0, o);
-        for (index_t t = 1; t < K; ++t) acc = simd::fma(src[a.index(t, o) * sx], a.weight(t, o), acc);
-        dst[o] = acc;
+    for (; x < W; ++x)
+        for (std::size_t l = 0; l < N; ++l) cols[x * L + index_t(l)] = src[l][x * sx];
+    const index_t K = a.taps;
+    for (index_t o = 0; o < a.out; ++o) {
+        V acc = simd::load<V>(cols + a.index(0, o) * L) * V(a.weight(0, o));
+        for (index_t t = 1; t < K; ++t) acc = simd::fma(simd::load<V>(cols + a.index(t, o) * L), V(a.weight(t, o)), acc);
+        simd::store(sums + o * L, acc);
     }
+    index_t o = 0;
+    if constexpr (simd::enabled) {
+        if (dx == 1) {
+            std::array<V, N> m;
+            for (; o + L <= a.out; o += L) {
+                for (std::size_t j = 0; j < N; ++j) m[j] = V::load_unaligned(sums + (o + index_t(j)) * L);
+                simd::transpose(m);
+                for (std::size_t l = 0; l < N; ++l) m[l].store_unaligned(dst[l] + o);
+            }
+        }
+    }
+    for (; o < a.out; ++o)
+        for (std::size_t l = 0; l < N; ++l) dst[l][o * dx] = sums[o * L + index_t(l)];
 }
 
-/// Output row o of the H pass: dst[x * dx] = sum_t weight(t, o) * rows[index(t, o)][x], SIMD
-/// along a contiguous output row.
+/// Output row o of the H pass: dst[x * dx] = sum_t weight(t, o) * src[index(t, o) * sy + x * sx]
+/// for x < width, SIMD along contiguous rows.
 template <class T>
-void pass_h(const T* rows, index_t width, const axis_taps<T>& a, index_t o, T* dst, index_t dx) {
+void pass_h(const T* src, index_t sy, index_t sx, index_t width, const axis_taps<T>& a, index_t o, T* dst,
+            index_t dx) {
     const index_t K = a.taps;
     index_t x = 0;
     if constexpr (simd::enabled) {
-        if (dx == 1) {
+        if (dx == 1 && sx == 1) {
             using B = simd::batch<T>;
             constexpr auto L = static_cast<index_t>(B::size);
             for (; x + L <= width; x += L) {
-                B acc = B::load_unaligned(rows + a.index(0, o) * width + x) * B(a.weight(0, o));
+                B acc = B::load_unaligned(src + a.index(0, o) * sy + x) * B(a.weight(0, o));
                 for (index_t t = 1; t < K; ++t)
-                    acc = simd::fma(B::load_unaligned(rows + a.index(t, o) * width + x), B(a.weight(t, o)), acc);
+                    acc = simd::fma(B::load_unaligned(src + a.index(t, o) * sy + x), B(a.weight(t, o)), acc);
                 acc.store_unaligned(dst + x);
             }
         }
     }
     for (; x < width; ++x) {
-        T acc = rows[a.index(0, o) * width + x] * a.weight(0, o);
-        for (index_t t = 1; t < K; ++t) acc = simd::fma(rows[a.index(t, o) * width + x], a.weight(t, o), acc);
+        T acc = src[a.index(0, o) * sy + x * sx] * a.weight(0, o);
+        for (index_t t = 1; t < K; ++t) acc = simd::fma(src[a.index(t, o) * sy + x * sx], a.weight(t, o), acc);
         dst[x * dx] = acc;
     }
 }
@@ -310,26 +349,83 @@ void for_each_plane(const std::array<index_t, R>& extents, const std::array<inde
     }
 }
 
+/// The W pass of rows src + y * sy for the listed ys (ascending), into dst + y * dy (stride dx
+/// along the row), row_lanes<T> rows at a time; `scratch` holds (W + Wo) * L values.
+template <class T>
+void pass_w_rows(const T* src, index_t sy, index_t sx, index_t W, const axis_taps<T>& a, const index_type<T>* ys,
+                 index_t count, T* dst, index_t dy, index_t dx, T* scratch) {
+    constexpr index_t L = row_lanes<T>;
+    T* const cols = scratch;
+    T* const sums = cols + W * L;
+    std::array<const T*, simd::lanes<T>> from{};
+    std::array<T*, simd::lanes<T>> to{};
+    for (index_t k = 0; k < count; k += L) {
+        for (index_t l = 0; l < L; ++l) { // a short last group repeats its first row (same values, same place)
+            const index_t y = ys[k + l < count ? k + l : k];
+            from[std::size_t(l)] = src + y * sy;
+            to[std::size_t(l)] = dst + y * dy;
+        }
+        for (index_t l = k + L; l < std::min(k + 2 * L, count); ++l) prefetch_row(src + ys[l] * sy, W, sx);
+        pass_w<T>(from, sx, W, a, to, dx, cols, sums);
+    }
+}
+
 template <class T, std::size_t R>
 void resize_linear(const view<const T, R>& in, const view<T, R>& out, resize_method m, workspace& ws) {
+    constexpr index_t L = row_lanes<T>;
     const index_t H = in.extent(R - 2), W = in.extent(R - 1), Ho = out.extent(R - 2), Wo = out.extent(R - 1);
     const auto tw = make_taps<T>(m, W, Wo, ws, key_index_w, key_weight_w);
     const auto th = make_taps<T>(m, H, Ho, ws, key_index_h, key_weight_h);
-    T* const rows = ws.buffer<T>(key_rows, static_cast<std::size_t>(H * Wo)).data();
-    unsigned char* const done = ws.buffer<unsigned char>(key_done, static_cast<std::size_t>(H)).data();
     const index_t isy = in.stride(R - 2), isx = in.stride(R - 1), osy = out.stride(R - 2), osx = out.stride(R - 1);
+    // The W pass transposes its rows, the H pass is plain SIMD along rows: shrinking H, the H
+    // pass goes first (the W pass then has fewer rows); otherwise the W pass (torch's order).
+    const bool h_first = Ho < H;
+    const index_t mid_rows = h_first ? Ho : H, mid_width = h_first ? W : Wo;
+    T* const mid = ws.buffer<T>(key_rows, static_cast<std::size_t>(mid_rows * mid_width + (W + Wo) * L)).data();
+    T* const scratch = mid + mid_rows * mid_width;
+    // the rows the W pass computes, ascending
+    auto* const ys = ws.buffer<index_type<T>>(key_used, static_cast<std::size_t>(std::max(H, Ho))).data();
+    index_t count = 0;
+    if (h_first) {
+        for (index_t o = 0; o < Ho; ++o) ys[count++] = static_cast<index_type<T>>(o);
+    } else {
+        for (index_t o = 0; o < Ho; ++o) // taps and bins only move forward
+            for (index_t t = 0; t < th.taps; ++t) {
+                const index_t y = th.index(t, o);
+                if (count == 0 || y > ys[count - 1]) ys[count++] = static_cast<index_type<T>>(y);
+            }
+    }
     for_each_plane<R>(out.extents(), in.strides(), out.strides(), [&](index_t io, index_t oo) {
         const T* src = in.data_handle() + io;
         T* dst = out.data_handle() + oo;
-        std::fill_n(done, H, static_cast<unsigned char>(0));
-        for (index_t o = 0; o < Ho; ++o) {
-            for (index_t t = 0; t < th.taps; ++t) { // the W pass of the rows this output row reads
-                const index_t y = th.index(t, o);
-                if (done[y]) continue;
-                pass_w<T>(src + y * isy, isx, tw, rows + y * Wo);
-                done[y] = 1;
+        if (h_first) {
+            for (index_t o = 0; o < Ho; ++o) {
+                if (o + 1 < Ho) // the rows the next output row adds
+                    for (index_t t = 0; t < th.taps; ++t)
+                        if (th.index(t, o + 1) > th.index(th.taps - 1, o)) prefetch_row(src + th.index(t, o + 1) * isy, W, isx);
+                pass_h<T>(src, isy, isx, W, th, o, mid + o * W, 1);
             }
-            pass_h<T>(rows, Wo, th, o, dst + o * osy, osx);
+            pass_w_rows<T>(mid, W, 1, W, tw, ys, count, dst, osy, osx, scratch);
+        } else {
+            pass_w_rows<T>(src, isy, isx, W, tw, ys, count, mid, Wo, 1, scratch);
+            for (index_t o = 0; o < Ho; ++o) pass_h<T>(mid, Wo, 1, Wo, th, o, dst + o * osy, osx);
+        }
+    });
+}
+
+/// nearest-exact selects: out[o][p] = in[index_h(o)][index_w(p)], no arithmetic.
+template <class T, std::size_t R>
+void resize_nearest(const view<const T, R>& in, const view<T, R>& out, workspace& ws) {
+    const index_t H = in.extent(R - 2), W = in.extent(R - 1), Ho = out.extent(R - 2), Wo = out.extent(R - 1);
+    const auto tw = make_taps<T>(resize_method::nearest_exact, W, Wo, ws, key_index_w, key_weight_w);
+    const auto th = make_taps<T>(resize_method::nearest_exact, H, Ho, ws, key_index_h, key_weight_h);
+    const index_t isy = in.stride(R - 2), isx = in.stride(R - 1), osy = out.stride(R - 2), osx = out.stride(R - 1);
+    for_each_plane<R>(out.extents(), in.strides(), out.strides(), [&](index_t io, index_t oo) {
+        for (index_t o = 0; o < Ho; ++o) {
+            const T* row = in.data_handle() + io + th.index(0, o) * isy;
+            T* dst = out.data_handle() + oo + o * osy;
+            if (o + 1 < Ho) prefetch_row(row + (th.index(0, o + 1) - th.index(0, o)) * isy, W, isx);
+            for (index_t p = 0; p < Wo; ++p) dst[p * osx] = row[tw.index(0, p) * isx];
         }
     });
 }
@@ -455,6 +551,7 @@ private:
         clear_sums(Wo);
         for (index_t c = 0; c < C_; ++c) {
             const T* r = row + c * cs;
+            if (c + 2 < C_) prefetch_row(r + 2 * cs, tw_.in, sx);
             add_channel<T>(px_, Wo, simd_ok, pair_at(r, sx, i1, i2), pair_gather(r, i1, i2));
         }
         for (index_t o = 0; o < Wo; ++o)
@@ -551,6 +648,7 @@ void resize(std::type_identity_t<view<const T, R>> in, view<T, R> out, resize_me
         return;
     }
     if (method == resize_method::bislerp) resize_detail::resize_bislerp<T, R>(in, out, ws);
+    else if (method == resize_method::nearest_exact) resize_detail::resize_nearest<T, R>(in, out, ws);
     else resize_detail::resize_linear<T, R>(in, out, method, ws);
 }
 
