@@ -413,6 +413,11 @@ TEST_CASE("deep_shrink: bad input is refused, naming the patch and the argument"
               .find("PatchModelAddDownscale: ") == 0);
     tensor<float> a({1, 2, 4, 4}), b({2, 2, 2, 2});
     CHECK(test::error_of([&] { kernels::resize<float, 4>(a.as<4>(), b.as<4>(), resize_method::area); }).find("kernels::resize") == 0);
+    // the members' defaults are the descriptor's
+    const auto w = with_defaults<deep_shrink>();
+    CHECK(to_string(w) == to_string(deep_shrink{}));
+    CHECK(to_string(w) == "PatchModelAddDownscale(block_number=3, downscale_factor=2, start_percent=0, end_percent=0.35, "
+                          "downscale_after_skip=True, downscale_method=bicubic, upscale_method=bicubic)");
     // a model without input-block hooks is refused when the run begins
     no_input_hooks_model m;
     patch_chain<no_input_hooks_model> chain(m, model_sampling::discrete("eps"));
