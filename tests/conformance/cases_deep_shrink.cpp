@@ -29,14 +29,6 @@ deep_shrink deep_shrink_from(const golden_case& gc) {
     return p;
 }
 
-/// A view's elements as a tensor of its shape.
-template <std::size_t R>
-tensor<float> to_tensor(const view<float, R>& v) {
-    tensor<float> t(std::vector<index_t>(v.extents().begin(), v.extents().end()));
-    kernels::copy<float, R>(v, t.as<R>());
-    return t;
-}
-
 /// The input-block patch as a step applies it: inside the window (the patch's own start/end
 /// percent through the case's model sampling, on sigma[0]) at site (input, block_index).
 template <std::size_t R>
@@ -53,7 +45,7 @@ void run_input(const golden_case& gc, results& out, const deep_shrink& p) {
     workspace store;
     const block_site site{unet_stage::input, gc.scalar<int>("block_index", 0), h.extent(1)};
     const view<float, R> r = p.input_block_patch<float, R>(site, h.template as<R>(), store);
-    conformance::put(out, "h", to_tensor<R>(r));
+    conformance::put(out, "h", tensor<float>::copy_of(r));
 }
 
 } // namespace
@@ -74,6 +66,6 @@ PATCHBAY_CONFORMANCE("PatchModelAddDownscale", "output_block_patch") {
     workspace store;
     const view<float, 4> r = p.output_block_patch<float>(block_site{unet_stage::output, 0, h.extent(1)}, h.as<4>(),
                                                          hsp.as<4>(), store);
-    conformance::put(out, "h", to_tensor<4>(r));
+    conformance::put(out, "h", tensor<float>::copy_of(r));
     conformance::put(out, "hsp", hsp);
 }

@@ -46,14 +46,6 @@ tensor<float> resized(const tensor<float>& in, std::vector<index_t> shape, resiz
     return out;
 }
 
-/// A copy of a view's elements.
-template <std::size_t R>
-tensor<float> to_tensor_of(const view<float, R>& v) {
-    tensor<float> t(std::vector<index_t>(v.extents().begin(), v.extents().end()));
-    kernels::copy<float, R>(v, t.as<R>());
-    return t;
-}
-
 /// A view of `storage` with the last two dims' layout swapped (W not contiguous), holding in's values.
 template <std::size_t R>
 view<float, R> transposed_copy(const tensor<float>& in, tensor<float>& storage) {
@@ -274,7 +266,7 @@ TEST_CASE("deep_shrink: sizes round half to even; other blocks and factor 1 pass
     tensor<float> big = test::random_tensor({1, 2, 16, 12}, 6);
     const auto up = d.output_block_patch<float>({}, h.as<4>(), big.as<4>(), store);
     CHECK(up.extents() == std::array<index_t, 4>{1, 3, 16, 12});
-    CHECK(test::bit_equal(to_tensor_of(up), resized<4>(h, {1, 3, 16, 12}, resize_method::bicubic)));
+    CHECK(test::bit_equal(tensor<float>::copy_of(up), resized<4>(h, {1, 3, 16, 12}, resize_method::bicubic)));
 }
 
 namespace {
@@ -354,12 +346,12 @@ TEST_CASE("deep_shrink: each pass and each patch keeps its own result", "[deep_s
     const auto c3 = cond.apply_input_block_after_skip(s3, h1.as<4>());
     const auto u3 = uncond.apply_input_block_after_skip(s3, h2.as<4>());
     CHECK(c3.data_handle() != u3.data_handle());
-    CHECK(test::bit_equal(to_tensor_of(c3), resized<4>(h1, {1, 2, 8, 8}, resize_method::bicubic)));
-    CHECK(test::bit_equal(to_tensor_of(u3), resized<4>(h2, {1, 2, 8, 8}, resize_method::bicubic)));
+    CHECK(test::bit_equal(tensor<float>::copy_of(c3), resized<4>(h1, {1, 2, 8, 8}, resize_method::bicubic)));
+    CHECK(test::bit_equal(tensor<float>::copy_of(u3), resized<4>(h2, {1, 2, 8, 8}, resize_method::bicubic)));
     // the second patch resizes the first one's result at block 5 into its own buffer
     const auto c5 = cond.apply_input_block_after_skip(s5, c3);
     CHECK(c5.extents() == std::array<index_t, 4>{1, 2, 4, 4});
-    CHECK(test::bit_equal(to_tensor_of(c5), resized<4>(resized<4>(h1, {1, 2, 8, 8}, resize_method::bicubic), {1, 2, 4, 4},
+    CHECK(test::bit_equal(tensor<float>::copy_of(c5), resized<4>(resized<4>(h1, {1, 2, 8, 8}, resize_method::bicubic), {1, 2, 4, 4},
                                                         resize_method::area)));
     // nothing runs before the skip
     CHECK(cond.apply_input_block(s3, h1.as<4>()).data_handle() == h1.data());

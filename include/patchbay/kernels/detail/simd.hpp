@@ -122,6 +122,36 @@ PATCHBAY_ALWAYS_INLINE V gather(const T* p, const index_type<T>* index) noexcept
     }
 }
 
+#if defined(__AVX__)
+/// In-register transposes of 8 x 8 floats and 4 x 4 doubles (rows r[0], r[1], ... become columns).
+PATCHBAY_ALWAYS_INLINE void transpose8(__m256* r) noexcept {
+    const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+    r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+    r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+    r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+    r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+    r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+    r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+    r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+PATCHBAY_ALWAYS_INLINE void transpose4(__m256d* r) noexcept {
+    const __m256d t0 = _mm256_unpacklo_pd(r[0], r[1]), t1 = _mm256_unpackhi_pd(r[0], r[1]);
+    const __m256d t2 = _mm256_unpacklo_pd(r[2], r[3]), t3 = _mm256_unpackhi_pd(r[2], r[3]);
+    r[0] = _mm256_permute2f128_pd(t0, t2, 0x20);
+    r[1] = _mm256_permute2f128_pd(t1, t3, 0x20);
+    r[2] = _mm256_permute2f128_pd(t0, t2, 0x31);
+    r[3] = _mm256_permute2f128_pd(t1, t3, 0x31);
+}
+#endif
+
 /// Transposes the lanes x lanes matrix whose rows are m[0], m[1], ...: afterwards m[j] holds
 /// lane j of every former row. Moves only (exact). AVX (8 floats, 4 doubles) and SSE (4 floats,
 /// 2 doubles) use shuffles; other widths go through memory.
@@ -131,31 +161,17 @@ PATCHBAY_ALWAYS_INLINE void transpose(std::array<batch<T>, N>& m) noexcept {
     using B = batch<T>;
 #if defined(__AVX__)
     if constexpr (std::is_same_v<T, float> && N == 8) {
-        const __m256 t0 = _mm256_unpacklo_ps(m[0], m[1]), t1 = _mm256_unpackhi_ps(m[0], m[1]);
-        const __m256 t2 = _mm256_unpacklo_ps(m[2], m[3]), t3 = _mm256_unpackhi_ps(m[2], m[3]);
-        const __m256 t4 = _mm256_unpacklo_ps(m[4], m[5]), t5 = _mm256_unpackhi_ps(m[4], m[5]);
-        const __m256 t6 = _mm256_unpacklo_ps(m[6], m[7]), t7 = _mm256_unpackhi_ps(m[6], m[7]);
-        const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-        const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-        const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-        const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-        m[0] = B(_mm256_permute2f128_ps(u0, u4, 0x20));
-        m[1] = B(_mm256_permute2f128_ps(u1, u5, 0x20));
-        m[2] = B(_mm256_permute2f128_ps(u2, u6, 0x20));
-        m[3] = B(_mm256_permute2f128_ps(u3, u7, 0x20));
-        m[4] = B(_mm256_permute2f128_ps(u0, u4, 0x31));
-        m[5] = B(_mm256_permute2f128_ps(u1, u5, 0x31));
-        m[6] = B(_mm256_permute2f128_ps(u2, u6, 0x31));
-        m[7] = B(_mm256_permute2f128_ps(u3, u7, 0x31));
+        __m256 r[8];
+        for (std::size_t i = 0; i < N; ++i) r[i] = m[i];
+        transpose8(r);
+        for (std::size_t i = 0; i < N; ++i) m[i] = B(r[i]);
         return;
     }
     if constexpr (std::is_same_v<T, double> && N == 4) {
-        const __m256d t0 = _mm256_unpacklo_pd(m[0], m[1]), t1 = _mm256_unpackhi_pd(m[0], m[1]);
-        const __m256d t2 = _mm256_unpacklo_pd(m[2], m[3]), t3 = _mm256_unpackhi_pd(m[2], m[3]);
-        m[0] = B(_mm256_permute2f128_pd(t0, t2, 0x20));
-        m[1] = B(_mm256_permute2f128_pd(t1, t3, 0x20));
-        m[2] = B(_mm256_permute2f128_pd(t0, t2, 0x31));
-        m[3] = B(_mm256_permute2f128_pd(t1, t3, 0x31));
+        __m256d r[4];
+        for (std::size_t i = 0; i < N; ++i) r[i] = m[i];
+        transpose4(r);
+        for (std::size_t i = 0; i < N; ++i) m[i] = B(r[i]);
         return;
     }
 #endif
