@@ -385,7 +385,16 @@ inline constexpr bool fused_fma = false;
 template <class T, class A>
 PATCHBAY_ALWAYS_INLINE xsimd::batch<T, A> fma(const xsimd::batch<T, A>& a, const xsimd::batch<T, A>& b,
                                               const xsimd::batch<T, A>& c) noexcept {
-    return xsimd::fma(a, b, c);
+#if defined(__AVX512F__)
+    // xsimd 8.1 has no AVX-512 fma: its generic a * b + c is two roundings, or one where the
+    // compiler contracts it, and then maybe around the other product of fma(a, b, c * d)
+    if constexpr (sizeof(xsimd::batch<T, A>) == 64 && std::is_same_v<T, float>)
+        return _mm512_fmadd_ps(a, b, c);
+    else if constexpr (sizeof(xsimd::batch<T, A>) == 64 && std::is_same_v<T, double>)
+        return _mm512_fmadd_pd(a, b, c);
+    else
+#endif
+        return xsimd::fma(a, b, c);
 }
 template <class T>
     requires std::is_floating_point_v<T>
