@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "counting_allocator.hpp"
+#include "patchbay/comfy/workflow.hpp"
 #include "patchbay/core/guider.hpp"
 #include "patchbay/core/patch_chain.hpp"
 #include "patchbay/kernels/resize.hpp"
@@ -416,4 +417,28 @@ TEST_CASE("deep_shrink: bad input is refused, naming the patch and the argument"
     chain.add(d);
     CHECK(test::error_of([&] { (void)chain.begin_run(); }) ==
           "patch_chain::begin_run: patch 'PatchModelAddDownscale' needs input-block hooks, which the model does not support");
+}
+
+TEST_CASE("deep_shrink: imported from a ComfyUI workflow, its window its own inputs", "[deep_shrink][workflow]") {
+    const auto text = [](const std::string& method) {
+        return R"({"4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "m"}},
+          "10": {"class_type": "PatchModelAddDownscale", "inputs": {"model": ["4", 0], "block_number": 4,
+                 "downscale_factor": 1.5, "start_percent": 0.1, "end_percent": 0.5, "downscale_after_skip": false,
+                 "downscale_method": ")" + method + R"(", "upscale_method": "nearest-exact"}},
+          "3": {"class_type": "KSampler", "inputs": {"model": ["10", 0], "cfg": 5.0}}})";
+    };
+    const auto wf = comfy::parse_workflow_text(text("bislerp"));
+    REQUIRE(wf.patches.size() == 1);
+    const auto& p = wf.patches[0].config.as<deep_shrink>();
+    CHECK(p.block_number == 4);
+    CHECK(p.downscale_factor == 1.5);
+    CHECK(p.start_percent == 0.1);
+    CHECK(p.end_percent == 0.5);
+    CHECK_FALSE(p.downscale_after_skip);
+    CHECK(p.downscale_method == resize_method::bislerp);
+    CHECK(p.upscale_method == resize_method::nearest_exact);
+    CHECK(wf.patches[0].window.is_full()); // the node's own inputs, not a second window
+    CHECK_THROWS_WITH(comfy::parse_workflow_text(text("lanczos")),
+                      Catch::Contains("PatchModelAddDownscale") && Catch::Contains("downscale_method") &&
+                          Catch::Contains("lanczos"));
 }
