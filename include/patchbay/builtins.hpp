@@ -15,6 +15,7 @@
 
 #include "patchbay/core/dispatch.hpp"
 #include "patchbay/patches/attention/nag.hpp"
+#include "patchbay/patches/block/deep_shrink.hpp"
 #include "patchbay/patches/block/free_u.hpp"
 #include "patchbay/patches/cfg/perp_neg.hpp"
 #include "patchbay/patches/cfg/renorm_cfg.hpp"
@@ -62,6 +63,7 @@
     X(skip_layer_guidance_dit_simple)                                                                   \
     X(skip_layer_guidance_sd3)                                                                          \
     X(normalized_attention_guidance)                                                                    \
+    X(deep_shrink)                                                                                      \
     X(perp_neg)                                                                                         \
     X(perp_neg_guider)                                                                                  \
     X(dual_cfg_guider)                                                                                  \

@@ -18,6 +18,7 @@
 #include "patchbay/core/workspace.hpp"
 #include "patchbay/kernels/elementwise.hpp"
 #include "patchbay/kernels/reduce.hpp"
+#include "patchbay/kernels/resize.hpp"
 #include "patchbay/kernels/sharpen.hpp"
 #include "patchbay/sampling/model_sampling.hpp"
 #include "patchbay/sampling/samplers.hpp"

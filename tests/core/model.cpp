@@ -258,6 +258,29 @@ TEST_CASE("call_overrides: input-block hooks chain, each on the previous h", "[m
     CHECK_THROWS_AS(ov.add_input_block({}), error);
 }
 
+TEST_CASE("call_overrides: input-block hooks run before or after the skip connection", "[model]") {
+    tensor<float> a({1, 1, 2, 2});
+    a.fill(1.f);
+    std::vector<int> order;
+    auto first = [&](const block_site&, view<float, 4> h) -> view<float, 4> { order.push_back(1); return h; };
+    auto second = [&](const block_site&, view<float, 4> h) -> view<float, 4> { order.push_back(2); return h; };
+    auto third = [&](const block_site&, view<float, 4> h) -> view<float, 4> { order.push_back(3); return h; };
+    call_overrides<float> ov;
+    ov.add_input_block(call_overrides<float>::input_block_fn::to(first), input_block_point::after_skip);
+    ov.add_input_block(call_overrides<float>::input_block_fn::to(second));
+    ov.add_input_block(call_overrides<float>::input_block_fn::to(third), input_block_point::after_skip);
+    const block_site site{unet_stage::input, 3, 1};
+    ov.apply_input_block(site, a.as<4>());
+    CHECK(order == std::vector<int>{2});
+    ov.apply_input_block_after_skip(site, a.as<4>());
+    CHECK(order == std::vector<int>{2, 1, 3});
+    call_overrides<float> copy; // append keeps each hook's point
+    copy.append(ov);
+    order.clear();
+    copy.apply_input_block_after_skip(site, a.as<4>());
+    CHECK(order == std::vector<int>{1, 3});
+}
+
 TEST_CASE("call_overrides: attention-output hooks match sites; block skips are a set", "[model]") {
     std::vector<int> seen;
     std::vector<pass_kind> prompts_seen;

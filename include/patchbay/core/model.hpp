@@ -9,6 +9,11 @@
 //   - block hooks (FreeU): the model calls call.overrides->apply_output_block(site, h, hsp) in
 //     its decoder, for every output block, just before h and the skip feature are concatenated.
 //     Declare it with `static constexpr bool calls_block_hooks = true;`.
+//   - input-block hooks (Deep Shrink): after input block `id` the model continues with
+//         h = ov.apply_input_block(site, h);              // ComfyUI's input_block_patch
+//         skips.push_back(h);                              // the skip connection
+//         h = ov.apply_input_block_after_skip(site, h);   // input_block_patch_after_skip
+//     (h may come back at another spatial size). Declare `calls_input_block_hooks = true`.
 //   - attention hooks (SAG reads self-attention probabilities, PAG replaces the self-attention
 //     output): at every self-attention site the model asks call.overrides for a replacement
 //     and for readers (see call_overrides). Declare `static constexpr bool calls_attention_hooks
@@ -166,6 +171,11 @@ inline bool site_matches(const attention_site& pattern, const attention_site& si
 // ------------------------------------------------------------------------------------------
 // call_overrides: the hooks attached to one model call. Fixed capacity, never allocates.
 
+/// Where an input-block hook runs: before the block's output is stored as the skip connection
+/// (ComfyUI's input_block_patch: the skip sees the hooked h) or after it
+/// (input_block_patch_after_skip: the skip keeps the block's own output).
+enum class input_block_point : std::uint8_t { before_skip, after_skip };
+
 template <class T>
 class call_overrides {
 public:
@@ -224,11 +234,13 @@ public:
         replace_[n_replace_++] = {site, fn};
     }
 
-    /// Append an input-block hook; hooks run in the order added, each on the previous one's h.
-    void add_input_block(input_block_fn fn) {
+    /// Append an input-block hook running before or after the skip connection is stored; the
+    /// hooks of each point run in the order added, each on the previous one's h.
+    void add_input_block(input_block_fn fn, input_block_point at = input_block_point::before_skip) {
         PATCHBAY_REQUIRE(static_cast<bool>(fn), "call_overrides::add_input_block", "the hook is empty");
         PATCHBAY_REQUIRE(n_input_ < capacity, "call_overrides::add_input_block",
                 "more than 8 input-block hooks on one model call");
+        input_at_[n_input_] = at;
         input_[n_input_++] = fn;
     }
 
@@ -260,7 +272,7 @@ public:
     /// Append every hook of another override set (used for re-evaluations with extra hooks).
     void append(const call_overrides& other) {
         if (!scratch_) scratch_ = other.scratch_;
-        for (std::size_t i = 0; i < other.n_input_; ++i) add_input_block(other.input_[i]);
+        for (std::size_t i = 0; i < other.n_input_; ++i) add_input_block(other.input_[i], other.input_at_[i]);
         for (std::size_t i = 0; i < other.n_attn_out_; ++i)
             add_attention_output(other.attn_out_[i].site, other.attn_out_[i].fn);
         for (std::size_t i = 0; i < other.n_skip_; ++i) skip_block(other.skip_[i]);
@@ -302,13 +314,16 @@ public:
         return h;
     }
 
-    /// Run the input-block hooks in order on h, after each input block; continue with the h
-    /// it returns (its spatial size may differ).
+    /// Run the before-skip input-block hooks in order on h, after each input block and before
+    /// h is stored as the skip connection; continue with the h it returns (its spatial size
+    /// may differ).
     view<T, 4> apply_input_block(const block_site& site, view<T, 4> h) const {
-        block_site s = site;
-        s.scratch = scratch_;
-        for (std::size_t i = 0; i < n_input_; ++i) h = input_[i](s, h);
-        return h;
+        return run_input_block(site, h, input_block_point::before_skip);
+    }
+
+    /// Run the after-skip input-block hooks in order on h, after the skip connection is stored.
+    view<T, 4> apply_input_block_after_skip(const block_site& site, view<T, 4> h) const {
+        return run_input_block(site, h, input_block_point::after_skip);
     }
 
     /// The run's scratch arena, which block hooks receive in block_site::scratch (set by the
@@ -357,6 +372,14 @@ public:
     }
 
 private:
+    view<T, 4> run_input_block(const block_site& site, view<T, 4> h, input_block_point at) const {
+        block_site s = site;
+        s.scratch = scratch_;
+        for (std::size_t i = 0; i < n_input_; ++i)
+            if (input_at_[i] == at) h = input_[i](s, h);
+        return h;
+    }
+
     struct read_entry {
         attention_site site;
         attention_read_fn fn;
@@ -372,6 +395,7 @@ private:
     std::array<output_block_fn, capacity> block_{};
     std::array<output_resize_fn, capacity> resize_{}; ///< set where block_ holds a resizing hook
     std::array<input_block_fn, capacity> input_{};
+    std::array<input_block_point, capacity> input_at_{};
     std::array<read_entry, capacity> read_{};
     std::array<replace_entry, capacity> replace_{};
     std::array<attention_output_entry, capacity> attn_out_{};

@@ -10,6 +10,7 @@
 #include <array>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <type_traits>
 
 #include <xsimd/xsimd.hpp>
@@ -92,6 +93,113 @@ template <class T>
 PATCHBAY_ALWAYS_INLINE void store_aligned(T* p, T v) noexcept {
     *p = v;
 }
+/// The signed integer type of T's size: the element index type of gather().
+template <class T>
+using index_type = std::conditional_t<sizeof(T) == 4, std::int32_t, std::int64_t>;
+
+/// V of p[index[0]], p[index[1]], ... (one lane per index; a gather on a batch).
+/// (The AVX2 / AVX-512 instructions directly: xsimd 8.1's gather is an out-of-line call.)
+template <class V, class T>
+PATCHBAY_ALWAYS_INLINE V gather(const T* p, const index_type<T>* index) noexcept {
+    if constexpr (!is_batch_v<V>) {
+        return V(p[*index]);
+    } else {
+#if defined(__AVX512F__)
+        if constexpr (V::size == 16 && std::is_same_v<T, float>)
+            return V(_mm512_i32gather_ps(_mm512_loadu_si512(index), p, 4));
+        else if constexpr (V::size == 8 && std::is_same_v<T, double>)
+            return V(_mm512_i64gather_pd(_mm512_loadu_si512(index), p, 8));
+        else
+#endif
+#if defined(__AVX2__)
+        if constexpr (V::size == 8 && std::is_same_v<T, float>)
+            return V(_mm256_i32gather_ps(p, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(index)), 4));
+        else if constexpr (V::size == 4 && std::is_same_v<T, double>)
+            return V(_mm256_i64gather_pd(p, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(index)), 8));
+        else
+#endif
+            return V::gather(p, xsimd::batch<index_type<T>, typename V::arch_type>::load_unaligned(index));
+    }
+}
+
+#if defined(__AVX__)
+/// In-register transposes of 8 x 8 floats and 4 x 4 doubles (rows r[0], r[1], ... become columns).
+PATCHBAY_ALWAYS_INLINE void transpose8(__m256* r) noexcept {
+    const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+    r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+    r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+    r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+    r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+    r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+    r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+    r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+PATCHBAY_ALWAYS_INLINE void transpose4(__m256d* r) noexcept {
+    const __m256d t0 = _mm256_unpacklo_pd(r[0], r[1]), t1 = _mm256_unpackhi_pd(r[0], r[1]);
+    const __m256d t2 = _mm256_unpacklo_pd(r[2], r[3]), t3 = _mm256_unpackhi_pd(r[2], r[3]);
+    r[0] = _mm256_permute2f128_pd(t0, t2, 0x20);
+    r[1] = _mm256_permute2f128_pd(t1, t3, 0x20);
+    r[2] = _mm256_permute2f128_pd(t0, t2, 0x31);
+    r[3] = _mm256_permute2f128_pd(t1, t3, 0x31);
+}
+#endif
+
+/// Transposes the lanes x lanes matrix whose rows are m[0], m[1], ...: afterwards m[j] holds
+/// lane j of every former row. Moves only (exact). AVX (8 floats, 4 doubles) and SSE (4 floats,
+/// 2 doubles) use shuffles; other widths go through memory.
+template <class T, std::size_t N>
+PATCHBAY_ALWAYS_INLINE void transpose(std::array<batch<T>, N>& m) noexcept {
+    static_assert(N == batch<T>::size, "transpose takes lanes rows of lanes values");
+    using B = batch<T>;
+#if defined(__AVX__)
+    if constexpr (std::is_same_v<T, float> && N == 8) {
+        __m256 r[8];
+        for (std::size_t i = 0; i < N; ++i) r[i] = m[i];
+        transpose8(r);
+        for (std::size_t i = 0; i < N; ++i) m[i] = B(r[i]);
+        return;
+    }
+    if constexpr (std::is_same_v<T, double> && N == 4) {
+        __m256d r[4];
+        for (std::size_t i = 0; i < N; ++i) r[i] = m[i];
+        transpose4(r);
+        for (std::size_t i = 0; i < N; ++i) m[i] = B(r[i]);
+        return;
+    }
+#endif
+#if defined(__SSE2__)
+    if constexpr (std::is_same_v<T, float> && N == 4) {
+        const __m128 t0 = _mm_unpacklo_ps(m[0], m[1]), t1 = _mm_unpackhi_ps(m[0], m[1]);
+        const __m128 t2 = _mm_unpacklo_ps(m[2], m[3]), t3 = _mm_unpackhi_ps(m[2], m[3]);
+        m[0] = B(_mm_movelh_ps(t0, t2));
+        m[1] = B(_mm_movehl_ps(t2, t0));
+        m[2] = B(_mm_movelh_ps(t1, t3));
+        m[3] = B(_mm_movehl_ps(t3, t1));
+        return;
+    }
+    if constexpr (std::is_same_v<T, double> && N == 2) {
+        const __m128d t0 = _mm_unpacklo_pd(m[0], m[1]), t1 = _mm_unpackhi_pd(m[0], m[1]);
+        m[0] = B(t0);
+        m[1] = B(t1);
+        return;
+    }
+#endif
+    alignas(alignment) T in[N * N];
+    alignas(alignment) T out[N * N];
+    for (std::size_t i = 0; i < N; ++i) m[i].store_aligned(in + i * N);
+    for (std::size_t i = 0; i < N; ++i)
+        for (std::size_t j = 0; j < N; ++j) out[j * N + i] = in[i * N + j];
+    for (std::size_t i = 0; i < N; ++i) m[i] = B::load_aligned(out + i * N);
+}
+
 /// A batch of the n < lanes values from p, zero in the other lanes (never reads past p[n-1]).
 template <class T>
 PATCHBAY_ALWAYS_INLINE batch<T> load_partial(const T* p, std::ptrdiff_t n) noexcept {
@@ -277,7 +385,16 @@ inline constexpr bool fused_fma = false;
 template <class T, class A>
 PATCHBAY_ALWAYS_INLINE xsimd::batch<T, A> fma(const xsimd::batch<T, A>& a, const xsimd::batch<T, A>& b,
                                               const xsimd::batch<T, A>& c) noexcept {
-    return xsimd::fma(a, b, c);
+#if defined(__AVX512F__)
+    // xsimd 8.1 has no AVX-512 fma: its generic a * b + c is two roundings, or one where the
+    // compiler contracts it, and then maybe around the other product of fma(a, b, c * d)
+    if constexpr (sizeof(xsimd::batch<T, A>) == 64 && std::is_same_v<T, float>)
+        return _mm512_fmadd_ps(a, b, c);
+    else if constexpr (sizeof(xsimd::batch<T, A>) == 64 && std::is_same_v<T, double>)
+        return _mm512_fmadd_pd(a, b, c);
+    else
+#endif
+        return xsimd::fma(a, b, c);
 }
 template <class T>
     requires std::is_floating_point_v<T>

@@ -1,0 +1,71 @@
+// Conformance handlers of PatchModelAddDownscale (Deep Shrink): the input-block patch (4-D and
+// 5-D h, with the window the dispatcher applies) and the output-block patch.
+#include <cstddef>
+#include <string>
+
+#include "registry.hpp"
+
+#include "patchbay/core/dispatch.hpp"
+#include "patchbay/core/workspace.hpp"
+#include "patchbay/patches/block/deep_shrink.hpp"
+#include "patchbay/sampling/model_sampling.hpp"
+
+namespace {
+
+using namespace patchbay;
+using conformance::golden_case;
+using conformance::results;
+
+deep_shrink deep_shrink_from(const golden_case& gc) {
+    deep_shrink p;
+    p.block_number = gc.param<int>("block_number", p.block_number);
+    p.downscale_factor = gc.param<double>("downscale_factor", p.downscale_factor);
+    p.start_percent = gc.param<double>("start_percent", p.start_percent);
+    p.end_percent = gc.param<double>("end_percent", p.end_percent);
+    p.downscale_after_skip = gc.param<bool>("downscale_after_skip", p.downscale_after_skip);
+    p.downscale_method = deep_shrink::method_from(gc.param<std::string>("downscale_method", "bicubic"), "downscale_method");
+    p.upscale_method = deep_shrink::method_from(gc.param<std::string>("upscale_method", "bicubic"), "upscale_method");
+    validate(p);
+    return p;
+}
+
+/// The input-block patch as a step applies it: inside the window (the patch's own start/end
+/// percent through the case's model sampling, on sigma[0]) at site (input, block_index).
+template <std::size_t R>
+void run_input(const golden_case& gc, results& out, const deep_shrink& p) {
+    tensor<float> h = gc.tensor_input<float>("h");
+    const tensor<float> sigma = gc.tensor_input<float>("sigma");
+    const model_sampling ms =
+        model_sampling::from_comfy(gc.scalar<std::string>("model_sampling", "ModelSamplingDiscrete(eps)"));
+    const auto window = window_bounds::of(detail::own_window_of(p), ms);
+    if (!window.contains(static_cast<double>(sigma[0]))) {
+        conformance::put(out, "h", h);
+        return;
+    }
+    workspace store;
+    const block_site site{unet_stage::input, gc.scalar<int>("block_index", 0), h.extent(1)};
+    const view<float, R> r = p.input_block_patch<float, R>(site, h.template as<R>(), store);
+    conformance::put(out, "h", tensor<float>::copy_of(r));
+}
+
+} // namespace
+
+PATCHBAY_CONFORMANCE("PatchModelAddDownscale", "input_block_patch") {
+    const auto p = deep_shrink_from(gc);
+    switch (gc.input("h").shape.size()) {
+    case 4: run_input<4>(gc, out, p); break;
+    case 5: run_input<5>(gc, out, p); break;
+    default: run_input<3>(gc, out, p); break; // the patch refuses other ranks
+    }
+}
+
+PATCHBAY_CONFORMANCE("PatchModelAddDownscale", "output_block_patch") {
+    const auto p = deep_shrink_from(gc);
+    tensor<float> h = gc.tensor_input<float>("h");
+    const tensor<float> hsp = gc.tensor_input<float>("hsp");
+    workspace store;
+    const view<float, 4> r = p.output_block_patch<float>(block_site{unet_stage::output, 0, h.extent(1)}, h.as<4>(),
+                                                         hsp.as<4>(), store);
+    conformance::put(out, "h", tensor<float>::copy_of(r));
+    conformance::put(out, "hsp", hsp);
+}
