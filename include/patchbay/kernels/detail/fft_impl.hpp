@@ -531,20 +531,65 @@ constexpr bool avx_packs() noexcept {
     return false;
 }
 
-/// The AVX block walk of gather_complex / scatter_complex with full packs (nb == V): groups g of G
-/// planes (one 8-lane register each), blocks of C complex elements from b = 0, block(g, b) for
-/// each. One group at a time: its G source lines stay in L1 for the next block (planes often lie
-/// a multiple of 4 KiB apart, so all of a chunk's lines compete for one 8-way set). Returns the
-/// first element not covered (0 when the packs are not full).
-template <class T, class Block>
-index_t for_each_avx_block(index_t nb, index_t count, Block block) noexcept {
-    constexpr index_t V = ops<T>::V, G = 32 / static_cast<index_t>(sizeof(T)), C = G / 2;
+#if defined(__AVX__)
+/// One 8-float or 4-double AVX register and the operations the pack moves below need.
+template <class T>
+struct avx_reg {
+    static constexpr bool f = std::is_same_v<T, float>;
+    using type = std::conditional_t<f, __m256, __m256d>;
+    static constexpr index_t n = 32 / static_cast<index_t>(sizeof(T));
+    static type load(const T* p) noexcept {
+        if constexpr (f) return _mm256_load_ps(p);
+        else return _mm256_load_pd(p);
+    }
+    static type loadu(const T* p) noexcept {
+        if constexpr (f) return _mm256_loadu_ps(p);
+        else return _mm256_loadu_pd(p);
+    }
+    static void store(T* p, type v, bool aligned = true) noexcept {
+        if constexpr (f) aligned ? _mm256_store_ps(p, v) : _mm256_storeu_ps(p, v);
+        else aligned ? _mm256_store_pd(p, v) : _mm256_storeu_pd(p, v);
+    }
+    static type scaled(type v, T k) noexcept {
+        if constexpr (f) return _mm256_mul_ps(v, _mm256_set1_ps(k));
+        else return _mm256_mul_pd(v, _mm256_set1_pd(k));
+    }
+    static void transpose(type (&r)[n]) noexcept {
+        if constexpr (f) transpose8(r);
+        else transpose4(r);
+    }
+};
+
+/// The AVX fast path of gather_complex (ToPacks) and scatter_complex with full packs (nb == V):
+/// groups g of G planes (one register each) and blocks of C complex elements, moved through a
+/// register transpose; register c of a block holds part (c & 1) of element b + c / 2 of the
+/// group's planes. One group at a time: its G plane lines stay in L1 for the next block (planes
+/// often lie a multiple of 4 KiB apart, so all of a chunk's lines compete for one 8-way set).
+/// Returns the first element not moved (0 when the packs are not full).
+template <bool ToPacks, class T>
+index_t move_avx_blocks(const T* src, T* dst, index_t nb, index_t ps, index_t count, bool swap, T scale) noexcept {
+    using A = avx_reg<T>;
+    constexpr index_t V = ops<T>::V, PS = ops<T>::PS, G = A::n, C = G / 2;
     if (nb != V) return 0;
-    const index_t full = count / C * C;
+    const index_t sw = swap ? 1 : 0, full = count / C * C;
+    auto pack_at = [&](index_t c) { return (c >> 1) * PS + ((c ^ sw) & 1) * V; };
     for (index_t g = 0; g < V; g += G)
-        for (index_t b = 0; b < full; b += C) block(g, b);
+        for (index_t b = 0; b < full; b += C) {
+            const index_t plane = (g * ps + b) * 2, pack = b * PS + g;
+            typename A::type r[A::n];
+            if constexpr (ToPacks)
+                for (index_t p = 0; p < A::n; ++p) r[p] = A::loadu(src + plane + p * ps * 2);
+            else
+                for (index_t c = 0; c < A::n; ++c) r[c] = A::scaled(A::load(src + pack + pack_at(c)), scale);
+            A::transpose(r);
+            if constexpr (ToPacks)
+                for (index_t c = 0; c < A::n; ++c) A::store(dst + pack + pack_at(c), r[c]);
+            else
+                for (index_t p = 0; p < A::n; ++p) A::store(dst + plane + p * ps * 2, r[p], false);
+        }
     return full;
 }
+#endif
 
 /// Interleaved complex planes (plane p at src + 2 p ps, elements e < count) -> packs; lanes
 /// >= nb are zero. With `swap` the real and imaginary parts trade places.
@@ -553,25 +598,7 @@ void gather_complex(const T* src, index_t nb, index_t ps, index_t count, T* dst,
     constexpr index_t V = ops<T>::V, PS = ops<T>::PS;
     index_t e0 = 0;
 #if defined(__AVX__)
-    if constexpr (avx_packs<T>()) {
-        // r[c] after the transpose holds part (c & 1) of element e0 + c / 2 of the group's planes
-        const index_t sw = swap ? 1 : 0;
-        e0 = for_each_avx_block<T>(nb, count, [&](index_t g, index_t b) {
-            const T* s = src + (g * ps + b) * 2;
-            T* d = dst + b * PS + g;
-            if constexpr (std::is_same_v<T, float>) {
-                __m256 r[8];
-                for (index_t p = 0; p < 8; ++p) r[p] = _mm256_loadu_ps(s + p * ps * 2);
-                transpose8(r);
-                for (index_t c = 0; c < 8; ++c) _mm256_store_ps(d + (c >> 1) * PS + ((c ^ sw) & 1) * V, r[c]);
-            } else {
-                __m256d r[4];
-                for (index_t p = 0; p < 4; ++p) r[p] = _mm256_loadu_pd(s + p * ps * 2);
-                transpose4(r);
-                for (index_t c = 0; c < 4; ++c) _mm256_store_pd(d + (c >> 1) * PS + ((c ^ sw) & 1) * V, r[c]);
-            }
-        });
-    }
+    if constexpr (avx_packs<T>()) e0 = move_avx_blocks<true, T>(src, dst, nb, ps, count, swap, T(1));
 #endif
     const index_t ro = swap ? V : 0, io = swap ? 0 : V;
     for (index_t e = e0; e < count; ++e) {
@@ -596,28 +623,7 @@ void scatter_complex(const T* src, index_t nb, index_t count, T* dst, index_t ps
     constexpr index_t V = ops<T>::V, PS = ops<T>::PS;
     index_t e0 = 0;
 #if defined(__AVX__)
-    if constexpr (avx_packs<T>()) {
-        const index_t sw = swap ? 1 : 0;
-        e0 = for_each_avx_block<T>(nb, count, [&](index_t g, index_t b) {
-            const T* s = src + b * PS + g;
-            T* out = dst + 2 * g * ps;
-            if constexpr (std::is_same_v<T, float>) {
-                __m256 r[8];
-                const __m256 k = _mm256_set1_ps(scale);
-                for (index_t c = 0; c < 8; ++c)
-                    r[c] = _mm256_mul_ps(_mm256_load_ps(s + (c >> 1) * PS + ((c ^ sw) & 1) * V), k);
-                transpose8(r);
-                for (index_t p = 0; p < 8; ++p) _mm256_storeu_ps(out + (p * ps + b) * 2, r[p]);
-            } else {
-                __m256d r[4];
-                const __m256d k = _mm256_set1_pd(scale);
-                for (index_t c = 0; c < 4; ++c)
-                    r[c] = _mm256_mul_pd(_mm256_load_pd(s + (c >> 1) * PS + ((c ^ sw) & 1) * V), k);
-                transpose4(r);
-                for (index_t p = 0; p < 4; ++p) _mm256_storeu_pd(out + (p * ps + b) * 2, r[p]);
-            }
-        });
-    }
+    if constexpr (avx_packs<T>()) e0 = move_avx_blocks<false, T>(src, dst, nb, ps, count, swap, scale);
 #endif
     const index_t ro = swap ? V : 0, io = swap ? 0 : V;
     for (index_t p = 0; p < nb; ++p)
