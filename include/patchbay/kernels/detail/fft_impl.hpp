@@ -532,11 +532,22 @@ constexpr bool avx_packs() noexcept {
 }
 
 #if defined(__AVX__)
+/// The AVX register of 8 floats or 4 doubles (specialised, not std::conditional: a vector type
+/// as a template argument loses its alignment attribute, which g++ warns about).
+template <bool IsFloat>
+struct avx_register {
+    using type = __m256;
+};
+template <>
+struct avx_register<false> {
+    using type = __m256d;
+};
+
 /// One 8-float or 4-double AVX register and the operations the pack moves below need.
 template <class T>
 struct avx_reg {
     static constexpr bool f = std::is_same_v<T, float>;
-    using type = std::conditional_t<f, __m256, __m256d>;
+    using type = typename avx_register<f>::type;
     static constexpr index_t n = 32 / static_cast<index_t>(sizeof(T));
     static type load(const T* p) noexcept {
         if constexpr (f) return _mm256_load_ps(p);
