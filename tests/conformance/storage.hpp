@@ -111,21 +111,38 @@ guidance_inputs<H, R> half_inputs(const guidance_inputs<float, R>& in, const hal
     return h;
 }
 
-/// Runs `half(x, sigma, extra)` on half copies and records a refusal the float path did not make.
+/// Runs the half path, then the float32 path (whose refusal is the case's verdict, as without
+/// the flag), and records the call and any refusal the half path alone made.
+template <class Half, class Float>
+void both_paths(Half half, Float run_float) {
+    std::string refused;
+    try {
+        half();
+    } catch (const error& e) {
+        refused = e.what();
+    }
+    run_float();
+    storage_report& rep = storage_findings();
+    ++rep.staged_calls;
+    if (!refused.empty() && rep.mismatches++ == 0) rep.detail = "the half path refused: " + refused;
+}
+
+/// both_paths for a cfg-stage hook: `half` receives the guidance inputs on half copies.
 template <class H, std::size_t R, class Half, class Float>
 void both_paths(const guidance_inputs<float, R>& in, Half half, Float run_float) {
     const half_copy<H, R> x(in.x), extra(in.extra_denoised);
     const half_copy<H, 1> sigma(in.sigma);
-    std::string refused;
-    try {
-        half(half_inputs<H, R>(in, x, sigma, extra));
-    } catch (const error& e) {
-        refused = e.what();
+    both_paths([&] { half(half_inputs<H, R>(in, x, sigma, extra)); }, run_float);
+}
+
+/// check(f16{}) or check(bf16{}) in a storage mode for float tensors, run_float() otherwise.
+template <class T, class Check, class Float>
+void in_storage_mode(Check check, Float run_float) {
+    if constexpr (std::is_same_v<T, float>) {
+        if (storage_mode() == storage::f16) return check(f16{});
+        if (storage_mode() == storage::bf16) return check(bf16{});
     }
-    run_float(); // a refusal here is the case's verdict, as without the flag
-    storage_report& rep = storage_findings();
-    ++rep.staged_calls;
-    if (!refused.empty() && rep.mismatches++ == 0) rep.detail = "the half path refused: " + refused;
+    run_float();
 }
 
 } // namespace storage_detail
@@ -148,11 +165,7 @@ void apply_pre_cfg(const P& p, state_t<P>& state, const guidance_inputs<T, R>& i
         storage_detail::compare<H, R>("cond", cond, c);
         storage_detail::compare<H, R>("uncond", uncond, u);
     };
-    if constexpr (std::is_same_v<T, float>) {
-        if (storage_mode() == storage::f16) return check(f16{});
-        if (storage_mode() == storage::bf16) return check(bf16{});
-    }
-    run_float();
+    storage_detail::in_storage_mode<T>(check, run_float);
 }
 
 /// patchbay::apply_cfg_function, checked on the storage format too in storage mode.
@@ -175,11 +188,7 @@ void apply_cfg_function(const P& p, state_t<P>& state, const guidance_inputs<T, 
             run_float);
         storage_detail::compare<H, R>("out", out, o);
     };
-    if constexpr (std::is_same_v<T, float>) {
-        if (storage_mode() == storage::f16) return check(f16{});
-        if (storage_mode() == storage::bf16) return check(bf16{});
-    }
-    run_float();
+    storage_detail::in_storage_mode<T>(check, run_float);
 }
 
 /// patchbay::apply_post_cfg, checked on the storage format too in storage mode (patches that
@@ -203,14 +212,13 @@ void apply_post_cfg(const P& p, state_t<P>& state, const guidance_inputs<T, R>& 
             run_float);
         storage_detail::compare<H, R>("denoised", denoised, d);
     };
-    if constexpr (sizeof...(Access) > 0 || !std::is_same_v<T, float>) {
+    if constexpr (sizeof...(Access) > 0) {
         if (storage_mode() != storage::f32 && storage_findings().detail.empty())
             storage_findings().detail = "a post-cfg patch that evaluates the model runs in float32 only";
+        run_float();
     } else {
-        if (storage_mode() == storage::f16) return check(f16{});
-        if (storage_mode() == storage::bf16) return check(bf16{});
+        storage_detail::in_storage_mode<T>(check, run_float);
     }
-    run_float();
 }
 
 /// patchbay::apply_output_block, checked on the storage format too in storage mode.
@@ -223,24 +231,11 @@ void apply_output_block(const P& p, state_t<P>& state, const block_site& site, v
         storage_detail::hold<H, 4>(hsp);
         storage_detail::half_copy<H, 4> hh{view<const float, 4>(h)}, hs{view<const float, 4>(hsp)};
         state_t<P> st = state;
-        std::string refused;
-        try {
-            patchbay::apply_output_block<P, H>(p, st, site, hh.v, hs.v);
-        } catch (const error& e) {
-            refused = e.what();
-        }
-        run_float();
-        storage_report& rep = storage_findings();
-        ++rep.staged_calls;
-        if (!refused.empty() && rep.mismatches++ == 0) rep.detail = "the half path refused: " + refused;
+        storage_detail::both_paths([&] { patchbay::apply_output_block<P, H>(p, st, site, hh.v, hs.v); }, run_float);
         storage_detail::compare<H, 4>("h", h, hh);
         storage_detail::compare<H, 4>("hsp", hsp, hs);
     };
-    if constexpr (std::is_same_v<T, float>) {
-        if (storage_mode() == storage::f16) return check(f16{});
-        if (storage_mode() == storage::bf16) return check(bf16{});
-    }
-    run_float();
+    storage_detail::in_storage_mode<T>(check, run_float);
 }
 
 } // namespace patchbay::conformance
