@@ -29,3 +29,6 @@ endfunction()
 add_library(patchbay_builtins STATIC ${CMAKE_CURRENT_LIST_DIR}/patchbay_builtins.cpp)
 target_link_libraries(patchbay_builtins PUBLIC patchbay_project_flags)
 target_compile_definitions(patchbay_builtins PUBLIC PATCHBAY_EXTERN_BUILTINS)
+# ...and with the run-time ISA dispatch component, as an engine that ships one binary links it
+# (cmake/dispatch.cmake; an empty target where it is not supported or PATCHBAY_DISPATCH is OFF).
+# PATCHBAY_ISA caps it when a test run wants one variant.

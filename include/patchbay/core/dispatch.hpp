@@ -30,6 +30,7 @@
 #include "patchbay/core/descriptor.hpp"
 #include "patchbay/core/error.hpp"
 #include "patchbay/core/hooks.hpp"
+#include "patchbay/core/isa.hpp"
 #include "patchbay/core/model.hpp"
 #include "patchbay/core/patch.hpp"
 #include "patchbay/core/storage.hpp"
@@ -422,9 +423,25 @@ template <class P>
 inline constexpr std::span<const input_info> input_infos{input_infos_storage<P>};
 } // namespace detail
 
-/// The function table of patch type P.
+namespace detail {
+/// A built-in patch type's name ("patchbay::free_u"), empty for every other type: the key of its
+/// table in a run-time ISA variant (patchbay::dispatch, core/isa.hpp). Set by
+/// PATCHBAY_DECLARE_BUILTIN at the end of each built-in patch's header.
+template <class P>
+inline constexpr std::string_view builtin_key{};
+} // namespace detail
+
+/// The function table of patch type P. With the patchbay::dispatch component linked
+/// (PATCHBAY_DISPATCH), a built-in patch's table is the one compiled for the widest instruction
+/// set the CPU has (core/isa.hpp); every other type's is compiled here, with this unit's flags.
 template <patch P>
 const patch_vtable& vtable_of() {
+#if defined(PATCHBAY_DISPATCH) && !defined(PATCHBAY_ISA_VARIANT)
+    if constexpr (!detail::builtin_key<P>.empty()) {
+        static const patch_vtable* const variant = detail::dispatched_vtable(detail::builtin_key<P>);
+        if (variant) return *variant;
+    }
+#endif
     static const patch_vtable vt = [] {
         patch_vtable v;
         v.f4 = detail::make_cfg_ops<P, float, 4>();
@@ -462,17 +479,25 @@ const patch_vtable& vtable_of() {
     return vt;
 }
 
-/// Separate compilation of a built-in patch's table (patchbay/builtins.hpp): with
-/// PATCHBAY_EXTERN_BUILTINS defined, a translation unit only declares it, and the one that
-/// includes builtins.hpp under PATCHBAY_INSTANTIATE_BUILTINS defines it. Each built-in patch's
-/// header names its types here, so the declaration precedes every use.
+/// Each built-in patch's header names its types here (written `patchbay::name`), so this
+/// precedes every use:
+///   - its key in the run-time ISA variants (detail::builtin_key);
+///   - separate compilation of its table (patchbay/builtins.hpp): with PATCHBAY_EXTERN_BUILTINS
+///     defined, a translation unit only declares it, and the one that includes builtins.hpp
+///     under PATCHBAY_INSTANTIATE_BUILTINS defines it.
+#define PATCHBAY_BUILTIN_KEY_(P)                                                                        \
+    namespace patchbay::detail {                                                                        \
+    template <>                                                                                         \
+    inline constexpr std::string_view builtin_key<P>{#P};                                               \
+    }
 #if defined(PATCHBAY_EXTERN_BUILTINS) && !defined(PATCHBAY_INSTANTIATE_BUILTINS)
 #define PATCHBAY_DECLARE_BUILTIN(P)                                                                     \
+    PATCHBAY_BUILTIN_KEY_(P)                                                                            \
     namespace patchbay {                                                                                \
     extern template const patch_vtable& vtable_of<P>();                                                 \
     }
 #else
-#define PATCHBAY_DECLARE_BUILTIN(P)
+#define PATCHBAY_DECLARE_BUILTIN(P) PATCHBAY_BUILTIN_KEY_(P)
 #endif
 
 /// A patch of any type with its function table: what a chain holds and a workflow importer
@@ -1055,7 +1080,8 @@ void staged_call(workspace* scratch, Body body) {
 // ---- checked standalone hook calls ---------------------------------------------------------------
 // For engines and tests that call one patch's hook outside a guider: the patch's parameters and
 // the inputs are checked here, once, exactly as the step checks them. Views of f16 / bf16
-// storage are staged through float32 (core/storage.hpp).
+// storage are staged through float32 (core/storage.hpp). The hook runs through the patch's
+// table, so a built-in patch runs the dispatched ISA variant as in a guider (core/isa.hpp).
 
 /// Run P's pre-cfg hook on (cond, uncond) in place.
 template <patch P, class T, std::size_t R>
@@ -1074,7 +1100,8 @@ void apply_pre_cfg(const P& p, state_t<P>& state, const guidance_inputs<T, R>& i
         validate(p);
         detail::validate_cfg_inputs<T, R>(in, cond, uncond, cond, where, "cond", true);
         if (may_overlap(cond, uncond)) fail(where, "'cond' and 'uncond' overlap (both are rewritten in place)");
-        p.pre_cfg(state, in, cond, uncond);
+        static_assert(detail::has_pre_cfg<P, T, R>, "apply_pre_cfg: the patch has no pre-cfg hook");
+        vtable_of<P>().template ops<T, R>().pre_cfg(&p, &state, in, cond, uncond);
     }
 }
 
@@ -1094,7 +1121,9 @@ void apply_cfg_function(const P& p, state_t<P>& state, const guidance_inputs<T, 
         constexpr std::string_view where = P::descriptor().class_type;
         validate(p);
         detail::validate_cfg_inputs<T, R>(in, cond, uncond, out, where, "out", true);
-        p.cfg_function(state, in, cond, uncond, out);
+        static_assert(detail::has_cfg_function_plain<P, T, R>,
+                      "apply_cfg_function: the patch has no cfg function that runs without the model");
+        vtable_of<P>().template ops<T, R>().cfg_function(&p, &state, in, cond, uncond, out, nullptr);
     }
 }
 
@@ -1117,7 +1146,16 @@ void apply_post_cfg(const P& p, state_t<P>& state, const guidance_inputs<T, R>& 
         constexpr std::string_view where = P::descriptor().class_type;
         validate(p);
         detail::validate_cfg_inputs<T, R>(in, cond, uncond, denoised, where);
-        p.post_cfg(state, in, cond, uncond, denoised, access...);
+        if constexpr (sizeof...(Access) == 0) {
+            static_assert(detail::has_post_cfg_plain<P, T, R>,
+                          "apply_post_cfg: this patch evaluates the model again; pass a model_access");
+            vtable_of<P>().template ops<T, R>().post_cfg(&p, &state, in, cond, uncond, denoised, nullptr);
+        } else {
+            static_assert(sizeof...(Access) == 1 && detail::has_post_cfg_access<P, T, R>,
+                          "apply_post_cfg: pass one model_access, and only to a patch that uses it");
+            model_access<T, R>* const a = (&access, ...);
+            vtable_of<P>().template ops<T, R>().post_cfg(&p, &state, in, cond, uncond, denoised, a);
+        }
     }
 }
 
@@ -1141,7 +1179,8 @@ void apply_output_block(const P& p, state_t<P>& state, const block_site& site, v
         require_writable_layout(h, where, "h");
         require_writable_layout(hsp, where, "hsp");
         if (may_overlap(h, hsp)) fail(where, "'h' and 'hsp' overlap");
-        p.output_block(state, site, h, hsp);
+        static_assert(detail::has_output_block<P, T>, "apply_output_block: the patch has no output-block hook");
+        vtable_of<P>().template model<T>().output_block(&p, &state, site, h, hsp);
     }
 }
 

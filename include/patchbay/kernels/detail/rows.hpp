@@ -95,7 +95,9 @@ void for_each_row(const std::array<index_t, R>& extents,
     std::array<index_t, N> inner_stride{};
     for (std::size_t v = 0; v < N; ++v) inner_stride[v] = L.stride[v][inner];
     index_t rows = 1;
-    for (std::size_t d = 0; d < inner; ++d) rows *= L.extent[d];
+    if constexpr (R > 1) // (with one dim there is one row; g++ 12 at -march=x86-64-v4 mistakes
+                         // the empty loop for a read of uninitialised data)
+        for (std::size_t d = 0; d < inner; ++d) rows *= L.extent[d];
     if (rows == 0) return;
     layout_walker<R, N> walk(L, inner); // the outer dims 0 .. inner-1
     for (index_t row = 0; row < rows; ++row) {

@@ -105,10 +105,14 @@ PATCHBAY_ALWAYS_INLINE V gather(const T* p, const index_type<T>* index) noexcept
         return V(p[*index]);
     } else {
 #if defined(__AVX512F__)
+        // (the masked forms with a zero pass-through: the plain ones start from an "undefined"
+        // register that g++ 12 reports as maybe-uninitialized, see max / min below)
         if constexpr (V::size == 16 && std::is_same_v<T, float>)
-            return V(_mm512_i32gather_ps(_mm512_loadu_si512(index), p, 4));
+            return V(_mm512_mask_i32gather_ps(_mm512_setzero_ps(), static_cast<__mmask16>(0xFFFF),
+                                              _mm512_loadu_si512(index), p, 4));
         else if constexpr (V::size == 8 && std::is_same_v<T, double>)
-            return V(_mm512_i64gather_pd(_mm512_loadu_si512(index), p, 8));
+            return V(_mm512_mask_i64gather_pd(_mm512_setzero_pd(), static_cast<__mmask8>(0xFF),
+                                              _mm512_loadu_si512(index), p, 8));
         else
 #endif
 #if defined(__AVX2__)
