@@ -39,6 +39,12 @@ else()
     set(_pb_exclude EXCLUDE_FROM_ALL) # built only when the engine links patchbay::dispatch
   endif()
 
+  # Sanitizers register each object's globals from a constructor: allowed there only (a
+  # developer's build on their own machine; the constructor calls the runtime, no vector code).
+  set(_pb_allow_ctors OFF)
+  if(CMAKE_CXX_FLAGS MATCHES "-fsanitize")
+    set(_pb_allow_ctors ON)
+  endif()
   set(_pb_variant_objects)
   foreach(level v3 v4)
     set(obj_target patchbay_isa_x86_64_${level})
@@ -56,6 +62,7 @@ else()
       COMMAND ${CMAKE_LINKER} -r --force-group-allocation -o ${private_obj}.r.o "$<TARGET_OBJECTS:${obj_target}>"
       COMMAND ${CMAKE_OBJCOPY} --keep-global-symbol=${entry} ${private_obj}.r.o ${private_obj}
       COMMAND ${CMAKE_COMMAND} -DOBJ=${private_obj} -DOBJDUMP=${CMAKE_OBJDUMP} -DENTRY=${entry}
+              -DALLOW_CTORS=${_pb_allow_ctors}
               -P ${CMAKE_CURRENT_SOURCE_DIR}/cmake/dispatch_check.cmake
       DEPENDS ${obj_target} "$<TARGET_OBJECTS:${obj_target}>" ${CMAKE_CURRENT_SOURCE_DIR}/cmake/dispatch_check.cmake
       COMMAND_EXPAND_LISTS VERBATIM

@@ -6,8 +6,11 @@ two builds interleaved so that drift in the machine's speed hits both alike. A d
 5 % counts as equal.
 
 usage: scripts/bench_compare.py BEFORE_BUILD_DIR AFTER_BUILD_DIR [--reps N] [--filter REGEX]
-                                [--min-time SECONDS]
-Each build directory is a CMake build of patchbay with its benchmarks (bench/bench_*)."""
+                                [--min-time SECONDS] [--binaries REGEX] [--labels BEFORE,AFTER]
+                                [--worst-line TEXT]
+Each build directory is a CMake build of patchbay with its benchmarks (bench/bench_*).
+--worst-line TEXT ends the output with "TEXT: X.XX", the largest after / before ratio
+(scripts/bench_isa.sh compares a default build with a -march=native one this way)."""
 import argparse
 import json
 import os
@@ -60,9 +63,13 @@ def main():
     ap.add_argument("--filter", default="")
     ap.add_argument("--min-time", default="0.1")
     ap.add_argument("--exclude", default="torch|fftw", help="benchmark names to leave out (regex)")
+    ap.add_argument("--binaries", default="", help="benchmark binaries to run (regex on the file name)")
+    ap.add_argument("--labels", default="before,after", help="the two builds' column names")
+    ap.add_argument("--worst-line", default="", help="print 'TEXT: X.XX', the largest after / before ratio")
     a = ap.parse_args()
+    lb, la = a.labels.split(",")
     before, after = binaries(a.before), binaries(a.after)
-    common = [b for b in before if b in after]
+    common = [b for b in before if b in after and re.search(a.binaries, b)]
     if not common:
         sys.exit("no benchmark binary in both builds")
     rows = []
@@ -79,7 +86,7 @@ def main():
             ma = statistics.median(times["after"][name])
             rows.append((b, name, mb, ma))
         print(f"{b}: done", file=sys.stderr)
-    print(f"| benchmark | before (median of {a.reps}) | after | after / before | verdict |")
+    print(f"| benchmark | {lb} (median of {a.reps}) | {la} | {la} / {lb} | verdict |")
     print("|---|---:|---:|---:|---|")
     for b, name, mb, ma in rows:
         r = ma / mb
@@ -87,6 +94,10 @@ def main():
         print(f"| {name} | {fmt(mb)} | {fmt(ma)} | {r:.2f} | {verdict} |")
     slower = [r for r in rows if r[3] / r[2] >= 1.05]
     print(f"\n{len(rows)} benchmarks, {len(slower)} slower by 5 % or more", file=sys.stderr)
+    if a.worst_line and rows:
+        worst = max(rows, key=lambda r: r[3] / r[2])
+        print(f"\n(worst: {worst[1]})")
+        print(f"{a.worst_line}: {worst[3] / worst[2]:.2f}")
 
 
 if __name__ == "__main__":

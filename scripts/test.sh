@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # patchbay's whole test suite, as CI runs it: installs the dependencies (Debian 12), then builds
 # and runs every test in a Release build (g++) and in an ASan+UBSan build (clang), the unit tests
-# and golden cases once per SIMD instruction set (the ISA matrix), and ends with the time each
-# stage took. The Release and ASan builds are our lint builds: -Werror at fixed flags
-# (-march=x86-64-v3), so both compilers must accept every file; user builds never use -Werror.
+# and golden cases once per SIMD instruction set (the ISA matrix, run-time dispatch included),
+# and ends with the time each stage took. The Release and ASan builds are our lint builds:
+# -Werror at fixed flags (-march=x86-64-v3), so both compilers must accept every file; user
+# builds never use -Werror.
 # A failing stage does not stop the later ones: the script fails at the end, naming them.
 # usage: scripts/test.sh [STAGE...]  with STAGE among release isa tsan fuzz asan (default: all)
 set -euo pipefail
@@ -44,13 +45,31 @@ summary() {
 }
 trap summary EXIT
 
+has_v3() { grep -q -w avx2 /proc/cpuinfo && grep -q -w fma /proc/cpuinfo; } # x86-64-v3's AVX2 and FMA
+has_avx512() { # x86-64-v4's AVX-512 subsets
+  local f
+  for f in avx512f avx512bw avx512cd avx512dq avx512vl; do
+    grep -q -w "$f" /proc/cpuinfo || return 1
+  done
+}
+
 release() {
   cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release -DPATCHBAY_BENCH_TORCH=OFF \
         -DPATCHBAY_WERROR=ON -DCMAKE_CXX_FLAGS="-march=x86-64-v3" >/dev/null
   cmake --build build/release -j"$jobs"
   ctest --test-dir build/release -j"$jobs" --output-on-failure
   print_simd build/release
+  # The tests' built-in patches ran the widest variant of patchbay::dispatch this CPU has; with
+  # AVX-512 that was x86-64-v4, so run the unit tests and golden cases once more capped to
+  # x86-64-v3, this build's own code (the matrix's dispatch build runs every level at default flags).
+  if has_avx512; then
+    PATCHBAY_ISA=x86-64-v3 ctest --test-dir build/release -j"$jobs" --output-on-failure -E "$not_unit"
+    print_simd build/release
+  fi
 }
+# CTest names that are not unit tests or golden cases (examples, benchmark smoke runs, package
+# and header checks)
+not_unit='^(example|bench_smoke|package|headers|noexcept)\.'
 
 # The SIMD variant each build ran, as its isa test and conformance runner printed it.
 print_simd() {
@@ -65,7 +84,7 @@ print_simd() {
 # multiply-adds from -O2 on, which changes results. Without FMA, -O1 computes the same values
 # (g++ never reassociates floating point) and compiles faster. The x86-64-v3 entry is the
 # Release build above.
-isa_build() { # isa_build NAME -O<level> CMAKE_ARGS...
+isa_build() { # isa_build NAME -O<level> CMAKE_ARGS...: configure and build one entry
   local dir=build/isa-$1 opt=$2
   shift 2
   cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS_RELEASE="$opt -DNDEBUG" \
@@ -76,43 +95,57 @@ isa_build() { # isa_build NAME -O<level> CMAKE_ARGS...
     grep -E -B2 -A12 "error|FAILED" "$dir/build.log" | head -120
     return 1
   fi
-  local status=0
-  ctest --test-dir "$dir" -j"$jobs" --output-on-failure || status=$?
+}
+isa_test() { # isa_test NAME [PATCHBAY_ISA cap]: run one entry's tests, print the variant that ran
+  local dir=build/isa-$1 status=0
+  PATCHBAY_ISA=${2:-} ctest --test-dir "$dir" -j"$jobs" --output-on-failure || status=$?
   print_simd "$dir"
   return $status
 }
-has_avx512() { # x86-64-v4's AVX-512 subsets
-  local f
-  for f in avx512f avx512bw avx512dq avx512vl; do
-    grep -q -w "$f" /proc/cpuinfo || return 1
+isa_entry() { # isa_entry NAME -O<level> CMAKE_ARGS...
+  isa_build "$@"
+  isa_test "$1"
+}
+# The default build with run-time dispatch: the compiler's default flags (no -march) and
+# patchbay::dispatch, run once per level this CPU has, capped through PATCHBAY_ISA. The
+# x86-64 run is the compiler's baseline build: everything runs SSE2 code.
+isa_dispatch() {
+  isa_build dispatch -O2 -DPATCHBAY_DISPATCH=ON
+  local status=0 level
+  for level in x86-64 x86-64-v3 x86-64-v4; do
+    case $level in
+      x86-64-v3) has_v3 || { echo "(x86-64-v3 run skipped: this CPU lacks AVX2/FMA)"; continue; } ;;
+      x86-64-v4) has_avx512 || { echo "(x86-64-v4 run skipped: this CPU lacks AVX-512 F/BW/CD/DQ/VL)"; continue; } ;;
+    esac
+    echo "-- PATCHBAY_ISA=$level"
+    isa_test dispatch "$level" || status=1
   done
+  return $status
 }
 
-if want release; then
-  stage "Release build, x86-64-v3 lint (tests, examples, benchmark smoke runs)" release
-fi
-
-# The ISA matrix is four more builds: opt-in (PATCHBAY_ISA_MATRIX=1, or the stage `isa`) until
-# its build time fits CI's budget beside the other stages.
-if [[ " ${selected[*]-} " == *" isa "* ]] || { [ ${#selected[@]} -eq 0 ] && [ "${PATCHBAY_ISA_MATRIX:-0}" = 1 ]; }; then
-  stage "ISA matrix: x86-64 baseline (the compiler's default flags)" isa_build baseline -O1
-  if has_avx512; then
-    stage "ISA matrix: x86-64-v4 (AVX-512)" isa_build v4 -O2 -DCMAKE_CXX_FLAGS="-march=x86-64-v4"
-  else
-    echo "== ISA matrix: x86-64-v4 skipped: this CPU lacks AVX-512 (avx512f/bw/dq/vl)"
-  fi
-  stage "ISA matrix: scalar (PATCHBAY_DISABLE_SIMD)" isa_build scalar -O1 -DCMAKE_CXX_FLAGS="-DPATCHBAY_DISABLE_SIMD"
+if want isa; then
+  stage "ISA matrix: default flags + run-time dispatch, each level this CPU has (x86-64 = the compiler's baseline)" \
+    isa_dispatch
+  stage "ISA matrix: scalar (PATCHBAY_DISABLE_SIMD)" \
+    isa_entry scalar -O1 -DPATCHBAY_DISPATCH=OFF -DCMAKE_CXX_FLAGS="-DPATCHBAY_DISABLE_SIMD"
   # NEON is checked for correctness only: qemu's timings mean nothing
   stage "ISA matrix: AArch64 NEON (cross-compiled, run under qemu-aarch64)" \
-    isa_build aarch64 -O2 -DCMAKE_TOOLCHAIN_FILE="$PWD/cmake/toolchain-aarch64.cmake"
-else
-  echo "== ISA matrix skipped (opt-in: PATCHBAY_ISA_MATRIX=1 scripts/test.sh, or scripts/test.sh isa)"
+    isa_entry aarch64 -O2 -DCMAKE_TOOLCHAIN_FILE="$PWD/cmake/toolchain-aarch64.cmake"
+  if [ "${PATCHBAY_ISA_V4_BUILD:-0}" = 1 ]; then
+    # every file, kernels' own tests included, compiled for AVX-512 (the dispatch entry runs the
+    # patches' AVX-512 variant; this one adds the kernels' unit tests at 16 lanes)
+    if has_avx512; then
+      stage "ISA matrix: x86-64-v4 build (AVX-512)" isa_entry v4 -O2 -DPATCHBAY_DISPATCH=OFF -DCMAKE_CXX_FLAGS="-march=x86-64-v4"
+    else
+      echo "== ISA matrix: x86-64-v4 build skipped: this CPU lacks AVX-512 (avx512f/bw/dq/vl)"
+    fi
+  fi
 fi
 
 tsan() {
   cmake -S . -B build/tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPATCHBAY_BUILD_BENCHMARKS=OFF \
         -DPATCHBAY_BUILD_EXAMPLES=OFF -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_DISABLE_FIND_PACKAGE_Torch=ON \
-        -DCMAKE_CXX_FLAGS="-fsanitize=thread" -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=thread" >/dev/null
+        -DPATCHBAY_DISPATCH=OFF -DCMAKE_CXX_FLAGS="-fsanitize=thread" -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=thread" >/dev/null
   # (test_core_guider's allocation counter replaces operator new, which TSan's runtime owns)
   cmake --build build/tsan -j"$jobs" --target test_core_concurrency test_kernels_fft
   local t
@@ -134,7 +167,7 @@ asan() {
   # -O1 -g1: sanitizer-friendly and far quicker to compile than -O2 -g
   cmake -S . -B build/asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g1" \
         -DPATCHBAY_BUILD_BENCHMARKS=OFF \
-        -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_DISABLE_FIND_PACKAGE_Torch=ON \
+        -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_DISABLE_FIND_PACKAGE_Torch=ON -DPATCHBAY_DISPATCH=OFF \
         -DPATCHBAY_WERROR=ON -DCMAKE_CXX_FLAGS="$san -march=x86-64-v3" -DCMAKE_EXE_LINKER_FLAGS="$san" >/dev/null
   cmake --build build/asan -j"$jobs"
   # alloc_dealloc_mismatch=0: the allocation-counting tests replace the global operator new and

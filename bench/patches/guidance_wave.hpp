@@ -126,9 +126,9 @@ void hook(benchmark::State& st, const std::vector<index_t>& dims, const P& p, do
             st,
             [&] {
                 if constexpr (P::descriptor().slot == hook_kind::cfg_function)
-                    p.template cfg_function<float, R>(state, in, data.cond.as<R>(), data.uncond.as<R>(), data.out.as<R>());
+                    apply_cfg_function(p, state, in, data.cond.as<R>(), data.uncond.as<R>(), data.out.as<R>());
                 else
-                    p.template post_cfg<float, R>(state, in, data.cond.as<R>(), data.uncond.as<R>(), data.out.as<R>());
+                    apply_post_cfg(p, state, in, data.cond.as<R>(), data.uncond.as<R>(), data.out.as<R>());
             },
             data.cond.size(), torch_s);
     });

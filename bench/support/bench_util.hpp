@@ -11,15 +11,26 @@
 #include <functional>
 #include <map>
 #include <random>
+#include <string>
 #include <type_traits>
 #include <vector>
 
 #include <benchmark/benchmark.h>
 
 #include "patchbay/core/config.hpp"
+#include "patchbay/core/isa.hpp"
 #include "patchbay/core/tensor.hpp"
 
 namespace patchbay::bench {
+
+/// The SIMD variants in every benchmark's context (its console header and JSON "context"):
+/// what the built-in patches run ("simd", the dispatched one in a build with
+/// patchbay::dispatch) and what the benchmark's own code is compiled for ("simd_compiled").
+inline const bool simd_in_context = [] {
+    benchmark::AddCustomContext("simd", std::string(simd_arch_name()));
+    benchmark::AddCustomContext("simd_compiled", std::string(compiled_simd_name()));
+    return true;
+}();
 
 /// A deterministic tensor of normal values.
 inline tensor<float> random_tensor(std::vector<index_t> shape, unsigned seed, float mean = 0.f,

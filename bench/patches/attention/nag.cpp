@@ -67,9 +67,12 @@ void run(benchmark::State& st, bool dit) {
     call_overrides<float> ov;
     workspace ws;
     ov.set_scratch(&ws);
-    kNag.on_model_call(state, pass_kind::cond, ov); // what the dispatcher does for the positive pass
+    // what the dispatcher does for the positive pass, through the patch's table (the dispatched
+    // variant in a default build with patchbay::dispatch)
+    vtable_of<normalized_attention_guidance>().model<float>().on_model_call(&kNag, &state, pass_kind::cond, ov);
     const view<float, 3> wv = work.as<3>();
     // the hook at a UNet site is not registered (NAG attaches to DiT sites): call its core
+    // (compiled in this file: not dispatched)
     auto ours_fn = [&] {
         if (dit) ov.apply_attention_output(site, wv, prompts);
         else nag::apply_items<float>(kNag, site, wv, prompts, &ws);

@@ -1,4 +1,4 @@
-// Benchmark: Deep Shrink's resizes (kernels::resize, what PatchModelAddDownscale's hooks run)
+// Benchmark: Deep Shrink's resizes, through PatchModelAddDownscale's input- and output-block hooks
 // for every method, beside libtorch's interpolate as ComfyUI's common_upscale calls it
 // (single-threaded; bislerp is ComfyUI's own Python on torch ops, with no interpolate mode: ours
 // only). Shapes: the input-block patch shrinking SD's 320-channel 128x128 and 640-channel 64x64
@@ -52,20 +52,36 @@ double torch_time(const std::vector<index_t>& in, const std::vector<index_t>& ou
 
 void run(benchmark::State& st, const std::vector<index_t>& in, const std::vector<index_t>& out, resize_method m) {
     const auto x = bench::random_tensor(in, 1);
-    tensor<float> y(out);
+    tensor<float> hsp(out); // the skip connection: only its size is read (the up-resize target)
+    // The patch's hooks as a model call meets them: on_model_call through the patch's table (so
+    // a default build with patchbay::dispatch runs the dispatched variant), then the input-block
+    // hook at its block (down) or the output-block resize (up).
+    const deep_shrink p{.block_number = 1, .downscale_factor = 2.0, .downscale_method = m, .upscale_method = m};
+    state_t<deep_shrink> state{};
+    call_overrides<float> ov;
     workspace ws; // the run's arena, as the dispatcher hands it to the hooks
+    ov.set_scratch(&ws);
+    vtable_of<deep_shrink>().model<float>().on_model_call(&p, &state, pass_kind::cond, ov);
+    const bool down = out[2] < in[2];
+    const block_site site{down ? unet_stage::input : unet_stage::output, 1, in[1], nullptr};
+    view<float, 4> y;
     auto ours = [&] {
-        kernels::resize<float, 4>(x.as<4>(), y.as<4>(), m, ws);
-        benchmark::DoNotOptimize(y.data());
+        y = down ? ov.apply_input_block_after_skip(site, x.as<4>()) : ov.apply_output_block(site, x.as<4>(), hsp.as<4>());
+        benchmark::DoNotOptimize(y.data_handle());
         benchmark::ClobberMemory();
     };
+    ours();
+    if (y.extent(2) != out[2] || y.extent(3) != out[3]) {
+        st.SkipWithError("Deep Shrink's hook did not resize to the expected shape");
+        return;
+    }
     for (auto _ : st) ours();
     const double t_ours = bench::best_time(ours, 15); // best of 15: the machine is shared
     double tt = 0;
 #ifdef PATCHBAY_HAVE_TORCH
     tt = torch_time(in, out, m);
 #endif
-    const index_t moved = x.size() + y.size(); // read h once, write the result once
+    const index_t moved = x.size() + hsp.size(); // read h once, write the result once
     bench::report(st, t_ours, bench::stream_time<1>(moved / 2), tt, 1, moved);
 }
 

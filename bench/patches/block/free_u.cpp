@@ -86,7 +86,7 @@ void run_ours(benchmark::State& st, const std::vector<index_t>& dims, bool resto
             std::memcpy(hsp.data(), hsp0.data(), sizeof(float) * static_cast<std::size_t>(hsp.size()));
         }
         const double t0 = bench::thread_seconds();
-        p.output_block(state, site, h.template as<4>(), hsp.template as<4>());
+        apply_output_block(p, state, site, h.template as<4>(), hsp.template as<4>());
         benchmark::DoNotOptimize(hsp.data());
         benchmark::ClobberMemory();
         const double dt = bench::thread_seconds() - t0;

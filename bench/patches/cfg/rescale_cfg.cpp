@@ -83,7 +83,7 @@ void run(benchmark::State& st, const std::vector<index_t>& dims, bool flow) {
     const auto uv = u.template as<R>();
     const auto ov = out.template as<R>();
     auto ours_fn = [&] {
-        p.cfg_function<float, R>(state, in, cv, uv, ov);
+        apply_cfg_function(p, state, in, cv, uv, ov);
         benchmark::DoNotOptimize(out.data());
         benchmark::ClobberMemory();
     };

@@ -64,7 +64,7 @@ void run_ours(benchmark::State& st, const std::vector<index_t>& dims) {
     const auto fv = f.template as<R>();
     const double t0 = bench::thread_seconds();
     for (auto _ : st) {
-        p.post_cfg<float, R>(state, in, cv, uv, fv);
+        apply_post_cfg(p, state, in, cv, uv, fv);
         benchmark::DoNotOptimize(f.data());
         benchmark::ClobberMemory();
     }

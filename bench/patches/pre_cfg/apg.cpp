@@ -78,10 +78,10 @@ void run_ours(benchmark::State& st, const std::vector<index_t>& dims, const apg&
     apg::state_type state{};
     const auto cv = c.template as<R>();
     const auto uv = u.template as<R>();
-    p.pre_cfg<float, R>(state, in, cv, uv); // first call allocates the momentum buffer
+    apply_pre_cfg(p, state, in, cv, uv); // first call allocates the momentum buffer
     const double t0 = bench::thread_seconds();
     for (auto _ : st) {
-        p.pre_cfg<float, R>(state, in, cv, uv);
+        apply_pre_cfg(p, state, in, cv, uv);
         benchmark::DoNotOptimize(c.data());
         benchmark::ClobberMemory();
     }

@@ -66,7 +66,7 @@ void run_ours(benchmark::State& st, const std::vector<index_t>& dims, fresca_pat
     for (auto _ : st) {
         std::memcpy(c.data(), c0.data(), sizeof(float) * static_cast<std::size_t>(c.size()));
         const double t0 = bench::thread_seconds();
-        p.pre_cfg<float, R>(state, in, c.template as<R>(), u.template as<R>());
+        apply_pre_cfg(p, state, in, c.template as<R>(), u.template as<R>());
         benchmark::DoNotOptimize(c.data());
         benchmark::ClobberMemory();
         const double dt = bench::thread_seconds() - t0;

@@ -97,7 +97,7 @@ void run(benchmark::State& st, const std::vector<index_t>& dims, const latent_ap
         // cond is rewritten in place and each sharpen amplifies cond - uncond (at most 2x at
         // alpha 0.1): restored before every call of the loop and before the 21 timed ones
         bench::wave::measure<2>(
-            st, [&] { p.pre_cfg<float, R>(state, in, data.cond.as<R>(), data.uncond.as<R>()); }, data.cond.size(), tt,
+            st, [&] { apply_pre_cfg(p, state, in, data.cond.as<R>(), data.uncond.as<R>()); }, data.cond.size(), tt,
             [&] { data.cond = pristine; });
         st.counters["two_pass_us"] = bench::wave::two_pass_time<2, 2>(data.cond.size()) * 1e6;
     });

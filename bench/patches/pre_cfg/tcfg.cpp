@@ -62,7 +62,7 @@ void run_ours(benchmark::State& st, const std::vector<index_t>& dims) {
     const auto uv = u.template as<R>();
     const double t0 = bench::thread_seconds();
     for (auto _ : st) {
-        p.pre_cfg<float, R>(state, in, cv, uv);
+        apply_pre_cfg(p, state, in, cv, uv);
         benchmark::DoNotOptimize(u.data());
         benchmark::ClobberMemory();
     }
