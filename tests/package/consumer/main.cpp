@@ -1,4 +1,5 @@
 // A consumer of patchbay: includes the umbrella header and runs one CFG combine.
+#include <cmath>
 #include <cstdio>
 #include <string>
 
@@ -21,7 +22,23 @@ int main() {
         std::printf("consumer: wrong patch text %s\n", text.c_str());
         return 1;
     }
-    std::printf("consumer: patchbay %d.%d.%d works\n", PATCHBAY_VERSION_MAJOR, PATCHBAY_VERSION_MINOR,
-                PATCHBAY_VERSION_PATCH);
+    // a built-in patch through its table: the dispatched variant when patchbay::dispatch is linked
+    float x[8], rescaled[8];
+    const float sigma[1] = {1.0f};
+    for (float& v : x) v = 0.25f;
+    patchbay::guidance_inputs<float, 4> in;
+    in.x = patchbay::make_view(static_cast<const float*>(x), 1, 2, 2, 2);
+    in.sigma = patchbay::make_view(sigma, 1);
+    in.cond_scale = 2.0;
+    patchbay::no_state state;
+    patchbay::apply_cfg_function(patchbay::rescale_cfg{.multiplier = 0.0}, state, in, c, u,
+                                 patchbay::make_view(rescaled, 1, 2, 2, 2));
+    if (std::fabs(rescaled[3] - 7.5f) > 1e-4f) { // multiplier 0: the plain cfg result
+        std::printf("consumer: wrong RescaleCFG result %g\n", static_cast<double>(rescaled[3]));
+        return 1;
+    }
+    std::printf("consumer: patchbay %d.%d.%d works (patches run %s%s)\n", PATCHBAY_VERSION_MAJOR,
+                PATCHBAY_VERSION_MINOR, PATCHBAY_VERSION_PATCH, std::string(patchbay::simd_arch_name()).c_str(),
+                patchbay::isa_dispatch ? ", dispatched at run time" : "");
     return 0;
 }
