@@ -79,13 +79,22 @@ const isa_variant_table* chosen_variant() {
     return chosen;
 }
 
-} // namespace
-
-const patch_vtable* dispatched_vtable(std::string_view key) {
-    const isa_variant_table* v = chosen_variant();
+const patch_vtable* find_table(const isa_variant_table* v, std::string_view key) {
     if (v == nullptr) return nullptr;
     for (unsigned i = 0; i < v->count; ++i)
         if (key == v->keys[i]) return &v->tables[i]();
+    return nullptr;
+}
+
+} // namespace
+
+const patch_vtable* dispatched_vtable(std::string_view key) { return find_table(chosen_variant(), key); }
+
+const patch_vtable* variant_vtable(int level, std::string_view key) {
+    static const int cpu = cpu_level();
+    if (level > cpu) return nullptr;
+    if (level == 3) return find_table(patchbay_isa_variant_x86_64_v3(), key);
+    if (level == 4) return find_table(patchbay_isa_variant_x86_64_v4(), key);
     return nullptr;
 }
 

@@ -5,6 +5,8 @@
 // of the test matrix (scripts/test.sh) shows it.
 #include <catch2/catch.hpp>
 
+#include <any>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -12,6 +14,7 @@
 #include "patchbay/builtins.hpp"
 #include "patchbay/core/isa.hpp"
 #include "patchbay/kernels/detail/simd.hpp"
+#include "test_util.hpp"
 
 using namespace patchbay;
 
@@ -98,5 +101,82 @@ TEST_CASE("every built-in patch runs the dispatched variant's table", "[core][is
     CHECK(vtable_of<patchbay::P>().class_type == patchbay::P::descriptor().class_type);
     PATCHBAY_FOR_EACH_BUILTIN(PATCHBAY_CHECK_BUILTIN_)
 #undef PATCHBAY_CHECK_BUILTIN_
+}
+#endif
+
+#if defined(PATCHBAY_DISPATCH)
+namespace {
+
+/// One patch's hook through table `vt` on fixed random inputs (B=2, C=8, 16x12): the output
+/// (cond and uncond after a pre-cfg hook, h after an output block, else the hook's output).
+template <class P>
+tensor<float> run_table(const patch_vtable& vt, const P& p) {
+    const std::vector<index_t> shape{2, 8, 16, 12};
+    const tensor<float> x = test::random_tensor(shape, 1), c0 = test::random_tensor(shape, 2),
+                        u0 = test::random_tensor(shape, 3);
+    tensor<float> sigma({2});
+    sigma[0] = 0.8f, sigma[1] = 5.5f;
+    workspace ws;
+    guidance_inputs<float, 4> in;
+    in.x = x.as<4>(), in.sigma = sigma.as<1>(), in.cond_scale = 6.0, in.scratch = &ws;
+    std::any state = vt.make_state();
+    void* st = vt.state_ptr(state);
+    tensor<float> c = c0, u = u0, out(shape);
+    if (vt.model<float>().output_block) {
+        tensor<float> h = c0, hsp = u0;
+        vt.model<float>().output_block(&p, st, block_site{unet_stage::output, 0, 8, &ws}, h.as<4>(), hsp.as<4>());
+        return h;
+    }
+    const auto& ops = vt.ops<float, 4>();
+    const hook_kind slot = vt.slot(&p);
+    for (int step = 0; step < 2; ++step) { // twice: the second sees the state the first left (APG)
+        if (slot == hook_kind::pre_cfg) {
+            ops.pre_cfg(&p, st, in, c.as<4>(), u.as<4>());
+            kernels::cfg_combine<float, 4>(c.as<4>(), u.as<4>(), in.cond_scale, out.as<4>());
+        } else if (slot == hook_kind::cfg_function) {
+            ops.cfg_function(&p, st, in, c0.as<4>(), u0.as<4>(), out.as<4>(), nullptr);
+        } else {
+            kernels::cfg_combine<float, 4>(c0.as<4>(), u0.as<4>(), in.cond_scale, out.as<4>());
+            ops.post_cfg(&p, st, in, c0.as<4>(), u0.as<4>(), out.as<4>(), nullptr);
+        }
+    }
+    return out;
+}
+
+/// The x86-64-v3 and -v4 variants of P (those this CPU has) agree with the table compiled in
+/// this file within float32 rounding: not bit for bit (FMA, wider reductions), as documented.
+template <class P>
+void check_variants_agree(const P& p) {
+    const tensor<float> ref = run_table(detail::compiled_vtable<P>(), p);
+    double scale = 0;
+    for (index_t i = 0; i < ref.size(); ++i) scale = std::max(scale, std::fabs(double(ref[i])));
+    REQUIRE(scale > 0);
+    int compared = 0;
+    for (int level : {3, 4}) {
+        const patch_vtable* vt = detail::variant_vtable(level, detail::builtin_key<P>);
+        if (!vt) continue;
+        CHECK(vt != &detail::compiled_vtable<P>());
+        const tensor<float> got = run_table(*vt, p);
+        INFO(P::descriptor().class_type << " at x86-64-v" << level);
+        CHECK(test::max_abs_diff(ref, got) <= 2e-5 * scale);
+        CHECK(test::bit_equal(got, run_table(*vt, p))); // each variant is deterministic
+        ++compared;
+    }
+    if (compared == 0) WARN("this CPU has no x86-64-v3 or -v4: nothing to compare");
+}
+
+} // namespace
+
+TEST_CASE("the ISA variants of the built-in patches agree within float32 rounding", "[core][isa]") {
+    check_variants_agree(rescale_cfg{});
+    check_variants_agree(renorm_cfg{.renorm_cfg = 0.8});
+    check_variants_agree(cfg_norm{});
+    check_variants_agree(mahiro{});
+    check_variants_agree(apg{.momentum = -0.5});
+    check_variants_agree(tcfg{});
+    check_variants_agree(fresca{.scale_low = 0.8, .scale_high = 1.3, .freq_cutoff = 3});
+    check_variants_agree(cfg_zero_star{});
+    check_variants_agree(free_u{1.3, 1.4, 0.9, 0.2, 2});
+    check_variants_agree(free_u_v2{1.3, 1.4, 0.9, 0.2, 2});
 }
 #endif

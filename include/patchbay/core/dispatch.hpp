@@ -431,17 +431,10 @@ template <class P>
 inline constexpr std::string_view builtin_key{};
 } // namespace detail
 
-/// The function table of patch type P. With the patchbay::dispatch component linked
-/// (PATCHBAY_DISPATCH), a built-in patch's table is the one compiled for the widest instruction
-/// set the CPU has (core/isa.hpp); every other type's is compiled here, with this unit's flags.
+namespace detail {
+/// P's function table compiled with the flags of the unit that instantiates it.
 template <patch P>
-const patch_vtable& vtable_of() {
-#if defined(PATCHBAY_DISPATCH) && !defined(PATCHBAY_ISA_VARIANT)
-    if constexpr (!detail::builtin_key<P>.empty()) {
-        static const patch_vtable* const variant = detail::dispatched_vtable(detail::builtin_key<P>);
-        if (variant) return *variant;
-    }
-#endif
+const patch_vtable& compiled_vtable() {
     static const patch_vtable vt = [] {
         patch_vtable v;
         v.f4 = detail::make_cfg_ops<P, float, 4>();
@@ -477,6 +470,21 @@ const patch_vtable& vtable_of() {
         return v;
     }();
     return vt;
+}
+} // namespace detail
+
+/// The function table of patch type P. With the patchbay::dispatch component linked
+/// (PATCHBAY_DISPATCH), a built-in patch's table is the one compiled for the widest instruction
+/// set the CPU has (core/isa.hpp); every other type's is compiled here, with this unit's flags.
+template <patch P>
+const patch_vtable& vtable_of() {
+#if defined(PATCHBAY_DISPATCH) && !defined(PATCHBAY_ISA_VARIANT)
+    if constexpr (!detail::builtin_key<P>.empty()) {
+        static const patch_vtable* const variant = detail::dispatched_vtable(detail::builtin_key<P>);
+        if (variant) return *variant;
+    }
+#endif
+    return detail::compiled_vtable<P>();
 }
 
 /// Each built-in patch's header names its types here (written `patchbay::name`), so this

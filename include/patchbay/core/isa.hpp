@@ -49,6 +49,9 @@ struct isa_variant_table {
 const patch_vtable* dispatched_vtable(std::string_view key);
 /// compiled_simd_name() of the variant this process runs.
 std::string_view dispatched_simd_name();
+/// The table of the built-in patch `key` in the x86-64-v`level` variant (3 or 4), whatever
+/// PATCHBAY_ISA says; null when this CPU lacks that level. For tests comparing the variants.
+const patch_vtable* variant_vtable(int level, std::string_view key);
 #endif
 
 } // namespace detail
