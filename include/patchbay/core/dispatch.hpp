@@ -129,6 +129,9 @@ template <class P>
 constexpr bool flag_needs_attention_hooks = requires { requires static_cast<bool>(P::needs_attention_hooks); };
 template <class P>
 constexpr bool flag_disable_cfg1 = requires { requires static_cast<bool>(P::disable_cfg1_optimization); };
+/// The patch runs the model on the run's extra prompt itself (PerpNeg's empty prompt).
+template <class P>
+constexpr bool flag_evaluates_extra_prompt = requires { requires static_cast<bool>(P::evaluates_extra_prompt); };
 
 template <class P, class T, std::size_t R>
 concept has_pre_cfg = requires(const P& p, state_t<P>& s, const guidance_inputs<T, R>& in,
@@ -265,6 +268,7 @@ struct patch_vtable {
     bool needs_block_hooks = false;
     bool needs_attention_hooks = false;
     bool disable_cfg1 = false;
+    bool evaluates_extra_prompt = false; ///< runs the model on the run's extra prompt (PerpNeg)
     unsigned refused_slots = 0;
     unsigned capabilities = 0; ///< capability_bit()s the model must provide
     bool reads_previous_sampling = false; ///< a model-sampling patch that reads the object before it
@@ -459,6 +463,7 @@ const patch_vtable& compiled_vtable() {
         v.needs_block_hooks = detail::flag_needs_block_hooks<P> || detail::has_output_block<P, float>;
         v.needs_attention_hooks = detail::flag_needs_attention_hooks<P>;
         v.disable_cfg1 = detail::flag_disable_cfg1<P>;
+        v.evaluates_extra_prompt = detail::flag_evaluates_extra_prompt<P>;
         v.refused_slots = detail::refused_slots<P>();
         v.capabilities = detail::needed_capabilities<P>();
         if constexpr (requires { requires static_cast<bool>(P::reads_previous_sampling); })
@@ -635,6 +640,14 @@ inline void check_slot_set(std::span<const hook_entry> entries, std::string_view
                                      " slot; at most one is allowed (ComfyUI would silently keep the last)"}));
                 first = &e;
             }
+    }
+    for (const auto& g : entries) {
+        if (g.slot != hook_kind::multi_prompt) continue;
+        for (const auto& e : entries)
+            if (e.vt->evaluates_extra_prompt)
+                fail(where, cat({"'", e.vt->class_type, "' runs the model on the run's extra prompt itself, but '",
+                                 g.vt->class_type, "' (a multi-prompt guider) takes that prompt as its own; "
+                                 "patchbay refuses the combination"}));
     }
     for (const auto& g : entries) {
         if (g.vt->refused_slots == 0) continue;

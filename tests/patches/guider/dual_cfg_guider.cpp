@@ -149,15 +149,10 @@ TEST_CASE("dual_cfg_guider refuses a pre-cfg patch, the same way through guider 
     CHECK_NOTHROW(ok.add(rescale_cfg{}).add(mahiro{}).add(dual_cfg_guider{}));
 }
 
-TEST_CASE("dual_cfg_guider: PerpNeg beside it is refused (the extra prompt is the middle one)", "[dual_cfg_guider][errors]") {
-    const guider_case g = load("regular-default");
-    lookup_model model;
-    patch_chain<lookup_model> chain(model, model_sampling::discrete());
-    chain.add(perp_neg{}).add(patch_of(g));
-    auto run = chain.begin_run(&g.positive, &g.negative, &g.extra);
-    tensor<float> out(g.x.shape());
-    CHECK_THAT(error_of([&] { chain.denoise(run, step_inputs<float, 4>{g.x.as<4>(), g.sigma.as<1>()}, out.as<4>()); }),
-               Catch::Contains("PerpNeg") && Catch::Contains("multi-prompt"));
+TEST_CASE("dual_cfg_guider: PerpNeg beside it is refused when built (the extra prompt is the middle one)",
+          "[dual_cfg_guider][errors]") {
+    test::check_refused(perp_neg{}, dual_cfg_guider{}, "extra prompt");
+    test::check_refused(perp_neg{}, dual_cfg_guider{.style = dual_cfg_style::nested}, "extra prompt");
 }
 
 TEST_CASE("dual_cfg_guider rejects parameters outside ComfyUI's ranges and unknown styles", "[dual_cfg_guider][errors]") {

@@ -82,6 +82,10 @@ struct perp_neg {
     double neg_scale = 1.0;        ///< ComfyUI "neg_scale", default 1.0, range [0, 100]
     node_link empty_conditioning{}; ///< ComfyUI "empty_conditioning" (recorded for the engine)
 
+    /// Its extra pass is the run's extra prompt: refused beside a multi-prompt guider, whose
+    /// extra prompt that is (checked when the guider or chain is built).
+    static constexpr bool evaluates_extra_prompt = true;
+
     static constexpr auto descriptor() {
         return describe<perp_neg>("PerpNeg", "Perp-Neg (DEPRECATED by Perp-Neg Guider)", hook_kind::cfg_function,
                                   link("empty_conditioning", &perp_neg::empty_conditioning, "CONDITIONING"),

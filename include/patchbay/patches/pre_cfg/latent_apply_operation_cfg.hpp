@@ -227,20 +227,18 @@ struct latent_apply_operation_cfg {
     }
     void validate() const { patchbay::validate(*this); }
 
-    /// Two predictions: cond = op(cond - uncond) + uncond in place; uncond is unchanged.
+    /// ComfyUI's hook on conds_out, in place. Two predictions (the default cfg stage):
+    /// cond = op(cond - uncond) + uncond. Three (in.prediction_count, inside PerpNegGuider):
+    /// ComfyUI's other branch, cond = op(cond), the op on the raw positive prediction. uncond
+    /// (and the third prediction) are unchanged.
     template <class T, std::size_t R>
     void pre_cfg(no_state&, const guidance_inputs<T, R>& in, view<T, R> cond, view<T, R> uncond) const {
         workspace local; // a standalone call (no run): scratch for this call only
         workspace& ws = in.scratch ? *in.scratch : local;
-        run<T, R>(cond, uncond, ws);
-    }
-
-    /// Three predictions (a guider such as Perp-Neg hands all of them to pre-cfg hooks):
-    /// ComfyUI's other branch, cond = op(cond); uncond and extra are unchanged.
-    template <class T, std::size_t R>
-    void pre_cfg(no_state&, const guidance_inputs<T, R>& in, view<T, R> cond, view<T, R>, view<T, R>) const {
-        workspace local;
-        workspace& ws = in.scratch ? *in.scratch : local;
+        if (in.prediction_count == 2) {
+            run<T, R>(cond, uncond, ws);
+            return;
+        }
         T* const zeros = ws.buffer<T>(latent_operation_detail::key_zeros, static_cast<std::size_t>(cond.size())).data();
         const view<T, R> none(zeros, cond.extents());
         kernels::fill(none, T(0)); // op(cond - 0) + 0 is op(cond)
