@@ -507,6 +507,7 @@ int main(int argc, char** argv) {
             std::fprintf(stderr, "demo: cannot write %s\n", table.c_str());
             return 1;
         }
+        std::fprintf(f, "The toy UNet (%ldx%ldx%ld latent):\n\n", long(uc.channels), long(uc.height), long(uc.width));
         std::printf("\ntoy UNet\n");
         print_table(f, unet_timings);
         std::fprintf(f, "\nThe toy DiT (%ldx%ldx%ld latent, %d double and %d single blocks):\n\n", long(dc.channels),
