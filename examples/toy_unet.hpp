@@ -13,7 +13,11 @@
 // grid) and cross-attention to the prompt's context tokens, and four output blocks whose h has
 // 4x, 2x, 1x, 1x model_channels (so FreeU's rule selects blocks 0 and 1, as in SD1.x/SDXL).
 // At every output block it calls the block hooks on (h, hsp) before concatenating them; at
-// the self-attention it honours replacements (PAG) and readers (SAG).
+// the self-attention it honours replacements (PAG) and readers (SAG). After each input block
+// (0: conv_in + time embedding, 1: the full-size residual conv, 2 and 3: the downsampling
+// convs) it calls the input-block hooks before and after storing the skip connection (Deep
+// Shrink): h may come back at another spatial size, the deeper blocks run at that size, the
+// 2x upsampling follows h, and the output-block hooks must bring h back to each skip's size.
 //
 // predict_batch evaluates several prompts in one network run (ComfyUI's calc_cond_batch): the
 // prompts' items follow each other along dim 0 and each prompt brings its own hooks, which
@@ -75,6 +79,7 @@ struct toy_unet_counts {
     int attention_reads_uncond = 0; ///< ... of them, uncond passes
     int attention_replaced = 0;     ///< prompt evaluations whose self-attention was replaced
     int block_hook_calls = 0;       ///< output blocks that ran hooks (once per prompt with hooks)
+    int input_block_hook_calls = 0; ///< input-block hook points that ran hooks (once per prompt with hooks)
     int total() const noexcept { return cond + uncond + reevaluation + extra; }
 };
 
@@ -82,6 +87,7 @@ class toy_unet {
 public:
     using conditioning_type = toy_unet_prompt;
     static constexpr bool calls_block_hooks = true;
+    static constexpr bool calls_input_block_hooks = true;
     static constexpr bool calls_attention_hooks = true;
 
     explicit toy_unet(toy_unet_config cfg = {}) : cfg_(cfg) {
@@ -377,33 +383,101 @@ private:
             }
     }
 
-    /// Output block i: each prompt's hooks on its items of (h, hsp), then conv of the
-    /// concatenation.
+    /// A feature map of every item: B x c x H x w, channel planes contiguous.
     template <class T>
-    void output_block(std::span<const group<T>> groups, int index, std::vector<T>& h, index_t ch,
-                      std::vector<T>& skip, index_t cs, index_t B, index_t H, index_t W, const layer& l,
-                      std::vector<T>& out) {
-        for (const auto& g : groups) {
+    struct feature {
+        std::vector<T> v;
+        index_t c = 0, H = 0, W = 0;
+    };
+
+    /// Input block `index`: each prompt's input-block hooks at `at` on its items of h (the
+    /// before-skip hooks see the block's output, the after-skip ones what the skip stored); h
+    /// continues at the size they return, which every prompt of the call must agree on.
+    template <class T>
+    void input_block(std::span<const group<T>> groups, int index, input_block_point at, feature<T>& h, index_t B) {
+        const block_site site{unet_stage::input, index, h.c};
+        const index_t per = h.c * h.H * h.W;
+        index_t H = h.H, W = h.W;
+        bool resized = false;
+        std::vector<view<T, 4>> got(groups.size());
+        for (std::size_t i = 0; i < groups.size(); ++i) {
+            const auto& g = groups[i];
             const auto& ov = *g.overrides;
-            if (!ov.has_output_block_hooks() || g.count == 0) continue;
-            ++counts.block_hook_calls;
-            const view<T, 4> hv(h.data() + g.first * ch * H * W, {g.count, ch, H, W});
-            // continue with the h the hooks return: in-place hooks (FreeU) return h itself, a
-            // resizing hook another view at the skip's spatial size
-            const view<T, 4> got = ov.apply_output_block(block_site{unet_stage::output, index, ch}, hv,
-                                                         view<T, 4>(skip.data() + g.first * cs * H * W, {g.count, cs, H, W}));
-            require_same_shape(view<const T, 4>(got), view<const T, 4>(hv), "toy_unet", "h before the output-block hooks",
-                               "h after them");
-            if (got.data_handle() != hv.data_handle() || got.strides() != hv.strides())
-                for (index_t b = 0; b < g.count; ++b)
-                    for (index_t c = 0; c < ch; ++c)
-                        for (index_t y = 0; y < H; ++y)
-                            for (index_t x = 0; x < W; ++x) hv(b, c, y, x) = got(b, c, y, x);
+            if (!ov.has_input_block_hooks() || g.count == 0) continue;
+            ++counts.input_block_hook_calls;
+            const view<T, 4> hv(h.v.data() + g.first * per, {g.count, h.c, h.H, h.W});
+            got[i] = at == input_block_point::before_skip ? ov.apply_input_block(site, hv)
+                                                          : ov.apply_input_block_after_skip(site, hv);
+            require(got[i].extent(0) == g.count && got[i].extent(1) == h.c, "toy_unet",
+                    "an input-block hook changed h's batch or channels at input block " + std::to_string(index));
+            if (got[i].extent(2) != h.H || got[i].extent(3) != h.W) {
+                require(!resized || (got[i].extent(2) == H && got[i].extent(3) == W), "toy_unet",
+                        "the prompts of one call resized h to different sizes at input block " + std::to_string(index));
+                resized = true;
+                H = got[i].extent(2), W = got[i].extent(3);
+            }
         }
+        if (!resized) { // in-place hooks, or hooks that returned another view of h's size
+            for (std::size_t i = 0; i < groups.size(); ++i)
+                if (got[i].data_handle() != nullptr)
+                    copy_items(got[i], view<T, 4>(h.v.data() + groups[i].first * per, got[i].extents()));
+            return;
+        }
+        std::vector<T> next(static_cast<std::size_t>(B * h.c * H * W));
+        for (std::size_t i = 0; i < groups.size(); ++i) {
+            if (groups[i].count == 0) continue;
+            require(got[i].data_handle() != nullptr && got[i].extent(2) == H && got[i].extent(3) == W, "toy_unet",
+                    "the prompts of one call resized h to different sizes at input block " + std::to_string(index));
+            copy_items(got[i], view<T, 4>(next.data() + groups[i].first * h.c * H * W, {groups[i].count, h.c, H, W}));
+        }
+        h.v = std::move(next);
+        h.H = H, h.W = W;
+    }
+
+    /// dst = src (same extents), unless src is dst.
+    template <class T>
+    static void copy_items(const view<T, 4>& src, const view<T, 4>& dst) {
+        if (src.data_handle() == dst.data_handle() && src.strides() == dst.strides()) return;
+        for (index_t b = 0; b < src.extent(0); ++b)
+            for (index_t c = 0; c < src.extent(1); ++c)
+                for (index_t y = 0; y < src.extent(2); ++y)
+                    for (index_t x = 0; x < src.extent(3); ++x) dst(b, c, y, x) = src(b, c, y, x);
+    }
+
+    /// Output block i: each prompt's hooks on its items of (h, hsp), then conv of the
+    /// concatenation at the skip's size. h continues with what the hooks return: in-place
+    /// hooks (FreeU) return h itself, a resizing hook (Deep Shrink) h at the skip's size, which
+    /// h must have by then.
+    template <class T>
+    void output_block(std::span<const group<T>> groups, int index, feature<T>& h, feature<T>& skip, index_t B,
+                      const layer& l, std::vector<T>& out) {
+        const index_t ch = h.c, cs = skip.c, H = skip.H, W = skip.W;
+        const bool same = h.H == H && h.W == W;
+        std::vector<T> back; // h at the skip's size when the hooks resize it
+        if (!same) back.resize(static_cast<std::size_t>(B * ch * H * W));
+        for (const auto& g : groups) {
+            if (g.count == 0) continue;
+            const auto& ov = *g.overrides;
+            require(same || ov.has_output_block_hooks(), "toy_unet",
+                    "h reaches output block " + std::to_string(index) + " at " + std::to_string(h.H) + "x" +
+                        std::to_string(h.W) + " but its skip connection is " + std::to_string(H) + "x" +
+                        std::to_string(W) + ", and no output-block hook resizes it");
+            if (!ov.has_output_block_hooks()) continue;
+            ++counts.block_hook_calls;
+            const view<T, 4> hv(h.v.data() + g.first * ch * h.H * h.W, {g.count, ch, h.H, h.W});
+            const view<T, 4> got = ov.apply_output_block(block_site{unet_stage::output, index, ch}, hv,
+                                                         view<T, 4>(skip.v.data() + g.first * cs * H * W, {g.count, cs, H, W}));
+            require(got.extent(0) == g.count && got.extent(1) == ch && got.extent(2) == H && got.extent(3) == W,
+                    "toy_unet", "the output-block hooks must return h as (" + std::to_string(g.count) + ", " +
+                                    std::to_string(ch) + ", " + std::to_string(H) + ", " + std::to_string(W) +
+                                    ") at output block " + std::to_string(index) + ", got " + shape_string(got));
+            copy_items(got, view<T, 4>((same ? h.v.data() : back.data()) + g.first * ch * H * W, {g.count, ch, H, W}));
+        }
+        if (!same) h.v = std::move(back), h.H = H, h.W = W;
         std::vector<T> cat(static_cast<std::size_t>(B * (ch + cs) * H * W));
         for (index_t b = 0; b < B; ++b) {
-            std::copy_n(h.data() + b * ch * H * W, ch * H * W, cat.data() + b * (ch + cs) * H * W);
-            std::copy_n(skip.data() + b * cs * H * W, cs * H * W, cat.data() + (b * (ch + cs) + ch) * H * W);
+            std::copy_n(h.v.data() + b * ch * H * W, ch * H * W, cat.data() + b * (ch + cs) * H * W);
+            std::copy_n(skip.v.data() + b * cs * H * W, cs * H * W, cat.data() + (b * (ch + cs) + ch) * H * W);
         }
         conv3x3(l, cat, B, H, W, out);
         silu(out);
@@ -442,7 +516,7 @@ private:
     void network(const view<const T, 4>& xs, const view<const T, 1>& sigma, std::span<const group<T>> groups,
                  std::vector<T>& result) {
         const index_t B = xs.extent(0), C = cfg_.channels, H = cfg_.height, W = cfg_.width;
-        const index_t mc = cfg_.model_channels, d = 4 * mc, H4 = H / 4, W4 = W / 4, N = H4 * W4;
+        const index_t mc = cfg_.model_channels, d = 4 * mc;
         // network input: c_in-scaled x
         std::vector<T> x(static_cast<std::size_t>(B * C * H * W));
         for (index_t b = 0; b < B; ++b) {
@@ -452,8 +526,10 @@ private:
                     for (index_t xx = 0; xx < W; ++xx)
                         x[std::size_t(((b * C + c) * H + y) * W + xx)] = static_cast<T>(double(xs(b, c, y, xx)) * cin);
         }
-        std::vector<T> s0, s1, s2, s3, t;
-        conv3x3(conv_in_, x, B, H, W, s0);
+        // input blocks; after each, its hooks before the skip, the skip, its hooks after it
+        feature<T> h{{}, mc, H, W}, s0, s1, s2, s3;
+        std::vector<T> t;
+        conv3x3(conv_in_, x, B, H, W, h.v);
         for (index_t b = 0; b < B; ++b) { // time embedding from log sigma
             const double ls = std::log(std::max(double(sigma(b)), 1e-4));
             double f[time_features];
@@ -464,36 +540,52 @@ private:
             for (index_t c = 0; c < mc; ++c) {
                 double e = time_.bias[std::size_t(c)];
                 for (index_t j = 0; j < time_features; ++j) e += time_.w[std::size_t(c * time_features + j)] * f[j];
-                for (index_t i = 0; i < H * W; ++i) s0[std::size_t((b * mc + c) * H * W + i)] += static_cast<T>(e);
+                for (index_t i = 0; i < H * W; ++i) h.v[std::size_t((b * mc + c) * H * W + i)] += static_cast<T>(e);
             }
         }
-        conv3x3(in1_, s0, B, H, W, t);
+        const auto hooks_and_skip = [&](int index, feature<T>& skip) {
+            input_block(groups, index, input_block_point::before_skip, h, B);
+            skip = h;
+            input_block(groups, index, input_block_point::after_skip, h, B);
+        };
+        hooks_and_skip(0, s0);
+        require(s0.H == H && s0.W == W, "toy_unet", "an input-block hook must not resize h before the skip of block 0");
+        conv3x3(in1_, h.v, B, h.H, h.W, t);
         silu(t);
-        s1 = s0;
-        for (std::size_t i = 0; i < s1.size(); ++i) s1[i] += t[i];
-        conv3x3(in2_, avgpool2(s1, B * mc, H, W), B, H / 2, W / 2, s2);
-        silu(s2);
-        conv3x3(in3_, avgpool2(s2, B * 2 * mc, H / 2, W / 2), B, H4, W4, s3);
-        silu(s3);
+        for (std::size_t i = 0; i < h.v.size(); ++i) h.v[i] += t[i];
+        hooks_and_skip(1, s1);
+        const auto down = [&](const layer& l) { // 2x average pool, conv, SiLU
+            const index_t Hd = h.H / 2, Wd = h.W / 2;
+            require(Hd >= 1 && Wd >= 1, "toy_unet", "an input-block hook shrank h below 2x2 before a downsampling block");
+            conv3x3(l, avgpool2(h.v, B * h.c, h.H, h.W), B, Hd, Wd, t);
+            silu(t);
+            h = {std::move(t), l.cout, Hd, Wd};
+        };
+        down(in2_);
+        hooks_and_skip(2, s2);
+        down(in3_);
+        hooks_and_skip(3, s3);
 
-        // middle block: self-attention (the SAG / PAG site), cross-attention, conv
-        std::vector<T> h = s3, tok(static_cast<std::size_t>(B * N * d)), q(tok.size()), k(tok.size()),
-                       v(tok.size()), att(tok.size()), proj(tok.size());
+        // middle block: self-attention (the SAG / PAG site), cross-attention, conv; at h's size
+        // (H/4 x W/4 unless an input-block hook resized it)
+        const index_t Hm = h.H, Wm = h.W, N = Hm * Wm;
+        std::vector<T> tok(static_cast<std::size_t>(B * N * d)), q(tok.size()), k(tok.size()), v(tok.size()),
+            att(tok.size()), proj(tok.size());
         auto to_tokens = [&] {
             for (index_t b = 0; b < B; ++b)
                 for (index_t c = 0; c < d; ++c)
-                    for (index_t i = 0; i < N; ++i) tok[std::size_t((b * N + i) * d + c)] = h[std::size_t((b * d + c) * N + i)];
+                    for (index_t i = 0; i < N; ++i) tok[std::size_t((b * N + i) * d + c)] = h.v[std::size_t((b * d + c) * N + i)];
         };
         auto add_tokens = [&] {
             for (index_t b = 0; b < B; ++b)
                 for (index_t c = 0; c < d; ++c)
-                    for (index_t i = 0; i < N; ++i) h[std::size_t((b * d + c) * N + i)] += proj[std::size_t((b * N + i) * d + c)];
+                    for (index_t i = 0; i < N; ++i) h.v[std::size_t((b * d + c) * N + i)] += proj[std::size_t((b * N + i) * d + c)];
         };
         to_tokens();
         project(q1_, tok.data(), B * N, q.data());
         project(k1_, tok.data(), B * N, k.data());
         project(v1_, tok.data(), B * N, v.data());
-        self_attention(groups, attention_site{unet_stage::middle, 0, 0, H4, W4}, N, d, q, k, v, att);
+        self_attention(groups, attention_site{unet_stage::middle, 0, 0, Hm, Wm}, N, d, q, k, v, att);
         project(o1_, att.data(), B * N, proj.data());
         add_tokens();
 
@@ -516,19 +608,20 @@ private:
         }
         project(o2_, att.data(), B * N, proj.data());
         add_tokens();
-        conv3x3(mid_, h, B, H4, W4, t);
+        conv3x3(mid_, h.v, B, Hm, Wm, t);
         silu(t);
-        for (std::size_t i = 0; i < h.size(); ++i) h[i] += t[i];
+        for (std::size_t i = 0; i < h.v.size(); ++i) h.v[i] += t[i];
 
-        // output blocks: h has 4x, 2x, 1x, 1x model_channels
+        // output blocks: h has 4x, 2x, 1x, 1x model_channels; each block's output has its
+        // skip's size, and the 2x upsampling doubles it
         std::vector<T> o;
-        output_block(groups, 0, h, d, s3, d, B, H4, W4, out0_, o);
-        h = upsample2(o, B * 2 * mc, H4, W4);
-        output_block(groups, 1, h, 2 * mc, s2, 2 * mc, B, H / 2, W / 2, out1_, o);
-        h = upsample2(o, B * mc, H / 2, W / 2);
-        output_block(groups, 2, h, mc, s1, mc, B, H, W, out2_, o);
-        h = o;
-        output_block(groups, 3, h, mc, s0, mc, B, H, W, out3_, o);
+        output_block(groups, 0, h, s3, B, out0_, o);
+        h = {upsample2(o, B * 2 * mc, s3.H, s3.W), 2 * mc, 2 * s3.H, 2 * s3.W};
+        output_block(groups, 1, h, s2, B, out1_, o);
+        h = {upsample2(o, B * mc, s2.H, s2.W), mc, 2 * s2.H, 2 * s2.W};
+        output_block(groups, 2, h, s1, B, out2_, o);
+        h = {std::move(o), mc, s1.H, s1.W};
+        output_block(groups, 3, h, s0, B, out3_, o);
         conv3x3(conv_out_, o, B, H, W, result);
     }
 

@@ -2,8 +2,10 @@
 // calls per step (counted), SAG reads only the uncond pass, PAG replaces only in its own
 // call, scale 0 equals plain CFG bit for bit, runs are deterministic for a seed, FreeU
 // changes (h, hsp) only at the blocks its rule selects, samples look like the prompt's
-// picture, a model without attention hooks is refused before sampling, and batched prompts
-// (predict_batch) give the per-prompt results bit for bit with SAG, PAG and FreeU active.
+// picture, a model without attention hooks is refused before sampling, batched prompts
+// (predict_batch) give the per-prompt results bit for bit with SAG, PAG and FreeU active, and
+// Deep Shrink's input-block hooks shrink the deeper blocks and its output-block hook brings h
+// back to each skip's size.
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -15,6 +17,7 @@
 #include "patchbay/core/guider.hpp"
 #include "patchbay/core/patch_chain.hpp"
 #include "patchbay/kernels/elementwise.hpp"
+#include "patchbay/patches/block/deep_shrink.hpp"
 #include "patchbay/patches/block/free_u.hpp"
 #include "patchbay/patches/guider/dual_cfg_guider.hpp"
 #include "patchbay/patches/post_cfg/pag.hpp"
@@ -75,6 +78,7 @@ struct per_prompt_unet {
     using conditioning_type = examples::toy_unet_prompt;
     static constexpr bool calls_block_hooks = true;
     static constexpr bool calls_attention_hooks = true;
+    static constexpr bool calls_input_block_hooks = true;
     toy_unet* model;
     template <class T>
     void predict(const model_call<conditioning_type, T, 4>& call, view<T, 4> out) {
@@ -485,4 +489,90 @@ TEST_CASE("toy_unet: three prompts (DualCFGGuider) in one call equal per-prompt 
     CHECK(single.counts.calls == 4 * steps);
     CHECK(batched.counts.attention_reads_uncond == steps);
     CHECK(batched.counts.block_hook_calls == single.counts.block_hook_calls);
+}
+
+TEST_CASE("toy_unet: Deep Shrink runs the deeper blocks at the shrunk size and resizes h back to each skip") {
+    toy_unet m;
+    const auto& c = m.config();
+    const auto x = test::random_tensor({1, c.channels, c.height, c.width}, 31, 0.f, 2.f);
+    tensor<float> sigma({1});
+    sigma[0] = 3.f;
+    const auto pos = m.prompt(2);
+    // the middle self-attention reports its token grid: H/4 x W/4 unless a hook resized h
+    index_t rows = 0, cols = 0;
+    auto grid = [&](const attention_site& site, view<const float, 3>, index_t) { rows = site.rows, cols = site.cols; };
+    const auto predict = [&](const deep_shrink* p) {
+        state_t<deep_shrink> st;
+        call_overrides<float> ov;
+        if (p) p->on_model_call(st, pass_kind::cond, ov);
+        ov.read_attention(attention_site{unet_stage::middle, 0, 0}, call_overrides<float>::attention_read_fn::to(grid));
+        tensor<float> out(x.shape());
+        m.predict(model_call<examples::toy_unet_prompt, float, 4>{x.as<4>(), sigma.as<1>(), pass_kind::cond,
+                                                                  pass_kind::cond, &pos, &ov},
+                  out.as<4>());
+        return out;
+    };
+    const auto plain = predict(nullptr);
+    CHECK(rows == c.height / 4);
+    CHECK(cols == c.width / 4);
+    CHECK(m.counts.input_block_hook_calls == 0);
+    // factor 2 halves the middle block whichever input block shrinks; 1.5 gives 21 -> 10 -> 5
+    // at block 1, and before the skip the skip is 21 wide, so h (20 after upsampling) is
+    // resized at output blocks 2 and 3
+    struct expect {
+        int block;
+        double factor;
+        bool after_skip;
+        index_t middle;
+    };
+    std::vector<tensor<float>> outs;
+    for (const expect e : {expect{1, 2.0, true, 4}, expect{2, 2.0, true, 4}, expect{3, 2.0, true, 4},
+                           expect{3, 2.0, false, 4}, expect{1, 1.5, true, 5}, expect{1, 1.5, false, 5}}) {
+        INFO("block " << e.block << " factor " << e.factor << " after_skip " << e.after_skip);
+        deep_shrink p;
+        p.block_number = e.block;
+        p.downscale_factor = e.factor;
+        p.downscale_after_skip = e.after_skip;
+        m.counts = {};
+        outs.push_back(predict(&p));
+        CHECK(rows == e.middle);
+        CHECK(cols == e.middle);
+        CHECK(m.counts.input_block_hook_calls == 8); // 4 input blocks, before and after the skip
+        CHECK(test::max_abs_diff(outs.back(), plain) > 1e-4);
+        for (std::size_t k = 0; k + 1 < outs.size(); ++k) CHECK(!test::bit_equal(outs[k], outs.back()));
+    }
+    // a block past the toy's last input block: h passes through, the result is the plain one
+    deep_shrink none;
+    none.block_number = 4;
+    CHECK(test::bit_equal(predict(&none), plain));
+    CHECK(rows == c.height / 4);
+}
+
+TEST_CASE("toy_unet: Deep Shrink through the guider: inside its window only; batched equals per-prompt bit for bit",
+          "[batched]") {
+    const int steps = 6;
+    for (const bool after_skip : {true, false}) {
+        INFO("after_skip " << after_skip);
+        deep_shrink p;
+        p.block_number = 1;
+        p.end_percent = 0.5;
+        p.downscale_after_skip = after_skip;
+        toy_unet batched, single, plain;
+        per_prompt_unet per{&single};
+        const auto a = sample_on(batched, batched, steps, 5.0, 4, p);
+        CHECK(test::bit_equal(a, sample_on(per, single, steps, 5.0, 4, p)));
+        CHECK(test::max_abs_diff(a, sample_on(plain, plain, steps, 5.0, 4)) > 1e-3);
+        // hooks on some steps (both prompts, 8 hook points each), not all
+        CHECK(batched.counts.input_block_hook_calls == single.counts.input_block_hook_calls);
+        CHECK(batched.counts.input_block_hook_calls % 16 == 0);
+        CHECK(batched.counts.input_block_hook_calls > 0);
+        CHECK(batched.counts.input_block_hook_calls < 16 * steps);
+        CHECK(batched.counts.batched_calls == steps);
+    }
+    // an empty window (only sigma 0, never evaluated): the plain sample bit for bit
+    deep_shrink idle;
+    idle.start_percent = idle.end_percent = 1.0;
+    toy_unet m1, m2;
+    CHECK(test::bit_equal(sample_on(m1, m1, steps, 5.0, 4, idle), sample_on(m2, m2, steps, 5.0, 4)));
+    CHECK(m1.counts.input_block_hook_calls == 0);
 }
