@@ -74,6 +74,21 @@ struct reader {
     }
     index_t dim() { return 1 + byte() % 7; }
     float value() { return static_cast<float>(static_cast<std::int8_t>(byte())) / 16.0f; }
+    /// A tensor's values: value() times a power of two (mostly 1; sometimes down to 2^-62, where
+    /// squares underflow float32, or up to 2^20), one byte for the power, one per element.
+    void fill(tensor<float>& t) {
+        const std::uint8_t b = byte();
+        const int e = b % 8 == 0 ? -2 * (b / 8) : b % 8 == 1 ? (b / 8) % 21 : 0;
+        for (index_t i = 0; i < t.size(); ++i) t[i] = std::ldexp(value(), e);
+    }
+    /// A noise level: mostly |value| * 4 (multiples of 1/4 up to 32), sometimes tiny (down to
+    /// 2^-120) or just below 1 (a flow model's end).
+    float sigma() {
+        const std::uint8_t b = byte();
+        if (b % 16 == 0) return std::ldexp(1.0f, -8 * (b / 16));
+        if (b % 16 == 1) return 1.0f - std::ldexp(1.0f, -1 - b / 16);
+        return std::fabs(value()) * 4.0f;
+    }
 };
 
 /// A value of P whose numeric inputs are drawn around their descriptor ranges (model facts:
@@ -190,7 +205,7 @@ bool nag_hook(reader& in) {
     if (in.byte() % 2) img = std::pair<index_t, index_t>{in.byte() % (N + 2), in.byte() % (N + 2)};
     const auto p = fuzz_params<normalized_attention_guidance>(in);
     tensor<float> attn({B, N, F});
-    for (index_t i = 0; i < attn.size(); ++i) attn[i] = in.value();
+    in.fill(attn);
     workspace ws;
     nag::apply_chunks<float>(p, attn.as<3>(), std::span<const int>(cond_or_uncond), img,
                              in.byte() % 2 ? &ws : nullptr);
@@ -213,12 +228,12 @@ void run(reader& in, int which) {
     const std::uint8_t mismatch = in.byte();
     if (mismatch % 16 == 1) ushape[mismatch / 16 % R] += 1;
     tensor<float> x(shape), cond(shape), uncond(ushape), out(shape);
-    for (index_t i = 0; i < x.size(); ++i) x[i] = in.value();
-    for (index_t i = 0; i < cond.size(); ++i) cond[i] = in.value();
-    for (index_t i = 0; i < uncond.size(); ++i) uncond[i] = in.value();
+    in.fill(x);
+    in.fill(cond);
+    in.fill(uncond);
     const index_t sigma_len = (in.byte() % 8 == 0) ? shape[0] + 1 : shape[0];
     tensor<float> sigma({sigma_len});
-    for (index_t i = 0; i < sigma_len; ++i) sigma[i] = std::fabs(in.value()) * 4.0f;
+    for (index_t i = 0; i < sigma_len; ++i) sigma[i] = in.sigma();
     const double cond_scale = in.param(0.0, 30.0);
     const bool uncond_none = in.byte() % 5 == 0;
     if (uncond_none) uncond.fill(0.f);
@@ -232,7 +247,7 @@ void run(reader& in, int which) {
     if (which >= 15 && which <= 18) {
         if (in.byte() % 4 == 0) extra = cond;
         else
-            for (index_t i = 0; i < extra.size(); ++i) extra[i] = in.value();
+            in.fill(extra);
     }
     auto c = cond.template as<R>();
     auto u = uncond.template as<R>();
