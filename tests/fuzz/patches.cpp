@@ -1,30 +1,54 @@
-// libFuzzer target: every cfg-stage patch entry point and FreeU's block patch, driven by fuzzed
-// shapes (ranks 4 and 5, odd and 1-sized dims, mismatched uncond / sigma), parameters (drawn
-// from each patch's descriptor: in and out of range, NaN, inf) and values. The hooks are called
-// through the checked entry points (core/dispatch.hpp), as an engine calls one patch on its own.
+// libFuzzer target: every cfg-stage patch entry point, the multi-prompt guiders, and the network
+// patches' hooks, driven by fuzzed shapes (ranks 4 and 5, odd and 1-sized dims, mismatched
+// uncond / sigma), parameters (drawn from each patch's descriptor: in and out of range, NaN, inf)
+// and values. Single-prompt hooks are called through the checked entry points
+// (core/dispatch.hpp), as an engine calls one patch on its own; Perp-Neg's combination through
+// its checked perp_neg::combine; PerpNeg's model pass, PerpNegGuider and DualCFGGuider through a
+// guider on a model that answers each prompt with a fuzzed prediction; Deep Shrink's input- and
+// output-block hooks as its unit tests call them (validate, then input_block_patch /
+// output_block_patch); NAG's attention-output hook through its checked nag::apply_chunks.
 // Contract checked on every input:
 //   - a rejected input raises patchbay::error (anything else escaping is a crash);
-//   - finite input with valid parameters gives finite output (the NaN policy).
+//   - finite input with valid parameters gives finite output (the NaN policy: where ComfyUI gives
+//     NaN from finite input, Tonemap at multiplier 0 or one pixel, Perp-Neg with cond == empty,
+//     the patches return the finite limit, so no input is excluded).
+// The first byte selects the case (head % cases) and the rank (the next bit).
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <optional>
+#include <span>
 #include <type_traits>
 #include <vector>
 
 #include "patchbay/core/descriptor.hpp"
 #include "patchbay/core/dispatch.hpp"
+#include "patchbay/core/guider.hpp"
 #include "patchbay/core/tensor.hpp"
+#include "patchbay/patches/attention/nag.hpp"
+#include "patchbay/patches/block/deep_shrink.hpp"
 #include "patchbay/patches/block/free_u.hpp"
+#include "patchbay/patches/cfg/perp_neg.hpp"
 #include "patchbay/patches/cfg/renorm_cfg.hpp"
 #include "patchbay/patches/cfg/rescale_cfg.hpp"
+#include "patchbay/patches/cfg/video_cfg_guidance.hpp"
+#include "patchbay/patches/guider/dual_cfg_guider.hpp"
+#include "patchbay/patches/guider/perp_neg_guider.hpp"
 #include "patchbay/patches/post_cfg/cfg_norm.hpp"
+#include "patchbay/patches/post_cfg/cfg_zero_star.hpp"
+#include "patchbay/patches/post_cfg/epsilon_scaling.hpp"
 #include "patchbay/patches/post_cfg/mahiro.hpp"
+#include "patchbay/patches/post_cfg/temporal_score_rescaling.hpp"
 #include "patchbay/patches/pre_cfg/apg.hpp"
 #include "patchbay/patches/pre_cfg/fresca.hpp"
+#include "patchbay/patches/pre_cfg/latent_apply_operation_cfg.hpp"
 #include "patchbay/patches/pre_cfg/tcfg.hpp"
+#include "patchbay/sampling/model_sampling.hpp"
 
 using namespace patchbay;
 
@@ -50,6 +74,21 @@ struct reader {
     }
     index_t dim() { return 1 + byte() % 7; }
     float value() { return static_cast<float>(static_cast<std::int8_t>(byte())) / 16.0f; }
+    /// A tensor's values: value() times a power of two (mostly 1; sometimes down to 2^-62, where
+    /// squares underflow float32, or up to 2^20), one byte for the power, one per element.
+    void fill(tensor<float>& t) {
+        const std::uint8_t b = byte();
+        const int e = b % 8 == 0 ? -2 * (b / 8) : b % 8 == 1 ? (b / 8) % 21 : 0;
+        for (index_t i = 0; i < t.size(); ++i) t[i] = std::ldexp(value(), e);
+    }
+    /// A noise level: mostly |value| * 4 (multiples of 1/4 up to 32), sometimes tiny (down to
+    /// 2^-120) or just below 1 (a flow model's end).
+    float sigma() {
+        const std::uint8_t b = byte();
+        if (b % 16 == 0) return std::ldexp(1.0f, -8 * (b / 16));
+        if (b % 16 == 1) return 1.0f - std::ldexp(1.0f, -1 - b / 16);
+        return std::fabs(value()) * 4.0f;
+    }
 };
 
 /// A value of P whose numeric inputs are drawn around their descriptor ranges (model facts:
@@ -82,6 +121,106 @@ bool all_finite(const tensor<float>& t) {
 }
 
 template <std::size_t R>
+bool all_finite(view<const float, R> v) {
+    return all_finite(tensor<float>::copy_of(v));
+}
+
+/// A model that answers each prompt with a fixed prediction (the prompt is that tensor), as the
+/// guider golden cases replace ComfyUI's model by recorded outputs.
+struct fixed_model {
+    using conditioning_type = tensor<float>;
+    template <std::size_t R>
+    void predict(const model_call<tensor<float>, float, R>& c, view<float, R> out) const {
+        require(c.conditioning != nullptr, "fixed_model", "a pass without a prompt");
+        const view<const float, R> p = c.conditioning->template as<R>();
+        require_same_shape(p, view<const float, R>(out), "fixed_model", "prompt", "out");
+        kernels::copy<float, R>(p, out);
+    }
+};
+
+/// The model samplings a hook may read: none, eps, v-prediction, a flow model.
+const model_sampling* sampling_of(std::uint8_t sel) {
+    static const model_sampling eps = model_sampling::discrete("eps");
+    static const model_sampling v = model_sampling::discrete("v_prediction");
+    static const model_sampling flow = model_sampling::sd3(3.0);
+    switch (sel % 4) {
+    case 0: return nullptr;
+    case 1: return &eps;
+    case 2: return &v;
+    default: return &flow;
+    }
+}
+
+/// One step of guider<fixed_model, P...> with the fuzzed predictions as the prompts' answers.
+template <std::size_t R, class... P>
+void guided(const model_sampling& ms, const tensor<float>& x, const tensor<float>& sigma, double cond_scale,
+            const tensor<float>& cond, const tensor<float>& uncond, const tensor<float>& extra, tensor<float>& out,
+            P... patches) {
+    const fixed_model model;
+    const guider<const fixed_model, P...> g(model, ms, patches...);
+    auto run = g.begin_run(&cond, &uncond, &extra);
+    g.denoise(run, step_inputs<float, R>{x.template as<R>(), sigma.template as<1>(), cond_scale},
+              out.template as<R>());
+}
+
+template <class T>
+T fuzz_method(reader& in) {
+    return static_cast<T>(in.byte() % kernels::resize_method_names.size());
+}
+
+/// Deep Shrink's two hooks as a UNet calls them: input block `site` on h (4-D or 5-D), then, for
+/// 4-D, the output block with the skip feature `hsp`. Returns whether every result is finite.
+template <std::size_t R>
+bool deep_shrink_hooks(reader& in, const tensor<float>& h, const tensor<float>& hsp) {
+    auto p = fuzz_params<deep_shrink>(in);
+    p.downscale_method = fuzz_method<kernels::resize_method>(in);
+    p.upscale_method = fuzz_method<kernels::resize_method>(in);
+    validate(p); // the dispatcher's check when the patch joins a guider or chain
+    workspace results, arena;
+    const bool with_arena = in.byte() % 2;
+    const int block = in.byte() % 4 ? p.block_number : p.block_number + 1;
+    block_site site{unet_stage::input, block, h.shape()[1]};
+    site.scratch = with_arena ? &arena : nullptr;
+    tensor<float> h_copy = h;
+    const view<float, R> deep = p.input_block_patch<float, R>(site, h_copy.template as<R>(), results, 0);
+    if (!all_finite<R>(deep)) return false;
+    if constexpr (R == 4) {
+        site.stage = unet_stage::output;
+        const view<float, 4> back = p.output_block_patch<float>(site, deep, hsp.template as<4>(), results, 4);
+        if (!all_finite<4>(back)) return false;
+        if (back.extent(2) != hsp.shape()[2]) return false; // back at the skip's height
+    }
+    return true;
+}
+
+/// NAG's attention-output hook on fuzzed chunks: (items, tokens, features), the chunks'
+/// prompts (0 positive, 1 negative; 2 is refused) and an optional image-token slice.
+bool nag_hook(reader& in) {
+    const index_t chunks = 1 + in.byte() % 3;
+    std::vector<int> cond_or_uncond(static_cast<std::size_t>(chunks));
+    for (auto& c : cond_or_uncond) c = in.byte() % 7 == 0 ? 2 : in.byte() % 2;
+    const index_t per_chunk = in.byte() % 8 == 0 ? 0 : in.dim() % 3 + 1;
+    const index_t B = chunks * per_chunk + (in.byte() % 8 == 0 ? 1 : 0), N = in.dim() + 2, F = in.dim() * 3;
+    std::optional<std::pair<index_t, index_t>> img;
+    if (in.byte() % 2) img = std::pair<index_t, index_t>{in.byte() % (N + 2), in.byte() % (N + 2)};
+    const auto p = fuzz_params<normalized_attention_guidance>(in);
+    tensor<float> attn({B, N, F});
+    in.fill(attn);
+    workspace ws;
+    nag::apply_chunks<float>(p, attn.as<3>(), std::span<const int>(cond_or_uncond), img,
+                             in.byte() % 2 ? &ws : nullptr);
+    return all_finite(attn);
+}
+
+constexpr int cases = 21;
+
+/// PATCHBAY_FUZZ_TRACE=1 prints each input's case and whether it was accepted (to check seeds).
+bool trace() {
+    static const bool on = std::getenv("PATCHBAY_FUZZ_TRACE") != nullptr;
+    return on;
+}
+
+template <std::size_t R>
 void run(reader& in, int which) {
     std::vector<index_t> shape(R);
     for (auto& d : shape) d = in.dim();
@@ -89,21 +228,34 @@ void run(reader& in, int which) {
     const std::uint8_t mismatch = in.byte();
     if (mismatch % 16 == 1) ushape[mismatch / 16 % R] += 1;
     tensor<float> x(shape), cond(shape), uncond(ushape), out(shape);
-    for (index_t i = 0; i < x.size(); ++i) x[i] = in.value();
-    for (index_t i = 0; i < cond.size(); ++i) cond[i] = in.value();
-    for (index_t i = 0; i < uncond.size(); ++i) uncond[i] = in.value();
+    in.fill(x);
+    in.fill(cond);
+    in.fill(uncond);
     const index_t sigma_len = (in.byte() % 8 == 0) ? shape[0] + 1 : shape[0];
     tensor<float> sigma({sigma_len});
-    for (index_t i = 0; i < sigma_len; ++i) sigma[i] = std::fabs(in.value()) * 4.0f;
+    for (index_t i = 0; i < sigma_len; ++i) sigma[i] = in.sigma();
     const double cond_scale = in.param(0.0, 30.0);
     const bool uncond_none = in.byte() % 5 == 0;
     if (uncond_none) uncond.fill(0.f);
-    const auto pred = (in.byte() % 2) ? prediction_type::flow : prediction_type::eps;
+    const model_sampling* ms = sampling_of(in.byte());
+    const auto pred = ms ? ms->prediction() : (in.byte() % 2) ? prediction_type::flow : prediction_type::eps;
     guidance_inputs<float, R> gi{x.template as<R>(), sigma.template as<1>(), cond_scale, uncond_none, pred};
+    gi.sampling = ms;
+    // the third prediction (Perp-Neg's empty prompt, Dual CFG's middle one); sometimes equal to
+    // cond, where ComfyUI's projection is 0/0
+    tensor<float> extra(shape);
+    if (which >= 15 && which <= 18) {
+        if (in.byte() % 4 == 0) extra = cond;
+        else
+            in.fill(extra);
+    }
     auto c = cond.template as<R>();
     auto u = uncond.template as<R>();
+    auto o = out.template as<R>();
+    const model_sampling& guider_sampling = ms ? *ms : *sampling_of(1);
     no_state none;
-    bool valid = std::isfinite(cond_scale) && cond_scale >= 0 && ushape == shape && sigma_len == shape[0];
+    bool checks_out = which >= 3; // pre-cfg hooks write cond and uncond only
+    bool finite = true;
     try {
         switch (which) {
         case 0: { // APG, twice so the state's momentum path runs
@@ -115,21 +267,21 @@ void run(reader& in, int which) {
         }
         case 1: apply_pre_cfg(tcfg{}, none, gi, c, u); break;
         case 2: apply_pre_cfg(fuzz_params<fresca>(in), none, gi, c, u); break;
-        case 3: apply_cfg_function(fuzz_params<rescale_cfg>(in), none, gi, c, u, out.template as<R>()); break;
-        case 4: apply_cfg_function(fuzz_params<renorm_cfg>(in), none, gi, c, u, out.template as<R>()); break;
+        case 3: apply_cfg_function(fuzz_params<rescale_cfg>(in), none, gi, c, u, o); break;
+        case 4: apply_cfg_function(fuzz_params<renorm_cfg>(in), none, gi, c, u, o); break;
         case 5: {
-            kernels::cfg_combine(view<const float, R>(c), view<const float, R>(c), 1.0, out.template as<R>());
+            kernels::cfg_combine(view<const float, R>(c), view<const float, R>(c), 1.0, o);
             auto p = fuzz_params<cfg_norm>(in);
             p.pre_cfg = false; // the post-cfg slot (the cfg-function form is case 7)
-            apply_post_cfg(p, none, gi, c, u, out.template as<R>());
+            apply_post_cfg(p, none, gi, c, u, o);
             break;
         }
         case 6: {
-            kernels::cfg_combine(view<const float, R>(c), view<const float, R>(c), 1.0, out.template as<R>());
-            apply_post_cfg(mahiro{}, none, gi, c, u, out.template as<R>());
+            kernels::cfg_combine(view<const float, R>(c), view<const float, R>(c), 1.0, o);
+            apply_post_cfg(mahiro{}, none, gi, c, u, o);
             break;
         }
-        default: {
+        case 7: {
             if constexpr (R == 4) {
                 if (in.byte() % 2) {
                     const block_site site{unet_stage::output, 0, shape[1]};
@@ -139,18 +291,101 @@ void run(reader& in, int which) {
             }
             auto p = fuzz_params<cfg_norm>(in);
             p.pre_cfg = true;
-            apply_cfg_function(p, none, gi, c, u, out.template as<R>());
+            apply_cfg_function(p, none, gi, c, u, o);
             break;
         }
+        // post-cfg hooks of issue 14, on a plain CFG result
+        case 8:
+        case 9:
+        case 10: {
+            kernels::cfg_combine(view<const float, R>(c), view<const float, R>(c), 1.0, o);
+            if (which == 8) apply_post_cfg(cfg_zero_star{}, none, gi, c, u, o);
+            else if (which == 9) apply_post_cfg(fuzz_params<epsilon_scaling>(in), none, gi, c, u, o);
+            else apply_post_cfg(fuzz_params<temporal_score_rescaling>(in), none, gi, c, u, o);
+            break;
         }
-    } catch (const patchbay::error&) {
+        case 11: apply_cfg_function(fuzz_params<video_linear_cfg_guidance>(in), none, gi, c, u, o); break;
+        case 12: apply_cfg_function(fuzz_params<video_triangle_cfg_guidance>(in), none, gi, c, u, o); break;
+        case 13:
+        case 14: {
+            checks_out = false;
+            workspace ws;
+            if (in.byte() % 2) gi.scratch = &ws;
+            const latent_apply_operation_cfg p{
+                which == 13 ? latent_apply_operation_cfg::operation_type(fuzz_params<latent_operation_sharpen>(in))
+                            : latent_apply_operation_cfg::operation_type(fuzz_params<latent_operation_tonemap_reinhard>(in))};
+            apply_pre_cfg(p, none, gi, c, u);
+            break;
+        }
+        case 15: { // Perp-Neg's combination, the empty prediction given (out may be one of the inputs)
+            const auto p = fuzz_params<perp_neg>(in);
+            const std::uint8_t alias = in.byte() % 4;
+            if (alias == 0) {
+                p.combine(gi, c, u, extra.template as<R>(), o);
+            } else {
+                tensor<float>& target = alias == 1 ? cond : alias == 2 ? uncond : extra;
+                p.combine(gi, c, u, extra.template as<R>(), target.template as<R>());
+                out = target;
+            }
+            break;
+        }
+        case 16: { // PerpNeg as the cfg function, its extra pass on the model
+            const auto p = fuzz_params<perp_neg>(in);
+            if (in.byte() % 2) guided<R>(guider_sampling, x, sigma, cond_scale, cond, uncond, extra, out, p);
+            else guided<R>(guider_sampling, x, sigma, cond_scale, cond, uncond, extra, out, p, cfg_zero_star{});
+            break;
+        }
+        case 17: { // PerpNegGuider, alone or with the hooks it runs (pre-cfg on three predictions)
+            const auto p = fuzz_params<perp_neg_guider>(in);
+            switch (in.byte() % 3) {
+            case 0: guided<R>(guider_sampling, x, sigma, cond_scale, cond, uncond, extra, out, p); break;
+            case 1: {
+                const latent_apply_operation_cfg op{fuzz_params<latent_operation_tonemap_reinhard>(in)};
+                guided<R>(guider_sampling, x, sigma, cond_scale, cond, uncond, extra, out, p, op, cfg_zero_star{});
+                break;
+            }
+            default: {
+                const latent_apply_operation_cfg op{fuzz_params<latent_operation_sharpen>(in)};
+                guided<R>(guider_sampling, x, sigma, cond_scale, cond, uncond, extra, out, p, op,
+                          fuzz_params<temporal_score_rescaling>(in));
+                break;
+            }
+            }
+            break;
+        }
+        case 18: { // DualCFGGuider, alone or with a cfg function and post-cfg hooks inside
+            auto p = fuzz_params<dual_cfg_guider>(in);
+            p.style = in.byte() % 2 ? dual_cfg_style::nested : dual_cfg_style::regular;
+            switch (in.byte() % 3) {
+            case 0: guided<R>(guider_sampling, x, sigma, cond_scale, cond, uncond, extra, out, p); break;
+            case 1:
+                guided<R>(guider_sampling, x, sigma, cond_scale, cond, uncond, extra, out, p,
+                          fuzz_params<video_triangle_cfg_guidance>(in), fuzz_params<epsilon_scaling>(in));
+                break;
+            default:
+                guided<R>(guider_sampling, x, sigma, cond_scale, cond, uncond, extra, out, p,
+                          fuzz_params<rescale_cfg>(in), cfg_zero_star{});
+                break;
+            }
+            break;
+        }
+        case 19:
+            checks_out = false;
+            finite = deep_shrink_hooks<R>(in, cond, uncond);
+            break;
+        default:
+            checks_out = false;
+            finite = nag_hook(in);
+            break;
+        }
+    } catch (const patchbay::error& e) {
+        if (trace()) std::fprintf(stderr, "case %d, rank %zu: rejected: %s\n", which, R, e.what());
         return; // rejected: fine
     }
+    if (trace()) std::fprintf(stderr, "case %d, rank %zu: accepted\n", which, R);
     // Accepted: the output of finite input must be finite. (Parameters were accepted, so they
     // were valid; shapes were accepted, so they matched.)
-    (void)valid;
-    if (!all_finite(cond) || !all_finite(uncond) || (which >= 3 && !all_finite(out)))
-        __builtin_trap();
+    if (!finite || !all_finite(cond) || !all_finite(uncond) || (checks_out && !all_finite(out))) __builtin_trap();
 }
 
 } // namespace
@@ -158,8 +393,8 @@ void run(reader& in, int which) {
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     reader in{data, size};
     const std::uint8_t head = in.byte();
-    const int which = head % 8;
-    if ((head / 8) % 2) run<5>(in, which);
+    const int which = head % cases;
+    if ((head / cases) % 2) run<5>(in, which);
     else run<4>(in, which);
     return 0;
 }
