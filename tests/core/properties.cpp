@@ -308,15 +308,13 @@ TEST_CASE("Deep Shrink keeps the properties through the input- and output-block 
     }
 }
 
-// Known defect, reported to the lead: the step adds every output-block patch's hook (FreeU) to a
-// model call before any patch's on_model_call hooks (Deep Shrink's resize), whatever the patch
-// order, and FreeU refuses an hsp whose spatial size differs from h's. So FreeU beside Deep Shrink
-// fails at the output block where Deep Shrink would resize h back, while ComfyUI runs the
-// output_block_patch list in node order and its FreeU never compares h's and hsp's sizes.
-// [!shouldfail]: this test starts "failing" when the combination works; then drop the tag.
-TEST_CASE("Deep Shrink beside FreeU_V2 keeps the properties", "[properties][deep_shrink][!shouldfail]") {
+// FreeU beside Deep Shrink, in both orders: the output-block hooks run in the patches' order
+// (ComfyUI's node order), and FreeU filters h and hsp separately, so with FreeU first it meets
+// the shrunk h beside the full-size skip before Deep Shrink resizes h back.
+TEST_CASE("Deep Shrink beside FreeU_V2 keeps the properties, in either order", "[properties][deep_shrink]") {
     const deep_shrink always{.block_number = 3, .downscale_factor = 2.0, .end_percent = 1.0};
     check_properties_with<4, shrink_gaussian>(toy_setup{}, {2, 4, 9, 7}, 160, true, always, free_u_v2{});
+    check_properties_with<4, shrink_gaussian>(toy_setup{}, {2, 4, 9, 7}, 161, true, free_u_v2{}, always);
 }
 
 TEST_CASE("NAG and Skip Layer Guidance keep the properties on the toy DiT", "[properties][dit]") {

@@ -951,15 +951,18 @@ void denoise_step(Model& model, const model_sampling& ms, std::span<hook_entry> 
         plan = &composed;
     }
 
-    // The hooks of one model call: block bindings, every patch's on_model_call for this pass,
-    // the pass plan's hooks for this prompt, and a re-evaluation's extra hooks.
+    // The hooks of one model call: each patch's block binding and on_model_call hooks in the
+    // patches' order (ComfyUI's node order: FreeU before or after Deep Shrink's resize), the
+    // pass plan's hooks for this prompt, and a re-evaluation's extra hooks.
     auto hooks_for = [&](call_overrides<T>& overrides, pass_kind pass, pass_kind prompt,
                          const call_overrides<T>* extra) {
-        for (std::size_t k = 0; k < n_blocks; ++k)
-            overrides.add_output_block(
-                typename call_overrides<T>::output_block_fn(&block_binding<T>::thunk, &blocks[k]));
-        for (const auto& e : entries)
+        std::size_t k = 0;
+        for (const auto& e : entries) {
+            if (k < n_blocks && blocks[k].entry == &e)
+                overrides.add_output_block(
+                    typename call_overrides<T>::output_block_fn(&block_binding<T>::thunk, &blocks[k++]));
             if (const auto fn = e.vt->template model<T>().on_model_call) fn(e.patch, e.state, pass, overrides);
+        }
         if (plan && pass != pass_kind::reevaluation) overrides.append(plan->for_prompt(prompt));
         if (extra) overrides.append(*extra);
     };

@@ -280,14 +280,34 @@ TEST_CASE("bad input is rejected with patchbay::error", "[free_u][errors]") {
     tensor<float> s3({8, 4, 4}), h5({1, 8, 1, 4, 4});
     CHECK_THROWS_AS((free_u{}.output_block(st, site, h.as<4>(), s3.as<3>())), error);
     CHECK_THROWS_AS((free_u_v2{}.output_block(st, site, h5.as<5>(), h5.as<5>())), error);
-    // batch / spatial mismatch, channel count in the site, empty
+    // batch mismatch, channel count in the site, empty
     auto s_b = test::random_tensor({2, 8, 4, 4}, 19);
-    auto s_s = test::random_tensor({1, 8, 4, 5}, 20);
     CHECK_THROWS_AS((free_u{.model_channels = 2}.output_block(st, site, h.as<4>(), s_b.as<4>())), error);
-    CHECK_THROWS_AS((free_u{.model_channels = 2}.output_block(st, site, h.as<4>(), s_s.as<4>())), error);
     CHECK_THROWS_AS((free_u{.model_channels = 2}.output_block(st, block_site{unet_stage::output, 0, 4}, h.as<4>(),
                                                               hsp.as<4>())),
                     error);
     tensor<float> e({1, 0, 4, 4});
     CHECK_THROWS_AS((free_u{.model_channels = 2}.output_block(st, site, e.as<4>(), hsp.as<4>())), error);
+}
+
+TEST_CASE("FreeU filters h and hsp separately: their spatial sizes may differ (Deep Shrink)", "[free_u]") {
+    // Inside Deep Shrink's window h reaches an output block shrunk; with FreeU first in node
+    // order its hook sees that h beside the full-size skip, as in ComfyUI, which never compares them.
+    const auto h = test::random_tensor({2, 8, 4, 4}, 31);
+    const auto hsp_big = test::random_tensor({2, 8, 8, 6}, 32), hsp_same = test::random_tensor({2, 8, 4, 4}, 33);
+    for (const bool v2 : {false, true}) {
+        auto h1 = h, h2 = h, s1 = hsp_big, s2 = hsp_same;
+        no_state st;
+        const block_site site{unet_stage::output, 0, 8};
+        if (v2) {
+            apply_output_block(free_u_v2{.model_channels = 2}, st, site, h1.as<4>(), s1.as<4>());
+            apply_output_block(free_u_v2{.model_channels = 2}, st, site, h2.as<4>(), s2.as<4>());
+        } else {
+            apply_output_block(free_u{.model_channels = 2}, st, site, h1.as<4>(), s1.as<4>());
+            apply_output_block(free_u{.model_channels = 2}, st, site, h2.as<4>(), s2.as<4>());
+        }
+        CHECK(test::bit_equal(h1, h2));        // h's result does not depend on the skip
+        CHECK(!test::bit_equal(h1, h));        // and the backbone factor did act
+        CHECK(!test::bit_equal(s1, hsp_big));  // the skip at its own size was filtered
+    }
 }

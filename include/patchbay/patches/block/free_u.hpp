@@ -148,12 +148,11 @@ void apply(const char* where, std::optional<free_u_factors> f, const block_site&
     PATCHBAY_REQUIRE(site.channels == 0 || site.channels == h.extent(1), where,
             "block_site.channels (" + std::to_string(site.channels) +
                 ") must be h's channel count " + std::to_string(h.extent(1)));
-    PATCHBAY_REQUIRE(h.extent(0) == hsp.extent(0) && h.extent(2) == hsp.extent(2) &&
-                h.extent(3) == hsp.extent(3),
-            where,
-            "tensor 'hsp' has shape " + shape_string(hsp) +
-                "; its batch and spatial dims must match 'h' " + shape_string(h) +
-                " (the UNet concatenates them; only the channel count may differ)");
+    // Only the batch must agree: h and hsp are filtered separately, as in ComfyUI, and their
+    // sizes differ where Deep Shrink's output-block hook runs after this one (ComfyUI's node
+    // order) and only then resizes h to the skip's size.
+    PATCHBAY_REQUIRE(h.extent(0) == hsp.extent(0), where,
+            "tensor 'hsp' has shape " + shape_string(hsp) + "; its batch must match 'h' " + shape_string(h));
     require_same_shape(h, view<const T, 4>(h_out), where, "h", "h_out");
     require_same_shape(hsp, view<const T, 4>(hsp_out), where, "hsp", "hsp_out");
     require_writable_layout(h_out, where, "h_out");
