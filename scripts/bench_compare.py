@@ -10,7 +10,9 @@ usage: scripts/bench_compare.py BEFORE_BUILD_DIR AFTER_BUILD_DIR [--reps N] [--f
                                 [--worst-line TEXT]
 Each build directory is a CMake build of patchbay with its benchmarks (bench/bench_*).
 --worst-line TEXT ends the output with "TEXT: X.XX", the largest after / before ratio
-(scripts/bench_isa.sh compares a default build with a -march=native one this way)."""
+(scripts/bench_isa.sh compares a default build with a -march=native one this way).
+--before-env / --after-env K=V set the environment of one side, e.g. one build with
+patchbay::dispatch capped to x86-64-v3 (before) and uncapped (after)."""
 import argparse
 import json
 import os
@@ -26,12 +28,16 @@ def binaries(build):
             if f.startswith("bench_") and os.access(os.path.join(d, f), os.X_OK)}
 
 
-def run(exe, flt, min_time):
+def run(exe, flt, min_time, env=None):
     """One run of a benchmark binary: {name: real time in ns}."""
     cmd = [exe, "--benchmark_format=json", f"--benchmark_min_time={min_time}"]
     if flt:
         cmd.append(f"--benchmark_filter={flt}")
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    full_env = dict(os.environ)
+    for kv in env or []:
+        k, _, v = kv.partition("=")
+        full_env[k] = v
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=full_env).stdout
     if not out.strip():  # the filter matched nothing in this binary
         return {}
     scale = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}
@@ -66,6 +72,9 @@ def main():
     ap.add_argument("--binaries", default="", help="benchmark binaries to run (regex on the file name)")
     ap.add_argument("--labels", default="before,after", help="the two builds' column names")
     ap.add_argument("--worst-line", default="", help="print 'TEXT: X.XX', the largest after / before ratio")
+    ap.add_argument("--before-env", action="append", default=[], metavar="K=V",
+                    help="environment of the before runs (e.g. PATCHBAY_ISA=x86-64-v3 on the same build)")
+    ap.add_argument("--after-env", action="append", default=[], metavar="K=V")
     a = ap.parse_args()
     lb, la = a.labels.split(",")
     before, after = binaries(a.before), binaries(a.after)
@@ -76,8 +85,8 @@ def main():
     for b in common:
         times = {"before": {}, "after": {}}
         for _ in range(a.reps):
-            for side, exe in (("before", before[b]), ("after", after[b])):
-                for name, t in run(exe, a.filter, a.min_time).items():
+            for side, exe, env in (("before", before[b], a.before_env), ("after", after[b], a.after_env)):
+                for name, t in run(exe, a.filter, a.min_time, env).items():
                     times[side].setdefault(name, []).append(t)
         for name in times["before"]:
             if name not in times["after"] or re.search(a.exclude, name, re.I):
