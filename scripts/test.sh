@@ -130,6 +130,10 @@ isa_dispatch() {
   return $status
 }
 
+if want release; then
+  stage "Release build, x86-64-v3 lint (tests, examples, benchmark smoke runs)" release
+fi
+
 if want isa; then
   stage "ISA matrix: default flags + run-time dispatch, each level this CPU has (x86-64 = the compiler's baseline)" \
     isa_dispatch
