@@ -9,6 +9,8 @@
 #error "compiled by cmake/dispatch.cmake only, with PATCHBAY_ISA_VARIANT and PATCHBAY_ISA_ENTRY"
 #endif
 
+#include <iterator>
+
 #include "patchbay/builtins.hpp"
 #include "patchbay/core/isa.hpp"
 
