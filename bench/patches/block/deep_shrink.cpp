@@ -51,7 +51,7 @@ double torch_time(const std::vector<index_t>& in, const std::vector<index_t>& ou
 #endif
 
 void run(benchmark::State& st, const std::vector<index_t>& in, const std::vector<index_t>& out, resize_method m) {
-    const auto x = bench::random_tensor(in, 1);
+    auto x = bench::random_tensor(in, 1); // (the hooks take mutable views; they do not write h)
     tensor<float> hsp(out); // the skip connection: only its size is read (the up-resize target)
     // The patch's hooks as a model call meets them: on_model_call through the patch's table (so
     // a default build with patchbay::dispatch runs the dispatched variant), then the input-block
