@@ -612,11 +612,11 @@ TEST_CASE("Engine node classes: add_node maps a class_type to the engine's patch
     kernels::cfg_combine<float, 4>(c.as<4>(), u.as<4>(), 4.0, want.as<4>());
     no_state none;
     e.post_cfg(none, gi, c.as<4>(), u.as<4>(), want.as<4>());
-    mahiro{}.post_cfg<float, 4>(none, gi, c.as<4>(), u.as<4>(), want.as<4>());
+    apply_post_cfg(mahiro{}, none, gi, c.as<4>(), u.as<4>(), want.as<4>()); // (the chain's ISA variant)
     CHECK(max_abs_diff(got, want) == 0.0);
     tensor<float> without(shape); // the same chain without the engine's patch differs
     kernels::cfg_combine<float, 4>(c.as<4>(), u.as<4>(), 4.0, without.as<4>());
-    mahiro{}.post_cfg<float, 4>(none, gi, c.as<4>(), u.as<4>(), without.as<4>());
+    apply_post_cfg(mahiro{}, none, gi, c.as<4>(), u.as<4>(), without.as<4>());
     CHECK(max_abs_diff(got, without) > 1e-3);
 }
 
@@ -666,6 +666,8 @@ TEST_CASE("One cfg function, one mask function, one model sampling: a second is 
     CHECK(w.patches[3].node_id == "5");
 }
 
+// (the patches called through the checked entry points: the same tables, so the same ISA
+// variant, as the chain)
 TEST_CASE("build_chain: the chain's combine step equals the patches called directly, in workflow order") {
     const workflow wf = parse_workflow_file(fixture("custom_advanced_stack.json"));
     plain_model model;
@@ -703,22 +705,22 @@ TEST_CASE("build_chain: the chain's combine step equals the patches called direc
         chain.combine(run, gi, c1.as<4>(), u1.as<4>(), got.as<4>());
 
         tensor<float> c2 = c0, u2 = u0, want(shape);
-        fr.pre_cfg(none, gi, c2.as<4>(), u2.as<4>());
-        ap.pre_cfg(apg_state, gi, c2.as<4>(), u2.as<4>());
+        apply_pre_cfg(fr, none, gi, c2.as<4>(), u2.as<4>());
+        apply_pre_cfg(ap, apg_state, gi, c2.as<4>(), u2.as<4>());
         kernels::cfg_combine<float, 4>(c2.as<4>(), u2.as<4>(), cond_scale, want.as<4>());
-        cn.post_cfg(none, gi, c2.as<4>(), u2.as<4>(), want.as<4>());
-        mh.post_cfg<float, 4>(none, gi, c2.as<4>(), u2.as<4>(), want.as<4>());
+        apply_post_cfg(cn, none, gi, c2.as<4>(), u2.as<4>(), want.as<4>());
+        apply_post_cfg(mh, none, gi, c2.as<4>(), u2.as<4>(), want.as<4>());
 
         INFO("step " << step);
         CHECK(max_abs_diff(got, want) == 0.0);
         // The order matters (so the comparison above checks it): FreSca after APG differs.
         tensor<float> c3 = c0, u3 = u0, swapped(shape);
         apg::state_type fresh_apg;
-        ap.pre_cfg(fresh_apg, gi, c3.as<4>(), u3.as<4>());
-        fr.pre_cfg(none, gi, c3.as<4>(), u3.as<4>());
+        apply_pre_cfg(ap, fresh_apg, gi, c3.as<4>(), u3.as<4>());
+        apply_pre_cfg(fr, none, gi, c3.as<4>(), u3.as<4>());
         kernels::cfg_combine<float, 4>(c3.as<4>(), u3.as<4>(), cond_scale, swapped.as<4>());
-        cn.post_cfg(none, gi, c3.as<4>(), u3.as<4>(), swapped.as<4>());
-        mh.post_cfg<float, 4>(none, gi, c3.as<4>(), u3.as<4>(), swapped.as<4>());
+        apply_post_cfg(cn, none, gi, c3.as<4>(), u3.as<4>(), swapped.as<4>());
+        apply_post_cfg(mh, none, gi, c3.as<4>(), u3.as<4>(), swapped.as<4>());
         if (step == 0) CHECK(max_abs_diff(got, swapped) > 1e-4);
         // and the patches did something: the result is not plain CFG
         tensor<float> plain(shape);

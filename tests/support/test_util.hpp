@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "patchbay/core/error.hpp"
+#include "patchbay/core/isa.hpp"
 #include "patchbay/core/tensor.hpp"
 
 namespace patchbay::test {
@@ -36,6 +37,23 @@ bool bit_equal(const tensor<T>& a, const tensor<T>& b) {
     for (index_t i = 0; i < a.size(); ++i)
         if (!(a[i] == b[i]) && !(std::isnan(a[i]) && std::isnan(b[i]))) return false;
     return true;
+}
+
+/// True when the built-in patches run the SIMD variant this file is compiled for: then a patch
+/// run by a guider and the same arithmetic written here agree bit for bit. Under
+/// patchbay::dispatch they may run a wider variant, which rounds differently (FMA, reduction
+/// order; docs/integration.md "Instruction sets").
+inline bool patches_run_this_variant() { return simd_arch_name() == compiled_simd_name(); }
+
+/// a and b bit for bit where the patches run this file's variant, else within rounding of a
+/// float32 computation (2e-6 of the largest magnitude).
+template <class T>
+bool same_arithmetic(const tensor<T>& a, const tensor<T>& b) {
+    if (patches_run_this_variant()) return bit_equal(a, b);
+    if (a.shape() != b.shape()) return false;
+    double scale = 0;
+    for (index_t i = 0; i < a.size(); ++i) scale = std::max(scale, std::fabs(double(a[i])));
+    return max_abs_diff(a, b) <= 2e-6 * std::max(scale, 1e-30);
 }
 
 /// The message of the patchbay::error that f() raises, or "<no error>" when it returns.

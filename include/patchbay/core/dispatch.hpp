@@ -642,19 +642,19 @@ inline void check_slot_set(std::span<const hook_entry> entries, std::string_view
             }
     }
     for (const auto& g : entries) {
+        if (g.vt->refused_slots == 0) continue;
+        for (const auto& e : entries)
+            if (&e != &g && (g.vt->refused_slots & slot_bit(e.slot)))
+                fail(where, cat({"'", g.vt->class_type, "' never runs ", to_string(e.slot), " hooks, so '",
+                                 e.vt->class_type, "' would be silently skipped; patchbay refuses the combination"}));
+    }
+    for (const auto& g : entries) {
         if (g.slot != hook_kind::multi_prompt) continue;
         for (const auto& e : entries)
             if (e.vt->evaluates_extra_prompt)
                 fail(where, cat({"'", e.vt->class_type, "' runs the model on the run's extra prompt itself, but '",
                                  g.vt->class_type, "' (a multi-prompt guider) takes that prompt as its own; "
                                  "patchbay refuses the combination"}));
-    }
-    for (const auto& g : entries) {
-        if (g.vt->refused_slots == 0) continue;
-        for (const auto& e : entries)
-            if (&e != &g && (g.vt->refused_slots & slot_bit(e.slot)))
-                fail(where, cat({"'", g.vt->class_type, "' never runs ", to_string(e.slot), " hooks, so '",
-                                 e.vt->class_type, "' would be silently skipped; patchbay refuses the combination"}));
     }
 }
 

@@ -150,7 +150,7 @@ TEST_CASE("perp_neg_guider hands its hooks three predictions, cfg and the empty 
         const tensor<float> zeros(g.x.shape());
         perp_neg_detail::combine<float, 4>(shifted.as<4>(), skip_negative ? zeros.as<4>() : g.negative.prediction.as<4>(),
                                            g.extra.prediction.as<4>(), pg.neg_scale, pg.cfg, want.as<4>());
-        CHECK(test::bit_equal(got, want));
+        CHECK(test::same_arithmetic(got, want));
     }
 }
 
