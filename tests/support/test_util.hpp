@@ -1,6 +1,7 @@
 // patchbay tests: small helpers shared by the test files.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <string>
@@ -54,6 +55,12 @@ bool same_arithmetic(const tensor<T>& a, const tensor<T>& b) {
     double scale = 0;
     for (index_t i = 0; i < a.size(); ++i) scale = std::max(scale, std::fabs(double(a[i])));
     return max_abs_diff(a, b) <= 2e-6 * std::max(scale, 1e-30);
+}
+
+/// One value: equal where the patches run this file's variant, else within float32 rounding.
+inline bool same_value(double got, double want) {
+    if (patches_run_this_variant()) return got == want;
+    return std::fabs(got - want) <= 4e-6 * std::max(1.0, std::fabs(want));
 }
 
 /// The message of the patchbay::error that f() raises, or "<no error>" when it returns.

@@ -306,7 +306,7 @@ TEST_CASE("deep_shrink: through a chain, the window and the skip point", "[deep_
         CHECK(c.model.skip_h == 8);
         CHECK(c.model.deep_h == 4);
         CHECK(c.model.out_h == 8);
-        CHECK(test::bit_equal(c.out, want));
+        CHECK(test::same_arithmetic(c.out, want));
     }
     // outside (just above the start, just below the end): h passes bit for bit
     for (float s : {std::nextafter(start, 1e9f), std::nextafter(end, 0.f), 20.f, 0.1f}) {

@@ -274,7 +274,7 @@ TEST_CASE("perp_neg through guider and patch_chain: the third prompt, skipped un
         chain.denoise(run_c, st, out_c.as<4>());
 
         CHECK(test::bit_equal(out_g, out_c));
-        CHECK(test::bit_equal(out_g, want));
+        CHECK(test::same_arithmetic(out_g, want));
         CHECK(model.calls == calls_g);
         // cond, uncond (not at scale 1), then the extra pass with the empty prompt
         std::vector<std::pair<pass_kind, pass_kind>> expect{{pass_kind::cond, pass_kind::cond}};

@@ -135,7 +135,7 @@ TEST_CASE("dual_cfg_guider runs the cfg function and post-cfg hooks on ComfyUI's
         for (index_t i = 0; i < want.size(); ++i)
             want[i] = regular ? t[i] + (g.positive.prediction[i] - g.extra.prediction[i]) * s1
                               : g.negative.prediction[i] + s2 * (t[i] - g.negative.prediction[i]);
-        CHECK(test::bit_equal(out, want));
+        CHECK(test::same_arithmetic(out, want));
     }
 }
 

@@ -111,7 +111,7 @@ TEST_CASE("perp_neg_guider: positive == empty gives the finite limit, pinned", "
     for (index_t i = 0; i < got.size(); ++i) {
         REQUIRE(p[i] == e[i]);
         // projection 0: empty + cfg*(pos - neg_scale*neg), pos = 0
-        CHECK(got[i] == e[i] + s * ((p[i] - e[i]) - (n[i] - e[i] - 0.0f * (p[i] - e[i])) * k));
+        CHECK(test::same_value(got[i], e[i] + s * ((p[i] - e[i]) - (n[i] - e[i] - 0.0f * (p[i] - e[i])) * k)));
     }
 }
 

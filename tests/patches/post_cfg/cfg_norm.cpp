@@ -174,10 +174,13 @@ TEST_CASE("cfg_norm identities and limits", "[cfg_norm]") {
     CHECK(test::max_abs_diff(run_pre<4>(cfg_norm{0.0, true}, x, c, u, 5.0), cfg) < 4e-6);
     // pre_cfg, cond_scale 1 with zero uncond: comb == x - cond, ratio 1: cond
     CHECK(test::max_abs_diff(run_pre<4>(cfg_norm{1.0, true}, x, c, zeros, 1.0), c) < 4e-6);
-    // pre_cfg where x - g is 0 at a pixel: ratio 1 there, finite
-    auto pre0 = run_pre<4>(cfg_norm{1.0, true}, cfg, c, u, 5.0);
-    for (index_t i = 0; i < pre0.size(); ++i) REQUIRE(std::isfinite(pre0[i]));
-    CHECK(test::max_abs_diff(pre0, cfg) < 1e-6);
+    // pre_cfg where x - g is 0 at a pixel: ratio 1 there, finite. (x = g bit for bit needs g
+    // computed here as the patch computes it: only where the patches run this file's variant.)
+    if (test::patches_run_this_variant()) {
+        auto pre0 = run_pre<4>(cfg_norm{1.0, true}, cfg, c, u, 5.0);
+        for (index_t i = 0; i < pre0.size(); ++i) REQUIRE(std::isfinite(pre0[i]));
+        CHECK(test::max_abs_diff(pre0, cfg) < 1e-6);
+    }
 }
 
 TEST_CASE("cfg_norm: strength > 1 with a non-finite result is an error, as in ComfyUI", "[cfg_norm][errors]") {
