@@ -9,16 +9,21 @@
 # Needs x86-64, ELF and GNU binutils (ld, objcopy); elsewhere (AArch64: NEON is the baseline
 # already) patchbay::dispatch is an empty interface target and the one line above does nothing.
 
+# GNU binutils' own tools, whatever linker the compiler uses (lld has no --force-group-allocation).
+find_program(PATCHBAY_LD_BFD NAMES ld.bfd)
+find_program(PATCHBAY_OBJCOPY NAMES objcopy)
+find_program(PATCHBAY_OBJDUMP NAMES objdump)
+mark_as_advanced(PATCHBAY_LD_BFD PATCHBAY_OBJCOPY PATCHBAY_OBJDUMP)
 set(_pb_dispatch_supported OFF)
 if(CMAKE_SYSTEM_PROCESSOR MATCHES "^(x86_64|AMD64|amd64)$" AND NOT APPLE AND NOT WIN32
-   AND CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang" AND CMAKE_LINKER AND CMAKE_OBJCOPY)
+   AND CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang" AND PATCHBAY_LD_BFD AND PATCHBAY_OBJCOPY AND PATCHBAY_OBJDUMP)
   set(_pb_dispatch_supported ON)
 endif()
 option(PATCHBAY_DISPATCH "Build patchbay::dispatch, the run-time ISA dispatch component (x86-64 ELF)"
        ${_pb_dispatch_supported})
 
 if(PATCHBAY_DISPATCH AND NOT _pb_dispatch_supported)
-  message(WARNING "patchbay: PATCHBAY_DISPATCH needs x86-64, ELF, g++ or clang, ld and objcopy; "
+  message(WARNING "patchbay: PATCHBAY_DISPATCH needs x86-64, ELF, g++ or clang and GNU binutils (ld.bfd, objcopy, objdump); "
                   "patchbay::dispatch does nothing on this platform")
   set(PATCHBAY_DISPATCH OFF)
 endif()
@@ -59,9 +64,9 @@ else()
     endif()
     set(private_obj ${CMAKE_CURRENT_BINARY_DIR}/patchbay_isa_x86_64_${level}.o)
     add_custom_command(OUTPUT ${private_obj}
-      COMMAND ${CMAKE_LINKER} -r --force-group-allocation -o ${private_obj}.r.o "$<TARGET_OBJECTS:${obj_target}>"
-      COMMAND ${CMAKE_OBJCOPY} --keep-global-symbol=${entry} ${private_obj}.r.o ${private_obj}
-      COMMAND ${CMAKE_COMMAND} -DOBJ=${private_obj} -DOBJDUMP=${CMAKE_OBJDUMP} -DENTRY=${entry}
+      COMMAND ${PATCHBAY_LD_BFD} -r --force-group-allocation -o ${private_obj}.r.o "$<TARGET_OBJECTS:${obj_target}>"
+      COMMAND ${PATCHBAY_OBJCOPY} --keep-global-symbol=${entry} ${private_obj}.r.o ${private_obj}
+      COMMAND ${CMAKE_COMMAND} -DOBJ=${private_obj} -DOBJDUMP=${PATCHBAY_OBJDUMP} -DENTRY=${entry}
               -DALLOW_CTORS=${_pb_allow_ctors}
               -P ${CMAKE_CURRENT_SOURCE_DIR}/cmake/dispatch_check.cmake
       DEPENDS ${obj_target} "$<TARGET_OBJECTS:${obj_target}>" ${CMAKE_CURRENT_SOURCE_DIR}/cmake/dispatch_check.cmake
