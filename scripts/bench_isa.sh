@@ -26,7 +26,8 @@ show_simd='import json, sys
 c = json.load(sys.stdin)["context"]
 print(sys.argv[1] + ": the patches run " + c["simd"] + "; the benchmark code is compiled for " + c["simd_compiled"])'
 for b in default native; do
-  build/bench-isa-$b/bench/bench_patches_cfg_rescale_cfg --benchmark_filter=NONE --benchmark_format=json 2>/dev/null |
+  build/bench-isa-$b/bench/bench_patches_cfg_rescale_cfg --benchmark_filter='RescaleCFG_v/1x4x64x64' \
+    --benchmark_min_time=0.0001 --benchmark_format=json 2>/dev/null |
     python3 -c "$show_simd" "$b"
 done
 
