@@ -22,6 +22,9 @@
 
 #if defined(__AVX__) || defined(__AVX512F__)
 #include <immintrin.h>
+#elif defined(__SSE2__)
+#include <emmintrin.h>
+#include <xmmintrin.h>
 #endif
 
 #include "patchbay/core/config.hpp"
@@ -570,16 +573,16 @@ struct avx_reg {
         else transpose4(r);
     }
 };
+#endif
 
-/// The AVX fast path of gather_complex (ToPacks) and scatter_complex with full packs (nb == V):
+/// The register fast path of gather_complex (ToPacks) and scatter_complex with full packs (nb == V):
 /// groups g of G planes (one register each) and blocks of C complex elements, moved through a
 /// register transpose; register c of a block holds part (c & 1) of element b + c / 2 of the
 /// group's planes. One group at a time: its G plane lines stay in L1 for the next block (planes
 /// often lie a multiple of 4 KiB apart, so all of a chunk's lines compete for one 8-way set).
 /// Returns the first element not moved (0 when the packs are not full).
-template <bool ToPacks, class T>
-index_t move_avx_blocks(const T* src, T* dst, index_t nb, index_t ps, index_t count, bool swap, T scale) noexcept {
-    using A = avx_reg<T>;
+template <bool ToPacks, class T, class A>
+index_t move_reg_blocks(const T* src, T* dst, index_t nb, index_t ps, index_t count, bool swap, T scale) noexcept {
     constexpr index_t V = ops<T>::V, PS = ops<T>::PS, G = A::n, C = G / 2;
     if (nb != V) return 0;
     const index_t sw = swap ? 1 : 0, full = count / C * C;
@@ -600,17 +603,73 @@ index_t move_avx_blocks(const T* src, T* dst, index_t nb, index_t ps, index_t co
         }
     return full;
 }
+
+#if defined(__SSE2__) && !defined(__AVX__)
+/// The SSE register of 4 floats or 2 doubles: without AVX the packs are 128 bits wide, and
+/// planes move in and out of them through 4 x 4 (2 x 2) register transposes instead of one
+/// scalar copy per value (a build with the compiler's default flags on x86-64).
+template <bool IsFloat>
+struct sse_register {
+    using type = __m128;
+};
+template <>
+struct sse_register<false> {
+    using type = __m128d;
+};
+
+template <class T>
+struct sse_reg {
+    static constexpr bool f = std::is_same_v<T, float>;
+    using type = typename sse_register<f>::type;
+    static constexpr index_t n = 16 / static_cast<index_t>(sizeof(T));
+    static type load(const T* p) noexcept {
+        if constexpr (f) return _mm_load_ps(p);
+        else return _mm_load_pd(p);
+    }
+    static type loadu(const T* p) noexcept {
+        if constexpr (f) return _mm_loadu_ps(p);
+        else return _mm_loadu_pd(p);
+    }
+    static void store(T* p, type v, bool aligned = true) noexcept {
+        if constexpr (f) aligned ? _mm_store_ps(p, v) : _mm_storeu_ps(p, v);
+        else aligned ? _mm_store_pd(p, v) : _mm_storeu_pd(p, v);
+    }
+    static type scaled(type v, T k) noexcept {
+        if constexpr (f) return _mm_mul_ps(v, _mm_set1_ps(k));
+        else return _mm_mul_pd(v, _mm_set1_pd(k));
+    }
+    static void transpose(type (&r)[n]) noexcept {
+        if constexpr (f) {
+            _MM_TRANSPOSE4_PS(r[0], r[1], r[2], r[3]);
+        } else {
+            const __m128d lo = _mm_unpacklo_pd(r[0], r[1]), hi = _mm_unpackhi_pd(r[0], r[1]);
+            r[0] = lo;
+            r[1] = hi;
+        }
+    }
+};
 #endif
+
+/// The register fast path for this build's packs, if it has one (returns the first element
+/// not moved: 0 when there is none or the packs are not full).
+template <bool ToPacks, class T>
+index_t move_blocks(const T* src, T* dst, index_t nb, index_t ps, index_t count, bool swap, T scale) noexcept {
+#if defined(__AVX__)
+    if constexpr (avx_packs<T>()) return move_reg_blocks<ToPacks, T, avx_reg<T>>(src, dst, nb, ps, count, swap, scale);
+#elif defined(__SSE2__)
+    if constexpr (ops<T>::vectorised && ops<T>::V == sse_reg<T>::n)
+        return move_reg_blocks<ToPacks, T, sse_reg<T>>(src, dst, nb, ps, count, swap, scale);
+#endif
+    (void)src, (void)dst, (void)nb, (void)ps, (void)count, (void)swap, (void)scale;
+    return 0;
+}
 
 /// Interleaved complex planes (plane p at src + 2 p ps, elements e < count) -> packs; lanes
 /// >= nb are zero. With `swap` the real and imaginary parts trade places.
 template <class T>
 void gather_complex(const T* src, index_t nb, index_t ps, index_t count, T* dst, bool swap) noexcept {
     constexpr index_t V = ops<T>::V, PS = ops<T>::PS;
-    index_t e0 = 0;
-#if defined(__AVX__)
-    if constexpr (avx_packs<T>()) e0 = move_avx_blocks<true, T>(src, dst, nb, ps, count, swap, T(1));
-#endif
+    const index_t e0 = move_blocks<true, T>(src, dst, nb, ps, count, swap, T(1));
     const index_t ro = swap ? V : 0, io = swap ? 0 : V;
     for (index_t e = e0; e < count; ++e) {
         T* d = dst + e * PS;
@@ -632,10 +691,7 @@ template <class T>
 void scatter_complex(const T* src, index_t nb, index_t count, T* dst, index_t ps, bool swap,
                      T scale) noexcept {
     constexpr index_t V = ops<T>::V, PS = ops<T>::PS;
-    index_t e0 = 0;
-#if defined(__AVX__)
-    if constexpr (avx_packs<T>()) e0 = move_avx_blocks<false, T>(src, dst, nb, ps, count, swap, scale);
-#endif
+    const index_t e0 = move_blocks<false, T>(src, dst, nb, ps, count, swap, scale);
     const index_t ro = swap ? V : 0, io = swap ? 0 : V;
     for (index_t p = 0; p < nb; ++p)
         for (index_t e = e0; e < count; ++e) {
