@@ -13,7 +13,6 @@
 #include "../guider/multi_prompt_bench.hpp"
 #include "bench_util.hpp"
 #include "patchbay/core/config.hpp"
-#include "patchbay/kernels/reduce.hpp"
 #include "patchbay/patches/cfg/perp_neg.hpp"
 
 namespace {
@@ -47,27 +46,6 @@ double torch_time(const std::vector<index_t>& dims) {
 }
 #endif
 
-/// A plain two-pass loop over the same tensors: one reduction, then the streaming pass.
-double two_pass_time(index_t n) {
-    static std::map<index_t, double> memo;
-    auto& t = memo[n];
-    if (t > 0) return t;
-    const auto a = bench::random_tensor({n}, 7), b = bench::random_tensor({n}, 8), c = bench::random_tensor({n}, 9);
-    tensor<float> out({n});
-    const std::array<const float*, 3> in{a.data(), b.data(), c.data()};
-    t = bench::best_time(
-        [&] {
-            const auto s = kernels::reduce<1>([](auto x, auto y, auto z) { return std::array{x + y + z}; }, a.as<1>(),
-                                              b.as<1>(), c.as<1>());
-            benchmark::DoNotOptimize(s);
-            bench::stream_pass<3>(in, out.data(), n);
-            benchmark::DoNotOptimize(out.data());
-            benchmark::ClobberMemory();
-        },
-        20);
-    return t;
-}
-
 template <std::size_t R>
 void run(benchmark::State& st, const std::vector<index_t>& dims) {
     const auto x = bench::random_tensor(dims, 1, 0.f, 2.f), c = bench::random_tensor(dims, 2),
@@ -83,7 +61,7 @@ void run(benchmark::State& st, const std::vector<index_t>& dims) {
     const double ours = bench::measure_three_inputs(
         st, [&] { p.combine<float, R>(in, c.template as<R>(), u.template as<R>(), e.template as<R>(), out.template as<R>()); },
         out.data(), c.size(), tt);
-    const double two = two_pass_time(c.size());
+    const double two = bench::two_pass_time(c.size());
     st.counters["two_pass_us"] = two * 1e6;
     st.counters["x_two_pass"] = ours / two;
 }
