@@ -134,25 +134,14 @@ if want release; then
   stage "Release build, x86-64-v3 lint (tests, examples, benchmark smoke runs)" release
 fi
 
-aarch64_known_defects='^(patches\.post_cfg\.epsilon_scaling|patches\.post_cfg\.temporal_score_rescaling|patches\.pre_cfg\.latent_apply_operation_cfg|sampling\.model_sampling)$'
-aarch64_entry() {
-  isa_build aarch64 -O2 -DCMAKE_TOOLCHAIN_FILE="$PWD/cmake/toolchain-aarch64.cmake"
-  local status=0
-  ctest --test-dir build/isa-aarch64 -j"$jobs" --output-on-failure -E "$aarch64_known_defects" || status=$?
-  echo "(left out on AArch64, known defects: $aarch64_known_defects)"
-  print_simd build/isa-aarch64
-  return $status
-}
 if want isa; then
   stage "ISA matrix: default flags + run-time dispatch, each level this CPU has (x86-64 = the compiler's baseline)" \
     isa_dispatch
   stage "ISA matrix: scalar (PATCHBAY_DISABLE_SIMD)" \
     isa_entry scalar -O1 -DPATCHBAY_DISPATCH=OFF -DCMAKE_CXX_FLAGS="-DPATCHBAY_DISABLE_SIMD"
-  # NEON is checked for correctness only: qemu's timings mean nothing. Every golden case passes
-  # there; four unit tests are left out because their strided and contiguous paths differ in the
-  # last bit on AArch64 (found when this entry first ran them; a kernel defect, open in issue
-  # 12): EpsilonScaling, TSR, LatentApplyOperationCFG and model sampling's calculate_denoised.
-  stage "ISA matrix: AArch64 NEON (cross-compiled, run under qemu-aarch64)" aarch64_entry
+  # NEON is checked for correctness only: qemu's timings mean nothing.
+  stage "ISA matrix: AArch64 NEON (cross-compiled, run under qemu-aarch64)" \
+    isa_entry aarch64 -O2 -DCMAKE_TOOLCHAIN_FILE="$PWD/cmake/toolchain-aarch64.cmake"
   if [ "${PATCHBAY_ISA_V4_BUILD:-0}" = 1 ]; then
     # every file, kernels' own tests included, compiled for AVX-512 (the dispatch entry runs the
     # patches' AVX-512 variant; this one adds the kernels' unit tests at 16 lanes)

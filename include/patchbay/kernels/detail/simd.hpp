@@ -17,6 +17,27 @@
 
 #include "patchbay/core/config.hpp"
 
+#if XSIMD_WITH_NEON64
+// xsimd 8.1 has no AArch64 kernels for float division and square root: batch<float> on neon64
+// falls back to the 32-bit NEON ones, a reciprocal (square root) estimate refined by two
+// Newton-Raphson steps, which is off by an ulp for many inputs, so a kernel's SIMD body and its
+// scalar tail / strided path (IEEE `/` and std::sqrt) disagreed in the last bit. AArch64 has
+// the correctly rounded instructions: these explicit specialisations of xsimd's NEON kernels
+// for neon64 use them (fdiv, fsqrt), as later xsimd releases do. (They must precede every use
+// of batch<float> `/` or sqrt in a translation unit: xsimd is only ever included here.)
+namespace xsimd::kernel {
+template <>
+inline batch<float, neon64> div<neon64>(batch<float, neon64> const& lhs, batch<float, neon64> const& rhs,
+                                        requires_arch<neon>) noexcept {
+    return vdivq_f32(lhs, rhs);
+}
+template <>
+inline batch<float, neon64> sqrt<neon64>(batch<float, neon64> const& arg, requires_arch<neon>) noexcept {
+    return vsqrtq_f32(arg);
+}
+} // namespace xsimd::kernel
+#endif
+
 namespace patchbay::simd {
 
 #if defined(PATCHBAY_DISABLE_SIMD)
