@@ -67,6 +67,24 @@ struct prompt_set {
     const Cond* extra;
 };
 
+/// A copy of a tensor laid out with its last two dims swapped in memory: the same values through
+/// a strided (non-contiguous) view.
+template <std::size_t R>
+struct transposed {
+    tensor<float> storage;
+    view<float, R> v;
+    explicit transposed(const tensor<float>& src) {
+        std::vector<index_t> tshape = src.shape();
+        std::swap(tshape[R - 1], tshape[R - 2]);
+        storage = tensor<float>(tshape);
+        auto str = view<float, R>::row_major_strides(storage.template as<R>().extents());
+        std::swap(str[R - 1], str[R - 2]);
+        v = view<float, R>(storage.data(), src.template as<R>().extents(), str);
+        kernels::copy<float, R>(src.template as<R>(), v);
+    }
+    view<const float, R> as_view() const { return v; }
+};
+
 template <std::size_t R, class G, class Cond>
 tensor<float> step(const G& g, const prompt_set<Cond>& p, const std::vector<index_t>& shape, view<const float, R> x,
                    const tensor<float>& sigma, double scale) {
@@ -89,17 +107,8 @@ void check_guider(const G& g, const prompt_set<Cond>& p, const inputs& w, bool p
         REQUIRE(test::bit_equal(w.x, x_before));
         REQUIRE(test::bit_equal(w.sigma, sigma_before));
 
-        // x laid out with its last two dims swapped in memory: same values, strided view
-        std::vector<index_t> tshape = shape;
-        std::swap(tshape[R - 1], tshape[R - 2]);
-        tensor<float> xt(tshape);
-        std::array<index_t, R> ext{};
-        for (std::size_t r = 0; r < R; ++r) ext[r] = shape[r];
-        auto str = view<float, R>::row_major_strides(xt.template as<R>().extents());
-        std::swap(str[R - 1], str[R - 2]);
-        const view<float, R> xs(xt.data(), ext, str);
-        kernels::copy<float, R>(w.x.template as<R>(), xs);
-        const auto out_strided = step<R>(g, p, shape, view<const float, R>(xs), w.sigma, scale);
+        const transposed<R> xs(w.x);
+        const auto out_strided = step<R>(g, p, shape, xs.as_view(), w.sigma, scale);
         REQUIRE(test::max_abs_diff(out, out_strided) <= 1e-5 * (1.0 + scale));
 
         if (per_item && shape[0] > 1) { // batch item 1 alone gives item 1 of the batched run
@@ -362,16 +371,7 @@ void check_cfg_pp(const toy_setup& setup, const std::vector<index_t>& shape, uns
     for (unsigned k = 0; k < sigmas.size(); ++k) steps_noise.push_back(test::random_tensor(shape, seed + 10 + k));
     const tensor<float> noise_before = noise, image_before = image;
 
-    // noise laid out with its last two dims swapped in memory: same values, strided view
-    std::vector<index_t> tshape = shape;
-    std::swap(tshape[R - 1], tshape[R - 2]);
-    tensor<float> nt(tshape);
-    std::array<index_t, R> ext{};
-    for (std::size_t r = 0; r < R; ++r) ext[r] = shape[r];
-    auto str = view<float, R>::row_major_strides(nt.template as<R>().extents());
-    std::swap(str[R - 1], str[R - 2]);
-    const view<float, R> strided(nt.data(), ext, str);
-    kernels::copy<float, R>(noise.template as<R>(), strided);
+    const transposed<R> strided(noise);
 
     for (const char* sampler : {"euler_cfg_pp", "euler_ancestral_cfg_pp"})
         for (const bool img2img : {false, true})
@@ -383,7 +383,7 @@ void check_cfg_pp(const toy_setup& setup, const std::vector<index_t>& shape, uns
                 for (index_t i = 0; i < out.size(); ++i) REQUIRE(std::isfinite(out[i]));
                 REQUIRE(test::bit_equal(noise, noise_before));
                 REQUIRE(test::bit_equal(image, image_before));
-                REQUIRE(test::bit_equal(out, cfg_pp_run<R>(sampler, setup, prompts, view<const float, R>(strided), latent,
+                REQUIRE(test::bit_equal(out, cfg_pp_run<R>(sampler, setup, prompts, strided.as_view(), latent,
                                                            sigmas, steps_noise, 0, scale, patches...)));
                 // batch item 1 alone (its noise, latent and ancestral noise) gives item 1 of the batch
                 const auto item = [](const tensor<float>& t) {
