@@ -10,7 +10,11 @@
 // The cfg-stage patches run on the toy Gaussian model (vp noise with eps sampling, and flow noise
 // with SD3 sampling where the patch reads the sampling kind), with a third prompt for Perp-Neg
 // and the multi-prompt guiders; Deep Shrink runs on that model wrapped in two UNet levels that
-// call the input- and output-block hooks; NAG and Skip Layer Guidance run on the toy DiT.
+// call the input- and output-block hooks; NAG and Skip Layer Guidance run on the toy DiT. The
+// CFG++ samplers (euler_cfg_pp, euler_ancestral_cfg_pp) keep the same properties over a whole
+// sampling run on the toy Gaussian model: finite samples, noise and latent unchanged, a strided
+// noise tensor gives the contiguous result bit for bit, and an item sampled alone equals that
+// item of the batch (the ancestral noise given per item through the engine's noise source).
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -63,6 +67,24 @@ struct prompt_set {
     const Cond* extra;
 };
 
+/// A copy of a tensor laid out with its last two dims swapped in memory: the same values through
+/// a strided (non-contiguous) view.
+template <std::size_t R>
+struct transposed {
+    tensor<float> storage;
+    view<float, R> v;
+    explicit transposed(const tensor<float>& src) {
+        std::vector<index_t> tshape = src.shape();
+        std::swap(tshape[R - 1], tshape[R - 2]);
+        storage = tensor<float>(tshape);
+        auto str = view<float, R>::row_major_strides(storage.template as<R>().extents());
+        std::swap(str[R - 1], str[R - 2]);
+        v = view<float, R>(storage.data(), src.template as<R>().extents(), str);
+        kernels::copy<float, R>(src.template as<R>(), v);
+    }
+    view<const float, R> as_view() const { return v; }
+};
+
 template <std::size_t R, class G, class Cond>
 tensor<float> step(const G& g, const prompt_set<Cond>& p, const std::vector<index_t>& shape, view<const float, R> x,
                    const tensor<float>& sigma, double scale) {
@@ -85,17 +107,8 @@ void check_guider(const G& g, const prompt_set<Cond>& p, const inputs& w, bool p
         REQUIRE(test::bit_equal(w.x, x_before));
         REQUIRE(test::bit_equal(w.sigma, sigma_before));
 
-        // x laid out with its last two dims swapped in memory: same values, strided view
-        std::vector<index_t> tshape = shape;
-        std::swap(tshape[R - 1], tshape[R - 2]);
-        tensor<float> xt(tshape);
-        std::array<index_t, R> ext{};
-        for (std::size_t r = 0; r < R; ++r) ext[r] = shape[r];
-        auto str = view<float, R>::row_major_strides(xt.template as<R>().extents());
-        std::swap(str[R - 1], str[R - 2]);
-        const view<float, R> xs(xt.data(), ext, str);
-        kernels::copy<float, R>(w.x.template as<R>(), xs);
-        const auto out_strided = step<R>(g, p, shape, view<const float, R>(xs), w.sigma, scale);
+        const transposed<R> xs(w.x);
+        const auto out_strided = step<R>(g, p, shape, xs.as_view(), w.sigma, scale);
         REQUIRE(test::max_abs_diff(out, out_strided) <= 1e-5 * (1.0 + scale));
 
         if (per_item && shape[0] > 1) { // batch item 1 alone gives item 1 of the batched run
@@ -315,6 +328,87 @@ TEST_CASE("Deep Shrink beside FreeU_V2 keeps the properties, in either order", "
     const deep_shrink always{.block_number = 3, .downscale_factor = 2.0, .end_percent = 1.0};
     check_properties_with<4, shrink_gaussian>(toy_setup{}, {2, 4, 9, 7}, 160, true, always, free_u_v2{});
     check_properties_with<4, shrink_gaussian>(toy_setup{}, {2, 4, 9, 7}, 161, true, free_u_v2{}, always);
+}
+
+namespace {
+
+/// One sampling run of a CFG++ sampler on guider<toy_gaussian, P...>. The ancestral noise of
+/// step k is steps_noise[k] (items [first, first + batch) of it), so a batch item sampled alone
+/// draws the noise it draws in the batch.
+template <std::size_t R, class... P>
+tensor<float> cfg_pp_run(const char* sampler, const toy_setup& setup, const prompt_set<toy_prompt>& p,
+                         view<const float, R> noise, view<const float, R> latent, const std::vector<double>& sigmas,
+                         const std::vector<tensor<float>>& steps_noise, index_t first, double scale, P... patches) {
+    const toy_gaussian model(setup.kind, 0.7);
+    const guider<const toy_gaussian, P...> g(model, setup.sampling, patches...);
+    auto run = g.begin_run(p.pos, p.neg);
+    std::size_t step = 0;
+    auto source = [&](double, double, view<float, R> n) {
+        const tensor<float>& all = steps_noise.at(step++);
+        kernels::copy<float, R>(all.template as<R>().batch_slice(first, n.extent(0)), n);
+    };
+    sample_options<float, R> opt;
+    opt.eta = 0.8;
+    opt.s_noise = 1.3;
+    opt.noise_source = callback<void(double, double, view<float, R>)>::to(source);
+    tensor<float> out(std::vector<index_t>(noise.extents().begin(), noise.extents().end()));
+    REQUIRE(sample(sampler, g, run, sample_inputs<float, R>{noise, latent, sigmas, scale}, out.template as<R>(), opt) ==
+            sample_status::completed);
+    return out;
+}
+
+/// The properties of both CFG++ samplers with the patches P... on one shape: txt2img and img2img
+/// (a latent image), cond_scale 1 (the uncond pass still runs) and 5.
+template <std::size_t R, class... P>
+void check_cfg_pp(const toy_setup& setup, const std::vector<index_t>& shape, unsigned seed, P... patches) {
+    const std::vector<double> sigmas = setup.kind == toy_kind::flow ? std::vector<double>{1.0, 0.8, 0.55, 0.3, 0.1, 0.0}
+                                                                    : std::vector<double>{14.6, 6.0, 2.5, 1.0, 0.3, 0.0};
+    const tensor<float> mu_c = test::random_tensor(one(shape), seed + 1), mu_u = test::random_tensor(one(shape), seed + 2);
+    const toy_prompt pos(mu_c.as<R>()), neg(mu_u.as<R>());
+    const prompt_set<toy_prompt> prompts{&pos, &neg, nullptr};
+    const tensor<float> noise = test::random_tensor(shape, seed + 3), image = test::random_tensor(shape, seed + 4, 0.5f);
+    std::vector<tensor<float>> steps_noise;
+    for (unsigned k = 0; k < sigmas.size(); ++k) steps_noise.push_back(test::random_tensor(shape, seed + 10 + k));
+    const tensor<float> noise_before = noise, image_before = image;
+
+    const transposed<R> strided(noise);
+
+    for (const char* sampler : {"euler_cfg_pp", "euler_ancestral_cfg_pp"})
+        for (const bool img2img : {false, true})
+            for (const double scale : {1.0, 5.0}) {
+                INFO(sampler << (img2img ? ", img2img" : ", txt2img") << ", cond_scale " << scale);
+                const view<const float, R> latent = img2img ? image.template as<R>() : view<const float, R>{};
+                const auto out = cfg_pp_run<R>(sampler, setup, prompts, noise.template as<R>(), latent, sigmas,
+                                               steps_noise, 0, scale, patches...);
+                for (index_t i = 0; i < out.size(); ++i) REQUIRE(std::isfinite(out[i]));
+                REQUIRE(test::bit_equal(noise, noise_before));
+                REQUIRE(test::bit_equal(image, image_before));
+                REQUIRE(test::bit_equal(out, cfg_pp_run<R>(sampler, setup, prompts, strided.as_view(), latent,
+                                                           sigmas, steps_noise, 0, scale, patches...)));
+                // batch item 1 alone (its noise, latent and ancestral noise) gives item 1 of the batch
+                const auto item = [](const tensor<float>& t) {
+                    return tensor<float>::copy_of(t.template as<R>().batch_slice(1, 1));
+                };
+                const tensor<float> noise1 = item(noise), image1 = item(image);
+                const auto out1 = cfg_pp_run<R>(sampler, setup, prompts, noise1.template as<R>(),
+                                                 img2img ? image1.template as<R>() : view<const float, R>{}, sigmas,
+                                                 steps_noise, 1, scale, patches...);
+                REQUIRE(test::max_abs_diff(out1, item(out)) <= 1e-5 * (1.0 + scale));
+            }
+}
+
+} // namespace
+
+TEST_CASE("the CFG++ samplers keep the properties over a sampling run", "[properties][cfgpp]") {
+    for (const auto& shape : std::vector<std::vector<index_t>>{{2, 4, 9, 7}, {3, 1, 5, 1}}) {
+        INFO("shape " << shape[0] << "x" << shape[1] << "x" << shape[2] << "x" << shape[3]);
+        check_cfg_pp<4>(toy_setup{}, shape, 200);
+        check_cfg_pp<4>(flow_setup(), shape, 210); // alpha = 1 - sigma, from sigma 1
+        check_cfg_pp<4>(toy_setup{}, shape, 220, rescale_cfg{}, cfg_zero_star{});
+        check_cfg_pp<4>(flow_setup(), shape, 230, temporal_score_rescaling{});
+    }
+    check_cfg_pp<5>(toy_setup{}, {2, 4, 3, 6, 5}, 240, epsilon_scaling{});
+    check_cfg_pp<5>(flow_setup(), {2, 3, 1, 4, 4}, 250);
 }
 
 TEST_CASE("NAG and Skip Layer Guidance keep the properties on the toy DiT", "[properties][dit]") {

@@ -6,7 +6,14 @@
 // its checked perp_neg::combine; PerpNeg's model pass, PerpNegGuider and DualCFGGuider through a
 // guider on a model that answers each prompt with a fuzzed prediction; Deep Shrink's input- and
 // output-block hooks as its unit tests call them (validate, then input_block_patch /
-// output_block_patch); NAG's attention-output hook through its checked nag::apply_chunks.
+// output_block_patch); NAG's attention-output hook through its checked nag::apply_chunks; Skip
+// Layer Guidance's post-cfg step through apply_post_cfg with a model_access that answers the
+// re-run with a fuzzed prediction (or, after validate, through post_cfg_with with a re-run answer
+// of any shape and a strided cond), and SkipLayerGuidanceDiT / DiTSimple / SD3 through a guider on
+// a model that skips blocks (fuzzed layer strings: lists, garbage, huge or out-of-range indices,
+// empty; the window on sigma); the CFG++ samplers euler_cfg_pp and euler_ancestral_cfg_pp for a few
+// steps (fuzzed schedules: decreasing, zeros, equal neighbours, out of order; eta, s_noise, seed)
+// through sample() on a guider whose model answers with fuzzed predictions.
 // Contract checked on every input:
 //   - a rejected input raises patchbay::error (anything else escaping is a crash);
 //   - finite input with valid parameters gives finite output (the NaN policy: where ComfyUI gives
@@ -14,6 +21,7 @@
 //     the patches return the finite limit, so no input is excluded).
 // The first byte selects the case (head % cases) and the rank (the next bit).
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -23,6 +31,7 @@
 #include <limits>
 #include <optional>
 #include <span>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -39,16 +48,19 @@
 #include "patchbay/patches/cfg/video_cfg_guidance.hpp"
 #include "patchbay/patches/guider/dual_cfg_guider.hpp"
 #include "patchbay/patches/guider/perp_neg_guider.hpp"
+#include "patchbay/patches/pass/skip_layer_guidance_dit_simple.hpp"
 #include "patchbay/patches/post_cfg/cfg_norm.hpp"
 #include "patchbay/patches/post_cfg/cfg_zero_star.hpp"
 #include "patchbay/patches/post_cfg/epsilon_scaling.hpp"
 #include "patchbay/patches/post_cfg/mahiro.hpp"
+#include "patchbay/patches/post_cfg/skip_layer_guidance_dit.hpp"
 #include "patchbay/patches/post_cfg/temporal_score_rescaling.hpp"
 #include "patchbay/patches/pre_cfg/apg.hpp"
 #include "patchbay/patches/pre_cfg/fresca.hpp"
 #include "patchbay/patches/pre_cfg/latent_apply_operation_cfg.hpp"
 #include "patchbay/patches/pre_cfg/tcfg.hpp"
 #include "patchbay/sampling/model_sampling.hpp"
+#include "patchbay/sampling/samplers.hpp"
 
 using namespace patchbay;
 
@@ -89,10 +101,54 @@ struct reader {
         if (b % 16 == 1) return 1.0f - std::ldexp(1.0f, -1 - b / 16);
         return std::fabs(value()) * 4.0f;
     }
+    /// A layer string (SLG): an index list, garbage bytes, a huge index, many indices, or empty.
+    std::string layers() {
+        std::string t;
+        const std::uint8_t sel = byte();
+        switch (sel % 6) {
+        case 0: break; // empty
+        case 1: {      // a list of small indices (some beyond a model's blocks), mixed separators
+            for (int k = 0, m = 1 + byte() % 4; k < m; ++k) t += std::to_string(byte() % 16) + (byte() % 3 ? ", " : ";-");
+            break;
+        }
+        case 2:
+            for (int k = 0, m = byte() % 12; k < m; ++k) t += static_cast<char>(byte()); // anything
+            break;
+        case 3: t = sel & 8 ? "2147483647, 1" : "2147483648"; break; // INT_MAX, and one above it
+        case 4:
+            for (int k = 0, m = 50 + byte() % 24; k < m; ++k) t += std::to_string(k) + " "; // about 64
+            break;
+        default: t = sel & 8 ? "007,x7 7" : " , "; break; // duplicates; separators only
+        }
+        return t;
+    }
+    /// A sampling schedule of 1 to 6 noise levels: mostly sorted decreasing (zeros and equal
+    /// neighbours come from the draws), sometimes unsorted (rising steps, as FlipSigmas makes),
+    /// rarely with a negative, NaN or inf. A level is |value| * 4, or 2^-k for k up to 15, or
+    /// just below 1. (Not as small as sigma() goes: k-diffusion's step divides x - uncond by the
+    /// level it starts from, which leaves float32 range below about 2^-100 for large latents,
+    /// in ComfyUI as here.)
+    std::vector<double> schedule() {
+        std::vector<double> s(static_cast<std::size_t>(1 + byte() % 6));
+        for (auto& v : s) {
+            const std::uint8_t b = byte();
+            v = b % 16 == 0 ? std::ldexp(1.0, -(b / 16)) : b % 16 == 1 ? 1.0 - std::ldexp(1.0, -1 - b / 16)
+                                                                        : std::fabs(value()) * 4.0;
+        }
+        const std::uint8_t sel = byte();
+        if (sel % 4 != 0) std::sort(s.begin(), s.end(), [](double a, double b) { return a > b; });
+        if (sel % 8 == 1) s.back() = 0.0;
+        if (sel % 16 == 2 && s.size() > 1) s[1] = s[0];
+        if (sel == 255) s[s.size() / 2] = -1.0;
+        if (sel == 254) s.back() = std::numeric_limits<double>::quiet_NaN();
+        if (sel == 253) s.front() = std::numeric_limits<double>::infinity();
+        return s;
+    }
 };
 
 /// A value of P whose numeric inputs are drawn around their descriptor ranges (model facts:
-/// small counts from their minimum, so FreeU's channel rule can match); others keep defaults.
+/// small counts from their minimum, so FreeU's channel rule can match) and whose strings are
+/// layer strings (SLG's, the only string inputs); others keep defaults.
 template <class P>
 P fuzz_params(reader& in) {
     P p = with_defaults<P>();
@@ -109,6 +165,8 @@ P fuzz_params(reader& in) {
             if (!std::isfinite(d)) d = i.lo - 1; // out of range, and representable
             constexpr double limit = static_cast<double>(std::numeric_limits<M>::max() / 2);
             v = static_cast<M>(std::clamp(d, -limit, limit));
+        } else if constexpr (std::is_same_v<M, std::string>) {
+            v = in.layers();
         }
     });
     return p;
@@ -151,16 +209,133 @@ const model_sampling* sampling_of(std::uint8_t sel) {
     }
 }
 
+/// A DiT that skips blocks on request (SLG's capability) with fixed answers: each prompt is a
+/// prediction for the normal pass and one for a pass that skips any of its 12 double or 12
+/// single blocks (requests for other indices change nothing, as in ComfyUI).
+struct skipping_model {
+    struct prompt {
+        const tensor<float>* normal;
+        const tensor<float>* skipped;
+    };
+    using conditioning_type = prompt;
+    static constexpr bool skips_blocks = true;
+    template <std::size_t R>
+    void predict(const model_call<prompt, float, R>& c, view<float, R> out) const {
+        require(c.conditioning != nullptr, "skipping_model", "a pass without a prompt");
+        bool skipped = false;
+        for (int b = 0; b < 12; ++b)
+            skipped = skipped || c.overrides->skips({dit_block_site::kind::double_block, b}) ||
+                      c.overrides->skips({dit_block_site::kind::single_block, b});
+        const tensor<float>& answer = skipped ? *c.conditioning->skipped : *c.conditioning->normal;
+        const fixed_model fixed;
+        fixed.predict(model_call<tensor<float>, float, R>{c.x, c.sigma, c.pass, c.prompt, &answer, c.overrides}, out);
+    }
+};
+
+/// One step of guider<Model, P...> on the prompts (pos, neg, extra).
+template <std::size_t R, class Model, class... P>
+void guided_on(const model_sampling& ms, const tensor<float>& x, const tensor<float>& sigma, double cond_scale,
+               const std::array<const typename Model::conditioning_type*, 3>& prompts, tensor<float>& out,
+               P... patches) {
+    const Model model;
+    const guider<const Model, P...> g(model, ms, patches...);
+    auto run = g.begin_run(prompts[0], prompts[1], prompts[2]);
+    g.denoise(run, step_inputs<float, R>{x.template as<R>(), sigma.template as<1>(), cond_scale},
+              out.template as<R>());
+}
+
 /// One step of guider<fixed_model, P...> with the fuzzed predictions as the prompts' answers.
 template <std::size_t R, class... P>
 void guided(const model_sampling& ms, const tensor<float>& x, const tensor<float>& sigma, double cond_scale,
             const tensor<float>& cond, const tensor<float>& uncond, const tensor<float>& extra, tensor<float>& out,
             P... patches) {
+    guided_on<R, fixed_model>(ms, x, sigma, cond_scale, {&cond, &uncond, &extra}, out, patches...);
+}
+
+/// Skip Layer Guidance's post-cfg step on a CFG result in `out`. Through apply_post_cfg with a
+/// model_access that answers the re-run with `rerun` (SkipLayerGuidanceDiT or the SD3 wrapper),
+/// or, after the dispatcher's parameter check, through post_cfg_with with `rerun` as the answer
+/// (any shape) and cond read through a strided view (the packed path).
+template <std::size_t R>
+void slg_post_cfg(reader& in, guidance_inputs<float, R> gi, const tensor<float>& cond, view<const float, R> uncond,
+                  const tensor<float>& rerun, tensor<float>& out) {
+    workspace ws;
+    if (in.byte() % 2) gi.scratch = &ws;
+    auto answer = [&rerun](pass_kind prompt, view<const float, R>, view<float, R> o, const call_overrides<float>* skips) {
+        if (prompt != pass_kind::cond || skips == nullptr || skips->empty()) __builtin_trap(); // not SLG's re-run
+        require_same_shape(rerun.template as<R>(), view<const float, R>(o), "slg fuzz", "rerun", "out");
+        kernels::copy<float, R>(rerun.template as<R>(), o);
+    };
+    model_access<float, R> access(model_access<float, R>::evaluate_fn::to(answer));
+    no_state none;
+    const view<const float, R> c = cond.template as<R>();
+    switch (in.byte() % 3) {
+    case 0: apply_post_cfg(fuzz_params<skip_layer_guidance_dit>(in), none, gi, c, uncond, out.template as<R>(), access); break;
+    case 1: apply_post_cfg(fuzz_params<skip_layer_guidance_sd3>(in), none, gi, c, uncond, out.template as<R>(), access); break;
+    default: {
+        const auto p = fuzz_params<skip_layer_guidance_dit>(in);
+        validate(p);
+        // cond with its last two dims swapped in memory
+        std::vector<index_t> tshape(cond.shape().begin(), cond.shape().end());
+        std::swap(tshape[R - 1], tshape[R - 2]);
+        tensor<float> ct(tshape);
+        auto str = view<float, R>::row_major_strides(ct.template as<R>().extents());
+        std::swap(str[R - 1], str[R - 2]);
+        const view<float, R> cs(ct.data(), c.extents(), str);
+        kernels::copy<float, R>(c, cs);
+        p.post_cfg_with(none, gi, view<const float, R>(cs), out.template as<R>(),
+                        [&rerun](const call_overrides<float>&, view<float, R>) { return rerun.template as<R>(); });
+        break;
+    }
+    }
+}
+
+/// The three SLG nodes through a guider on skipping_model: cond and uncond answer the normal
+/// passes, `skipped` every pass that skips a block. SkipLayerGuidanceDiT, its SD3 wrapper,
+/// DiTSimple, or DiTSimple on the uncond pass beside DiT's re-run on cond.
+template <std::size_t R>
+void slg_guided(reader& in, const model_sampling& ms, const tensor<float>& x, const tensor<float>& sigma,
+                double cond_scale, const tensor<float>& cond, const tensor<float>& uncond, const tensor<float>& skipped,
+                tensor<float>& out) {
+    const skipping_model::prompt pos{&cond, &skipped}, neg{&uncond, &skipped};
+    const std::array<const skipping_model::prompt*, 3> prompts{&pos, &neg, nullptr};
+    switch (in.byte() % 4) {
+    case 0: guided_on<R, skipping_model>(ms, x, sigma, cond_scale, prompts, out, fuzz_params<skip_layer_guidance_dit>(in)); break;
+    case 1: guided_on<R, skipping_model>(ms, x, sigma, cond_scale, prompts, out, fuzz_params<skip_layer_guidance_sd3>(in)); break;
+    case 2:
+        guided_on<R, skipping_model>(ms, x, sigma, cond_scale, prompts, out, fuzz_params<skip_layer_guidance_dit_simple>(in));
+        break;
+    default:
+        guided_on<R, skipping_model>(ms, x, sigma, cond_scale, prompts, out, fuzz_params<skip_layer_guidance_dit_simple>(in),
+                                     fuzz_params<skip_layer_guidance_dit>(in), cfg_zero_star{});
+        break;
+    }
+}
+
+/// A few steps of a CFG++ sampler through sample() on guider<fixed_model, P...>: x is the noise,
+/// the latent image empty or `latent`, a fuzzed schedule, eta / s_noise / seed, and the engine's
+/// noise source or the built-in generator.
+template <std::size_t R, class... P>
+void cfg_pp_sample(reader& in, const model_sampling& ms, const tensor<float>& noise, double cond_scale,
+                   const tensor<float>& cond, const tensor<float>& uncond, const tensor<float>& latent,
+                   tensor<float>& out, P... patches) {
     const fixed_model model;
     const guider<const fixed_model, P...> g(model, ms, patches...);
-    auto run = g.begin_run(&cond, &uncond, &extra);
-    g.denoise(run, step_inputs<float, R>{x.template as<R>(), sigma.template as<1>(), cond_scale},
-              out.template as<R>());
+    auto run = g.begin_run(&cond, &uncond, &latent);
+    const std::vector<double> sigmas = in.schedule();
+    sample_inputs<float, R> si{noise.template as<R>(), {}, sigmas, cond_scale};
+    if (in.byte() % 3 == 0) si.latent_image = latent.template as<R>();
+    sample_options<float, R> opt;
+    const bool ancestral = in.byte() % 2;
+    if (ancestral) {
+        opt.eta = in.param(0.0, 1.0);
+        opt.s_noise = in.param(0.0, 10.0);
+        opt.seed = in.byte();
+    }
+    const float z = in.value();
+    auto source = [z](double, double, view<float, R> n) { kernels::fill(n, z); };
+    if (in.byte() % 2) opt.noise_source = callback<void(double, double, view<float, R>)>::to(source);
+    sample(ancestral ? "euler_ancestral_cfg_pp" : "euler_cfg_pp", g, run, si, out.template as<R>(), opt);
 }
 
 template <class T>
@@ -212,7 +387,7 @@ bool nag_hook(reader& in) {
     return all_finite(attn);
 }
 
-constexpr int cases = 21;
+constexpr int cases = 24;
 
 /// PATCHBAY_FUZZ_TRACE=1 prints each input's case and whether it was accepted (to check seeds).
 bool trace() {
@@ -373,10 +548,31 @@ void run(reader& in, int which) {
             checks_out = false;
             finite = deep_shrink_hooks<R>(in, cond, uncond);
             break;
-        default:
+        case 20:
             checks_out = false;
             finite = nag_hook(in);
             break;
+        case 21: { // SLG's post-cfg step on a plain CFG result, the re-run answering `extra`
+            kernels::cfg_combine(view<const float, R>(c), view<const float, R>(c), 1.0, o);
+            if (in.byte() % 4 == 0) extra = uncond; // sometimes of another shape
+            else
+                in.fill(extra);
+            slg_post_cfg<R>(in, gi, cond, u, extra, out);
+            break;
+        }
+        case 22: // the SLG nodes through a guider, the skipping passes answering `extra`
+            in.fill(extra);
+            slg_guided<R>(in, guider_sampling, x, sigma, cond_scale, cond, uncond, extra, out);
+            break;
+        default: { // the CFG++ samplers, alone or with a cfg function / post-cfg hook
+            in.fill(extra);
+            switch (in.byte() % 3) {
+            case 0: cfg_pp_sample<R>(in, guider_sampling, x, cond_scale, cond, uncond, extra, out); break;
+            case 1: cfg_pp_sample<R>(in, guider_sampling, x, cond_scale, cond, uncond, extra, out, fuzz_params<rescale_cfg>(in)); break;
+            default: cfg_pp_sample<R>(in, guider_sampling, x, cond_scale, cond, uncond, extra, out, cfg_zero_star{}); break;
+            }
+            break;
+        }
         }
     } catch (const patchbay::error& e) {
         if (trace()) std::fprintf(stderr, "case %d, rank %zu: rejected: %s\n", which, R, e.what());

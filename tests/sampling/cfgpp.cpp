@@ -2,7 +2,8 @@
 // and of the uncond prediction the dispatcher hands out for them (step_inputs::uncond_denoised):
 // the step written out at cond_scale 1 (the uncond pass still runs), eta 0 equal to
 // euler_cfg_pp, the reduction to Euler when both prompts agree, reproducible noise, guider and
-// chain alike, the capture inside multi-prompt guiders, the flow sigma-1 step, and bad input.
+// chain alike, the capture inside multi-prompt guiders, the flow sigma-1 step, and bad input
+// (schedules rising from 0; for a flow model sigmas above 1 or a step to 1, where ComfyUI gives NaN).
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -227,6 +228,34 @@ TEST_CASE("CFG++ samplers reject bad input", "[samplers][cfgpp]") {
                       Catch::Contains("sample_euler_cfg_pp") && Catch::Contains("latent_image"));
     tensor<float> small({2, 4, 8, 4});
     CHECK_THROWS_AS(sample_euler_cfg_pp(g, run, in, small.as<4>()), error);
+
+    // a step from sigma 0 divides by 0 (ComfyUI: NaN): refused, by every sampler
+    const std::vector<double> rise{2.0, 0.0, 1.0};
+    CHECK(test::error_of([&] { sample_euler_cfg_pp(g, run, {su.noise.as<4>(), {}, rise, 2.0, {}}, out.as<4>()); }) ==
+          "sample_euler_cfg_pp: argument 'sigmas' must not rise from 0 (step 1 goes from 0 to 1); only the end of a "
+          "schedule may be 0");
+    CHECK_THROWS_WITH(sample_euler(g, run, {su.noise.as<4>(), {}, rise, 2.0, {}}, out.as<4>()),
+                      Catch::Contains("sample_euler: argument 'sigmas' must not rise from 0"));
+    const std::vector<double> zeros{2.0, 0.0, 0.0}; // trailing zeros: the prediction, finite
+    REQUIRE_NOTHROW(sample_euler_cfg_pp(g, run, {su.noise.as<4>(), {}, zeros, 2.0, {}}, out.as<4>()));
+    for (index_t i = 0; i < out.size(); ++i) REQUIRE(std::isfinite(out[i]));
+
+    // a flow model: alpha(sigma) = 1 - sigma, NaN in ComfyUI above 1 and on a step to 1
+    const auto flow = model_sampling::sd3(3.0);
+    const toy_gaussian fmodel(toy_kind::flow, 0.8);
+    const guider<const toy_gaussian> fg(fmodel, flow);
+    auto frun = fg.begin_run(&su.pos, &su.neg);
+    const std::vector<double> above{1.5, 0.5, 0.0}, to_one{1.0, 1.0, 0.0}, flipped{0.5, 1.0};
+    CHECK(test::error_of([&] { sample_euler_cfg_pp(fg, frun, {su.noise.as<4>(), {}, above, 2.0, {}}, out.as<4>()); }) ==
+          "sample_euler_cfg_pp: argument 'sigmas' must be below 1 for a flow model (alpha = 1 - sigma; only the first "
+          "may be 1), got 1.5 at index 0");
+    CHECK_THROWS_WITH(sample_euler_ancestral_cfg_pp(fg, frun, {su.noise.as<4>(), {}, to_one, 2.0, {}}, out.as<4>()),
+                      Catch::Contains("got 1 at index 1"));
+    CHECK_THROWS_WITH(sample("euler_cfg_pp", fg, frun, {su.noise.as<4>(), {}, flipped, 2.0, {}}, out.as<4>()),
+                      Catch::Contains("got 1 at index 1"));
+    const std::vector<double> from_one{1.0, 0.5, 0.0}; // the start may be 1 (the step only re-noises)
+    REQUIRE_NOTHROW(sample_euler_cfg_pp(fg, frun, {su.noise.as<4>(), {}, from_one, 2.0, {}}, out.as<4>()));
+    for (index_t i = 0; i < out.size(); ++i) REQUIRE(std::isfinite(out[i]));
 
     // the uncond output itself: shape and overlap, checked by the step
     tensor<float> sigma({2}), den({2, 4, 8, 8});

@@ -151,6 +151,12 @@ public:
             require_finite(s, where, "sigmas");
             PATCHBAY_REQUIRE(s >= 0.0, where, "argument 'sigmas' must not be negative");
         }
+        // every step divides by the noise level it starts from: at 0 the sample is clean and
+        // there is nothing to step from (k-diffusion gives inf or NaN)
+        for (std::size_t i = 0; i + 1 < in.sigmas.size(); ++i)
+            PATCHBAY_REQUIRE(in.sigmas[i] != 0.0 || in.sigmas[i + 1] == 0.0, where,
+                             "argument 'sigmas' must not rise from 0 (step " + std::to_string(i) + " goes from 0 to " +
+                                 detail::fmt_num(in.sigmas[i + 1]) + "); only the end of a schedule may be 0");
         require_finite(in.cond_scale, where, "cond_scale");
         if (may_overlap(out, in.noise) || (!in.latent_image.empty() && may_overlap(out, in.latent_image)) ||
             (!in.denoise_mask.empty() && may_overlap(out, in.denoise_mask)))
@@ -264,10 +270,18 @@ sample_status euler_cfg_pp_loop(const G& g, typename G::run_state& run, const sa
                                 view<T, R> out, const sample_options<T, R>& opt, double eta_d,
                                 double s_noise_d, std::string_view where) {
     sampler_run<G, T, R> s(g, run, in, out, opt, where);
+    const bool flow = g.sampling().is_flow();
+    // A flow model's alpha(sigma) = 1 - sigma: above 1 the log-SNR is the log of a negative
+    // number, and a step to sigma 1 scales by alpha 0 what it divided by it (k-diffusion gives
+    // NaN for both). Only the start may be 1.
+    if (flow)
+        for (std::size_t i = 0; i < in.sigmas.size(); ++i)
+            PATCHBAY_REQUIRE(in.sigmas[i] < 1.0 || (i == 0 && in.sigmas[i] == 1.0), where,
+                             "argument 'sigmas' must be below 1 for a flow model (alpha = 1 - sigma; only the first "
+                             "may be 1), got " + detail::fmt_num(in.sigmas[i]) + " at index " + std::to_string(i));
     tensor<T> uncond_buf(std::vector<index_t>(out.extents().begin(), out.extents().end()));
     const view<T, R> uncond = uncond_buf.template as<R>();
     step_noise<T, R> noise(out, opt);
-    const bool flow = g.sampling().is_flow();
     // ComfyUI scales s_noise by the model's noise_scale (ModelNoiseScale; 1 otherwise)
     const double ns_d = s_noise_d * g.sampling().noise_scale();
     const T eta = static_cast<T>(eta_d), ns = static_cast<T>(ns_d);
