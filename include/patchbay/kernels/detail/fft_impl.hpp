@@ -534,43 +534,36 @@ constexpr bool avx_packs() noexcept {
     return false;
 }
 
-#if defined(__AVX__)
-/// The AVX register of 8 floats or 4 doubles (specialised, not std::conditional: a vector type
-/// as a template argument loses its alignment attribute, which g++ warns about).
-template <bool IsFloat>
-struct avx_register {
-    using type = __m256;
-};
-template <>
-struct avx_register<false> {
-    using type = __m256d;
-};
-
-/// One 8-float or 4-double AVX register and the operations the pack moves below need.
-template <class T>
-struct avx_reg {
-    static constexpr bool f = std::is_same_v<T, float>;
-    using type = typename avx_register<f>::type;
-    static constexpr index_t n = 32 / static_cast<index_t>(sizeof(T));
-    static type load(const T* p) noexcept {
-        if constexpr (f) return _mm256_load_ps(p);
-        else return _mm256_load_pd(p);
-    }
-    static type loadu(const T* p) noexcept {
-        if constexpr (f) return _mm256_loadu_ps(p);
-        else return _mm256_loadu_pd(p);
-    }
+#if defined(__SSE2__)
+/// One register of the build's widest 128- or 256-bit instruction set (Arch: xsimd::avx, or
+/// xsimd::sse2 in a build without AVX), as its raw intrinsic type, and the operations the pack
+/// moves below need: 8 x 8 / 4 x 4 float and 4 x 4 / 2 x 2 double transposes.
+template <class T, class Arch>
+struct pack_reg {
+    using batch = xsimd::batch<T, Arch>;
+    using type = typename batch::register_type;
+    static constexpr index_t n = static_cast<index_t>(batch::size);
+    static type load(const T* p) noexcept { return batch::load_aligned(p); }
+    static type loadu(const T* p) noexcept { return batch::load_unaligned(p); }
     static void store(T* p, type v, bool aligned = true) noexcept {
-        if constexpr (f) aligned ? _mm256_store_ps(p, v) : _mm256_storeu_ps(p, v);
-        else aligned ? _mm256_store_pd(p, v) : _mm256_storeu_pd(p, v);
+        if (aligned) batch(v).store_aligned(p);
+        else batch(v).store_unaligned(p);
     }
-    static type scaled(type v, T k) noexcept {
-        if constexpr (f) return _mm256_mul_ps(v, _mm256_set1_ps(k));
-        else return _mm256_mul_pd(v, _mm256_set1_pd(k));
-    }
+    static type scaled(type v, T k) noexcept { return batch(v) * k; }
     static void transpose(type (&r)[n]) noexcept {
+        constexpr bool f = std::is_same_v<T, float>;
+#if defined(__AVX__)
         if constexpr (f) transpose8(r);
         else transpose4(r);
+#else
+        if constexpr (f) {
+            _MM_TRANSPOSE4_PS(r[0], r[1], r[2], r[3]);
+        } else {
+            const __m128d lo = _mm_unpacklo_pd(r[0], r[1]), hi = _mm_unpackhi_pd(r[0], r[1]);
+            r[0] = lo;
+            r[1] = hi;
+        }
+#endif
     }
 };
 #endif
@@ -604,61 +597,19 @@ index_t move_reg_blocks(const T* src, T* dst, index_t nb, index_t ps, index_t co
     return full;
 }
 
-#if defined(__SSE2__) && !defined(__AVX__)
-/// The SSE register of 4 floats or 2 doubles: without AVX the packs are 128 bits wide, and
-/// planes move in and out of them through 4 x 4 (2 x 2) register transposes instead of one
-/// scalar copy per value (a build with the compiler's default flags on x86-64).
-template <bool IsFloat>
-struct sse_register {
-    using type = __m128;
-};
-template <>
-struct sse_register<false> {
-    using type = __m128d;
-};
-
-template <class T>
-struct sse_reg {
-    static constexpr bool f = std::is_same_v<T, float>;
-    using type = typename sse_register<f>::type;
-    static constexpr index_t n = 16 / static_cast<index_t>(sizeof(T));
-    static type load(const T* p) noexcept {
-        if constexpr (f) return _mm_load_ps(p);
-        else return _mm_load_pd(p);
-    }
-    static type loadu(const T* p) noexcept {
-        if constexpr (f) return _mm_loadu_ps(p);
-        else return _mm_loadu_pd(p);
-    }
-    static void store(T* p, type v, bool aligned = true) noexcept {
-        if constexpr (f) aligned ? _mm_store_ps(p, v) : _mm_storeu_ps(p, v);
-        else aligned ? _mm_store_pd(p, v) : _mm_storeu_pd(p, v);
-    }
-    static type scaled(type v, T k) noexcept {
-        if constexpr (f) return _mm_mul_ps(v, _mm_set1_ps(k));
-        else return _mm_mul_pd(v, _mm_set1_pd(k));
-    }
-    static void transpose(type (&r)[n]) noexcept {
-        if constexpr (f) {
-            _MM_TRANSPOSE4_PS(r[0], r[1], r[2], r[3]);
-        } else {
-            const __m128d lo = _mm_unpacklo_pd(r[0], r[1]), hi = _mm_unpackhi_pd(r[0], r[1]);
-            r[0] = lo;
-            r[1] = hi;
-        }
-    }
-};
-#endif
-
 /// The register fast path for this build's packs, if it has one (returns the first element
 /// not moved: 0 when there is none or the packs are not full).
 template <bool ToPacks, class T>
 index_t move_blocks(const T* src, T* dst, index_t nb, index_t ps, index_t count, bool swap, T scale) noexcept {
 #if defined(__AVX__)
-    if constexpr (avx_packs<T>()) return move_reg_blocks<ToPacks, T, avx_reg<T>>(src, dst, nb, ps, count, swap, scale);
+    if constexpr (avx_packs<T>())
+        return move_reg_blocks<ToPacks, T, pack_reg<T, xsimd::avx>>(src, dst, nb, ps, count, swap, scale);
 #elif defined(__SSE2__)
-    if constexpr (ops<T>::vectorised && ops<T>::V == sse_reg<T>::n)
-        return move_reg_blocks<ToPacks, T, sse_reg<T>>(src, dst, nb, ps, count, swap, scale);
+    // without AVX the packs are 128 bits wide: 4 x 4 (2 x 2) transposes instead of one scalar
+    // copy per value (a build with the compiler's default flags on x86-64)
+    using reg = pack_reg<T, xsimd::sse2>;
+    if constexpr (ops<T>::vectorised && ops<T>::V == reg::n)
+        return move_reg_blocks<ToPacks, T, reg>(src, dst, nb, ps, count, swap, scale);
 #endif
     (void)src, (void)dst, (void)nb, (void)ps, (void)count, (void)swap, (void)scale;
     return 0;
