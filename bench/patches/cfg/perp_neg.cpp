@@ -5,7 +5,6 @@
 // over those bytes), x_bound (ours / bound), and two_pass_us / x_two_pass: a plain two-pass loop
 // in the same binary (a reduction over the three inputs, then the streaming pass), the floor of
 // any patch that must finish a whole-tensor sum before it writes.
-#include <array>
 #include <map>
 #include <string>
 #include <vector>

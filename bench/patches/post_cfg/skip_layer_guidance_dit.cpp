@@ -1,6 +1,7 @@
 // Benchmark: SkipLayerGuidanceDiT's post-CFG step through its function table as a guider runs
-// it (the re-run's prediction given, so the model's cost is left out) without and with rescaling, vs a libtorch implementation written op
-// for op as ComfyUI's post_cfg_function, single-threaded. Counters: ours_us, torch_us,
+// it (the re-run's prediction given, so the model's cost is left out) without and with
+// rescaling, vs a libtorch implementation written op for op as ComfyUI's post_cfg_function,
+// single-threaded. Counters: ours_us, torch_us,
 // x_vs_torch (torch / ours), bytes (minimum traffic: read cfg, cond and the re-run, write the
 // result), bound_us (one streaming pass over those bytes), x_bound (ours / bound).
 #include <map>
