@@ -7,7 +7,6 @@
 #include <cstddef>
 #include <map>
 #include <string>
-#include <tuple>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -16,7 +15,6 @@
 #include "patchbay/core/descriptor.hpp"
 #include "patchbay/core/hooks.hpp"
 #include "patchbay/kernels/elementwise.hpp"
-#include "patchbay/kernels/reduce.hpp"
 
 #ifdef PATCHBAY_HAVE_TORCH
 #include <torch/torch.h>
@@ -53,35 +51,6 @@ struct call_data {
         return in;
     }
 };
-
-/// Best time of a plain two-pass loop over n floats, in the same binary: a SIMD reduction over
-/// Read buffers, then a streaming pass reading Write buffers and writing one. What a patch that
-/// needs a whole-tensor statistic before its write costs at the least.
-template <std::size_t Read, int Write>
-double two_pass_time(index_t n) {
-    static std::map<index_t, double> memo;
-    auto& t = memo[n];
-    if (t > 0) return t;
-    std::vector<tensor<float>> bufs;
-    for (unsigned i = 0; i < Read; ++i) bufs.push_back(random_tensor({n}, 200u + i));
-    std::array<view<const float, 1>, Read> in{};
-    for (std::size_t i = 0; i < Read; ++i) in[i] = view<const float, 1>(bufs[i].data(), {n});
-    std::array<const float*, Write> second{};
-    for (std::size_t i = 0; i < static_cast<std::size_t>(Write); ++i) second[i] = bufs[i % Read].data();
-    tensor<float> out({n});
-    t = best_time(
-        [&] {
-            const auto s = std::apply(
-                [](const auto&... v) { return kernels::reduce<1>([](auto... a) { return std::array{(a + ...)}; }, v...); },
-                in);
-            benchmark::DoNotOptimize(s);
-            stream_pass<Write>(second, out.data(), n);
-            benchmark::DoNotOptimize(out.data());
-            benchmark::ClobberMemory();
-        },
-        20);
-    return t;
-}
 
 /// Runs `call` (one hook call on n-element tensors) in the benchmark loop, then reports its best
 /// time of 20 (bench::report) against one streaming pass reading Reads tensors and writing one,

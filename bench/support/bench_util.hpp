@@ -76,38 +76,109 @@ inline double best_time(const std::function<void()>& fn, int reps) {
     return best;
 }
 
-/// One streaming pass: read K buffers of n floats, write one (the bandwidth bound of a patch
-/// that must read K tensors and write one). K is a compile-time constant so the loop is
-/// vectorised like the patch kernels.
-template <int K>
-void stream_pass(const std::array<const float*, K>& in, float* PATCHBAY_RESTRICT out, index_t n) {
-    static_assert(K >= 1, "stream_pass reads at least one buffer");
-    for (index_t i = 0; i < n; ++i) {
+/// One streaming pass: read K buffers of n floats, write the sum to O (the bandwidth bound of
+/// a patch that must read K tensors and write O). K and O are compile-time constants so the
+/// loop is vectorised like the patch kernels. Backward: last element first.
+template <int K, int O = 1, bool Backward = false>
+void stream_pass(const std::array<const float*, K>& in, const std::array<float*, O>& out, index_t n) {
+    static_assert(K >= 1 && O >= 1, "stream_pass reads and writes at least one buffer");
+    auto one = [&](index_t i) {
         float s = in[0][i];
         for (int k = 1; k < K; ++k) s += in[static_cast<std::size_t>(k)][i];
-        out[i] = s;
-    }
+        for (int o = 0; o < O; ++o) out[static_cast<std::size_t>(o)][i] = s;
+    };
+    if constexpr (Backward)
+        for (index_t i = n; i-- > 0;) one(i);
+    else
+        for (index_t i = 0; i < n; ++i) one(i);
+}
+template <int K>
+void stream_pass(const std::array<const float*, K>& in, float* PATCHBAY_RESTRICT out, index_t n) {
+    stream_pass<K, 1>(in, std::array<float*, 1>{out}, n);
 }
 
-/// Best time of stream_pass<K> over n floats, memoised per n (best of 20).
-template <int K>
+/// K input buffers and O output buffers of n floats (deterministic data).
+template <int K, int O>
+struct stream_buffers {
+    std::vector<tensor<float>> bufs;
+    std::array<const float*, K> in{};
+    std::array<float*, O> out{};
+    explicit stream_buffers(index_t n) {
+        for (int i = 0; i < K + O; ++i) bufs.push_back(random_tensor({n}, 100u + static_cast<unsigned>(i)));
+        for (int i = 0; i < K; ++i) in[static_cast<std::size_t>(i)] = bufs[static_cast<std::size_t>(i)].data();
+        for (int i = 0; i < O; ++i) out[static_cast<std::size_t>(i)] = bufs[static_cast<std::size_t>(K + i)].data();
+    }
+};
+
+/// Best time of stream_pass<K, O> over n floats, memoised per n (best of 20).
+template <int K, int O = 1>
 double stream_time(index_t n) {
     static std::map<index_t, double> memo;
     auto& t = memo[n];
     if (t > 0) return t;
-    std::vector<tensor<float>> bufs;
-    std::array<const float*, K> in{};
-    for (int i = 0; i < K; ++i) bufs.push_back(random_tensor({n}, 100u + static_cast<unsigned>(i)));
-    for (int i = 0; i < K; ++i) in[static_cast<std::size_t>(i)] = bufs[static_cast<std::size_t>(i)].data();
-    tensor<float> out({n});
+    stream_buffers<K, O> b(n);
     t = best_time(
         [&] {
-            stream_pass<K>(in, out.data(), n);
-            benchmark::DoNotOptimize(out.data());
+            stream_pass<K, O>(b.in, b.out, n);
+            benchmark::DoNotOptimize(b.out[0]);
             benchmark::ClobberMemory();
         },
         20);
     return t;
+}
+
+/// A plain SIMD reduction over K buffers of n floats (independent lane sums, no patchbay
+/// kernel): the first pass of a patch that needs a whole-tensor statistic before it writes.
+template <int K>
+float reduce_pass(const std::array<const float*, K>& in, index_t n) {
+    constexpr index_t L = 16; // lanes: independent chains the compiler vectorises
+    std::array<float, L> acc{};
+    index_t i = 0;
+    for (; i + L <= n; i += L)
+        for (index_t l = 0; l < L; ++l) {
+            float s = in[0][i + l];
+            for (int k = 1; k < K; ++k) s += in[static_cast<std::size_t>(k)][i + l];
+            acc[static_cast<std::size_t>(l)] += s;
+        }
+    float total = 0;
+    for (; i < n; ++i)
+        for (int k = 0; k < K; ++k) total += in[static_cast<std::size_t>(k)][i];
+    for (float a : acc) total += a;
+    return total;
+}
+
+/// The floor of a two-pass patch, measured in the same binary: best time over n floats of a
+/// plain reduction reading Read buffers followed by a streaming pass reading Write buffers (the
+/// first Write of the Read ones) and writing one, the second pass run forward or backward,
+/// whichever is faster here (patchbay's two-pass patches run it backward). Memoised per n.
+template <int Read, int Write>
+double two_pass_time(index_t n) {
+    static std::map<index_t, double> memo;
+    auto& t = memo[n];
+    if (t > 0) return t;
+    stream_buffers<(Read > Write ? Read : Write), 1> b(n);
+    std::array<const float*, Read> first{};
+    std::array<const float*, Write> second{};
+    for (int i = 0; i < Read; ++i) first[static_cast<std::size_t>(i)] = b.in[static_cast<std::size_t>(i)];
+    for (int i = 0; i < Write; ++i) second[static_cast<std::size_t>(i)] = b.in[static_cast<std::size_t>(i)];
+    auto both = [&](auto backward) {
+        return best_time(
+            [&] {
+                benchmark::DoNotOptimize(reduce_pass<Read>(first, n));
+                stream_pass<Write, 1, decltype(backward)::value>(second, b.out, n);
+                benchmark::DoNotOptimize(b.out[0]);
+                benchmark::ClobberMemory();
+            },
+            20);
+    };
+    t = std::min(both(std::false_type{}), both(std::true_type{}));
+    return t;
+}
+
+/// Reports the two-pass floor beside the bound: two_pass_us and x_two_pass (ours / floor).
+inline void report_floor(benchmark::State& st, double ours, double floor) {
+    st.counters["two_pass_us"] = floor * 1e6;
+    st.counters["x_two_pass"] = ours / floor;
 }
 
 /// Fills the counters every patch benchmark reports (times in seconds; torch_s <= 0 = no

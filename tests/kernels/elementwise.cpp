@@ -34,6 +34,36 @@ TEST_CASE("transform may write in place over one of its inputs", "[kernels][elem
     for (index_t i = 0; i < a.size(); ++i) REQUIRE(a[i] == orig[i] * 2.0f + 1.0f);
 }
 
+TEST_CASE("transform_backward writes what transform writes, on every layout", "[kernels][elementwise]") {
+    // 2*3*5*37 elements: SIMD batches and a scalar tail on the contiguous path; several rows
+    // (walked last to first) on the strided ones
+    const auto a = test::random_tensor({2, 3, 5, 37}, 11);
+    const auto b = test::random_tensor({2, 3, 5, 37}, 12);
+    auto f = [](auto x, auto y) { return (x - y) * 1.5f; }; // (no multiply-add to contract)
+    tensor<float> forward({2, 3, 5, 37}), backward({2, 3, 5, 37});
+    kernels::transform(forward.as<4>(), f, a.as<4>(), b.as<4>());
+    kernels::transform_backward(backward.as<4>(), f, a.as<4>(), b.as<4>());
+    CHECK(test::bit_equal(backward, forward));
+    for (index_t i = 0; i < a.size(); ++i) REQUIRE(forward[i] == (a[i] - b[i]) * 1.5f);
+
+    // strided output (every other element, untouched between) and a reversed input
+    tensor<float> wide({2, 3, 5, 74});
+    view<float, 4> strided(wide.data(), {2, 3, 5, 37}, {3 * 5 * 74, 5 * 74, 74, 2});
+    tensor<float> flipped({2, 3, 5, 37});
+    for (index_t i = 0; i < b.size(); ++i) flipped[b.size() - 1 - i] = b[i];
+    view<const float, 4> b_rev(flipped.data() + b.size() - 1, {2, 3, 5, 37}, {-3 * 5 * 37, -5 * 37, -37, -1});
+    kernels::transform_backward(strided, f, a.as<4>(), b_rev);
+    for (index_t i = 0; i < a.size(); ++i) {
+        REQUIRE(wide[2 * i] == forward[i]);
+        REQUIRE(wide[2 * i + 1] == 0.f);
+    }
+
+    // in place over one of its inputs
+    auto in_place = a;
+    kernels::transform_backward(in_place.as<4>(), f, view<const float, 4>(in_place.as<4>()), b.as<4>());
+    CHECK(test::bit_equal(in_place, forward));
+}
+
 TEST_CASE("copy handles a negative stride", "[kernels][elementwise]") {
     auto a = test::random_tensor({1, 1, 1, 10}, 9);
     view<const float, 4> reversed(a.data() + 9, {1, 1, 1, 10}, {10, 10, 10, -1});

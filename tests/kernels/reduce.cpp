@@ -147,13 +147,17 @@ TEST_CASE("transform_reduce writes f and sums g of what it wrote", "[kernels][re
 }
 
 TEST_CASE("reduce_channels sums over dim 1 per pixel, bit for bit across layouts", "[kernels][reduce]") {
-    for (index_t channels : {3, 16, 40}) { // 40: three blocks of channels
-        const auto t = test::random_tensor({2, channels, 9, 7}, 11);
-        const index_t pixels = 63;
+    // up to 8 channels the packed sums run in registers (sum_few_rows), more through the tile
+    // sweeps; 40 is three blocks of channels; 50x50 pixels span two tiles of columns
+    struct shape { index_t channels, h, w; };
+    for (const shape sh : {shape{1, 9, 7}, shape{3, 9, 7}, shape{8, 9, 7}, shape{9, 9, 7}, shape{16, 9, 7},
+                           shape{40, 9, 7}, shape{4, 50, 50}}) {
+        const index_t channels = sh.channels, pixels = sh.h * sh.w;
+        const auto t = test::random_tensor({2, channels, sh.h, sh.w}, 11);
         std::vector<float> packed_sums(static_cast<std::size_t>(2 * pixels * 2), -1.f);
         std::vector<float> strided_sums = packed_sums;
         auto collect = [&](std::vector<float>& dst) {
-            return [&dst](index_t b, index_t p0, index_t len, const std::array<const float*, 2>& sums) {
+            return [&dst, pixels](index_t b, index_t p0, index_t len, const std::array<const float*, 2>& sums) {
                 for (index_t i = 0; i < len; ++i)
                     for (std::size_t k = 0; k < 2; ++k)
                         dst[static_cast<std::size_t>(((b * pixels) + p0 + i) * 2) + k] = sums[k][i];
@@ -212,7 +216,9 @@ TEST_CASE("reduce_columns sums over the middle dims per column in double blocks"
 }
 
 TEST_CASE("the column maps write apply(factor(sums)) in place, bit for bit across layouts", "[kernels][reduce]") {
-    for (index_t channels : {4, 19}) {
+    // 1 to 8 channels take the single-pass register path on packed data, more the tiles;
+    // the transposed copy takes the gathered tile path either way
+    for (index_t channels : {1, 4, 8, 9, 19}) {
         const auto t = test::random_tensor({2, channels, 9, 7}, 51);
         // each pixel scaled by 1 / (1 + its channel sum of squares)
         auto terms = [](auto a) { return std::array{a * a}; };

@@ -4,7 +4,8 @@
 // both that shape, model_channels 320). Counters: ours_us, torch_us, x_vs_torch (torch / ours),
 // bytes (minimum traffic: FreeU reads and writes the first half of h, V2 also reads the second
 // half for the channel mean; hsp read and written once), bound_us (streaming passes moving
-// those bytes), x_bound (ours / bound). Times are thread CPU time (the machine is shared).
+// those bytes), x_bound (ours / bound), two_pass_us and x_two_pass (the floor of FreeU's passes:
+// plain loops in this binary, floor_time). Times are thread CPU time (the machine is shared).
 #include <cstring>
 #include <map>
 #include <string>
@@ -67,6 +68,8 @@ double torch_time(const std::vector<index_t>& dims, bool v2) {
 }
 #endif
 
+double floor_time(index_t n, index_t plane, bool v2);
+
 template <class P>
 void run_ours(benchmark::State& st, const std::vector<index_t>& dims, bool restore_inputs) {
     constexpr bool v2 = P::is_v2;
@@ -102,6 +105,32 @@ void run_ours(benchmark::State& st, const std::vector<index_t>& dims, bool resto
     const double bound =
         (v2 ? bench::stream_time<2>(n / 2) : bench::stream_time<1>(n / 2)) + bench::stream_time<1>(n);
     bench::report(st, ours, bound, tt, v2 ? 4 : 3, n);
+    bench::report_floor(st, ours, floor_time(n, dims[2] * dims[3], v2));
+}
+
+/// The floor of the passes FreeU makes, plain loops over buffers of the same sizes: h's scaled
+/// half read and written in place (V2: after a reduction over all of h for the channel mean),
+/// and each hsp plane reduced (the filter's four coefficients) and then read and written in
+/// place. Best of 10, memoised.
+double floor_time(index_t n, index_t plane, bool v2) {
+    static std::map<std::pair<index_t, bool>, double> memo;
+    auto& t = memo[{n, v2}];
+    if (t > 0) return t;
+    auto h = bench::random_tensor({n}, 4), hsp = bench::random_tensor({n}, 5);
+    t = bench::best_time(
+        [&] {
+            if (v2) benchmark::DoNotOptimize(bench::reduce_pass<1>({h.data()}, n));
+            bench::stream_pass<1, 1>({h.data()}, {h.data()}, n / 2);
+            for (index_t p0 = 0; p0 < n; p0 += plane) {
+                float* q = hsp.data() + p0;
+                benchmark::DoNotOptimize(bench::reduce_pass<1>({q}, plane));
+                bench::stream_pass<1, 1>({q}, {q}, plane);
+            }
+            benchmark::DoNotOptimize(hsp.data());
+            benchmark::ClobberMemory();
+        },
+        10);
+    return t;
 }
 
 /// The skip filter alone: direct four-bin path vs the FFT path (kernels/fft.hpp).

@@ -2,7 +2,8 @@
 // renorm_cfg_func (nodes_lumina2.py, plus the sampler's x - result), single-threaded, with
 // cfg_trunc 100 and renorm_cfg 1 (the guided, renormalised branch). Counters: ours_us,
 // torch_us, x_vs_torch (torch / ours), bytes (minimum traffic: read cond, uncond, write
-// denoised), bound_us (one streaming pass over those bytes), x_bound (ours / bound).
+// denoised), bound_us (one streaming pass over those bytes), x_bound (ours / bound), two_pass_us and
+// x_two_pass (the floor of its two passes: plain loops in this binary, bench::two_pass_time).
 #include <algorithm>
 #include <map>
 #include <string>
@@ -90,6 +91,7 @@ void run(benchmark::State& st, const std::vector<index_t>& dims) {
     tt = torch_time(dims);
 #endif
     bench::report(st, ours, bench::stream_time<2>(n), tt, 3, n);
+    bench::report_floor(st, ours, bench::two_pass_time<2, 2>(n)); // the norms, then the write
 }
 
 void register_all() {

@@ -3,7 +3,8 @@
 // arguments the sampler builds and the x - result it undoes), single-threaded. Counters:
 // ours_us, torch_us, x_vs_torch (torch / ours), bytes (minimum traffic: read x, cond, uncond
 // (flow: cond, uncond), write denoised), bound_us (one streaming pass over those bytes),
-// x_bound (ours / bound).
+// x_bound (ours / bound), two_pass_us and
+// x_two_pass (the floor of its two passes: plain loops in this binary, bench::two_pass_time).
 #include <algorithm>
 #include <map>
 #include <string>
@@ -96,6 +97,8 @@ void run(benchmark::State& st, const std::vector<index_t>& dims, bool flow) {
     tt = torch_time(dims, flow);
 #endif
     bench::report(st, ours, bound, tt, flow ? 3 : 4, n);
+    // two passes: the sums (flow: cond, uncond; v: x too), then the write
+    bench::report_floor(st, ours, flow ? bench::two_pass_time<2, 2>(n) : bench::two_pass_time<3, 3>(n));
 }
 
 void register_all() {

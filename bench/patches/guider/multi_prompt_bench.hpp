@@ -5,14 +5,12 @@
 
 #include <array>
 #include <cstddef>
-#include <map>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "bench_util.hpp"
 #include "patchbay/core/dispatch.hpp"
-#include "patchbay/kernels/reduce.hpp"
 
 #ifdef PATCHBAY_HAVE_TORCH
 #include <torch/torch.h>
@@ -64,29 +62,6 @@ void measure_guider(benchmark::State& st, guider_inputs<R>& in, const G& g, doub
                                                                      in.out.template as<R>(), in.stages);
         },
         in.out.data(), in.out.size(), torch_s);
-}
-
-/// A plain two-pass loop over three tensors of n floats: one reduction reading them, then the
-/// streaming pass reading them and writing one: the floor of a combination (Perp-Neg) that
-/// needs whole-sample sums before any write.
-inline double two_pass_time(index_t n) {
-    static std::map<index_t, double> memo;
-    auto& t = memo[n];
-    if (t > 0) return t;
-    const auto a = bench::random_tensor({n}, 7), b = bench::random_tensor({n}, 8), c = bench::random_tensor({n}, 9);
-    tensor<float> out({n});
-    const std::array<const float*, 3> in{a.data(), b.data(), c.data()};
-    t = bench::best_time(
-        [&] {
-            const auto s = kernels::reduce<1>([](auto x, auto y, auto z) { return std::array{x + y + z}; }, a.as<1>(),
-                                              b.as<1>(), c.as<1>());
-            benchmark::DoNotOptimize(s);
-            bench::stream_pass<3>(in, out.data(), n);
-            benchmark::DoNotOptimize(out.data());
-            benchmark::ClobberMemory();
-        },
-        20);
-    return t;
 }
 
 /// Registers run<4>(state, dims) / run<5>(...) as "<prefix>/<shape>" for every latent shape.

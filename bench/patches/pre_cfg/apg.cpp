@@ -1,8 +1,9 @@
 // Benchmark: APG (pre-CFG) vs a libtorch implementation written op for op as ComfyUI's
 // nodes_apg.py, single-threaded. Counters (bench::report): ours_us, torch_us, x_vs_torch
-// (torch / ours), bytes (minimum traffic: read cond, uncond; write cond), bound_us (one
-// streaming pass over those bytes) and x_bound (ours / bound, the distance from the bandwidth
-// bound).
+// (torch / ours), bytes (minimum traffic: read cond, uncond; write cond; with momentum also
+// read and write the running average), bound_us (one streaming pass over those bytes), x_bound
+// (ours / bound, the distance from the bandwidth bound), two_pass_us and x_two_pass (the floor
+// of the passes APG must make, plain loops in this binary).
 #include <cstring>
 #include <map>
 #include <string>
@@ -91,7 +92,16 @@ void run_ours(benchmark::State& st, const std::vector<index_t>& dims, const apg&
 #ifdef PATCHBAY_HAVE_TORCH
     tt = torch_time(dims, p);
 #endif
-    bench::report(st, ours, bench::stream_time<2>(n), tt, 3, n);
+    if (p.momentum == 0.0) {
+        bench::report(st, ours, bench::stream_time<2>(n), tt, 3, n);
+        bench::report_floor(st, ours, bench::two_pass_time<2, 2>(n)); // the norms, then the write
+    } else {
+        // the running average is read and written too: one pass reading 3 tensors, writing 2
+        bench::report(st, ours, bench::stream_time<3, 2>(n), tt, 5, n);
+        // ...and the norms of the new average come before the write: two passes reading 3,
+        // each writing one (the average, then the result)
+        bench::report_floor(st, ours, 2 * bench::stream_time<3>(n));
+    }
 }
 
 void register_all() {

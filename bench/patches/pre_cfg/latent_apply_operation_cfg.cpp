@@ -99,7 +99,7 @@ void run(benchmark::State& st, const std::vector<index_t>& dims, const latent_ap
         bench::wave::measure<2>(
             st, [&] { apply_pre_cfg(p, state, in, data.cond.as<R>(), data.uncond.as<R>()); }, data.cond.size(), tt,
             [&] { data.cond = pristine; });
-        st.counters["two_pass_us"] = bench::wave::two_pass_time<2, 2>(data.cond.size()) * 1e6;
+        st.counters["two_pass_us"] = bench::two_pass_time<2, 2>(data.cond.size()) * 1e6;
     });
 }
 

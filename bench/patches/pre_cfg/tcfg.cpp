@@ -1,7 +1,8 @@
 // Benchmark: TCFG (pre-CFG) vs a libtorch implementation written op for op as ComfyUI's
 // nodes_tcfg.py (torch.linalg.svd of the 2 x N score matrix), single-threaded. Counters:
 // ours_us, torch_us, x_vs_torch (torch / ours), bytes (minimum traffic: read x, cond, uncond;
-// write uncond), bound_us (one streaming pass over those bytes), x_bound (ours / bound).
+// write uncond), bound_us (one streaming pass over those bytes), x_bound (ours / bound), two_pass_us and
+// x_two_pass (the floor of its two passes: plain loops in this binary, bench::two_pass_time).
 #include <cstring>
 #include <map>
 #include <string>
@@ -73,6 +74,7 @@ void run_ours(benchmark::State& st, const std::vector<index_t>& dims) {
     tt = torch_time(dims);
 #endif
     bench::report(st, ours, bench::stream_time<3>(n), tt, 4, n);
+    bench::report_floor(st, ours, bench::two_pass_time<3, 3>(n)); // the Gram matrix, then the write
 }
 
 void register_all() {

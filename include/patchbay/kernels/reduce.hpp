@@ -556,6 +556,91 @@ template <class T, std::size_t N, std::size_t RD, class Apply, std::size_t... I>
     }
 }
 
+/// Channel counts the channel forms keep in registers (map_few_rows).
+inline constexpr index_t few_rows = 8;
+
+/// The channel forms of columns_map on packed columns with at most few_rows rows: for each
+/// batch of columns the rows are summed, the factor taken and the map applied while the batch's
+/// rows are still in L1, one pass over the data instead of a tile's three sub-passes (sums,
+/// factors, map). The adds, factors and maps are those of sum_tile / tile_factors / map_tile
+/// (one block: rows <= reduce_block), so the results are the same bit for bit. The map reads
+/// each input row before writing the same row of `out`, so `out` may be one of the inputs.
+template <std::size_t K, class T, std::size_t N, std::size_t RD, class Terms, class Factor, class Apply,
+          std::size_t... I>
+[[gnu::noinline]] void map_few_rows(Terms terms, Factor factor, Apply apply, const std::array<const T*, N>& base,
+                                    T* out, const detail::joint_layout<RD, N + 1>& row, index_t rows, index_t len,
+                                    std::index_sequence<I...>) {
+    using B = simd::batch<T>;
+    constexpr index_t W = static_cast<index_t>(B::size);
+    std::array<std::array<const T*, few_rows>, N> rp{};
+    std::array<T*, few_rows> op{};
+    detail::layout_walker<RD, N + 1> walk(row, row.dims);
+    for (index_t r = 0; r < rows; ++r, walk.next()) {
+        for (std::size_t v = 0; v < N; ++v) rp[v][static_cast<std::size_t>(r)] = base[v] + walk.off[v];
+        op[static_cast<std::size_t>(r)] = out + walk.off[N];
+    }
+    // U batches of columns at once: their sums, roots and divides are independent chains the
+    // core overlaps (one batch alone waits on each in turn)
+    auto columns = [&](index_t j, auto unroll, auto load, auto store) {
+        constexpr index_t U = decltype(unroll)::value;
+        std::array<std::array<B, K>, U> sums;
+        for (auto& s : sums) s = zeros<B, K>();
+        for (index_t r = 0; r < rows; ++r)
+            for (index_t u = 0; u < U; ++u) {
+                const auto t = terms(load(rp[I][static_cast<std::size_t>(r)] + j + u * W)...);
+                for (std::size_t k = 0; k < K; ++k) sums[static_cast<std::size_t>(u)][k] += t[k];
+            }
+        std::array<B, U> f;
+        for (index_t u = 0; u < U; ++u) f[static_cast<std::size_t>(u)] = B(factor(sums[static_cast<std::size_t>(u)]));
+        for (index_t r = 0; r < rows; ++r)
+            for (index_t u = 0; u < U; ++u)
+                store(op[static_cast<std::size_t>(r)] + j + u * W,
+                      B(apply(f[static_cast<std::size_t>(u)], load(rp[I][static_cast<std::size_t>(r)] + j + u * W)...)));
+    };
+    auto whole = [](const T* p) { return B::load_unaligned(p); };
+    auto put = [](T* p, const B& y) { simd::store(p, y); };
+    const index_t full = len - len % W;
+    index_t j = 0;
+    for (; j + 2 * W <= full; j += 2 * W) columns(j, std::integral_constant<index_t, 2>{}, whole, put);
+    for (; j < full; j += W) columns(j, std::integral_constant<index_t, 1>{}, whole, put);
+    if (full < len) {
+        const index_t n = len - full;
+        columns(full, std::integral_constant<index_t, 1>{}, [n](const T* p) { return simd::load_partial(p, n); },
+                [n](T* p, const B& y) { simd::store_partial(p, y, n); });
+    }
+}
+
+/// sum_tile for the channel forms on packed columns with at most few_rows rows: each batch of
+/// columns summed over the rows in registers (sum_tile's sweeps keep partial sums in memory
+/// between groups of rows). The same adds in the same order, so the same bits.
+template <std::size_t K, class T, std::size_t N, std::size_t RD, std::size_t V, class Terms, std::size_t... I>
+[[gnu::noinline]] void sum_few_rows(Terms terms, const std::array<const T*, N>& base,
+                                    const detail::joint_layout<RD, V>& row, index_t rows, index_t c0, index_t len,
+                                    const std::array<T*, K>& sums, std::index_sequence<I...>) {
+    using B = simd::batch<T>;
+    constexpr index_t W = static_cast<index_t>(B::size);
+    std::array<std::array<const T*, few_rows>, N> rp{};
+    detail::layout_walker<RD, V> walk(row, row.dims);
+    for (index_t r = 0; r < rows; ++r, walk.next())
+        for (std::size_t v = 0; v < N; ++v) rp[v][static_cast<std::size_t>(r)] = base[v] + walk.off[v] + c0;
+    auto columns = [&](index_t j, auto load, auto store) {
+        auto acc = zeros<B, K>();
+        for (index_t r = 0; r < rows; ++r) {
+            const auto t = terms(load(rp[I][static_cast<std::size_t>(r)] + j)...);
+            for (std::size_t k = 0; k < K; ++k) acc[k] += t[k];
+        }
+        for (std::size_t k = 0; k < K; ++k) store(sums[k] + j, acc[k]);
+    };
+    const index_t full = len - len % W;
+    for (index_t j = 0; j < full; j += W)
+        columns(j, [](const T* p) { return B::load_unaligned(p); }, [](T* p, const B& y) { simd::store(p, y); });
+    if (full < len) {
+        const index_t n = len - full;
+        columns(full, [n](const T* p) { return simd::load_partial(p, n); },
+                [n](T* p, const B& y) { simd::store_partial(p, y, n); });
+    }
+}
+
 /// The column engine: for each item and tile of columns, sums the terms, then calls
 /// tile_done(item, c0, len, sums, bases, coloff).
 template <std::size_t K, std::size_t D, class Acc, std::size_t R, std::size_t V, class T, std::size_t N, class Terms,
@@ -579,8 +664,15 @@ void for_each_column_tile(const axis_layout<R, D, V>& L, index_t tile, const std
         for (index_t c0 = 0; c0 < L.cols; c0 += tile) {
             const index_t len = std::min(tile, L.cols - c0);
             if (!L.packed) L.column_offsets(c0, len, coloff);
-            sum_tile<K, Acc, T>(terms, base, L.row, L.rows, L.packed, c0, len, coloff, sums, partial,
-                                std::make_index_sequence<N>{});
+            bool summed = false;
+            if constexpr (std::is_same_v<Acc, T> && simd::enabled) // the channel forms
+                if (L.packed && L.rows >= 1 && L.rows <= few_rows) {
+                    sum_few_rows<K, T>(terms, base, L.row, L.rows, c0, len, sums, std::make_index_sequence<N>{});
+                    summed = true;
+                }
+            if (!summed)
+                sum_tile<K, Acc, T>(terms, base, L.row, L.rows, L.packed, c0, len, coloff, sums, partial,
+                                    std::make_index_sequence<N>{});
             tile_done(b, c0, len, sums, base, static_cast<const index_t(*)[strided_tile]>(coloff));
         }
     }
@@ -611,6 +703,17 @@ void columns_map(view<T, R> out, Terms&& terms, Factor&& factor, Apply&& apply, 
     constexpr std::size_t N = sizeof...(In);
     const axis_layout<R, D, N + 1> L(out.extents(), {in.strides()..., out.strides()});
     const std::array<const T*, N> src{in.data_handle()...};
+    if constexpr (BatchFactor && simd::enabled) {
+        if (L.packed && L.rows >= 1 && L.rows <= few_rows) {
+            for (index_t b = 0; b < L.items; ++b) {
+                std::array<const T*, N> base;
+                for (std::size_t v = 0; v < N; ++v) base[v] = src[v] + b * L.item_stride[v];
+                map_few_rows<K, T, N>(terms, factor, apply, base, out.data_handle() + b * out.stride(0), L.row,
+                                      L.rows, L.cols, std::make_index_sequence<N>{});
+            }
+            return;
+        }
+    }
     alignas(simd::alignment) T fac[tile_max<K, Acc>];
     for_each_column_tile<K, D, Acc>(
         L, L.template tile<K, Acc, T>(true, N), src, terms,

@@ -183,6 +183,28 @@ TEST_CASE("cfg_norm identities and limits", "[cfg_norm]") {
     }
 }
 
+TEST_CASE("cfg_norm pre_cfg: ratios whose square overflows float stay finite (ComfyUI's value)", "[cfg_norm]") {
+    // x - cond = 1e7 per element (|dc|^2 = 4e14 over 4 channels) while x - cfg is 1e-20: that
+    // norm is floored at 1e-12, the ratio is 2e19 and its square (4e38) overflows float; the
+    // one-root fast path must fall back to two roots there, and stay on it elsewhere.
+    const index_t P = 40;
+    tensor<float> x({1, 4, 1, P}), c({1, 4, 1, P}), u({1, 4, 1, P});
+    for (index_t ch = 0; ch < 4; ++ch)
+        for (index_t q = 0; q < P; ++q) {
+            const index_t e = ch * P + q;
+            const bool huge = q % 3 == 0; // mixed lanes in every SIMD batch
+            c[e] = huge ? -1e7f : 0.25f * float(ch + 1);
+            u[e] = huge ? -1.5e7f : c[e]; // cfg = 3 c - 2 u: exactly 0 (huge), else cond
+            x[e] = huge ? 1e-20f : 2.0f;
+        }
+    const auto out = run_pre<4>(cfg_norm{1.0, true}, x, c, u, 3.0);
+    const auto want = reference(cfg_norm{1.0, true}, x, c, u, 3.0);
+    for (index_t i = 0; i < out.size(); ++i) {
+        REQUIRE(std::isfinite(out[i]));
+        REQUIRE(double(out[i]) == Approx(want[std::size_t(i)]).epsilon(1e-6));
+    }
+}
+
 TEST_CASE("cfg_norm: strength > 1 with a non-finite result is an error, as in ComfyUI", "[cfg_norm][errors]") {
     // float32 cannot overflow from finite input here (|result| <= 100*|denoised|, while the
     // norm overflows first), so feed a non-finite denoised as an upstream overflow would

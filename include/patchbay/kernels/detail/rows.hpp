@@ -82,10 +82,24 @@ struct layout_walker {
             idx[d] = 0;
         }
     }
+
+    /// Moves to the previous position (wrapping to the last before the first).
+    void prev() noexcept {
+        for (std::size_t d = dims; d-- > 0;) {
+            if (idx[d] > 0) {
+                --idx[d];
+                for (std::size_t v = 0; v < N; ++v) off[v] -= layout->stride[v][d];
+                return;
+            }
+            idx[d] = layout->extent[d] - 1;
+            for (std::size_t v = 0; v < N; ++v) off[v] += idx[d] * layout->stride[v][d];
+        }
+    }
 };
 
 /// Calls f(offsets, len, inner_strides) for every row; offsets are per view, in elements.
-template <std::size_t R, std::size_t N, class F>
+/// Reversed: the last row first.
+template <std::size_t R, std::size_t N, bool Reversed = false, class F>
 void for_each_row(const std::array<index_t, R>& extents,
                   const std::array<std::array<index_t, R>, N>& strides, F&& f) {
     const auto L = coalesce<R, N>(extents, strides);
@@ -100,19 +114,27 @@ void for_each_row(const std::array<index_t, R>& extents,
         for (std::size_t d = 0; d < inner; ++d) rows *= L.extent[d];
     if (rows == 0) return;
     layout_walker<R, N> walk(L, inner); // the outer dims 0 .. inner-1
-    for (index_t row = 0; row < rows; ++row) {
-        f(walk.off, len, inner_stride);
-        walk.next();
+    if constexpr (Reversed) {
+        walk.seek(rows - 1);
+        for (index_t row = 0; row < rows; ++row) {
+            f(walk.off, len, inner_stride);
+            walk.prev();
+        }
+    } else {
+        for (index_t row = 0; row < rows; ++row) {
+            f(walk.off, len, inner_stride);
+            walk.next();
+        }
     }
 }
 
 /// for_each_row over an output and M inputs, with each view's row start resolved: calls
-/// f(out_row, out_stride, in_rows, in_strides, len) for every row.
-template <class T, std::size_t R, std::size_t M, class F>
+/// f(out_row, out_stride, in_rows, in_strides, len) for every row (Reversed: the last first).
+template <class T, std::size_t R, std::size_t M, bool Reversed = false, class F>
 void for_each_output_row(T* out, const std::array<index_t, R>& extents,
                          const std::array<std::array<index_t, R>, M + 1>& strides,
                          const std::array<const T*, M>& src, F&& f) {
-    for_each_row<R, M + 1>(
+    for_each_row<R, M + 1, Reversed>(
         extents, strides,
         [&](const std::array<index_t, M + 1>& off, index_t len, const std::array<index_t, M + 1>& st) {
             std::array<const T*, M> p{};

@@ -17,6 +17,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstddef>
 #include <optional>
@@ -31,6 +32,7 @@
 #include "patchbay/core/workspace.hpp"
 #include "patchbay/kernels/elementwise.hpp"
 #include "patchbay/kernels/fourier_mask.hpp"
+#include "patchbay/kernels/reduce.hpp"
 
 namespace patchbay {
 
@@ -79,7 +81,7 @@ void fourier_filter_fft(view<const T, 4> hsp, view<T, 4> out, double s, workspac
 }
 
 /// Keys of FreeU_V2's scratch (patch range of the workspace).
-enum scratch : std::size_t { key_mean_sums = workspace::patch_keys, key_weight, key_partial };
+enum scratch : std::size_t { key_mean_sums = workspace::patch_keys, key_weight };
 
 /// h_out = h with the first C/2 channels scaled (FreeU: by b; FreeU_V2: by (b-1) m + 1).
 template <bool V2, class T>
@@ -94,23 +96,16 @@ void scale_backbone(view<const T, 4> h, view<T, 4> out, double b, workspace& ws)
         kernels::transform(out.channel_slice(0, half), [bv](auto a) { return a * bv; },
                            h.channel_slice(0, half));
     } else {
-        // Per-pixel channel mean (double sums), min-max normalised per batch item.
+        // Per-pixel channel mean, min-max normalised per batch item: the channel sums of every
+        // pixel in one pass over h (kernels::reduce_channels' engine with double blocks).
         const index_t P = H * W;
         const std::span<double> acc = ws.buffer<double>(key_mean_sums, static_cast<std::size_t>(N * P));
         const std::span<T> weight = ws.buffer<T>(key_weight, static_cast<std::size_t>(P));
-        // float SIMD sums over blocks of 32 channels, blocks added in double
-        const std::span<T> part = ws.buffer<T>(key_partial, static_cast<std::size_t>(P));
-        std::fill(acc.begin(), acc.end(), 0.0);
-        const view<T, 4> pv(part.data(), {1, 1, H, W});
-        for (index_t n = 0; n < N; ++n)
-            for (index_t c0 = 0; c0 < C; c0 += 32) {
-                kernels::copy<T, 4>(h.batch_slice(n, 1).channel_slice(c0, 1), pv);
-                for (index_t c = c0 + 1; c < std::min(C, c0 + 32); ++c)
-                    kernels::transform(pv, [](auto a, auto x) { return a + x; }, view<const T, 4>(pv),
-                                       h.batch_slice(n, 1).channel_slice(c, 1));
-                double* a = acc.data() + n * P;
-                for (index_t p = 0; p < P; ++p) a[p] += static_cast<double>(part[static_cast<std::size_t>(p)]);
-            }
+        kernels::reduce_columns<1, 2>([](auto a) { return std::array{a}; },
+                                      [&](index_t n, index_t c0, index_t len, const std::array<const double*, 1>& sums) {
+                                          std::copy(sums[0], sums[0] + len, acc.data() + n * P + c0);
+                                      },
+                                      h);
         const T bm1 = static_cast<T>(b - 1.0);
         for (index_t n = 0; n < N; ++n) {
             const double* a = acc.data() + n * P;
@@ -131,11 +126,9 @@ void scale_backbone(view<const T, 4> h, view<T, 4> out, double b, workspace& ws)
                 continue;
             }
             for (auto& m : weight) m = bm1 * ((m - mn) / range) + T(1);
-            // out[c, p] = h[c, p] * weight[p], the weight broadcast over channels
-            const view<const T, 4> wv(weight.data(), {1, 1, H, W}, {0, 0, W, 1});
-            for (index_t c = 0; c < half; ++c)
-                kernels::transform(on.channel_slice(c, 1), [](auto x, auto wt) { return x * wt; },
-                                   hn.channel_slice(c, 1), wv);
+            // out[c, p] = h[c, p] * weight[p], the weight broadcast over the channels
+            const view<const T, 4> wv(weight.data(), {1, half, H, W}, {0, 0, W, 1});
+            kernels::transform(on, [](auto x, auto wt) { return x * wt; }, hn, wv);
         }
     }
 }

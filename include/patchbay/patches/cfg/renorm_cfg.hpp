@@ -74,7 +74,7 @@ struct renorm_cfg {
                 // an all-zero h stays zero (ComfyUI: 0/0 = NaN when cond is zero too)
                 if (norm_h >= limit && norm_h > 0.0) scale = static_cast<T>(limit / norm_h);
             }
-            kernels::transform(og, [k, scale](auto c, auto u) { return (u + (c - u) * k) * scale; }, cg, ug);
+            kernels::transform_backward(og, [k, scale](auto c, auto u) { return (u + (c - u) * k) * scale; }, cg, ug);
             if (guided < channels)
                 kernels::copy<T, R>(cond.batch_slice(b, 1).channel_slice(guided, channels - guided),
                                     out.batch_slice(b, 1).channel_slice(guided, channels - guided));

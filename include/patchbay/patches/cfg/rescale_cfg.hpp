@@ -100,7 +100,7 @@ private:
             },
             x, c, u);
         const T f = static_cast<T>(blend(s, static_cast<double>(c.size()), false));
-        kernels::transform(
+        kernels::transform_backward(
             out,
             [=](auto xv, auto cv, auto uv) {
                 const auto xc = xv * inv;
@@ -123,7 +123,7 @@ private:
             },
             c, u);
         const T f = static_cast<T>(blend(s, static_cast<double>(c.size()), true));
-        kernels::transform(out, [=](auto cv, auto uv) { return (uv + (cv - uv) * k) * f; }, c, u);
+        kernels::transform_backward(out, [=](auto cv, auto uv) { return (uv + (cv - uv) * k) * f; }, c, u);
     }
 
     /// 5-D v space: one std per W column over (C, T, H). Each column's sums are shifted by its

@@ -14,6 +14,7 @@
 #include <array>
 #include <cmath>
 #include <cstddef>
+#include <limits>
 #include <type_traits>
 
 #include "patchbay/core/dispatch.hpp"
@@ -86,7 +87,7 @@ struct cfg_norm {
         const T s = static_cast<T>(in.cond_scale);
         const T str = static_cast<T>(strength);
         const T keep = static_cast<T>(1.0 - strength);
-        const T tiny = static_cast<T>(1e-12);
+        const T tiny2 = static_cast<T>(1e-24); // ComfyUI's floor 1e-12 on the norm, squared
         kernels::reduce_channels_map<2>(
             out,
             [s](auto x, auto c, auto u) {
@@ -94,12 +95,18 @@ struct cfg_norm {
                 const auto dg = x - (u + (c - u) * s);
                 return std::array{dc * dc, dg * dg};
             },
-            [str, keep, tiny](const auto& n2) {
+            [str, keep, tiny2](const auto& n2) {
                 using V = std::decay_t<decltype(n2[0])>;
-                const V nc = simd::sqrt(n2[0]), ng = simd::sqrt(n2[1]);
+                // ||dc|| / max(||dg||, 1e-12) with one root, sqrt(|dc|^2 / max(|dg|^2, 1e-24)):
+                // the roots and the divide wait on each other, so two roots cost twice. Where
+                // the squared ratio overflows (ratios past 1.8e19) the two roots give the
+                // finite ratio ComfyUI computes.
+                const V d2 = simd::max(n2[1], V(tiny2)), q = n2[0] / d2;
+                V r = simd::sqrt(q);
+                if (simd::any(q > V(std::numeric_limits<T>::max()))) [[unlikely]]
+                    r = simd::select(q > V(std::numeric_limits<T>::max()), simd::sqrt(n2[0]) / simd::sqrt(d2), r);
                 // a pixel whose combined norm is 0 is left as plain CFG (ComfyUI: where(>0))
-                const V r = simd::select(ng > V(T(0)), nc / simd::max(ng, V(tiny)), V(T(1)));
-                return r * str + keep;
+                return simd::select(n2[1] > V(T(0)), r, V(T(1))) * str + keep;
             },
             [s](auto f, auto x, auto c, auto u) { return x - (x - (u + (c - u) * s)) * f; }, in.x,
             cond, uncond);

@@ -99,7 +99,7 @@ struct mahiro {
         const T s = static_cast<T>(in.cond_scale);
         const T w = static_cast<T>(weight<T, R>(cond, uncond, denoised, in.cond_scale));
         const T k = T(4) - w;
-        kernels::transform(denoised, [=](auto cfg, auto c) { return (cfg * w + (c * s) * k) * T(0.25); },
+        kernels::transform_backward(denoised, [=](auto cfg, auto c) { return (cfg * w + (c * s) * k) * T(0.25); },
                            denoised, cond);
     }
 };

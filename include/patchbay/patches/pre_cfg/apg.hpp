@@ -141,7 +141,7 @@ struct apg {
                         c, u);
                     T scale, par;
                     coefficients(s, scale, par);
-                    kernels::transform(
+                    kernels::transform_backward(
                         c,
                         [=](auto cv, auto uv) {
                             const auto g = cv - uv;
@@ -175,7 +175,7 @@ struct apg {
                         : kernels::transform_reduce<3>(a, [](auto cv, auto uv) { return cv - uv; }, terms, c, u);
                 T scale, par;
                 coefficients(s, scale, par);
-                kernels::transform(
+                kernels::transform_backward(
                     c,
                     [=](auto cv, auto uv, auto g) {
                         return uv + g * scale + cv * par + (cv - uv) * inv_cs;

@@ -50,7 +50,7 @@ struct tcfg {
                 view<const T, R>(ub), cb), kernels::svd2_tie_rtol<T>);
             // (a . v1) v1 = p a + q b
             const T p = static_cast<T>(top.e1 * top.e1), q = static_cast<T>(top.e1 * top.e2);
-            kernels::transform(
+            kernels::transform_backward(
                 ub, [p, q](auto xv, auto uv, auto cv) { return xv - ((xv - uv) * p + (xv - cv) * q); },
                 xb, view<const T, R>(ub), cb);
         }
