@@ -42,7 +42,8 @@ void run_input(const golden_case& gc, results& out, const deep_shrink& p) {
     const auto window = window_bounds::of(detail::own_window_of(p), ms);
     const bool storage_run = conformance::storage_mode() != conformance::storage::f32;
     if (!window.contains(static_cast<double>(sigma[0]))) {
-        if (storage_run) conformance::storage_findings().detail = "outside the window: no hook is attached, no call to check";
+        if (storage_run)
+            conformance::storage_findings().detail = "outside the window: no hook is attached, no call to check";
         conformance::put(out, "h", h);
         return;
     }

@@ -77,7 +77,8 @@ void compare(const char* what, view<const float, R> reference, view<const H, R> 
     kernels::narrow<H, R>(reference, view<H, R>(want.data(), reference.extents()));
     std::vector<float> wide(n); // the half values in order (widening and narrowing back is exact)
     kernels::widen<H, R>(got_view, view<float, R>(wide.data(), reference.extents()));
-    kernels::narrow<H, R>(view<const float, R>(wide.data(), reference.extents()), view<H, R>(got.data(), reference.extents()));
+    kernels::narrow<H, R>(view<const float, R>(wide.data(), reference.extents()),
+                          view<H, R>(got.data(), reference.extents()));
     for (std::size_t i = 0; i < n; ++i)
         if (ulps(want[i], got[i]) > 1) {
             if (rep.mismatches++ == 0)
@@ -128,6 +129,14 @@ guidance_inputs<H, R> half_inputs(const guidance_inputs<float, R>& in, const hal
     h.disable_cfg1_optimization = in.disable_cfg1_optimization;
     return h;
 }
+
+/// An attention call's q, k and v rounded to H in place (hold) and copied to H.
+template <class H>
+struct half_qkv {
+    half_copy<H, 3> q, k, v;
+    half_qkv(view<const float, 3> qf, view<const float, 3> kf, view<const float, 3> vf)
+        : q((hold<H, 3>(qf), qf)), k((hold<H, 3>(kf), kf)), v((hold<H, 3>(vf), vf)) {}
+};
 
 /// Runs the half path, then the float32 path (whose refusal is the case's verdict, as without
 /// the flag), and records the call and any refusal the half path alone made.
@@ -313,13 +322,10 @@ void attention_basic_with_sim(view<const T, 3> q, view<const T, 3> k, view<const
     auto run_float = [&] { kernels::attention_basic_with_sim<T>(q, k, v, heads, out, sim); };
     auto check = [&](auto tag) {
         using H = decltype(tag);
-        storage_detail::hold<H, 3>(q);
-        storage_detail::hold<H, 3>(k);
-        storage_detail::hold<H, 3>(v);
-        const storage_detail::half_copy<H, 3> qh(q), kh(k), vh(v);
+        const storage_detail::half_qkv<H> h(q, k, v);
         storage_detail::half_copy<H, 3> oh{view<const float, 3>(out)}, sh{view<const float, 3>(sim)};
-        storage_detail::both_paths([&] { kernels::attention_basic_with_sim<H>(qh.v, kh.v, vh.v, heads, oh.v, sh.v); },
-                                   run_float);
+        storage_detail::both_paths(
+            [&] { kernels::attention_basic_with_sim<H>(h.q.v, h.k.v, h.v.v, heads, oh.v, sh.v); }, run_float);
         storage_detail::compare<H, 3>("out", out, oh);
         storage_detail::compare<H, 3>("sim", sim, sh);
     };
@@ -333,12 +339,9 @@ void perturbed_attention(view<const T, 3> q, view<const T, 3> k, view<const T, 3
     auto run_float = [&] { pag::perturbed_attention<T>(q, k, v, out); };
     auto check = [&](auto tag) {
         using H = decltype(tag);
-        storage_detail::hold<H, 3>(q);
-        storage_detail::hold<H, 3>(k);
-        storage_detail::hold<H, 3>(v);
-        const storage_detail::half_copy<H, 3> qh(q), kh(k), vh(v);
+        const storage_detail::half_qkv<H> h(q, k, v);
         storage_detail::half_copy<H, 3> oh{view<const float, 3>(out)};
-        storage_detail::both_paths([&] { pag::perturbed_attention<H>(qh.v, kh.v, vh.v, oh.v); }, run_float);
+        storage_detail::both_paths([&] { pag::perturbed_attention<H>(h.q.v, h.k.v, h.v.v, oh.v); }, run_float);
         storage_detail::compare<H, 3>("attn_out", out, oh);
     };
     storage_detail::in_storage_mode<T>(check, run_float);

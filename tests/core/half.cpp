@@ -300,7 +300,8 @@ TEMPLATE_TEST_CASE("half-storage block hooks: Deep Shrink's resizing input and o
         require_same_bits<H, 4>(apply_input_block<deep_shrink, H>(q, s2, site_h, strided, at), narrowed<H, 4>(rf));
 
         // the other point's hooks, or another block: h itself comes back, as given
-        const auto other = at == input_block_point::before_skip ? input_block_point::after_skip : input_block_point::before_skip;
+        const auto other =
+            at == input_block_point::before_skip ? input_block_point::after_skip : input_block_point::before_skip;
         const view<H, 4> same = apply_input_block<deep_shrink, H>(q, sh, site_h, view<H, 4>(hcopy.data(), ext), other);
         CHECK(same.data_handle() == hcopy.data());
         const block_site site3{unet_stage::input, 3, 3, &arena_h};

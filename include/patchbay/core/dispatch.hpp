@@ -1212,8 +1212,8 @@ view<T, 4> apply_output_block(const P& p, state_t<P>& state, const block_site& s
             fs.scratch = &ws;
             const view<float, 4> r = apply_output_block<P, float>(p, state, fs, hf, hspf, pass);
             kernels::narrow<T, 4>(hspf, hsp);
-            result = detail::narrow_result<T, 4>(r, hf, h, site.scratch,
-                                                 detail::output_block_result_key + static_cast<std::size_t>(pass), where);
+            const std::size_t key = detail::output_block_result_key + static_cast<std::size_t>(pass);
+            result = detail::narrow_result<T, 4>(r, hf, h, site.scratch, key, where);
         });
         return result;
     } else {
@@ -1246,8 +1246,8 @@ view<T, 4> apply_input_block(const P& p, state_t<P>& state, const block_site& si
             block_site fs = site;
             fs.scratch = &ws;
             const view<float, 4> r = apply_input_block<P, float>(p, state, fs, hf, at, pass);
-            result = detail::narrow_result<T, 4>(r, hf, h, site.scratch,
-                                                 detail::input_block_result_key + static_cast<std::size_t>(pass), where);
+            const std::size_t key = detail::input_block_result_key + static_cast<std::size_t>(pass);
+            result = detail::narrow_result<T, 4>(r, hf, h, site.scratch, key, where);
         });
         return result;
     } else {

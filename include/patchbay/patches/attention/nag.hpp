@@ -255,7 +255,8 @@ bool apply_chunks(const normalized_attention_guidance& p, const view<T, 3>& attn
                                  ") is not a token range of 'attn' (" + std::to_string(N) + " tokens)");
         }
         const auto index_of = [&](int c) {
-            return static_cast<index_t>(std::find(cond_or_uncond.begin(), cond_or_uncond.end(), c) - cond_or_uncond.begin());
+            const auto it = std::find(cond_or_uncond.begin(), cond_or_uncond.end(), c);
+            return static_cast<index_t>(it - cond_or_uncond.begin());
         };
         const index_t c_pos = index_of(0), c_neg = index_of(1);
         if (c_pos == chunks || c_neg == chunks) return false;
