@@ -38,8 +38,8 @@ PATCHBAY_CONFORMANCE("SelfAttentionGuidance", "attention_basic_with_sim") {
     const int heads = gc.scalar<int>("heads", 1);
     tensor<float> o({q.extent(0), q.extent(1), v.extent(2)});
     tensor<float> sim({q.extent(0) * heads, q.extent(1), k.extent(1)});
-    patchbay::kernels::attention_basic_with_sim<float>(q.as<3>(), k.as<3>(), v.as<3>(), heads,
-                                                       o.as<3>(), sim.as<3>());
+    patchbay::conformance::attention_basic_with_sim<float>(q.as<3>(), k.as<3>(), v.as<3>(), heads, o.as<3>(),
+                                                           sim.as<3>());
     put(out, "out", o);
     put(out, "sim", sim);
 }
@@ -121,7 +121,7 @@ PATCHBAY_CONFORMANCE("PerturbedAttentionGuidance", "attn1_replace(middle,0)") {
     const patchbay::perturbed_attention_guidance p{gc.param<double>("scale", 3.0)};
     patchbay::validate(p);
     tensor<float> o({q.extent(0), q.extent(1), v.extent(2)});
-    patchbay::pag::perturbed_attention<float>(q.as<3>(), k.as<3>(), v.as<3>(), o.as<3>());
+    patchbay::conformance::perturbed_attention<float>(q.as<3>(), k.as<3>(), v.as<3>(), o.as<3>());
     put(out, "attn_out", o);
 }
 

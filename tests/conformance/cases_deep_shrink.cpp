@@ -1,9 +1,11 @@
 // Conformance handlers of PatchModelAddDownscale (Deep Shrink): the input-block patch (4-D and
-// 5-D h, with the window the dispatcher applies) and the output-block patch.
+// 5-D h, with the window the dispatcher applies) and the output-block patch, through the checked
+// hook entry points (so --storage checks them on f16 / bf16).
 #include <cstddef>
 #include <string>
 
 #include "registry.hpp"
+#include "storage.hpp"
 
 #include "patchbay/core/dispatch.hpp"
 #include "patchbay/core/workspace.hpp"
@@ -38,14 +40,28 @@ void run_input(const golden_case& gc, results& out, const deep_shrink& p) {
     const model_sampling ms =
         model_sampling::from_comfy(gc.scalar<std::string>("model_sampling", "ModelSamplingDiscrete(eps)"));
     const auto window = window_bounds::of(detail::own_window_of(p), ms);
+    const bool storage_run = conformance::storage_mode() != conformance::storage::f32;
     if (!window.contains(static_cast<double>(sigma[0]))) {
+        if (storage_run)
+            conformance::storage_findings().detail = "outside the window: no hook is attached, no call to check";
         conformance::put(out, "h", h);
         return;
     }
-    workspace store;
     const block_site site{unet_stage::input, gc.scalar<int>("block_index", 0), h.extent(1)};
-    const view<float, R> r = p.input_block_patch<float, R>(site, h.template as<R>(), store);
-    conformance::put(out, "h", tensor<float>::copy_of(r));
+    if constexpr (R == 4) { // the hook as a model call runs it, through the checked entry point
+        state_t<deep_shrink> st;
+        const auto at = p.downscale_after_skip ? input_block_point::after_skip : input_block_point::before_skip;
+        const view<float, 4> r = conformance::apply_input_block(p, st, site, h.template as<4>(), at);
+        conformance::put(out, "h", tensor<float>::copy_of(r));
+    } else { // the patch's own function: model hooks take 4-D h
+        if (storage_run)
+            conformance::storage_findings().detail =
+                "rank-" + std::to_string(R) + " h: block hooks take 4-D h (call_overrides::input_block_fn), so this is "
+                "Deep Shrink's own function, not a hook call";
+        workspace store;
+        const view<float, R> r = p.input_block_patch<float, R>(site, h.template as<R>(), store);
+        conformance::put(out, "h", tensor<float>::copy_of(r));
+    }
 }
 
 } // namespace
@@ -62,10 +78,10 @@ PATCHBAY_CONFORMANCE("PatchModelAddDownscale", "input_block_patch") {
 PATCHBAY_CONFORMANCE("PatchModelAddDownscale", "output_block_patch") {
     const auto p = deep_shrink_from(gc);
     tensor<float> h = gc.tensor_input<float>("h");
-    const tensor<float> hsp = gc.tensor_input<float>("hsp");
-    workspace store;
-    const view<float, 4> r = p.output_block_patch<float>(block_site{unet_stage::output, 0, h.extent(1)}, h.as<4>(),
-                                                         hsp.as<4>(), store);
+    tensor<float> hsp = gc.tensor_input<float>("hsp");
+    state_t<deep_shrink> st;
+    const view<float, 4> r = conformance::apply_output_block(p, st, block_site{unet_stage::output, 0, h.extent(1)},
+                                                             h.as<4>(), hsp.as<4>());
     conformance::put(out, "h", tensor<float>::copy_of(r));
     conformance::put(out, "hsp", hsp);
 }

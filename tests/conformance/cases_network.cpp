@@ -12,6 +12,7 @@
 
 #include "e2e_network.hpp"
 #include "registry.hpp"
+#include "storage.hpp"
 
 #include "patchbay/core/dispatch.hpp"
 #include "patchbay/core/guider.hpp"
@@ -146,7 +147,7 @@ void run_nag(const golden_case& gc, results& out) {
         require(s.size() == 2, "conformance", "img_slice must be [first, end]");
         img = std::pair<index_t, index_t>{s[0], s[1]};
     }
-    const bool guided = nag::apply_chunks<float>(p, attn.as<3>(), chunks, img);
+    const bool guided = conformance::nag_apply_chunks<float>(p, attn.as<3>(), chunks, img);
     conformance::put(out, "result", attn);
     if (!guided) return;
     const index_t n = attn.extent(0) / static_cast<index_t>(chunks.size());

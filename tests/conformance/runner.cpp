@@ -9,7 +9,8 @@
 // pass as without it; a case that made batched calls is run once more one call per prompt and
 // its outputs must be the same bit for bit. The runner prints how many cases ran batched.
 // --storage checks the half-precision storage path instead of the golden outputs (storage.hpp):
-// single hook calls of the cfg stage and the block hooks; end-to-end cases, sequences and other
+// single hook calls of the cfg stage, the block and attention hooks and the attention functions;
+// end-to-end cases, sequences and other
 // kinds are skipped, and the summary says how many and why.
 #include <algorithm>
 #include <bit>
@@ -236,7 +237,7 @@ verdict run_case(const fs::path& dir, std::string& patch, std::string& name, boo
         const storage_report& rep = storage_findings();
         if (rep.staged_calls == 0) {
             v.skipped = true;
-            v.detail = rep.detail.empty() ? "kind " + function + " makes no cfg-stage or block hook call" : rep.detail;
+            v.detail = rep.detail.empty() ? "kind " + function + " makes no cfg-stage, block or attention hook call" : rep.detail;
         } else {
             v.pass = rep.mismatches == 0;
             v.detail = std::to_string(rep.staged_calls) + " hook call(s) on the storage format" +

@@ -12,13 +12,19 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <optional>
+#include <span>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "patchbay/core/dispatch.hpp"
 #include "patchbay/core/half.hpp"
+#include "patchbay/kernels/attention.hpp"
 #include "patchbay/kernels/convert.hpp"
+#include "patchbay/patches/attention/nag.hpp"
+#include "patchbay/patches/post_cfg/pag.hpp"
 #include "registry.hpp"
 
 namespace patchbay::conformance {
@@ -57,21 +63,34 @@ int ulps(H a, H b) {
     return std::abs(static_cast<int>(a.bits) - static_cast<int>(b.bits));
 }
 
-/// Compares the half path's output with the float32 output rounded once.
+/// Compares the half path's output (any layout; it may be a view the hook returned) with the
+/// float32 output rounded once.
 template <class H, std::size_t R>
-void compare(const char* what, view<const float, R> reference, const half_copy<H, R>& got) {
+void compare(const char* what, view<const float, R> reference, view<const H, R> got_view) {
     storage_report& rep = storage_findings();
+    if (got_view.extents() != reference.extents()) {
+        if (rep.mismatches++ == 0) rep.detail = std::string(what) + ": the half path returned another shape";
+        return;
+    }
     const auto n = static_cast<std::size_t>(reference.size());
-    std::vector<H> want(n);
+    std::vector<H> want(n), got(n);
     kernels::narrow<H, R>(reference, view<H, R>(want.data(), reference.extents()));
+    std::vector<float> wide(n); // the half values in order (widening and narrowing back is exact)
+    kernels::widen<H, R>(got_view, view<float, R>(wide.data(), reference.extents()));
+    kernels::narrow<H, R>(view<const float, R>(wide.data(), reference.extents()),
+                          view<H, R>(got.data(), reference.extents()));
     for (std::size_t i = 0; i < n; ++i)
-        if (ulps(want[i], got.data[i]) > 1) {
+        if (ulps(want[i], got[i]) > 1) {
             if (rep.mismatches++ == 0)
                 rep.detail = std::string(what) + " differs at " + std::to_string(i) + ": half path " +
-                             std::to_string(to_float(got.data[i])) + ", float32 path rounded " +
+                             std::to_string(to_float(got[i])) + ", float32 path rounded " +
                              std::to_string(to_float(want[i]));
             return;
         }
+}
+template <class H, std::size_t R>
+void compare(const char* what, view<const float, R> reference, const half_copy<H, R>& got) {
+    compare<H, R>(what, reference, view<const H, R>(got.v));
 }
 
 /// Rounds v's values in place to what storage H holds: a value the handler computed itself in
@@ -110,6 +129,14 @@ guidance_inputs<H, R> half_inputs(const guidance_inputs<float, R>& in, const hal
     h.disable_cfg1_optimization = in.disable_cfg1_optimization;
     return h;
 }
+
+/// An attention call's q, k and v rounded to H in place (hold) and copied to H.
+template <class H>
+struct half_qkv {
+    half_copy<H, 3> q, k, v;
+    half_qkv(view<const float, 3> qf, view<const float, 3> kf, view<const float, 3> vf)
+        : q((hold<H, 3>(qf), qf)), k((hold<H, 3>(kf), kf)), v((hold<H, 3>(vf), vf)) {}
+};
 
 /// Runs the half path, then the float32 path (whose refusal is the case's verdict, as without
 /// the flag), and records the call and any refusal the half path alone made.
@@ -221,19 +248,101 @@ void apply_post_cfg(const P& p, state_t<P>& state, const guidance_inputs<T, R>& 
     }
 }
 
-/// patchbay::apply_output_block, checked on the storage format too in storage mode.
+/// patchbay::apply_output_block (in place, or resizing h), checked on the storage format too in
+/// storage mode; returns the float32 path's h.
 template <patch P, class T>
-void apply_output_block(const P& p, state_t<P>& state, const block_site& site, view<T, 4> h, view<T, 4> hsp) {
-    auto run_float = [&] { patchbay::apply_output_block<P, T>(p, state, site, h, hsp); };
+view<T, 4> apply_output_block(const P& p, state_t<P>& state, const block_site& site, view<T, 4> h, view<T, 4> hsp) {
+    view<T, 4> result;
+    auto run_float = [&] { result = patchbay::apply_output_block<P, T>(p, state, site, h, hsp); };
     auto check = [&](auto tag) {
         using H = decltype(tag);
         storage_detail::hold<H, 4>(h);
         storage_detail::hold<H, 4>(hsp);
         storage_detail::half_copy<H, 4> hh{view<const float, 4>(h)}, hs{view<const float, 4>(hsp)};
         state_t<P> st = state;
-        storage_detail::both_paths([&] { patchbay::apply_output_block<P, H>(p, st, site, hh.v, hs.v); }, run_float);
-        storage_detail::compare<H, 4>("h", h, hh);
+        workspace arena; // the run's arena: holds a resized half h
+        block_site hsite = site;
+        hsite.scratch = &arena;
+        view<H, 4> got;
+        storage_detail::both_paths([&] { got = patchbay::apply_output_block<P, H>(p, st, hsite, hh.v, hs.v); },
+                                   run_float);
+        storage_detail::compare<H, 4>("h", result, got);
         storage_detail::compare<H, 4>("hsp", hsp, hs);
+    };
+    storage_detail::in_storage_mode<T>(check, run_float);
+    return result;
+}
+
+/// patchbay::apply_input_block, checked on the storage format too in storage mode; returns the
+/// float32 path's h.
+template <patch P, class T>
+view<T, 4> apply_input_block(const P& p, state_t<P>& state, const block_site& site, view<T, 4> h,
+                             input_block_point at) {
+    view<T, 4> result;
+    auto run_float = [&] { result = patchbay::apply_input_block<P, T>(p, state, site, h, at); };
+    auto check = [&](auto tag) {
+        using H = decltype(tag);
+        storage_detail::hold<H, 4>(h);
+        storage_detail::half_copy<H, 4> hh{view<const float, 4>(h)};
+        state_t<P> st = state;
+        workspace arena;
+        block_site hsite = site;
+        hsite.scratch = &arena;
+        view<H, 4> got;
+        storage_detail::both_paths([&] { got = patchbay::apply_input_block<P, H>(p, st, hsite, hh.v, at); }, run_float);
+        storage_detail::compare<H, 4>("h", result, got);
+    };
+    storage_detail::in_storage_mode<T>(check, run_float);
+    return result;
+}
+
+/// patchbay::nag::apply_chunks (NAG's attention-output patch in ComfyUI's call form), checked on
+/// the storage format too in storage mode.
+template <class T>
+bool nag_apply_chunks(const normalized_attention_guidance& p, view<T, 3> attn, std::span<const int> cond_or_uncond,
+                      std::optional<std::pair<index_t, index_t>> img_slice) {
+    bool guided = false;
+    auto run_float = [&] { guided = nag::apply_chunks<T>(p, attn, cond_or_uncond, img_slice); };
+    auto check = [&](auto tag) {
+        using H = decltype(tag);
+        storage_detail::hold<H, 3>(attn);
+        storage_detail::half_copy<H, 3> a{view<const float, 3>(attn)};
+        storage_detail::both_paths([&] { nag::apply_chunks<H>(p, a.v, cond_or_uncond, img_slice); }, run_float);
+        storage_detail::compare<H, 3>("attn", attn, a);
+    };
+    storage_detail::in_storage_mode<T>(check, run_float);
+    return guided;
+}
+
+/// patchbay::kernels::attention_basic_with_sim (SAG's attention), checked on the storage format
+/// too in storage mode.
+template <class T>
+void attention_basic_with_sim(view<const T, 3> q, view<const T, 3> k, view<const T, 3> v, int heads, view<T, 3> out,
+                              view<T, 3> sim) {
+    auto run_float = [&] { kernels::attention_basic_with_sim<T>(q, k, v, heads, out, sim); };
+    auto check = [&](auto tag) {
+        using H = decltype(tag);
+        const storage_detail::half_qkv<H> h(q, k, v);
+        storage_detail::half_copy<H, 3> oh{view<const float, 3>(out)}, sh{view<const float, 3>(sim)};
+        storage_detail::both_paths(
+            [&] { kernels::attention_basic_with_sim<H>(h.q.v, h.k.v, h.v.v, heads, oh.v, sh.v); }, run_float);
+        storage_detail::compare<H, 3>("out", out, oh);
+        storage_detail::compare<H, 3>("sim", sim, sh);
+    };
+    storage_detail::in_storage_mode<T>(check, run_float);
+}
+
+/// patchbay::pag::perturbed_attention (PAG's replacement attention), checked on the storage
+/// format too in storage mode.
+template <class T>
+void perturbed_attention(view<const T, 3> q, view<const T, 3> k, view<const T, 3> v, view<T, 3> out) {
+    auto run_float = [&] { pag::perturbed_attention<T>(q, k, v, out); };
+    auto check = [&](auto tag) {
+        using H = decltype(tag);
+        const storage_detail::half_qkv<H> h(q, k, v);
+        storage_detail::half_copy<H, 3> oh{view<const float, 3>(out)};
+        storage_detail::both_paths([&] { pag::perturbed_attention<H>(h.q.v, h.k.v, h.v.v, oh.v); }, run_float);
+        storage_detail::compare<H, 3>("attn_out", out, oh);
     };
     storage_detail::in_storage_mode<T>(check, run_float);
 }

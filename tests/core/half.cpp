@@ -1,7 +1,9 @@
 // Half-precision storage: the f16 / bf16 conversions (exhaustive over every bit pattern, and
 // round to nearest even at every midpoint), the SIMD bulk conversions against the scalar ones,
 // and the staged entry points: a cfg stage on f16 / bf16 views gives exactly the float32 path
-// on the widened inputs, rounded once, and allocates nothing after the first step.
+// on the widened inputs, rounded once, and allocates nothing after the first step; so do the
+// block hooks (Deep Shrink's resizing input and output hooks), the attention-output hook (NAG)
+// and the attention functions (SAG's, PAG's replacement).
 #include <catch2/catch.hpp>
 
 #include <bit>
@@ -13,10 +15,15 @@
 #include "counting_allocator.hpp"
 #include "patchbay/core/cfg_chain.hpp"
 #include "patchbay/core/half.hpp"
+#include "patchbay/kernels/attention.hpp"
 #include "patchbay/kernels/convert.hpp"
+#include "patchbay/patches/attention/dit_sites.hpp"
+#include "patchbay/patches/attention/nag.hpp"
+#include "patchbay/patches/block/deep_shrink.hpp"
 #include "patchbay/patches/block/free_u.hpp"
 #include "patchbay/patches/cfg/rescale_cfg.hpp"
 #include "patchbay/patches/post_cfg/cfg_norm.hpp"
+#include "patchbay/patches/post_cfg/pag.hpp"
 #include "patchbay/patches/pre_cfg/apg.hpp"
 #include "test_util.hpp"
 
@@ -47,6 +54,14 @@ tensor<float> rounded_random(std::vector<index_t> shape, unsigned seed) {
     tensor<float> t = test::random_tensor(std::move(shape), seed);
     for (index_t i = 0; i < t.size(); ++i) t.data()[i] = rounded_through<H>(t.data()[i]);
     return t;
+}
+
+template <class H, std::size_t R>
+void require_same_bits(view<const H, R> got, const std::vector<H>& want) {
+    REQUIRE(got.size() == static_cast<index_t>(want.size()));
+    std::vector<float> wide(want.size());
+    kernels::widen<H, R>(got, view<float, R>(wide.data(), got.extents()));
+    for (std::size_t i = 0; i < want.size(); ++i) REQUIRE(round_to<H>(wide[i]).bits == want[i].bits);
 }
 
 template <class H, std::size_t R>
@@ -250,4 +265,157 @@ TEST_CASE("half storage: bad inputs are refused naming the patch", "[half]") {
                           rescale_cfg{}, st, {a, view<const f16, 1>(sbuf.data(), {1}), 3.0}, a,
                           view<const f16, 4>(small.data(), {1, 1, 4, 4}), a)),
                       Catch::Contains("RescaleCFG") && Catch::Contains("shape"));
+}
+
+TEMPLATE_TEST_CASE("half-storage block hooks: Deep Shrink's resizing input and output hooks staged exactly",
+                   "[half]", f16, bf16) {
+    using H = TestType;
+    const deep_shrink p{.block_number = 2, .downscale_factor = 1.7};
+    const std::array<index_t, 4> ext{2, 3, 11, 9};
+    const tensor<float> h = rounded_random<H>({2, 3, 11, 9}, 11);
+    const std::vector<H> hh = narrowed<H, 4>(h.as<4>());
+    workspace arena_f, arena_h;
+    for (const auto at : {input_block_point::before_skip, input_block_point::after_skip}) {
+        deep_shrink q = p;
+        q.downscale_after_skip = at == input_block_point::after_skip;
+        state_t<deep_shrink> sf, sh;
+        const block_site site{unet_stage::input, 2, 3, nullptr};
+        block_site site_f = site, site_h = site;
+        site_f.scratch = &arena_f;
+        site_h.scratch = &arena_h;
+        tensor<float> hf = h;
+        std::vector<H> hcopy = hh;
+        const view<float, 4> rf = apply_input_block<deep_shrink, float>(q, sf, site_f, hf.as<4>(), at);
+        const view<H, 4> rh = apply_input_block<deep_shrink, H>(q, sh, site_h, view<H, 4>(hcopy.data(), ext), at);
+        REQUIRE(rf.extents() == std::array<index_t, 4>{2, 3, 6, 5}); // round(11 / 1.7), round(9 / 1.7)
+        REQUIRE(rh.extents() == rf.extents());
+        require_same_bits<H, 4>(rh, narrowed<H, 4>(rf));
+        for (std::size_t i = 0; i < hh.size(); ++i) REQUIRE(hcopy[i].bits == hh[i].bits); // h itself untouched
+
+        // a strided (channels-last) half view of the same values gives the same bits
+        std::vector<H> cl(hh.size());
+        const view<H, 4> strided(cl.data(), ext, {3 * 11 * 9, 1, 9 * 3, 3});
+        kernels::narrow<H, 4>(h.as<4>(), strided);
+        state_t<deep_shrink> s2;
+        require_same_bits<H, 4>(apply_input_block<deep_shrink, H>(q, s2, site_h, strided, at), narrowed<H, 4>(rf));
+
+        // the other point's hooks, or another block: h itself comes back, as given
+        const auto other =
+            at == input_block_point::before_skip ? input_block_point::after_skip : input_block_point::before_skip;
+        const view<H, 4> same = apply_input_block<deep_shrink, H>(q, sh, site_h, view<H, 4>(hcopy.data(), ext), other);
+        CHECK(same.data_handle() == hcopy.data());
+        const block_site site3{unet_stage::input, 3, 3, &arena_h};
+        CHECK(apply_input_block<deep_shrink, H>(q, sh, site3, view<H, 4>(hcopy.data(), ext), at).data_handle() ==
+              hcopy.data());
+    }
+
+    // output block: h (6 x 5) resized up to hsp's 11 x 9; hsp unchanged
+    const tensor<float> small = rounded_random<H>({2, 3, 6, 5}, 12);
+    tensor<float> hsp = rounded_random<H>({2, 3, 11, 9}, 13);
+    std::vector<H> smallh = narrowed<H, 4>(small.as<4>()), hsph = narrowed<H, 4>(hsp.as<4>());
+    const std::vector<H> hsp_before = hsph;
+    state_t<deep_shrink> sf, sh;
+    tensor<float> smallf = small;
+    const block_site site{unet_stage::output, 4, 3, nullptr};
+    block_site site_f = site, site_h = site;
+    site_f.scratch = &arena_f;
+    site_h.scratch = &arena_h;
+    const view<float, 4> rf = apply_output_block<deep_shrink, float>(p, sf, site_f, smallf.as<4>(), hsp.as<4>());
+    const view<H, 4> small_v(smallh.data(), {2, 3, 6, 5}), hsp_v(hsph.data(), ext);
+    const view<H, 4> rh = apply_output_block<deep_shrink, H>(p, sh, site_h, small_v, hsp_v);
+    REQUIRE(rf.extents() == ext);
+    require_same_bits<H, 4>(rh, narrowed<H, 4>(rf));
+    for (std::size_t i = 0; i < hsph.size(); ++i) REQUIRE(hsph[i].bits == hsp_before[i].bits);
+
+    // after the first call nothing allocates; a resize on half storage needs the run's arena
+    {
+        test::allocation_counter counter;
+        apply_output_block<deep_shrink, H>(p, sh, site_h, small_v, hsp_v);
+        CHECK(counter.count() == 0);
+    }
+    CHECK_THROWS_WITH((apply_output_block<deep_shrink, H>(p, sh, site, small_v, hsp_v)),
+                      Catch::Contains("PatchModelAddDownscale") && Catch::Contains("block_site::scratch"));
+}
+
+TEMPLATE_TEST_CASE("half-storage attention hooks: NAG and the attention functions staged exactly", "[half]", f16,
+                   bf16) {
+    using H = TestType;
+    const normalized_attention_guidance p{.nag_scale = 3.0, .nag_alpha = 0.4, .nag_tau = 1.2};
+    const std::array<index_t, 3> ext{2, 7, 24}; // items: positive, negative; 3 text + 2 x 2 image tokens
+    const tensor<float> a = rounded_random<H>({2, 7, 24}, 21);
+    const std::array<pass_kind, 2> prompts{pass_kind::cond, pass_kind::uncond};
+    const attention_site site = dit::attention({dit_block_site::kind::double_block, 0}, 2, 2);
+    state_t<normalized_attention_guidance> sf, sh;
+    tensor<float> af = a;
+    apply_attention_output<normalized_attention_guidance, float>(p, sf, site, af.as<3>(), prompts);
+    std::vector<H> ah = narrowed<H, 3>(a.as<3>());
+    apply_attention_output<normalized_attention_guidance, H>(p, sh, site, view<H, 3>(ah.data(), ext), prompts);
+    const std::vector<H> want = narrowed<H, 3>(af.as<3>());
+    for (std::size_t i = 0; i < want.size(); ++i) REQUIRE(ah[i].bits == want[i].bits);
+    CHECK(sh.guided_sites == 1);
+    CHECK_FALSE(std::equal(want.begin(), want.end(), narrowed<H, 3>(a.as<3>()).begin(),
+                           [](H x, H y) { return x.bits == y.bits; })); // NAG did change the output
+
+    // a strided (feature-major) half view gives the same bits, through the arena
+    std::vector<H> fm(want.size());
+    const view<H, 3> strided(fm.data(), ext, {7 * 24, 1, 7});
+    kernels::narrow<H, 3>(a.as<3>(), strided);
+    workspace arena;
+    apply_attention_output<normalized_attention_guidance, H>(p, sh, site, strided, prompts, &arena);
+    require_same_bits<H, 3>(strided, want);
+    {
+        test::allocation_counter counter;
+        kernels::narrow<H, 3>(a.as<3>(), strided);
+        apply_attention_output<normalized_attention_guidance, H>(p, sh, site, strided, prompts, &arena);
+        CHECK(counter.count() == 0);
+    }
+    require_same_bits<H, 3>(strided, want);
+
+    // ComfyUI's call form (chunks, image slice) on half storage
+    std::vector<H> ch = narrowed<H, 3>(a.as<3>());
+    const std::array<int, 2> chunks{0, 1};
+    CHECK(nag::apply_chunks<H>(p, view<H, 3>(ch.data(), ext), chunks, std::pair<index_t, index_t>{3, 7}));
+    for (std::size_t i = 0; i < want.size(); ++i) REQUIRE(ch[i].bits == want[i].bits);
+
+    // SAG's attention with probabilities: out and sim each rounded once
+    const tensor<float> q = rounded_random<H>({2, 6, 8}, 22), k = rounded_random<H>({2, 5, 8}, 23),
+                        v = rounded_random<H>({2, 5, 8}, 24);
+    tensor<float> of({2, 6, 8}), simf({4, 6, 5});
+    kernels::attention_basic_with_sim<float>(q.as<3>(), k.as<3>(), v.as<3>(), 2, of.as<3>(), simf.as<3>());
+    const std::vector<H> qh = narrowed<H, 3>(q.as<3>()), kh = narrowed<H, 3>(k.as<3>()), vh = narrowed<H, 3>(v.as<3>());
+    std::vector<H> oh(96), simh(120);
+    kernels::attention_basic_with_sim<H>(view<const H, 3>(qh.data(), {2, 6, 8}), view<const H, 3>(kh.data(), {2, 5, 8}),
+                                         view<const H, 3>(vh.data(), {2, 5, 8}), 2, view<H, 3>(oh.data(), {2, 6, 8}),
+                                         view<H, 3>(simh.data(), {4, 6, 5}));
+    require_same_bits<H, 3>(view<const H, 3>(oh.data(), {2, 6, 8}), narrowed<H, 3>(of.as<3>()));
+    require_same_bits<H, 3>(view<const H, 3>(simh.data(), {4, 6, 5}), narrowed<H, 3>(simf.as<3>()));
+    // PAG's identity attention: out = v, exactly
+    std::vector<H> ph(80);
+    pag::perturbed_attention<H>(view<const H, 3>(qh.data(), {2, 5, 8}), view<const H, 3>(kh.data(), {2, 5, 8}),
+                                view<const H, 3>(vh.data(), {2, 5, 8}), view<H, 3>(ph.data(), {2, 5, 8}));
+    for (std::size_t i = 0; i < ph.size(); ++i) REQUIRE(ph[i].bits == vh[i].bits);
+}
+
+TEMPLATE_TEST_CASE("half-storage NAG computes in float32: a cancellation half precision would get wrong", "[half]",
+                   f16, bf16) {
+    using H = TestType;
+    // u: one unit in the last place of H at 1. z_pos = 1 + u, z_neg = 1, scale 5:
+    // g = 5 z_pos - 4 z_neg = 1 + 5u exactly in float32, but 5 z_pos rounded to H is 5 + 4u, so a
+    // half computation gets g = 1 + 4u. With alpha 0.5 (|g| / |z_pos| < tau: no clipping)
+    // z_final = (g + z_pos) / 2 = 1 + 3u, representable; the half computation gives 1 + 2u.
+    const float u = std::is_same_v<H, f16> ? std::ldexp(1.0f, -10) : std::ldexp(1.0f, -7);
+    const float pos = 1.0f + u;
+    REQUIRE(rounded_through<H>(pos) == pos);
+    const float g_half = rounded_through<H>(rounded_through<H>(5.0f * pos) - 4.0f);
+    const float z_half = rounded_through<H>(rounded_through<H>(0.5f * g_half) + rounded_through<H>(0.5f * pos));
+    REQUIRE(z_half != 1.0f + 3.0f * u); // the test fails an implementation that computes in H
+    const normalized_attention_guidance p{.nag_scale = 5.0, .nag_alpha = 0.5, .nag_tau = 2.0};
+    std::vector<H> out(2 * 16);
+    for (std::size_t i = 0; i < 16; ++i) out[i] = round_to<H>(pos), out[16 + i] = round_to<H>(1.0f);
+    const std::array<pass_kind, 2> prompts{pass_kind::cond, pass_kind::uncond};
+    state_t<normalized_attention_guidance> st;
+    apply_attention_output<normalized_attention_guidance, H>(
+        p, st, dit::attention({dit_block_site::kind::single_block, 0}, 1, 1), view<H, 3>(out.data(), {2, 1, 16}),
+        prompts);
+    for (const H& z : out) REQUIRE(to_float(z) == 1.0f + 3.0f * u); // positive and negative items
 }

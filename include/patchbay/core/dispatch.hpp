@@ -1183,28 +1183,101 @@ void apply_post_cfg(const P& p, state_t<P>& state, const guidance_inputs<T, R>& 
     }
 }
 
-/// Run P's output-block hook on (h, hsp) in place.
+namespace detail {
+/// P's model-call hooks for prompt `pass` (what on_model_call attaches), with the arena `scratch`.
 template <patch P, class T>
-void apply_output_block(const P& p, state_t<P>& state, const block_site& site, view<T, 4> h, view<T, 4> hsp) {
+call_overrides<T> overrides_of(const P& p, state_t<P>& state, pass_kind pass, workspace* scratch) {
+    static_assert(has_on_model_call<P, T>, "the patch attaches no model-call hooks");
+    call_overrides<T> ov;
+    ov.set_scratch(scratch);
+    vtable_of<P>().template model<T>().on_model_call(&p, &state, pass, ov);
+    return ov;
+}
+} // namespace detail
+
+/// Run P's output-block hook on (h, hsp) and return the h to continue with: h itself for an
+/// in-place hook (FreeU rewrites h and hsp), or the h a resizing hook returns at hsp's spatial
+/// size (Deep Shrink: held by the patch's per-run state, for half storage by the arena in
+/// site.scratch, until the hook runs again for prompt `pass`).
+template <patch P, class T>
+view<T, 4> apply_output_block(const P& p, state_t<P>& state, const block_site& site, view<T, 4> h, view<T, 4> hsp,
+                              pass_kind pass = pass_kind::cond) {
     constexpr std::string_view where = P::descriptor().class_type;
     if constexpr (is_half_v<T>) {
         if (may_overlap(h, hsp)) fail(where, "'h' and 'hsp' overlap");
+        view<T, 4> result;
         detail::staged_call<T>(site.scratch, [&](detail::stager& s, workspace& ws) {
             const view<float, 4> hf = s.widen<T, 4>(h), hspf = s.widen<T, 4>(hsp);
             block_site fs = site;
             fs.scratch = &ws;
-            apply_output_block<P, float>(p, state, fs, hf, hspf);
-            kernels::narrow<T, 4>(hf, h);
+            const view<float, 4> r = apply_output_block<P, float>(p, state, fs, hf, hspf, pass);
             kernels::narrow<T, 4>(hspf, hsp);
+            const std::size_t key = detail::output_block_result_key + static_cast<std::size_t>(pass);
+            result = detail::narrow_result<T, 4>(r, hf, h, site.scratch, key, where);
         });
+        return result;
     } else {
         validate(p);
         require_nonempty(h, where, "h");
-        require_writable_layout(h, where, "h");
-        require_writable_layout(hsp, where, "hsp");
         if (may_overlap(h, hsp)) fail(where, "'h' and 'hsp' overlap");
-        static_assert(detail::has_output_block<P, T>, "apply_output_block: the patch has no output-block hook");
-        vtable_of<P>().template model<T>().output_block(&p, &state, site, h, hsp);
+        if constexpr (detail::has_output_block<P, T>) {
+            require_writable_layout(h, where, "h");
+            require_writable_layout(hsp, where, "hsp");
+            vtable_of<P>().template model<T>().output_block(&p, &state, site, h, hsp);
+            return h;
+        } else {
+            return detail::overrides_of<P, T>(p, state, pass, site.scratch).apply_output_block(site, h, hsp);
+        }
+    }
+}
+
+/// Run P's input-block hooks of point `at` (before or after the skip connection is stored) on h
+/// after input block site.index, as prompt `pass`'s model call runs them, and return the h to
+/// continue with: h itself, or a resized h (Deep Shrink: held by the patch's per-run state, for
+/// half storage by the arena in site.scratch, until the hook runs again for that prompt).
+template <patch P, class T>
+view<T, 4> apply_input_block(const P& p, state_t<P>& state, const block_site& site, view<T, 4> h,
+                             input_block_point at = input_block_point::before_skip, pass_kind pass = pass_kind::cond) {
+    constexpr std::string_view where = P::descriptor().class_type;
+    if constexpr (is_half_v<T>) {
+        view<T, 4> result;
+        detail::staged_call<T>(site.scratch, [&](detail::stager& s, workspace& ws) {
+            const view<float, 4> hf = s.widen<T, 4>(h);
+            block_site fs = site;
+            fs.scratch = &ws;
+            const view<float, 4> r = apply_input_block<P, float>(p, state, fs, hf, at, pass);
+            const std::size_t key = detail::input_block_result_key + static_cast<std::size_t>(pass);
+            result = detail::narrow_result<T, 4>(r, hf, h, site.scratch, key, where);
+        });
+        return result;
+    } else {
+        validate(p);
+        require_nonempty(h, where, "h");
+        const call_overrides<T> ov = detail::overrides_of<P, T>(p, state, pass, site.scratch);
+        return at == input_block_point::before_skip ? ov.apply_input_block(site, h)
+                                                    : ov.apply_input_block_after_skip(site, h);
+    }
+}
+
+/// Run the attention-output hooks prompt `pass`'s model call attaches (NAG: the positive
+/// prompt's) on a self-attention output (batch, tokens, dim) at `site`, in place; `prompts`
+/// names each batch item's prompt. `scratch`: the run's arena (null: a local one).
+template <patch P, class T>
+void apply_attention_output(const P& p, state_t<P>& state, const attention_site& site, view<T, 3> out,
+                            std::span<const pass_kind> prompts, workspace* scratch = nullptr,
+                            pass_kind pass = pass_kind::cond) {
+    if constexpr (is_half_v<T>) {
+        detail::staged_call<T>(scratch, [&](detail::stager& s, workspace& ws) {
+            const view<float, 3> of = s.widen<T, 3>(out);
+            apply_attention_output<P, float>(p, state, site, of, prompts, &ws, pass);
+            kernels::narrow<T, 3>(of, out);
+        });
+    } else {
+        constexpr std::string_view where = P::descriptor().class_type;
+        validate(p);
+        require_nonempty(out, where, "out");
+        require_writable_layout(out, where, "out");
+        detail::overrides_of<P, T>(p, state, pass, scratch).apply_attention_output(site, out, prompts);
     }
 }
 

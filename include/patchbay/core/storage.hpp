@@ -9,6 +9,7 @@
 
 #include <array>
 #include <cstddef>
+#include <string_view>
 
 #include "patchbay/core/error.hpp"
 #include "patchbay/core/half.hpp"
@@ -46,6 +47,33 @@ private:
     workspace& ws_;
     std::size_t next_ = workspace::storage_keys;
 };
+
+/// Arena keys of the half-precision results that outlive a staged hook call (a resized h): one
+/// per prompt (pass_kind) for the input-block and for the output-block hooks, after the
+/// stager's keys, so a resized h stays valid while the hooks of another prompt or block run.
+inline constexpr std::size_t input_block_result_key = workspace::storage_keys + 8;
+inline constexpr std::size_t output_block_result_key = workspace::storage_keys + 12;
+
+/// The storage-type result of a staged hook that returned r for its widened input f: h itself,
+/// with f rounded back into it, when r is f (the hook worked in place); otherwise a rounded copy
+/// of r in `arena` under `key` (h left as given). A hook that returns a new tensor needs the
+/// run's arena to hold it.
+template <class H, std::size_t R>
+view<H, R> narrow_result(view<const float, R> r, view<const float, R> f, view<H, R> h, workspace* arena,
+                         std::size_t key, std::string_view where) {
+    if (r.data_handle() == f.data_handle() && r.extents() == f.extents() && r.strides() == f.strides()) {
+        kernels::narrow<H, R>(f, h);
+        return h;
+    }
+    PATCHBAY_REQUIRE(arena != nullptr, where,
+                     "the hook returns a new h (a resize) and half-precision storage holds it in the run's arena: "
+                     "pass one in block_site::scratch");
+    index_t n = 1;
+    for (index_t e : r.extents()) n *= e;
+    const view<H, R> out(arena->buffer<H>(key, static_cast<std::size_t>(n)).data(), r.extents());
+    kernels::narrow<H, R>(r, out);
+    return out;
+}
 
 /// The float32 guidance inputs for half-storage ones: x, sigma and the third prediction widened,
 /// the rest as given; scratch is the staging arena.

@@ -18,7 +18,11 @@
 #include <string>
 #include <type_traits>
 
+#include "patchbay/core/half.hpp"
+#include "patchbay/core/storage.hpp"
 #include "patchbay/core/view.hpp"
+#include "patchbay/core/workspace.hpp"
+#include "patchbay/kernels/convert.hpp"
 
 namespace patchbay::kernels {
 
@@ -99,15 +103,16 @@ void attention_row(const view<const T, 3>& q, const view<const T, 3>& k, const v
 ///   q (B, Nq, heads*dh), k (B, Nk, heads*dh), v (B, Nk, heads*dv)
 ///   out (B, Nq, heads*dv), sim (B*heads, Nq, Nk) with row b*heads + h.
 /// `sim` must not overlap q, k or v; `out` must not overlap anything.
+/// Half-precision storage (T = f16, bf16): q, k and v are widened to float32 in `scratch` (null:
+/// a local arena), the float32 kernel runs, and out and sim are each rounded once.
 template <class T>
 void attention_basic_with_sim(std::type_identity_t<view<const T, 3>> q,
                               std::type_identity_t<view<const T, 3>> k,
                               std::type_identity_t<view<const T, 3>> v, int heads,
-                              view<T, 3> out, view<T, 3> sim) {
+                              view<T, 3> out, view<T, 3> sim, workspace* scratch = nullptr) {
     constexpr const char* where = "attention_basic_with_sim";
     attention_detail::check_attention_call(q, k, v, heads, out, where);
     const index_t B = q.extent(0), Nq = q.extent(1), Nk = k.extent(1), H = heads;
-    const index_t dh = q.extent(2) / H, dv = v.extent(2) / H;
     PATCHBAY_REQUIRE(sim.extent(0) == B * H && sim.extent(1) == Nq && sim.extent(2) == Nk, where,
             "output 'sim' must have shape " + shape_string(std::array<index_t, 3>{B * H, Nq, Nk}) +
                 ", got " + shape_string(sim));
@@ -115,12 +120,24 @@ void attention_basic_with_sim(std::type_identity_t<view<const T, 3>> q,
     const bool overlap = may_overlap(sim, q) || may_overlap(sim, k) || may_overlap(sim, v) || may_overlap(out, sim);
     PATCHBAY_REQUIRE(!overlap, where, "output 'sim' must not overlap 'out', q, k or v");
 
-    const double scale = 1.0 / std::sqrt(static_cast<double>(dh));
-    for (index_t b = 0; b < B; ++b)
-        for (index_t h = 0; h < H; ++h)
-            for (index_t i = 0; i < Nq; ++i)
-                attention_detail::attention_row(q, k, v, b, h, i, dh, dv, scale, &sim(b * H + h, i, 0),
-                                      sim.stride(2), out);
+    if constexpr (is_half_v<T>) {
+        workspace local;
+        patchbay::detail::stager s(scratch ? *scratch : local);
+        const view<float, 3> qf = s.widen<T, 3>(q), kf = s.widen<T, 3>(k), vf = s.widen<T, 3>(v);
+        const view<float, 3> of = s.make<3>(out.extents()), sf = s.make<3>(sim.extents());
+        attention_basic_with_sim<float>(qf, kf, vf, heads, of, sf);
+        narrow<T, 3>(of, out);
+        narrow<T, 3>(sf, sim);
+    } else {
+        (void)scratch;
+        const index_t dh = q.extent(2) / H, dv = v.extent(2) / H;
+        const double scale = 1.0 / std::sqrt(static_cast<double>(dh));
+        for (index_t b = 0; b < B; ++b)
+            for (index_t h = 0; h < H; ++h)
+                for (index_t i = 0; i < Nq; ++i)
+                    attention_detail::attention_row(q, k, v, b, h, i, dh, dv, scale, &sim(b * H + h, i, 0),
+                                          sim.stride(2), out);
+    }
 }
 
 /// Softmax attention that keeps, instead of the probabilities, each key's share of the

@@ -145,6 +145,8 @@ bool apply_items(const normalized_attention_guidance& p, const attention_site& s
 /// 1 = negative prompt) and `img_slice` the image tokens [first, end) of Flux blocks (none for
 /// a UNet block). Guides the first positive chunk against the first negative one; returns
 /// false, leaving `attn` as it was, when either is missing. Checks the patch and the inputs.
+/// T = f16 / bf16 (half-precision storage): staged through float32 in `scratch` (null: a local
+/// arena), the guided result rounded once (core/storage.hpp).
 template <class T>
 bool apply_chunks(const normalized_attention_guidance& p, const view<T, 3>& attn, std::span<const int> cond_or_uncond,
                   std::optional<std::pair<index_t, index_t>> img_slice, workspace* scratch = nullptr);
@@ -222,35 +224,47 @@ coefficients<T> coefficients_of(const normalized_attention_guidance& p) {
 template <class T>
 bool apply_chunks(const normalized_attention_guidance& p, const view<T, 3>& attn, std::span<const int> cond_or_uncond,
                   std::optional<std::pair<index_t, index_t>> img_slice, workspace* scratch) {
-    validate(p);
-    require_nonempty(attn, where, "attn");
-    require_writable_layout(attn, where, "attn");
-    const auto chunks = static_cast<index_t>(cond_or_uncond.size());
-    PATCHBAY_REQUIRE(chunks > 0, where, "argument 'cond_or_uncond' is empty");
-    const index_t B = attn.extent(0), N = attn.extent(1);
-    PATCHBAY_REQUIRE(B % chunks == 0, where,
-                     "the batch of 'attn' (" + std::to_string(B) + ") does not divide into the " +
-                         std::to_string(chunks) + " equal chunks of 'cond_or_uncond'");
-    for (int c : cond_or_uncond)
-        PATCHBAY_REQUIRE(c == 0 || c == 1, where,
-                         "'cond_or_uncond' holds 0 (positive) or 1 (negative) per chunk, got " + std::to_string(c));
-    index_t first = 0, end = N;
-    if (img_slice) {
-        first = img_slice->first;
-        end = img_slice->second;
-        PATCHBAY_REQUIRE(0 <= first && first <= end && end <= N, where,
-                         "'img_slice' [" + std::to_string(first) + ", " + std::to_string(end) +
-                             ") is not a token range of 'attn' (" + std::to_string(N) + " tokens)");
+    if constexpr (is_half_v<T>) { // half-precision storage: staged through float32 (core/storage.hpp)
+        require_writable_layout(attn, where, "attn");
+        bool guided = false;
+        detail::staged_call<T>(scratch, [&](detail::stager& s, workspace& ws) {
+            const view<float, 3> f = s.widen<T, 3>(attn);
+            guided = apply_chunks<float>(p, f, cond_or_uncond, img_slice, &ws);
+            if (guided) kernels::narrow<T, 3>(f, attn);
+        });
+        return guided;
+    } else {
+        validate(p);
+        require_nonempty(attn, where, "attn");
+        require_writable_layout(attn, where, "attn");
+        const auto chunks = static_cast<index_t>(cond_or_uncond.size());
+        PATCHBAY_REQUIRE(chunks > 0, where, "argument 'cond_or_uncond' is empty");
+        const index_t B = attn.extent(0), N = attn.extent(1);
+        PATCHBAY_REQUIRE(B % chunks == 0, where,
+                         "the batch of 'attn' (" + std::to_string(B) + ") does not divide into the " +
+                             std::to_string(chunks) + " equal chunks of 'cond_or_uncond'");
+        for (int c : cond_or_uncond)
+            PATCHBAY_REQUIRE(c == 0 || c == 1, where,
+                             "'cond_or_uncond' holds 0 (positive) or 1 (negative) per chunk, got " + std::to_string(c));
+        index_t first = 0, end = N;
+        if (img_slice) {
+            first = img_slice->first;
+            end = img_slice->second;
+            PATCHBAY_REQUIRE(0 <= first && first <= end && end <= N, where,
+                             "'img_slice' [" + std::to_string(first) + ", " + std::to_string(end) +
+                                 ") is not a token range of 'attn' (" + std::to_string(N) + " tokens)");
+        }
+        const auto index_of = [&](int c) {
+            const auto it = std::find(cond_or_uncond.begin(), cond_or_uncond.end(), c);
+            return static_cast<index_t>(it - cond_or_uncond.begin());
+        };
+        const index_t c_pos = index_of(0), c_neg = index_of(1);
+        if (c_pos == chunks || c_neg == chunks) return false;
+        const index_t n = B / chunks;
+        guide<T>(coefficients_of<T>(p), attn.batch_slice(c_pos * n, n), attn.batch_slice(c_neg * n, n), first, end,
+                 img_slice.has_value(), scratch);
+        return true;
     }
-    const auto index_of = [&](int c) {
-        return static_cast<index_t>(std::find(cond_or_uncond.begin(), cond_or_uncond.end(), c) - cond_or_uncond.begin());
-    };
-    const index_t c_pos = index_of(0), c_neg = index_of(1);
-    if (c_pos == chunks || c_neg == chunks) return false;
-    const index_t n = B / chunks;
-    guide<T>(coefficients_of<T>(p), attn.batch_slice(c_pos * n, n), attn.batch_slice(c_neg * n, n), first, end,
-             img_slice.has_value(), scratch);
-    return true;
 }
 
 } // namespace nag

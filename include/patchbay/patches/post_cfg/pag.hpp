@@ -25,10 +25,12 @@ namespace patchbay::pag {
 inline constexpr attention_site site{unet_stage::middle, 0, -1, 0, 0};
 
 /// The replacement attention: out = v (identity attention). q and k are unused, as in ComfyUI.
+/// Half-precision storage (T = f16, bf16): v is widened to float32 in `scratch` (null: a local
+/// arena) and rounded once into out, as every staged hook.
 template <class T>
 void perturbed_attention(std::type_identity_t<view<const T, 3>> q,
                          std::type_identity_t<view<const T, 3>> k,
-                         std::type_identity_t<view<const T, 3>> v, view<T, 3> out) {
+                         std::type_identity_t<view<const T, 3>> v, view<T, 3> out, workspace* scratch = nullptr) {
     constexpr const char* where = "PerturbedAttentionGuidance";
     (void)k;
     require_nonempty(v, where, "v");
@@ -38,7 +40,14 @@ void perturbed_attention(std::type_identity_t<view<const T, 3>> q,
     require_same_shape(v, view<const T, 3>(out), where, "v", "out");
     require_writable_layout(out, where, "out");
     require_no_partial_overlap(out, v, where, "out", "v");
-    kernels::copy<T, 3>(v, out);
+    if constexpr (is_half_v<T>) {
+        workspace local;
+        detail::stager s(scratch ? *scratch : local);
+        kernels::narrow<T, 3>(s.widen<T, 3>(v), out);
+    } else {
+        (void)scratch;
+        kernels::copy<T, 3>(v, out);
+    }
 }
 
 } // namespace patchbay::pag
