@@ -8,11 +8,13 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <string_view>
 #include <vector>
 
 #include "counting_allocator.hpp"
 #include "patchbay/core/cfg_chain.hpp"
 #include "patchbay/core/half.hpp"
+#include "patchbay/core/isa.hpp"
 #include "patchbay/kernels/convert.hpp"
 #include "patchbay/patches/block/free_u.hpp"
 #include "patchbay/patches/cfg/rescale_cfg.hpp"
@@ -56,7 +58,67 @@ std::vector<H> narrowed(view<const float, R> v) {
     return out;
 }
 
+/// The floats narrowing must round like the scalar conversion: every edge (zeros, subnormal
+/// and normal limits, overflow, infinities, quiet and signalling NaNs), every tie and its
+/// neighbours at the rounding bit of f16 and bf16, and random bit patterns.
+std::vector<float> narrowing_probe() {
+    std::vector<std::uint32_t> bits = {0x00000000u, 0x80000000u, 0x7F800000u, 0xFF800000u, 0x7FC00000u, 0xFFC00001u,
+                                       0x7F800001u, 0xFFBFFFFFu, 0x00000001u, 0x807FFFFFu, 0x33000000u, 0x33000001u,
+                                       0x387FE000u, 0x38800000u, 0x477FE000u, 0x477FEFFFu, 0x477FF000u, 0x7F7FFFFFu};
+    for (std::uint32_t e = 0; e < 256; ++e)
+        for (std::uint32_t m : {0x1000u, 0x3000u, 0x8000u, 0x18000u, 0x7FFFFFu})
+            for (std::uint32_t d : {0u, 1u, 0xFFFFFFFFu}) // the tie and either side of it
+                for (std::uint32_t sign : {0u, 0x80000000u}) bits.push_back(sign | (e << 23) | ((m + d) & 0x7FFFFFu));
+    std::uint32_t r = 12345u;
+    for (int i = 0; i < 200000; ++i) bits.push_back(r = r * 1664525u + 1013904223u);
+    std::vector<float> v;
+    for (std::uint32_t b : bits) v.push_back(std::bit_cast<float>(b));
+    return v;
+}
+
 } // namespace
+
+TEST_CASE("contiguous rows (F16C / AVX2 where this process has them) convert as the scalar code", "[half][convert]") {
+    // what this process runs: eight lanes when the build has F16C and AVX2, or (x86-64, GCC or
+    // clang) the CPU has them and PATCHBAY_ISA does not cap below x86-64-v3; scalar otherwise
+    const std::string_view path = kernels::half_conversion_path();
+    INFO("conversion path: " << path);
+#if defined(__F16C__) && defined(__AVX2__)
+    CHECK(path == "f16c+avx2");
+#elif defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    CHECK(path == (detail::x86_cpu_level() >= 3 && detail::isa_level_cap() >= 3 ? "f16c+avx2" : "scalar"));
+#else
+    CHECK(path == "scalar");
+#endif
+    auto check = [](auto tag) {
+        using H = decltype(tag);
+        // every bit pattern, in one contiguous row whose length is no multiple of 8 (5 more)
+        std::vector<H> all;
+        for (std::uint32_t b = 0; b < 0x10005u; ++b) all.push_back(from_bits<H>(b & 0xFFFFu));
+        const auto n = static_cast<index_t>(all.size());
+        std::vector<float> wide(all.size());
+        kernels::widen<H, 1>(view<const H, 1>(all.data(), {n}), view<float, 1>(wide.data(), {n}));
+        for (std::size_t i = 0; i < all.size(); ++i)
+            REQUIRE(std::bit_cast<std::uint32_t>(wide[i]) == std::bit_cast<std::uint32_t>(to_float(all[i])));
+        // narrowing: bit for bit, NaNs included (quiet, payload kept as far as it fits)
+        const std::vector<float> probe = narrowing_probe();
+        REQUIRE(probe.size() % 8 != 0);
+        const std::vector<H> got = narrowed<H, 1>(view<const float, 1>(probe.data(), {static_cast<index_t>(probe.size())}));
+        for (std::size_t i = 0; i < probe.size(); ++i) {
+            INFO("float bits " << std::bit_cast<std::uint32_t>(probe[i]));
+            REQUIRE(got[i].bits == round_to<H>(probe[i]).bits);
+        }
+    };
+    check(f16{});
+    check(bf16{});
+    CHECK(std::bit_cast<std::uint32_t>(to_float(from_bits<f16>(0x7C01u))) == 0x7FC02000u); // signalling: quiet
+    CHECK(to_f16(std::bit_cast<float>(0x7F800001u)).bits == 0x7E00u);
+    CHECK(to_bf16(std::bit_cast<float>(0x7F800001u)).bits == 0x7FC0u);
+    CHECK(to_f16(65520.0f).bits == 0x7C00u);                 // overflow: the tie rounds up to infinity
+    CHECK(to_f16(std::ldexp(1.0f, -25)).bits == 0x0000u);     // half the smallest subnormal: even, 0
+    CHECK(to_f16(-std::ldexp(1.5f, -25)).bits == 0x8001u);    // above it: the smallest, sign kept
+}
+
 
 TEST_CASE("f16 widening is exact and narrowing it back is the identity", "[half]") {
     for (std::uint32_t b = 0; b < 0x10000u; ++b) {
