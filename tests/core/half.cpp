@@ -4,6 +4,8 @@
 // on the widened inputs, rounded once, and allocates nothing after the first step.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <array>
 #include <bit>
 #include <cmath>
 #include <cstdint>
@@ -11,13 +13,18 @@
 #include <string_view>
 #include <vector>
 
+#include "../patches/guider/prompt_model.hpp"
 #include "counting_allocator.hpp"
 #include "patchbay/core/cfg_chain.hpp"
+#include "patchbay/core/guider.hpp"
 #include "patchbay/core/half.hpp"
 #include "patchbay/core/isa.hpp"
 #include "patchbay/kernels/convert.hpp"
 #include "patchbay/patches/block/free_u.hpp"
+#include "patchbay/patches/cfg/perp_neg.hpp"
 #include "patchbay/patches/cfg/rescale_cfg.hpp"
+#include "patchbay/patches/guider/dual_cfg_guider.hpp"
+#include "patchbay/patches/guider/perp_neg_guider.hpp"
 #include "patchbay/patches/post_cfg/cfg_norm.hpp"
 #include "patchbay/patches/pre_cfg/apg.hpp"
 #include "test_util.hpp"
@@ -74,6 +81,27 @@ std::vector<float> narrowing_probe() {
     std::vector<float> v;
     for (std::uint32_t b : bits) v.push_back(std::bit_cast<float>(b));
     return v;
+}
+
+/// Half storage holding the contiguous values `c` at every other element: a strided view.
+template <class H>
+struct gapped {
+    std::vector<H> buf;
+    view<H, 4> v;
+    gapped(const std::vector<H>& c, const std::array<index_t, 4>& e) : buf(2 * c.size()) {
+        v = view<H, 4>(buf.data(), e, {2 * e[1] * e[2] * e[3], 2 * e[2] * e[3], 2 * e[3], 2});
+        for (std::size_t i = 0; i < c.size(); ++i) buf[2 * i] = c[i];
+    }
+    std::vector<H> values() const {
+        std::vector<H> out(buf.size() / 2);
+        for (std::size_t i = 0; i < out.size(); ++i) out[i] = buf[2 * i];
+        return out;
+    }
+};
+
+template <class H>
+bool same_bits(const std::vector<H>& a, const std::vector<H>& b) {
+    return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](H p, H q) { return p.bits == q.bits; });
 }
 
 } // namespace
@@ -312,4 +340,80 @@ TEST_CASE("half storage: bad inputs are refused naming the patch", "[half]") {
                           rescale_cfg{}, st, {a, view<const f16, 1>(sbuf.data(), {1}), 3.0}, a,
                           view<const f16, 4>(small.data(), {1, 1, 4, 4}), a)),
                       Catch::Contains("RescaleCFG") && Catch::Contains("shape"));
+}
+
+TEMPLATE_TEST_CASE("three-prompt cfg stages on half storage: the float32 path on the rounded inputs, rounded once",
+                   "[half]", f16, bf16) {
+    using H = TestType;
+    const std::vector<index_t> shape{2, 3, 8, 6};
+    const std::array<index_t, 4> ext{2, 3, 8, 6};
+    const tensor<float> x = rounded_random<H>(shape, 11), cond = rounded_random<H>(shape, 12),
+                        uncond = rounded_random<H>(shape, 13), extra = rounded_random<H>(shape, 14);
+    tensor<float> sigma({2});
+    sigma[0] = rounded_through<H>(1.3f);
+    sigma[1] = rounded_through<H>(0.2f);
+    const auto n = static_cast<std::size_t>(x.size());
+    const std::vector<H> xh = narrowed<H, 4>(x.as<4>()), ch = narrowed<H, 4>(cond.as<4>()),
+                         uh = narrowed<H, 4>(uncond.as<4>()), eh = narrowed<H, 4>(extra.as<4>()),
+                         sh = narrowed<H, 1>(sigma.as<1>());
+    const guidance_inputs<H, 4> hin{view<const H, 4>(xh.data(), ext), view<const H, 1>(sh.data(), {2}), 1.0};
+    const guidance_inputs<float, 4> fin{x.as<4>(), sigma.as<1>(), 1.0};
+
+    // run(cond, uncond, extra, out) on half storage: contiguous, then every view strided
+    auto check = [&](const char* what, auto run_float, auto run_half) {
+        INFO(what);
+        tensor<float> cf = cond, uf = uncond, ef = extra, df(shape);
+        run_float(cf.as<4>(), uf.as<4>(), ef.as<4>(), df.as<4>());
+        const std::vector<H> want = narrowed<H, 4>(df.as<4>());
+        std::vector<H> c = ch, u = uh, e = eh, d(n);
+        run_half(view<H, 4>(c.data(), ext), view<H, 4>(u.data(), ext), view<H, 4>(e.data(), ext), view<H, 4>(d.data(), ext));
+        REQUIRE(same_bits(d, want));
+        CHECK_FALSE(same_bits(d, ch)); // it computed something
+        gapped<H> cs(ch, ext), us(uh, ext), es(eh, ext), ds(std::vector<H>(n), ext);
+        run_half(cs.v, us.v, es.v, ds.v);
+        REQUIRE(same_bits(ds.values(), d));
+    };
+    auto check_guider = [&](const char* what, auto patch) {
+        using G = decltype(patch);
+        test::lookup_model model;
+        const guider<test::lookup_model, G> g(model, model_sampling::discrete(), patch);
+        check(
+            what,
+            [&](view<float, 4> c, view<float, 4> u, view<float, 4> e, view<float, 4> d) {
+                auto run = g.begin_run();
+                g.combine(run, fin, c, u, e, d);
+            },
+            [&](view<H, 4> c, view<H, 4> u, view<H, 4> e, view<H, 4> d) {
+                auto run = g.begin_run();
+                g.combine(run, hin, c, u, e, d);
+            });
+    };
+    check_guider("PerpNegGuider", perp_neg_guider{.cfg = 6.0, .neg_scale = 0.8});
+    check_guider("DualCFGGuider regular", dual_cfg_guider{.cfg_conds = 5.0, .cfg_cond2_negative = 3.0});
+    check_guider("DualCFGGuider nested",
+                 dual_cfg_guider{.cfg_conds = 4.0, .cfg_cond2_negative = 2.5, .style = dual_cfg_style::nested});
+    const perp_neg pn{.neg_scale = 1.3};
+    const guidance_inputs<float, 4> fin7{x.as<4>(), sigma.as<1>(), 7.0};
+    const guidance_inputs<H, 4> hin7{hin.x, hin.sigma, 7.0};
+    check(
+        "PerpNeg",
+        [&](view<float, 4> c, view<float, 4> u, view<float, 4> e, view<float, 4> d) { pn.combine<float, 4>(fin7, c, u, e, d); },
+        [&](view<H, 4> c, view<H, 4> u, view<H, 4> e, view<H, 4> d) { pn.combine<H, 4>(hin7, c, u, e, d); });
+}
+
+TEST_CASE("guider::combine with three prompts refuses what the guider's rule does not allow", "[half]") {
+    const std::array<index_t, 4> ext{1, 1, 4, 4};
+    std::vector<float> a(16, 1.0f), b(16, 0.5f), c(16, 0.25f), d(16), s(1, 1.0f);
+    const guidance_inputs<float, 4> in{view<const float, 4>(a.data(), ext), view<const float, 1>(s.data(), {1}), 1.0};
+    const view<float, 4> av(a.data(), ext), bv(b.data(), ext), cv(c.data(), ext), dv(d.data(), ext);
+    test::lookup_model model;
+    const guider<test::lookup_model, perp_neg_guider> pg(model, model_sampling::discrete(), perp_neg_guider{});
+    auto run = pg.begin_run();
+    CHECK_THROWS_WITH(pg.combine(run, in, av, bv, dv), Catch::Contains("PerpNegGuider") && Catch::Contains("'extra'"));
+    guidance_inputs<float, 4> skipped = in;
+    skipped.uncond_is_none = true; // neg_scale 1: the negative prompt is evaluated
+    CHECK_THROWS_WITH(pg.combine(run, skipped, av, bv, cv, dv), Catch::Contains("uncond_is_none"));
+    const guider<test::lookup_model, rescale_cfg> rg(model, model_sampling::discrete(), rescale_cfg{});
+    auto run2 = rg.begin_run();
+    CHECK_THROWS_WITH(rg.combine(run2, in, av, bv, cv, dv), Catch::Contains("no multi-prompt guider"));
 }
