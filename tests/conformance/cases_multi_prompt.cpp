@@ -4,13 +4,16 @@
 // each prompt with the recorded prediction and fails when asked for a prompt the case marks
 // `*_is_none`), plus their end-to-end runs. Under --batched-passes the guider evaluates the
 // prompts of a step in one call (e2e::with_model).
+#include <bit>
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <type_traits>
 
 #include "../patches/guider/prompt_model.hpp"
 #include "e2e_multi_prompt.hpp"
 #include "registry.hpp"
+#include "storage.hpp"
 
 #include "patchbay/core/guider.hpp"
 #include "patchbay/kernels/elementwise.hpp"
@@ -52,7 +55,7 @@ void run_perp_neg(const golden_case& gc, results& out) {
     guidance_inputs<float, R> in{x.as<R>(), sigma.as<1>(), gc.scalar<double>("cond_scale", 1.0)};
     in.uncond_is_none = gc.scalar<bool>("uncond_is_none", false);
     tensor<float> denoised(cond.shape());
-    perp_neg_from(gc).combine(in, cond.as<R>(), uncond.as<R>(), empty.as<R>(), denoised.as<R>());
+    conformance::combine_three(perp_neg_from(gc), in, cond.as<R>(), uncond.as<R>(), empty.as<R>(), denoised.as<R>());
     tensor<float> ret(cond.shape()); // what ComfyUI's hook returns: x - denoised
     kernels::transform(ret.as<R>(), [](auto xv, auto d) { return xv - d; }, x.as<R>(), view<const float, R>(denoised.as<R>()));
     conformance::put(out, "denoised", denoised);
@@ -71,9 +74,10 @@ void run_guider(const golden_case& gc, results& out, const G& patch, const char*
     const test::fixed_prompt pos = prompt(positive), neg = prompt(negative), ext = prompt(extra);
     const tensor<float> x = gc.tensor_input<float>("x"), sigma = gc.tensor_input<float>("sigma");
     test::lookup_model model;
+    const model_sampling ms = model_sampling::discrete();
     tensor<float> denoised(x.shape());
     e2e::with_model(model, [&](auto& m) { // the prompts in one call under --batched-passes
-        const guider<std::remove_reference_t<decltype(m)>, G> g(m, model_sampling::discrete(), patch);
+        const guider<std::remove_reference_t<decltype(m)>, G> g(m, ms, patch);
         auto run = g.begin_run(&pos, &neg, &ext);
         g.denoise(run, step_inputs<float, R>{x.as<R>(), sigma.as<1>()}, denoised.as<R>());
     });
@@ -81,6 +85,20 @@ void run_guider(const golden_case& gc, results& out, const G& patch, const char*
         if (!p->skipped && model.count(p->name) != 1)
             fail("conformance", "prompt '" + p->name + "' was evaluated " + std::to_string(model.count(p->name)) +
                                     " times; ComfyUI evaluates it once");
+    // The same cfg stage from the engine's side: guider::combine on the three predictions as the
+    // engine evaluated them (a skipped prompt: zeros, or no extra prediction). It must give the
+    // step's bits exactly; under --storage it is the call checked on the storage format.
+    const guider<test::lookup_model, G> g(model, ms, patch);
+    tensor<float> c = pos.prediction, u = neg.skipped ? tensor<float>(x.shape()) : neg.prediction, e = ext.prediction,
+                  combined(x.shape());
+    guidance_inputs<float, R> in{x.as<R>(), sigma.as<1>(), 1.0, neg.skipped, ms.prediction()};
+    in.sampling = &ms;
+    conformance::guider_combine(g, in, c.as<R>(), u.as<R>(), ext.skipped ? view<float, R>{} : e.as<R>(),
+                                combined.as<R>());
+    for (index_t i = 0; i < x.size(); ++i)
+        if (std::bit_cast<std::uint32_t>(combined.data()[i]) != std::bit_cast<std::uint32_t>(denoised.data()[i]))
+            fail("conformance", "guider::combine on the step's predictions differs from denoise at element " +
+                                    std::to_string(i));
     conformance::put(out, "denoised", denoised);
 }
 

@@ -63,6 +63,8 @@ void put_skipped(results& out, const slg::skipped_layers& l, bool any) {
 /// cond's shape) and must request exactly the listed blocks.
 template <std::size_t R, class P>
 void run_rerun_case(const golden_case& gc, results& out, const P& patch) {
+    conformance::not_staged(std::string(P::descriptor().class_type) +
+                            "'s post-cfg hook evaluates the model again: it runs in float32 only");
     validate(patch);
     const tensor<float> x = gc.tensor_input<float>("x"), sigma = gc.tensor_input<float>("sigma"),
                         cond = gc.tensor_input<float>("cond_denoised"), uncond = gc.tensor_input<float>("uncond_denoised"),
@@ -111,6 +113,9 @@ void rerun_case(const golden_case& gc, results& out, const P& patch) {
 /// model_uncond_skip). The guider skips the negative pass at cond_scale 1, as ComfyUI.
 template <std::size_t R>
 void run_calc_cond_batch(const golden_case& gc, results& out) {
+    conformance::not_staged("SkipLayerGuidanceDiTSimple only changes which layers the model runs for the negative "
+                            "prompt (a pass composition): it computes nothing in the cfg stage, and the model's "
+                            "predictions are float32");
     const auto patch = simple_from(gc);
     const tensor<float> x = gc.tensor_input<float>("x"), sigma = gc.tensor_input<float>("sigma");
     const tensor<float> mc = gc.tensor_input<float>("model_cond"), mu = gc.tensor_input<float>("model_uncond"),

@@ -162,6 +162,11 @@ void both_paths(const guidance_inputs<float, R>& in, Half half, Float run_float)
     both_paths([&] { half(half_inputs<H, R>(in, x, sigma, extra)); }, run_float);
 }
 
+/// Records, in a storage mode, why the case's call is not staged (the first reason given).
+inline void not_staged(const std::string& why) {
+    if (storage_mode() != storage::f32 && storage_findings().detail.empty()) storage_findings().detail = why;
+}
+
 /// check(f16{}) or check(bf16{}) in a storage mode for float tensors, run_float() otherwise.
 template <class T, class Check, class Float>
 void in_storage_mode(Check check, Float run_float) {
@@ -173,6 +178,8 @@ void in_storage_mode(Check check, Float run_float) {
 }
 
 } // namespace storage_detail
+
+using storage_detail::not_staged;
 
 /// patchbay::apply_pre_cfg, checked on the storage format too in storage mode.
 template <patch P, class T, std::size_t R>
@@ -240,12 +247,58 @@ void apply_post_cfg(const P& p, state_t<P>& state, const guidance_inputs<T, R>& 
         storage_detail::compare<H, R>("denoised", denoised, d);
     };
     if constexpr (sizeof...(Access) > 0) {
-        if (storage_mode() != storage::f32 && storage_findings().detail.empty())
-            storage_findings().detail = "a post-cfg patch that evaluates the model runs in float32 only";
+        storage_detail::not_staged("a post-cfg patch that evaluates the model runs in float32 only");
         run_float();
     } else {
         storage_detail::in_storage_mode<T>(check, run_float);
     }
+}
+
+/// A combination of three predictions, p.combine(in, cond, uncond, extra, out) (PerpNeg's cfg
+/// function with its empty prediction given), checked on the storage format too in storage mode.
+template <class P, std::size_t R>
+void combine_three(const P& p, const guidance_inputs<float, R>& in, view<const float, R> cond,
+                   view<const float, R> uncond, view<const float, R> extra, view<float, R> out) {
+    auto run_float = [&] { p.template combine<float, R>(in, cond, uncond, extra, out); };
+    auto check = [&](auto tag) {
+        using H = decltype(tag);
+        storage_detail::hold_inputs<H, R>(in);
+        for (const auto& v : {cond, uncond, extra}) storage_detail::hold<H, R>(v);
+        const storage_detail::half_copy<H, R> c(cond), u(uncond), e(extra);
+        storage_detail::half_copy<H, R> o{view<const float, R>(out)};
+        storage_detail::both_paths<H, R>(
+            in, [&](const guidance_inputs<H, R>& h) { p.template combine<H, R>(h, c.v, u.v, e.v, o.v); }, run_float);
+        storage_detail::compare<H, R>("out", out, o);
+    };
+    storage_detail::in_storage_mode<float>(check, run_float);
+}
+
+/// A multi-prompt guider's cfg stage on its three predictions, g.combine(run, in, cond, uncond,
+/// extra, denoised) (guider::combine), checked on the storage format too in storage mode. Each
+/// path runs on a run of its own.
+template <class G, std::size_t R>
+void guider_combine(const G& g, const guidance_inputs<float, R>& in, view<float, R> cond, view<float, R> uncond,
+                    view<float, R> extra, view<float, R> denoised) {
+    auto run_float = [&] {
+        auto run = g.begin_run();
+        g.template combine<float, R>(run, in, cond, uncond, extra, denoised);
+    };
+    auto check = [&](auto tag) {
+        using H = decltype(tag);
+        storage_detail::hold_inputs<H, R>(in);
+        for (const auto& v : {cond, uncond, extra}) storage_detail::hold<H, R>(view<const float, R>(v));
+        storage_detail::half_copy<H, R> c{view<const float, R>(cond)}, u{view<const float, R>(uncond)},
+            e{view<const float, R>(extra)}, d{view<const float, R>(denoised)};
+        storage_detail::both_paths<H, R>(
+            in,
+            [&](const guidance_inputs<H, R>& h) {
+                auto run = g.begin_run();
+                g.template combine<H, R>(run, h, c.v, u.v, e.v, d.v);
+            },
+            run_float);
+        storage_detail::compare<H, R>("denoised", denoised, d);
+    };
+    storage_detail::in_storage_mode<float>(check, run_float);
 }
 
 /// patchbay::apply_output_block (in place, or resizing h), checked on the storage format too in

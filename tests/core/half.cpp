@@ -6,22 +6,31 @@
 // and the attention functions (SAG's, PAG's replacement).
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <array>
 #include <bit>
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <string_view>
 #include <vector>
 
+#include "../patches/guider/prompt_model.hpp"
 #include "counting_allocator.hpp"
 #include "patchbay/core/cfg_chain.hpp"
+#include "patchbay/core/guider.hpp"
 #include "patchbay/core/half.hpp"
+#include "patchbay/core/isa.hpp"
 #include "patchbay/kernels/attention.hpp"
 #include "patchbay/kernels/convert.hpp"
 #include "patchbay/patches/attention/dit_sites.hpp"
 #include "patchbay/patches/attention/nag.hpp"
 #include "patchbay/patches/block/deep_shrink.hpp"
 #include "patchbay/patches/block/free_u.hpp"
+#include "patchbay/patches/cfg/perp_neg.hpp"
 #include "patchbay/patches/cfg/rescale_cfg.hpp"
+#include "patchbay/patches/guider/dual_cfg_guider.hpp"
+#include "patchbay/patches/guider/perp_neg_guider.hpp"
 #include "patchbay/patches/post_cfg/cfg_norm.hpp"
 #include "patchbay/patches/post_cfg/pag.hpp"
 #include "patchbay/patches/pre_cfg/apg.hpp"
@@ -71,7 +80,88 @@ std::vector<H> narrowed(view<const float, R> v) {
     return out;
 }
 
+/// The floats narrowing must round like the scalar conversion: every edge (zeros, subnormal
+/// and normal limits, overflow, infinities, quiet and signalling NaNs), every tie and its
+/// neighbours at the rounding bit of f16 and bf16, and random bit patterns.
+std::vector<float> narrowing_probe() {
+    std::vector<std::uint32_t> bits = {0x00000000u, 0x80000000u, 0x7F800000u, 0xFF800000u, 0x7FC00000u, 0xFFC00001u,
+                                       0x7F800001u, 0xFFBFFFFFu, 0x00000001u, 0x807FFFFFu, 0x33000000u, 0x33000001u,
+                                       0x387FE000u, 0x38800000u, 0x477FE000u, 0x477FEFFFu, 0x477FF000u, 0x7F7FFFFFu};
+    for (std::uint32_t e = 0; e < 256; ++e)
+        for (std::uint32_t m : {0x1000u, 0x3000u, 0x8000u, 0x18000u, 0x7FFFFFu})
+            for (std::uint32_t d : {0u, 1u, 0xFFFFFFFFu}) // the tie and either side of it
+                for (std::uint32_t sign : {0u, 0x80000000u}) bits.push_back(sign | (e << 23) | ((m + d) & 0x7FFFFFu));
+    std::uint32_t r = 12345u;
+    for (int i = 0; i < 200000; ++i) bits.push_back(r = r * 1664525u + 1013904223u);
+    std::vector<float> v;
+    for (std::uint32_t b : bits) v.push_back(std::bit_cast<float>(b));
+    return v;
+}
+
+/// Half storage holding the contiguous values `c` at every other element: a strided view.
+template <class H>
+struct gapped {
+    std::vector<H> buf;
+    view<H, 4> v;
+    gapped(const std::vector<H>& c, const std::array<index_t, 4>& e) : buf(2 * c.size()) {
+        v = view<H, 4>(buf.data(), e, {2 * e[1] * e[2] * e[3], 2 * e[2] * e[3], 2 * e[3], 2});
+        for (std::size_t i = 0; i < c.size(); ++i) buf[2 * i] = c[i];
+    }
+    std::vector<H> values() const {
+        std::vector<H> out(buf.size() / 2);
+        for (std::size_t i = 0; i < out.size(); ++i) out[i] = buf[2 * i];
+        return out;
+    }
+};
+
+template <class H>
+bool same_bits(const std::vector<H>& a, const std::vector<H>& b) {
+    return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](H p, H q) { return p.bits == q.bits; });
+}
+
 } // namespace
+
+TEST_CASE("contiguous rows (F16C / AVX2 where this process has them) convert as the scalar code", "[half][convert]") {
+    // what this process runs: eight lanes when the build has F16C and AVX2, or (x86-64, GCC or
+    // clang) the CPU has them and PATCHBAY_ISA does not cap below x86-64-v3; scalar otherwise
+    const std::string_view path = kernels::half_conversion_path();
+    INFO("conversion path: " << path);
+#if defined(__F16C__) && defined(__AVX2__)
+    CHECK(path == "f16c+avx2");
+#elif defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    CHECK(path == (detail::x86_cpu_level() >= 3 && detail::isa_level_cap() >= 3 ? "f16c+avx2" : "scalar"));
+#else
+    CHECK(path == "scalar");
+#endif
+    auto check = [](auto tag) {
+        using H = decltype(tag);
+        // every bit pattern, in one contiguous row whose length is no multiple of 8 (5 more)
+        std::vector<H> all;
+        for (std::uint32_t b = 0; b < 0x10005u; ++b) all.push_back(from_bits<H>(b & 0xFFFFu));
+        const auto n = static_cast<index_t>(all.size());
+        std::vector<float> wide(all.size());
+        kernels::widen<H, 1>(view<const H, 1>(all.data(), {n}), view<float, 1>(wide.data(), {n}));
+        for (std::size_t i = 0; i < all.size(); ++i)
+            REQUIRE(std::bit_cast<std::uint32_t>(wide[i]) == std::bit_cast<std::uint32_t>(to_float(all[i])));
+        // narrowing: bit for bit, NaNs included (quiet, payload kept as far as it fits)
+        const std::vector<float> probe = narrowing_probe();
+        REQUIRE(probe.size() % 8 != 0);
+        const std::vector<H> got = narrowed<H, 1>(view<const float, 1>(probe.data(), {static_cast<index_t>(probe.size())}));
+        for (std::size_t i = 0; i < probe.size(); ++i) {
+            INFO("float bits " << std::bit_cast<std::uint32_t>(probe[i]));
+            REQUIRE(got[i].bits == round_to<H>(probe[i]).bits);
+        }
+    };
+    check(f16{});
+    check(bf16{});
+    CHECK(std::bit_cast<std::uint32_t>(to_float(from_bits<f16>(0x7C01u))) == 0x7FC02000u); // signalling: quiet
+    CHECK(to_f16(std::bit_cast<float>(0x7F800001u)).bits == 0x7E00u);
+    CHECK(to_bf16(std::bit_cast<float>(0x7F800001u)).bits == 0x7FC0u);
+    CHECK(to_f16(65520.0f).bits == 0x7C00u);                 // overflow: the tie rounds up to infinity
+    CHECK(to_f16(std::ldexp(1.0f, -25)).bits == 0x0000u);     // half the smallest subnormal: even, 0
+    CHECK(to_f16(-std::ldexp(1.5f, -25)).bits == 0x8001u);    // above it: the smallest, sign kept
+}
+
 
 TEST_CASE("f16 widening is exact and narrowing it back is the identity", "[half]") {
     for (std::uint32_t b = 0; b < 0x10000u; ++b) {
@@ -418,4 +508,80 @@ TEMPLATE_TEST_CASE("half-storage NAG computes in float32: a cancellation half pr
         p, st, dit::attention({dit_block_site::kind::single_block, 0}, 1, 1), view<H, 3>(out.data(), {2, 1, 16}),
         prompts);
     for (const H& z : out) REQUIRE(to_float(z) == 1.0f + 3.0f * u); // positive and negative items
+}
+
+TEMPLATE_TEST_CASE("three-prompt cfg stages on half storage: the float32 path on the rounded inputs, rounded once",
+                   "[half]", f16, bf16) {
+    using H = TestType;
+    const std::vector<index_t> shape{2, 3, 8, 6};
+    const std::array<index_t, 4> ext{2, 3, 8, 6};
+    const tensor<float> x = rounded_random<H>(shape, 11), cond = rounded_random<H>(shape, 12),
+                        uncond = rounded_random<H>(shape, 13), extra = rounded_random<H>(shape, 14);
+    tensor<float> sigma({2});
+    sigma[0] = rounded_through<H>(1.3f);
+    sigma[1] = rounded_through<H>(0.2f);
+    const auto n = static_cast<std::size_t>(x.size());
+    const std::vector<H> xh = narrowed<H, 4>(x.as<4>()), ch = narrowed<H, 4>(cond.as<4>()),
+                         uh = narrowed<H, 4>(uncond.as<4>()), eh = narrowed<H, 4>(extra.as<4>()),
+                         sh = narrowed<H, 1>(sigma.as<1>());
+    const guidance_inputs<H, 4> hin{view<const H, 4>(xh.data(), ext), view<const H, 1>(sh.data(), {2}), 1.0};
+    const guidance_inputs<float, 4> fin{x.as<4>(), sigma.as<1>(), 1.0};
+
+    // run(cond, uncond, extra, out) on half storage: contiguous, then every view strided
+    auto check = [&](const char* what, auto run_float, auto run_half) {
+        INFO(what);
+        tensor<float> cf = cond, uf = uncond, ef = extra, df(shape);
+        run_float(cf.as<4>(), uf.as<4>(), ef.as<4>(), df.as<4>());
+        const std::vector<H> want = narrowed<H, 4>(df.as<4>());
+        std::vector<H> c = ch, u = uh, e = eh, d(n);
+        run_half(view<H, 4>(c.data(), ext), view<H, 4>(u.data(), ext), view<H, 4>(e.data(), ext), view<H, 4>(d.data(), ext));
+        REQUIRE(same_bits(d, want));
+        CHECK_FALSE(same_bits(d, ch)); // it computed something
+        gapped<H> cs(ch, ext), us(uh, ext), es(eh, ext), ds(std::vector<H>(n), ext);
+        run_half(cs.v, us.v, es.v, ds.v);
+        REQUIRE(same_bits(ds.values(), d));
+    };
+    auto check_guider = [&](const char* what, auto patch) {
+        using G = decltype(patch);
+        test::lookup_model model;
+        const guider<test::lookup_model, G> g(model, model_sampling::discrete(), patch);
+        check(
+            what,
+            [&](view<float, 4> c, view<float, 4> u, view<float, 4> e, view<float, 4> d) {
+                auto run = g.begin_run();
+                g.combine(run, fin, c, u, e, d);
+            },
+            [&](view<H, 4> c, view<H, 4> u, view<H, 4> e, view<H, 4> d) {
+                auto run = g.begin_run();
+                g.combine(run, hin, c, u, e, d);
+            });
+    };
+    check_guider("PerpNegGuider", perp_neg_guider{.cfg = 6.0, .neg_scale = 0.8});
+    check_guider("DualCFGGuider regular", dual_cfg_guider{.cfg_conds = 5.0, .cfg_cond2_negative = 3.0});
+    check_guider("DualCFGGuider nested",
+                 dual_cfg_guider{.cfg_conds = 4.0, .cfg_cond2_negative = 2.5, .style = dual_cfg_style::nested});
+    const perp_neg pn{.neg_scale = 1.3};
+    const guidance_inputs<float, 4> fin7{x.as<4>(), sigma.as<1>(), 7.0};
+    const guidance_inputs<H, 4> hin7{hin.x, hin.sigma, 7.0};
+    check(
+        "PerpNeg",
+        [&](view<float, 4> c, view<float, 4> u, view<float, 4> e, view<float, 4> d) { pn.combine<float, 4>(fin7, c, u, e, d); },
+        [&](view<H, 4> c, view<H, 4> u, view<H, 4> e, view<H, 4> d) { pn.combine<H, 4>(hin7, c, u, e, d); });
+}
+
+TEST_CASE("guider::combine with three prompts refuses what the guider's rule does not allow", "[half]") {
+    const std::array<index_t, 4> ext{1, 1, 4, 4};
+    std::vector<float> a(16, 1.0f), b(16, 0.5f), c(16, 0.25f), d(16), s(1, 1.0f);
+    const guidance_inputs<float, 4> in{view<const float, 4>(a.data(), ext), view<const float, 1>(s.data(), {1}), 1.0};
+    const view<float, 4> av(a.data(), ext), bv(b.data(), ext), cv(c.data(), ext), dv(d.data(), ext);
+    test::lookup_model model;
+    const guider<test::lookup_model, perp_neg_guider> pg(model, model_sampling::discrete(), perp_neg_guider{});
+    auto run = pg.begin_run();
+    CHECK_THROWS_WITH(pg.combine(run, in, av, bv, dv), Catch::Contains("PerpNegGuider") && Catch::Contains("'extra'"));
+    guidance_inputs<float, 4> skipped = in;
+    skipped.uncond_is_none = true; // neg_scale 1: the negative prompt is evaluated
+    CHECK_THROWS_WITH(pg.combine(run, skipped, av, bv, cv, dv), Catch::Contains("uncond_is_none"));
+    const guider<test::lookup_model, rescale_cfg> rg(model, model_sampling::discrete(), rescale_cfg{});
+    auto run2 = rg.begin_run();
+    CHECK_THROWS_WITH(rg.combine(run2, in, av, bv, cv, dv), Catch::Contains("no multi-prompt guider"));
 }

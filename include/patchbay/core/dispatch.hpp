@@ -845,12 +845,13 @@ private:
 namespace detail {
 
 /// Refuses, before anything runs, a table the engine-driven cfg stage (combine) cannot run:
-/// hooks that evaluate or hook into the model would be skipped or fail half-way.
+/// hooks that evaluate or hook into the model would be skipped or fail half-way. (A multi-prompt
+/// guider runs: the engine hands it the predictions of its prompts.)
 template <class T, std::size_t R>
 void check_combine_table(std::span<const hook_entry> entries, std::string_view where) {
     for (const auto& e : entries) {
         const auto& o = e.vt->template ops<T, R>();
-        if (o.needs_model || e.slot == hook_kind::multi_prompt || e.slot == hook_kind::pass_composition)
+        if (o.needs_model || e.slot == hook_kind::pass_composition)
             fail(where, "patch '" + std::string(e.vt->class_type) +
                             "' evaluates the model; use denoise() with a model instead");
         if (e.vt->hooks_model())
@@ -1058,10 +1059,15 @@ void denoise_step(Model& model, const model_sampling& ms, std::span<hook_entry> 
             st.inpaint->latent_image);
 }
 
-/// The engine-driven cfg stage (combine), shared by guider and patch_chain.
+/// The engine-driven cfg stage (combine), shared by guider and patch_chain. With a multi-prompt
+/// guider in the table, `extra` is the prediction of the run's third prompt (empty: that prompt
+/// was not evaluated, zeros as ComfyUI hands it on) and in.uncond_is_none says whether the
+/// negative one was; the guider's own rule (its prompts()) must agree with what the engine
+/// evaluated. Without one, `extra` must be empty.
 template <class T, std::size_t R>
 void combine_step(std::span<hook_entry> all_entries, workspace& ws, const guidance_inputs<T, R>& in,
-                  view<T, R> cond, view<T, R> uncond, view<T, R> denoised, std::string_view where) {
+                  view<T, R> cond, view<T, R> uncond, view<T, R> denoised, std::string_view where,
+                  view<T, R> extra = {}) {
     if constexpr (is_half_v<T>) { // half-precision storage: staged through float32 (core/storage.hpp)
         bool rewrites = false;    // a pre-cfg hook rewrites cond and uncond: they go back too
         for (const auto& e : all_entries) rewrites = rewrites || e.slot == hook_kind::pre_cfg;
@@ -1070,7 +1076,7 @@ void combine_step(std::span<hook_entry> all_entries, workspace& ws, const guidan
         stager s(ws);
         const guidance_inputs<float, R> gi = widen_inputs<T, R>(s, ws, in);
         const view<float, R> c = s.widen<T, R>(cond), u = s.widen<T, R>(uncond), d = s.make<R>(denoised.extents());
-        combine_step<float, R>(all_entries, ws, gi, c, u, d, where);
+        combine_step<float, R>(all_entries, ws, gi, c, u, d, where, s.widen<T, R>(extra));
         if (rewrites) {
             kernels::narrow<T, R>(c, cond);
             kernels::narrow<T, R>(u, uncond);
@@ -1082,12 +1088,42 @@ void combine_step(std::span<hook_entry> all_entries, workspace& ws, const guidan
         require_batch_vector(in.sigma, in.x, where, "sigma");
         check_combine_table<T, R>(all_entries, where); // refused whether or not the window is open
         const std::span<const hook_entry> entries = active_entries(all_entries, static_cast<double>(in.sigma(0)));
-        for (const auto& e : entries) // pre-cfg hooks rewrite cond and uncond in place
+        const hook_entry* multi = nullptr;
+        for (const auto& e : entries) { // pre-cfg hooks rewrite cond and uncond in place
             if (e.slot == hook_kind::pre_cfg && may_overlap(cond, uncond))
                 fail(where, "'cond' and 'uncond' overlap, but pre-cfg patches rewrite them in place");
+            if (e.slot == hook_kind::multi_prompt) multi = &e;
+        }
         guidance_inputs<T, R> gi = in;
         if (!gi.scratch) gi.scratch = &ws;
-        run_guidance<T, R>(entries, gi, cond, uncond, denoised, nullptr);
+        if (!multi) {
+            if (extra.data_handle() != nullptr)
+                fail(where, "argument 'extra' (a third prediction) is given, but no multi-prompt guider "
+                            "(PerpNegGuider, DualCFGGuider) combines it");
+            run_guidance<T, R>(entries, gi, cond, uncond, denoised, nullptr);
+            return;
+        }
+        const auto& ops = multi->vt->template ops<T, R>();
+        if (!ops.prompts || !ops.combine_prompts) no_overload(*multi, "multi-prompt guider");
+        for (const auto& e : entries) // a patch keeping the uncond pass (SAG) stops the skips
+            gi.disable_cfg1_optimization = gi.disable_cfg1_optimization || e.vt->disable_cfg1;
+        const unsigned wanted = ops.prompts(multi->patch, gi);
+        const std::string guider_name(multi->vt->class_type);
+        if (((wanted & prompt_uncond) != 0) == in.uncond_is_none)
+            fail(where, guider_name + (in.uncond_is_none ? " evaluates the negative prompt at this step, but "
+                                                           "'uncond_is_none' says it was skipped"
+                                                         : " skips the negative prompt at this step: pass zeros "
+                                                           "as 'uncond' with 'uncond_is_none' set"));
+        if (wanted & prompt_extra) {
+            if (extra.data_handle() == nullptr)
+                fail(where, guider_name + " evaluates its third prompt at this step: pass its prediction as 'extra'");
+            require_same_shape(view<const T, R>(cond), view<const T, R>(extra), where, "cond", "extra");
+            if (may_overlap(extra, denoised)) fail(where, "output 'denoised' overlaps input 'extra'");
+        }
+        stage_runner<T, R> stages(entries, nullptr);
+        ops.combine_prompts(multi->patch, multi->state, gi,
+                            prompt_predictions<T, R>{cond, uncond, (wanted & prompt_extra) ? extra : view<T, R>{}},
+                            denoised, stages);
     }
 }
 

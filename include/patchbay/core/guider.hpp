@@ -166,6 +166,18 @@ public:
     template <class T, std::size_t R>
     void combine(run_state& run, const guidance_inputs<T, R>& in, view<T, R> cond, view<T, R> uncond,
                  view<T, R> denoised) const {
+        combine<T, R>(run, in, cond, uncond, view<T, R>{}, denoised);
+    }
+
+    /// The cfg stage of a multi-prompt guider (PerpNegGuider, DualCFGGuider) on the predictions
+    /// of its three prompts, evaluated by the engine: `extra` is the third one (begin_run's
+    /// `extra` prompt; empty when the guider skips it at this step, as ComfyUI does), and
+    /// in.uncond_is_none says whether the negative prompt was skipped (uncond then zeros). A
+    /// skip the guider's rule does not make, or a prediction it needs and was not given, is
+    /// refused. Half-precision storage is staged as in the two-prompt combine.
+    template <class T, std::size_t R>
+    void combine(run_state& run, const guidance_inputs<T, R>& in, view<T, R> cond, view<T, R> uncond,
+                 view<T, R> extra, view<T, R> denoised) const {
         using C = compute_t<T>; // half-precision storage runs the float32 hooks
         static_assert(!(detail::needs_model_v<detail::unwrap_t<Patches>, C, R> || ...),
                       "guider::combine cannot run a patch that evaluates the model again (SAG, PAG); use "
@@ -177,7 +189,7 @@ public:
         static_assert((detail::has_hook_for<Patches, C, R>() && ...),
                       "A patch in this guider has no hook member for this element type and rank.");
         auto table = entries(&run);
-        detail::combine_step<T, R>(table, run.scratch, in, cond, uncond, denoised, "guider::combine");
+        detail::combine_step<T, R>(table, run.scratch, in, cond, uncond, denoised, "guider::combine", extra);
     }
 
 private:

@@ -37,13 +37,14 @@ inline constexpr bool is_half_v = std::is_same_v<std::remove_const_t<T>, f16> ||
 template <class T>
 using compute_t = std::conditional_t<is_half_v<T>, float, std::remove_const_t<T>>;
 
-/// Exact widening of a binary16 value (subnormals, infinities and NaN payloads kept).
+/// Exact widening of a binary16 value (subnormals and infinities kept; a NaN keeps its payload
+/// and comes out quiet, as F16C's vcvtph2ps gives it).
 constexpr float to_float(f16 h) noexcept {
     const std::uint32_t sign = static_cast<std::uint32_t>(h.bits & 0x8000u) << 16;
     const std::uint32_t exp = (h.bits >> 10) & 0x1Fu, man = h.bits & 0x3FFu;
     std::uint32_t bits;
     if (exp == 0x1Fu) { // infinity or NaN
-        bits = sign | 0x7F800000u | (man << 13);
+        bits = sign | 0x7F800000u | (man << 13) | (man != 0 ? 0x00400000u : 0u);
     } else if (exp != 0) { // normal: rebias 15 -> 127
         bits = sign | ((exp + 112u) << 23) | (man << 13);
     } else if (man == 0) { // signed zero

@@ -10,10 +10,17 @@
 // patch's table dispatches: the guider, patch_chain, cfg_chain, the apply_* entry points.
 #pragma once
 
+#include <cstdlib>
+#include <string>
 #include <string_view>
 #include <type_traits>
 
+#include "patchbay/core/error.hpp"
 #include "patchbay/kernels/detail/simd.hpp"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
+#endif
 
 namespace patchbay {
 
@@ -31,6 +38,50 @@ inline std::string_view compiled_simd_name() noexcept {
 }
 
 namespace detail {
+
+/// The x86-64 level the environment variable PATCHBAY_ISA caps run-time choices at: 1 for
+/// x86-64 (or sse2, baseline), 3 for x86-64-v3 (or avx2), 4 for x86-64-v4 (or avx512); 4 when
+/// unset or empty. Throws patchbay::error for any other value. Read by the dispatch component
+/// and by the half-precision conversions (kernels/convert.hpp).
+inline int isa_level_cap() {
+    const char* env = std::getenv("PATCHBAY_ISA");
+    if (env == nullptr || *env == '\0') return 4;
+    const std::string_view v(env);
+    if (v == "x86-64" || v == "sse2" || v == "baseline") return 1;
+    if (v == "x86-64-v3" || v == "avx2") return 3;
+    if (v == "x86-64-v4" || v == "avx512") return 4;
+    fail("PATCHBAY_ISA", "is '" + std::string(v) +
+                             "'; expected one of x86-64 (or sse2, baseline), x86-64-v3 (or avx2), "
+                             "x86-64-v4 (or avx512), or unset for the widest the CPU has");
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+/// x86-64 micro-architecture levels: 1 = baseline (SSE2), 3 = v3 (AVX2, FMA, BMI1/2, F16C,
+/// LZCNT, MOVBE), 4 = v4 (v3 + AVX-512 F/BW/CD/DQ/VL).
+inline int x86_cpu_level() noexcept {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return 1;
+    const unsigned ecx1 = c;
+    const bool osxsave = ecx1 & (1u << 27);
+    if (!osxsave) return 1;
+    unsigned xcr0_lo = 0, xcr0_hi = 0;
+    __asm__ volatile("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+    const bool os_avx = (xcr0_lo & 0x6u) == 0x6u;     // SSE and AVX state
+    const bool os_avx512 = (xcr0_lo & 0xE6u) == 0xE6u; // + opmask, ZMM0-15 high, ZMM16-31
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 1;
+    const unsigned ebx7 = b;
+    unsigned ecx_ext = 0;
+    if (__get_cpuid(0x80000001u, &a, &b, &c, &d)) ecx_ext = c;
+    const auto has = [](unsigned reg, int bit) { return (reg >> bit) & 1u; };
+    const bool v3 = os_avx && has(ecx1, 12) /*fma*/ && has(ecx1, 22) /*movbe*/ && has(ecx1, 28) /*avx*/ &&
+                    has(ecx1, 29) /*f16c*/ && has(ebx7, 3) /*bmi1*/ && has(ebx7, 5) /*avx2*/ &&
+                    has(ebx7, 8) /*bmi2*/ && has(ecx_ext, 5) /*lzcnt*/;
+    if (!v3) return 1;
+    const bool v4 = os_avx512 && has(ebx7, 16) /*avx512f*/ && has(ebx7, 17) /*dq*/ && has(ebx7, 28) /*cd*/ &&
+                    has(ebx7, 30) /*bw*/ && has(ebx7, 31) /*vl*/;
+    return v4 ? 4 : 3;
+}
+#endif
 
 /// What one ISA variant of the dispatch component exports (src/dispatch/isa_variant.cpp).
 struct isa_variant_table {

@@ -139,8 +139,14 @@ public:
     template <class T, std::size_t R>
     void combine(run_state& run, const guidance_inputs<T, R>& in, view<T, R> cond, view<T, R> uncond,
                  view<T, R> denoised) const {
+        combine<T, R>(run, in, cond, uncond, view<T, R>{}, denoised);
+    }
+    /// The cfg stage of a multi-prompt guider on its three prompts' predictions (see guider::combine).
+    template <class T, std::size_t R>
+    void combine(run_state& run, const guidance_inputs<T, R>& in, view<T, R> cond, view<T, R> uncond,
+                 view<T, R> extra, view<T, R> denoised) const {
         bind(run, "patch_chain::combine");
-        detail::combine_step<T, R>(run.table, run.scratch, in, cond, uncond, denoised, "patch_chain::combine");
+        detail::combine_step<T, R>(run.table, run.scratch, in, cond, uncond, denoised, "patch_chain::combine", extra);
     }
 
 private:

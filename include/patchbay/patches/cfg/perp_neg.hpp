@@ -25,11 +25,13 @@
 #include "patchbay/core/descriptor.hpp"
 #include "patchbay/core/dispatch.hpp"
 #include "patchbay/core/error.hpp"
+#include "patchbay/core/half.hpp"
 #include "patchbay/core/hooks.hpp"
 #include "patchbay/core/model.hpp"
 #include "patchbay/core/patch.hpp"
 #include "patchbay/core/view.hpp"
 #include "patchbay/core/workspace.hpp"
+#include "patchbay/kernels/convert.hpp"
 #include "patchbay/kernels/elementwise.hpp"
 #include "patchbay/kernels/reduce.hpp"
 
@@ -113,17 +115,27 @@ struct perp_neg {
     }
 
     /// The combination alone, for an engine that evaluated the empty prompt itself (checked
-    /// entry point). `out` may be exactly cond, uncond or empty.
+    /// entry point). `out` may be exactly cond, uncond or empty. On f16 / bf16 storage the
+    /// inputs are widened to float32, combined as float32 and `out` rounded once (core/storage.hpp).
     template <class T, std::size_t R>
     void combine(const guidance_inputs<T, R>& in, std::type_identity_t<view<const T, R>> cond,
                  std::type_identity_t<view<const T, R>> uncond, std::type_identity_t<view<const T, R>> empty,
                  view<T, R> out) const {
-        constexpr std::string_view where = "PerpNeg";
-        patchbay::validate(*this);
-        detail::validate_cfg_inputs<T, R>(in, cond, uncond, out, where, "out", true);
-        require_same_shape(cond, empty, where, "cond", "empty");
-        require_no_partial_overlap(out, empty, where, "out", "empty");
-        perp_neg_detail::combine<T, R>(cond, uncond, empty, neg_scale, in.cond_scale, out);
+        if constexpr (is_half_v<T>) { // every input is copied before out is written: any aliasing is fine
+            detail::staged_call<T>(in.scratch, [&](detail::stager& s, workspace& ws) {
+                const view<float, R> o = s.make<R>(out.extents());
+                combine<float, R>(detail::widen_inputs<T, R>(s, ws, in), s.widen<T, R>(cond), s.widen<T, R>(uncond),
+                                  s.widen<T, R>(empty), o);
+                kernels::narrow<T, R>(o, out);
+            });
+        } else {
+            constexpr std::string_view where = "PerpNeg";
+            patchbay::validate(*this);
+            detail::validate_cfg_inputs<T, R>(in, cond, uncond, out, where, "out", true);
+            require_same_shape(cond, empty, where, "cond", "empty");
+            require_no_partial_overlap(out, empty, where, "out", "empty");
+            perp_neg_detail::combine<T, R>(cond, uncond, empty, neg_scale, in.cond_scale, out);
+        }
     }
 };
 
