@@ -20,6 +20,7 @@
 #include "patchbay/core/config.hpp"
 #include "patchbay/core/isa.hpp"
 #include "patchbay/core/tensor.hpp"
+#include "patchbay/kernels/detail/simd.hpp"
 
 namespace patchbay::bench {
 
@@ -127,31 +128,39 @@ double stream_time(index_t n) {
     return t;
 }
 
-/// A plain SIMD reduction over K buffers of n floats (independent lane sums, no patchbay
+/// A plain SIMD reduction over K buffers of n floats (four independent batch sums, no patchbay
 /// kernel): the first pass of a patch that needs a whole-tensor statistic before it writes.
-template <int K>
+/// Root: each element also takes one square root, sqrt|in0 * in1| (Mahiro's similarity must).
+template <int K, bool Root = false>
 float reduce_pass(const std::array<const float*, K>& in, index_t n) {
-    constexpr index_t L = 16; // lanes: independent chains the compiler vectorises
-    std::array<float, L> acc{};
+    static_assert(!Root || K >= 2, "the root pass multiplies two inputs");
+    using V = simd::vec<float>; // (float itself where SIMD is disabled)
+    constexpr index_t W = static_cast<index_t>(simd::lanes<float>), U = 4;
+    auto element = [&](auto load) {
+        auto s = load(in[0]);
+        for (int k = 1; k < K; ++k) s = s + load(in[static_cast<std::size_t>(k)]);
+        if constexpr (Root) s = s + simd::sqrt(simd::abs(load(in[0]) * load(in[1])));
+        return s;
+    };
+    std::array<V, U> acc;
+    acc.fill(V(0.f));
     index_t i = 0;
-    for (; i + L <= n; i += L)
-        for (index_t l = 0; l < L; ++l) {
-            float s = in[0][i + l];
-            for (int k = 1; k < K; ++k) s += in[static_cast<std::size_t>(k)][i + l];
-            acc[static_cast<std::size_t>(l)] += s;
-        }
-    float total = 0;
-    for (; i < n; ++i)
-        for (int k = 0; k < K; ++k) total += in[static_cast<std::size_t>(k)][i];
-    for (float a : acc) total += a;
-    return total;
+    for (; i + U * W <= n; i += U * W)
+        for (index_t u = 0; u < U; ++u)
+            acc[static_cast<std::size_t>(u)] += element([&](const float* p) { return simd::load<V>(p + i + u * W); });
+    double total = 0;
+    for (; i < n; ++i) total += element([&](const float* p) { return p[i]; });
+    for (const V& a : acc) total += simd::hsum(a);
+    return static_cast<float>(total);
 }
 
 /// The floor of a two-pass patch, measured in the same binary: best time over n floats of a
-/// plain reduction reading Read buffers followed by a streaming pass reading Write buffers (the
-/// first Write of the Read ones) and writing one, the second pass run forward or backward,
-/// whichever is faster here (patchbay's two-pass patches run it backward). Memoised per n.
-template <int Read, int Write>
+/// plain reduction reading Read buffers (Root: with one square root per element) followed by a
+/// streaming pass reading Write buffers (the first Write of the Read ones) and writing one
+/// (InPlace: the first input, as a patch that rewrites one of its inputs), the second pass run
+/// forward or backward, whichever is faster here (patchbay's two-pass patches run it backward).
+/// Memoised per n.
+template <int Read, int Write, bool InPlace = false, bool Root = false>
 double two_pass_time(index_t n) {
     static std::map<index_t, double> memo;
     auto& t = memo[n];
@@ -161,12 +170,13 @@ double two_pass_time(index_t n) {
     std::array<const float*, Write> second{};
     for (int i = 0; i < Read; ++i) first[static_cast<std::size_t>(i)] = b.in[static_cast<std::size_t>(i)];
     for (int i = 0; i < Write; ++i) second[static_cast<std::size_t>(i)] = b.in[static_cast<std::size_t>(i)];
+    const std::array<float*, 1> out{InPlace ? b.bufs[0].data() : b.out[0]};
     auto both = [&](auto backward) {
         return best_time(
             [&] {
-                benchmark::DoNotOptimize(reduce_pass<Read>(first, n));
-                stream_pass<Write, 1, decltype(backward)::value>(second, b.out, n);
-                benchmark::DoNotOptimize(b.out[0]);
+                benchmark::DoNotOptimize(reduce_pass<Read, Root>(first, n));
+                stream_pass<Write, 1, decltype(backward)::value>(second, out, n);
+                benchmark::DoNotOptimize(out[0]);
                 benchmark::ClobberMemory();
             },
             20);
