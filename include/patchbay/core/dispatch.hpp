@@ -1229,6 +1229,21 @@ call_overrides<T> overrides_of(const P& p, state_t<P>& state, pass_kind pass, wo
     vtable_of<P>().template model<T>().on_model_call(&p, &state, pass, ov);
     return ov;
 }
+
+/// A block-hook call on half storage: h widened, run(stager, site with the staging arena, h as
+/// float32) runs the float32 hook and returns its h, which comes back rounded once
+/// (narrow_result: h itself, or a copy in site.scratch under `key` for a resized h).
+template <class T, class Run>
+view<T, 4> staged_block_call(const block_site& site, view<T, 4> h, std::size_t key, std::string_view where, Run run) {
+    view<T, 4> result;
+    staged_call<T>(site.scratch, [&](stager& s, workspace& ws) {
+        const view<float, 4> hf = s.widen<T, 4>(h);
+        block_site fs = site;
+        fs.scratch = &ws;
+        result = narrow_result<T, 4>(run(s, fs, hf), hf, h, site.scratch, key, where);
+    });
+    return result;
+}
 } // namespace detail
 
 /// Run P's output-block hook on (h, hsp) and return the h to continue with: h itself for an
@@ -1241,17 +1256,14 @@ view<T, 4> apply_output_block(const P& p, state_t<P>& state, const block_site& s
     constexpr std::string_view where = P::descriptor().class_type;
     if constexpr (is_half_v<T>) {
         if (may_overlap(h, hsp)) fail(where, "'h' and 'hsp' overlap");
-        view<T, 4> result;
-        detail::staged_call<T>(site.scratch, [&](detail::stager& s, workspace& ws) {
-            const view<float, 4> hf = s.widen<T, 4>(h), hspf = s.widen<T, 4>(hsp);
-            block_site fs = site;
-            fs.scratch = &ws;
-            const view<float, 4> r = apply_output_block<P, float>(p, state, fs, hf, hspf, pass);
-            kernels::narrow<T, 4>(hspf, hsp);
-            const std::size_t key = detail::output_block_result_key + static_cast<std::size_t>(pass);
-            result = detail::narrow_result<T, 4>(r, hf, h, site.scratch, key, where);
-        });
-        return result;
+        return detail::staged_block_call<T>(
+            site, h, detail::output_block_result_key + static_cast<std::size_t>(pass), where,
+            [&](detail::stager& s, const block_site& fs, view<float, 4> hf) {
+                const view<float, 4> hspf = s.widen<T, 4>(hsp);
+                const view<float, 4> r = apply_output_block<P, float>(p, state, fs, hf, hspf, pass);
+                kernels::narrow<T, 4>(hspf, hsp);
+                return r;
+            });
     } else {
         validate(p);
         require_nonempty(h, where, "h");
@@ -1276,16 +1288,10 @@ view<T, 4> apply_input_block(const P& p, state_t<P>& state, const block_site& si
                              input_block_point at = input_block_point::before_skip, pass_kind pass = pass_kind::cond) {
     constexpr std::string_view where = P::descriptor().class_type;
     if constexpr (is_half_v<T>) {
-        view<T, 4> result;
-        detail::staged_call<T>(site.scratch, [&](detail::stager& s, workspace& ws) {
-            const view<float, 4> hf = s.widen<T, 4>(h);
-            block_site fs = site;
-            fs.scratch = &ws;
-            const view<float, 4> r = apply_input_block<P, float>(p, state, fs, hf, at, pass);
-            const std::size_t key = detail::input_block_result_key + static_cast<std::size_t>(pass);
-            result = detail::narrow_result<T, 4>(r, hf, h, site.scratch, key, where);
-        });
-        return result;
+        return detail::staged_block_call<T>(site, h, detail::input_block_result_key + static_cast<std::size_t>(pass),
+                                            where, [&](detail::stager&, const block_site& fs, view<float, 4> hf) {
+                                                return apply_input_block<P, float>(p, state, fs, hf, at, pass);
+                                            });
     } else {
         validate(p);
         require_nonempty(h, where, "h");
