@@ -147,8 +147,8 @@ TEST_CASE("transform_reduce writes f and sums g of what it wrote", "[kernels][re
 }
 
 TEST_CASE("reduce_channels sums over dim 1 per pixel, bit for bit across layouts", "[kernels][reduce]") {
-    // up to 8 channels the packed sums run in registers (sum_few_rows), more through the tile
-    // sweeps; 40 is three blocks of channels; 50x50 pixels span two tiles of columns
+    // channel counts around the tile sweeps' row groups and blocks (40 is three blocks of
+    // channels); 50x50 pixels span two tiles of columns
     struct shape { index_t channels, h, w; };
     for (const shape sh : {shape{1, 9, 7}, shape{3, 9, 7}, shape{8, 9, 7}, shape{9, 9, 7}, shape{16, 9, 7},
                            shape{40, 9, 7}, shape{4, 50, 50}}) {

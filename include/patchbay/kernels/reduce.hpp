@@ -556,7 +556,7 @@ template <class T, std::size_t N, std::size_t RD, class Apply, std::size_t... I>
     }
 }
 
-/// Channel counts the channel forms keep in registers (map_few_rows, sum_few_rows). Not more:
+/// Channel counts reduce_channels_map keeps in registers (map_few_rows). Not more:
 /// each channel is a stream per input, and past about 16 to 24 concurrent streams the hardware
 /// prefetchers stop keeping up (16 channels measured 1.8x slower for CFGNorm at 1x16x128x128).
 inline constexpr index_t few_rows = 8;
@@ -612,37 +612,6 @@ template <std::size_t K, class T, std::size_t N, std::size_t RD, class Terms, cl
     }
 }
 
-/// sum_tile for the channel forms on packed columns with at most few_rows rows: each batch of
-/// columns summed over the rows in registers (sum_tile's sweeps keep partial sums in memory
-/// between groups of rows). The same adds in the same order, so the same bits.
-template <std::size_t K, class T, std::size_t N, std::size_t RD, std::size_t V, class Terms, std::size_t... I>
-[[gnu::noinline]] void sum_few_rows(Terms terms, const std::array<const T*, N>& base,
-                                    const detail::joint_layout<RD, V>& row, index_t rows, index_t c0, index_t len,
-                                    const std::array<T*, K>& sums, std::index_sequence<I...>) {
-    using B = simd::batch<T>;
-    constexpr index_t W = static_cast<index_t>(B::size);
-    std::array<std::array<const T*, few_rows>, N> rp{};
-    detail::layout_walker<RD, V> walk(row, row.dims);
-    for (index_t r = 0; r < rows; ++r, walk.next())
-        for (std::size_t v = 0; v < N; ++v) rp[v][static_cast<std::size_t>(r)] = base[v] + walk.off[v] + c0;
-    auto columns = [&](index_t j, auto load, auto store) {
-        auto acc = zeros<B, K>();
-        for (index_t r = 0; r < rows; ++r) {
-            const auto t = terms(load(rp[I][static_cast<std::size_t>(r)] + j)...);
-            for (std::size_t k = 0; k < K; ++k) acc[k] += t[k];
-        }
-        for (std::size_t k = 0; k < K; ++k) store(sums[k] + j, acc[k]);
-    };
-    const index_t full = len - len % W;
-    for (index_t j = 0; j < full; j += W)
-        columns(j, [](const T* p) { return B::load_unaligned(p); }, [](T* p, const B& y) { simd::store(p, y); });
-    if (full < len) {
-        const index_t n = len - full;
-        columns(full, [n](const T* p) { return simd::load_partial(p, n); },
-                [n](T* p, const B& y) { simd::store_partial(p, y, n); });
-    }
-}
-
 /// The column engine: for each item and tile of columns, sums the terms, then calls
 /// tile_done(item, c0, len, sums, bases, coloff).
 template <std::size_t K, std::size_t D, class Acc, std::size_t R, std::size_t V, class T, std::size_t N, class Terms,
@@ -666,15 +635,8 @@ void for_each_column_tile(const axis_layout<R, D, V>& L, index_t tile, const std
         for (index_t c0 = 0; c0 < L.cols; c0 += tile) {
             const index_t len = std::min(tile, L.cols - c0);
             if (!L.packed) L.column_offsets(c0, len, coloff);
-            bool summed = false;
-            if constexpr (std::is_same_v<Acc, T> && simd::enabled) // the channel forms
-                if (L.packed && L.rows >= 1 && L.rows <= few_rows) {
-                    sum_few_rows<K, T>(terms, base, L.row, L.rows, c0, len, sums, std::make_index_sequence<N>{});
-                    summed = true;
-                }
-            if (!summed)
-                sum_tile<K, Acc, T>(terms, base, L.row, L.rows, L.packed, c0, len, coloff, sums, partial,
-                                    std::make_index_sequence<N>{});
+            sum_tile<K, Acc, T>(terms, base, L.row, L.rows, L.packed, c0, len, coloff, sums, partial,
+                                std::make_index_sequence<N>{});
             tile_done(b, c0, len, sums, base, static_cast<const index_t(*)[strided_tile]>(coloff));
         }
     }
