@@ -80,7 +80,7 @@ enum scratch : std::size_t {
     key_plane = fft_scratch_key + 1, // the padded input plane
     key_row,                         // one padded row (strided rows and tails)
     key_L, key_X, key_Y, key_Z, key_M, key_A, key_B, // box_projector::apply
-    key_sums, key_coef,              // freeu_box_filter
+    key_coef,                        // freeu_box_filter
     key_spectrum, key_mask           // the FFT path
 };
 
@@ -100,6 +100,27 @@ struct vec {
     static V bcast(T x) noexcept { return V(x); }
     static V zero() noexcept { return V(T(0)); }
     static V fma(const V& a, const V& b, const V& c) noexcept { return fft_detail::fmadd(a, b, c); }
+    /// The lanes' sum in double, as four interleaved partial sums (short chains; the order
+    /// depends on the lane count). Not xsimd's hadd: its AVX-512 form trips g++ 12's
+    /// -Wuninitialized inside avx512fintrin.h (an "undefined" pass-through operand).
+    static double sum(const V& v) noexcept {
+        if constexpr (!simd) {
+            return static_cast<double>(v);
+        } else {
+            alignas(simd::alignment) T t[L];
+            v.store_aligned(t);
+            if constexpr (L % 4 == 0) {
+                double s[4] = {};
+                for (index_t i = 0; i < L; i += 4)
+                    for (index_t k = 0; k < 4; ++k) s[k] += static_cast<double>(t[i + k]);
+                return (s[0] + s[1]) + (s[2] + s[3]);
+            } else {
+                double s = 0;
+                for (index_t i = 0; i < L; ++i) s += static_cast<double>(t[i]);
+                return s;
+            }
+        }
+    }
 };
 
 template <class T>
@@ -122,12 +143,20 @@ void with_count(index_t n, F&& f) {
 /// v, held in a register: g++ at -march=native (AVX-512, znver4 tuning) otherwise folds the
 /// B loads of the gemm tile into each of its MR multiply-adds, loading every B vector MR
 /// times: load-bound, FreSca's direct path ran 1.3x slower in the AVX-512 build than in the AVX2 one.
-template <class V>
+/// EveryWidth: the same for 16- and 32-byte vectors (g++ folds those too, e.g. FreeU's column
+/// sums, where each x vector feeds three operations).
+template <bool EveryWidth = false, class V>
 PATCHBAY_ALWAYS_INLINE V in_register(V v) noexcept {
 #if defined(__GNUC__) && defined(__AVX512F__)
-    if constexpr (sizeof(V) == 64) {
+    if constexpr (sizeof(V) == 64 || (EveryWidth && (sizeof(V) == 16 || sizeof(V) == 32))) {
         typename V::register_type r = v;
         __asm__("" : "+v"(r));
+        return V(r);
+    }
+#elif defined(__GNUC__) && defined(__SSE2__)
+    if constexpr (EveryWidth && (sizeof(V) == 16 || sizeof(V) == 32)) {
+        typename V::register_type r = v;
+        __asm__("" : "+x"(r));
         return V(r);
     }
 #endif
@@ -437,10 +466,13 @@ private:
     std::shared_ptr<const fourier_detail::axis_basis<T>> r_, c_;
 };
 
-/// FreeU's 2x2 box {-1, 0} x {-1, 0} on planes with H, W >= 3, fused into two passes: column
-/// sums S0, Sc, Ss (rows weighted by 1, cos, sin of 2 pi h / H) give the four coefficients
-/// X00, X10, X01, X11; then L[h, w] = (a(h) + qr(h) cos(2 pi w / W) + qi(h) sin(2 pi w / W)) / HW
-/// with a = X00 + Re(X10 e^{-i phi_h}), qr + i qi = X01 + X11 e^{-i phi_h}.
+/// FreeU's 2x2 box {-1, 0} x {-1, 0} on planes with H, W >= 3, fused into two passes. The
+/// first sums the columns with the rows weighted by 1, cos and sin of phi_h = 2 pi h / H and
+/// folds them with cos and sin of psi_w = 2 pi w / W into the four coefficients X00, X10, X01,
+/// X11 (seven real sums). The filtered plane is then
+///   L[h, w] = A(w) + cos(phi_h) B(w) + sin(phi_h) C(w)
+/// with A, B, C three rows computed once per plane from those sums, so the second pass costs
+/// one add and two multiply-adds per element and two broadcasts per row.
 template <class T>
 class freeu_box_filter {
 public:
@@ -454,73 +486,77 @@ public:
         }
         for (index_t h = 0; h < H; ++h) {
             const double a = 2.0 * std::numbers::pi * double(h) / double(H);
-            ch_.push_back(std::cos(a));
-            sh_.push_back(std::sin(a));
-            cht_.push_back(static_cast<T>(std::cos(a)));
-            sht_.push_back(static_cast<T>(std::sin(a)));
+            ch_.push_back(static_cast<T>(std::cos(a)));
+            sh_.push_back(static_cast<T>(std::sin(a)));
         }
     }
     index_t padded_cols() const noexcept { return Wp_; }
-    const T* cos_w() const noexcept { return cw_.data(); }
-    const T* sin_w() const noexcept { return sw_.data(); }
+    /// cos and sin of phi_h, one per row.
+    const T* cos_h() const noexcept { return ch_.data(); }
+    const T* sin_h() const noexcept { return sh_.data(); }
 
-    /// coef[3h .. 3h+2] = scale * (a, qr, qi) / HW for every row; x has padded_cols()
-    /// readable columns per row (zeros past W), row stride ldx. Scratch from `ws` (key_sums).
-    void coefficients(const T* x, index_t ldx, double scale, workspace& ws, T* coef) const {
+    /// abc[0 .. Wp) = scale A, abc[Wp .. 2 Wp) = scale B, abc[2 Wp .. 3 Wp) = scale C; x has
+    /// padded_cols() readable columns per row (zeros past W), row stride ldx.
+    void coefficients(const T* x, index_t ldx, double scale, T* abc) const {
         using O = fourier_detail::vec<T>;
-        const index_t Wp = Wp_, nvec = Wp / O::L;
-        T* S0 = ws.buffer<T>(fourier_detail::key_sums, static_cast<std::size_t>(3 * Wp)).data();
-        T* Sc = S0 + Wp;
-        T* Ss = Sc + Wp;
+        const index_t nvec = Wp_ / O::L;
+        // per lane: sums of x, x cos(phi_h), x sin(phi_h), the first weighted by cos and sin of
+        // psi_w, and the X11 combinations of the other two
+        typename O::V acc[7];
+        for (auto& v : acc) v = O::zero();
         for (index_t j0 = 0; j0 < nvec; j0 += 4) {
             const index_t nv = std::min<index_t>(4, nvec - j0);
             fourier_detail::with_count(nv, [&]<int NV>() {
                 typename O::V a0[NV], ac[NV], as[NV];
                 for (int j = 0; j < NV; ++j) a0[j] = ac[j] = as[j] = O::zero();
                 for (index_t h = 0; h < H_; ++h) {
-                    const auto c = O::bcast(cht_[static_cast<std::size_t>(h)]);
-                    const auto s = O::bcast(sht_[static_cast<std::size_t>(h)]);
+                    const auto c = O::bcast(ch_[static_cast<std::size_t>(h)]);
+                    const auto sn = O::bcast(sh_[static_cast<std::size_t>(h)]);
                     const T* xr = x + h * ldx + j0 * O::L;
                     for (int j = 0; j < NV; ++j) {
-                        const auto v = O::load(xr + j * O::L);
+                        // one load feeding three operations (not three folded loads)
+                        const auto v = fourier_detail::in_register<true>(O::load(xr + j * O::L));
                         a0[j] = a0[j] + v;
                         ac[j] = O::fma(c, v, ac[j]);
-                        as[j] = O::fma(s, v, as[j]);
+                        as[j] = O::fma(sn, v, as[j]);
                     }
                 }
                 for (int j = 0; j < NV; ++j) {
-                    O::store(S0 + (j0 + j) * O::L, a0[j]);
-                    O::store(Sc + (j0 + j) * O::L, ac[j]);
-                    O::store(Ss + (j0 + j) * O::L, as[j]);
+                    const auto cw = O::load(cw_.data() + (j0 + j) * O::L);
+                    const auto sw = O::load(sw_.data() + (j0 + j) * O::L);
+                    acc[0] = acc[0] + a0[j];
+                    acc[1] = acc[1] + ac[j];
+                    acc[2] = acc[2] + as[j];
+                    acc[3] = O::fma(a0[j], cw, acc[3]);
+                    acc[4] = O::fma(a0[j], sw, acc[4]);
+                    acc[5] = O::fma(ac[j], cw, acc[5]) - as[j] * sw;
+                    acc[6] = O::fma(ac[j], sw, acc[6]) + as[j] * cw;
                 }
             });
         }
-        double x00 = 0, x10r = 0, x10i = 0, x01r = 0, x01i = 0, x11r = 0, x11i = 0;
-        for (index_t w = 0; w < Wp; ++w) {
-            const double s0 = S0[w], sc = Sc[w], ss = Ss[w];
-            const double cw = cw_[static_cast<std::size_t>(w)], sw = sw_[static_cast<std::size_t>(w)];
-            x00 += s0;
-            x10r += sc;
-            x10i += ss;
-            x01r += s0 * cw;
-            x01i += s0 * sw;
-            x11r += sc * cw - ss * sw;
-            x11i += sc * sw + ss * cw;
-        }
+        double xs[7];
+        for (int q = 0; q < 7; ++q) xs[q] = O::sum(acc[q]);
         const double k = scale / (double(H_) * double(W_));
-        for (index_t h = 0; h < H_; ++h) {
-            const double c = ch_[static_cast<std::size_t>(h)], s = sh_[static_cast<std::size_t>(h)];
-            coef[3 * h] = static_cast<T>(k * (x00 + x10r * c + x10i * s));
-            coef[3 * h + 1] = static_cast<T>(k * (x01r + x11r * c + x11i * s));
-            coef[3 * h + 2] = static_cast<T>(k * (x01i + x11i * c - x11r * s));
+        const auto bc = [k](double v) { return O::bcast(static_cast<T>(k * v)); };
+        // L expanded in 1, cos phi_h, sin phi_h; each factor is p + q cos psi_w + r sin psi_w
+        const auto a0 = bc(xs[0]), a1 = bc(xs[3]), a2 = bc(xs[4]);
+        const auto b0 = bc(xs[1]), b1 = bc(xs[5]), b2 = bc(xs[6]);
+        const auto c0 = bc(xs[2]), c1 = bc(xs[6]), c2 = bc(-xs[5]);
+        T* A = abc;
+        T* B = abc + Wp_;
+        T* C = abc + 2 * Wp_;
+        for (index_t w = 0; w < Wp_; w += O::L) {
+            const auto cw = O::load(cw_.data() + w), sw = O::load(sw_.data() + w);
+            O::store(A + w, O::fma(a2, sw, O::fma(a1, cw, a0)));
+            O::store(B + w, O::fma(b2, sw, O::fma(b1, cw, b0)));
+            O::store(C + w, O::fma(c2, sw, O::fma(c1, cw, c0)));
         }
     }
 
 private:
     index_t H_, W_, Wp_;
     fourier_detail::aligned_vector<T> cw_, sw_;
-    std::vector<T> cht_, sht_;
-    std::vector<double> ch_, sh_;
+    std::vector<T> ch_, sh_;
 };
 
 /// The plan of the direct path for these two boxes, from the plan cache.
@@ -613,7 +649,7 @@ void box_filter_direct(const box_projector<T>& proj, const freeu_box_filter<T>* 
         for (index_t h = 0; h < H; ++h) std::fill(plane + h * Wp + W, plane + (h + 1) * Wp, T(0));
     }
     T* tmp = ws.buffer<T>(key_row, static_cast<std::size_t>(Wp)).data();
-    T* coef = fast ? ws.buffer<T>(key_coef, static_cast<std::size_t>(3 * H)).data() : nullptr;
+    T* abc = fast ? ws.buffer<T>(key_coef, static_cast<std::size_t>(3 * Wp)).data() : nullptr;
     const auto kv = O::bcast(static_cast<T>(inside - outside)), sov = O::bcast(static_cast<T>(outside));
     const index_t xs = x.stride(wd), bs = has_base ? base.stride(wd) : 0, os = out.stride(wd);
     const index_t planes = plane_count(x);
@@ -647,18 +683,59 @@ void box_filter_direct(const box_projector<T>& proj, const freeu_box_filter<T>* 
             else return O::fma(sov, O::load(gr + w), b);
         };
         auto row_base = [&](index_t h) { return has_base ? bp + h * base.stride(hd) : nullptr; };
-        if (fast) { // two fused passes (freeu_box_filter): L row = a + qr cos + qi sin
-            fast->coefficients(g, ldg, inside - outside, ws, coef);
-            const T* cw = fast->cos_w();
-            const T* sw = fast->sin_w();
+        if (fast) { // two fused passes (freeu_box_filter): L = A + cos(phi_h) B + sin(phi_h) C
+            fast->coefficients(g, ldg, inside - outside, abc);
+            const T* ch = fast->cos_h();
+            const T* sh = fast->sin_h();
+            const T* A = abc;
+            const T* B = abc + Wp;
+            const T* C = abc + 2 * Wp;
+            auto value = [](const typename O::V& pv, const typename O::V& a, const typename O::V& b,
+                            const typename O::V& c, const typename O::V& cv, const typename O::V& sv) {
+                return O::fma(sv, c, O::fma(cv, b, pv + a));
+            };
+            const index_t nvec = Wp / O::L;
+            if (os == 1 && Wp == W && nvec <= 4 && (!has_base || bs == 1)) {
+                // whole-vector rows written in place: A, B, C stay in registers, and so do the
+                // pointers and strides (copied into locals: the stores could alias the captures)
+                with_count(nvec, [&]<int NV>() {
+                    const T* const g0 = g;
+                    const T* const b0 = has_base ? bp : nullptr;
+                    T* const o0 = op;
+                    const T* const ch0 = ch;
+                    const T* const sh0 = sh;
+                    const index_t H0 = H, ldg0 = ldg, bst = has_base ? base.stride(hd) : 0,
+                                  ost = out.stride(hd);
+                    const auto so = sov;
+                    typename O::V av[NV], bv[NV], cv[NV];
+                    for (int j = 0; j < NV; ++j) {
+                        av[j] = O::load(A + j * O::L);
+                        bv[j] = O::load(B + j * O::L);
+                        cv[j] = O::load(C + j * O::L);
+                    }
+                    for (index_t h = 0; h < H0; ++h) {
+                        const auto c = O::bcast(ch0[h]), sn = O::bcast(sh0[h]);
+                        const T* gr = g0 + h * ldg0;
+                        T* orow = o0 + h * ost;
+                        for (int j = 0; j < NV; ++j) {
+                            const index_t w = j * O::L;
+                            typename O::V pv;
+                            if constexpr (Pre == prefix::unit) pv = O::load(gr + w);
+                            else if constexpr (Pre == prefix::scaled) pv = O::fma(so, O::load(gr + w), O::zero());
+                            else pv = O::fma(so, O::load(gr + w), O::load(b0 + h * bst + w));
+                            O::store(orow + w, value(pv, av[j], bv[j], cv[j], c, sn));
+                        }
+                    }
+                });
+                continue;
+            }
             for (index_t h = 0; h < H; ++h) {
                 const T* gr = g + h * ldg;
-                const auto a = O::bcast(coef[3 * h]), qr = O::bcast(coef[3 * h + 1]),
-                           qi = O::bcast(coef[3 * h + 2]);
+                const auto c = O::bcast(ch[h]), sn = O::bcast(sh[h]);
                 emit_row<has_base>(op + h * out.stride(hd), os, row_base(h), bs, W, Wp, tmp,
                                    [&](index_t w, const typename O::V& b) {
-                                       return O::fma(qi, O::load(sw + w),
-                                                     O::fma(qr, O::load(cw + w), pre(gr, w, b) + a));
+                                       return value(pre(gr, w, b), O::load(A + w), O::load(B + w),
+                                                    O::load(C + w), c, sn);
                                    });
             }
             continue;
