@@ -143,22 +143,10 @@ void with_count(index_t n, F&& f) {
 /// v, held in a register: g++ at -march=native (AVX-512, znver4 tuning) otherwise folds the
 /// B loads of the gemm tile into each of its MR multiply-adds, loading every B vector MR
 /// times: load-bound, FreSca's direct path ran 1.3x slower in the AVX-512 build than in the AVX2 one.
-/// EveryWidth: the same for 16- and 32-byte vectors (g++ folds those too, e.g. FreeU's column
-/// sums, where each x vector feeds three operations).
-template <bool EveryWidth = false, class V>
+template <class V>
 PATCHBAY_ALWAYS_INLINE V in_register(V v) noexcept {
 #if defined(__GNUC__) && defined(__AVX512F__)
-    if constexpr (sizeof(V) == 64 || (EveryWidth && (sizeof(V) == 16 || sizeof(V) == 32))) {
-        typename V::register_type r = v;
-        __asm__("" : "+v"(r));
-        return V(r);
-    }
-#elif defined(__GNUC__) && defined(__SSE2__)
-    if constexpr (EveryWidth && (sizeof(V) == 16 || sizeof(V) == 32)) {
-        typename V::register_type r = v;
-        __asm__("" : "+x"(r));
-        return V(r);
-    }
+    if constexpr (sizeof(V) == 64) return simd::in_register(v);
 #endif
     return v;
 }
@@ -515,7 +503,7 @@ public:
                     const T* xr = x + h * ldx + j0 * O::L;
                     for (int j = 0; j < NV; ++j) {
                         // one load feeding three operations (not three folded loads)
-                        const auto v = fourier_detail::in_register<true>(O::load(xr + j * O::L));
+                        const auto v = simd::in_register(O::load(xr + j * O::L));
                         a0[j] = a0[j] + v;
                         ac[j] = O::fma(c, v, ac[j]);
                         as[j] = O::fma(sn, v, as[j]);

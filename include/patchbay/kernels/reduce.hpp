@@ -107,7 +107,7 @@ PATCHBAY_ALWAYS_INLINE void reduce_row(F f, std::array<const T*, N> p, std::arra
     if constexpr (simd::enabled) {
         using B = simd::batch<T>;
         if (std::all_of(st.begin(), st.end(), [](index_t s) { return s == 1; }))
-            i = blocked_run<K, B>([&](index_t at) { return f(B::load_unaligned(p[I] + at)...); }, len, total);
+            i = blocked_run<K, B>([&](index_t at) { return f(simd::in_register(B::load_unaligned(p[I] + at))...); }, len, total);
     }
     for (; i < len; ++i) add_terms<K>(total, f(p[I][i * st[I]]...));
 }
@@ -429,7 +429,7 @@ template <std::size_t K, class Acc, class T, std::size_t N, std::size_t RD, std:
                         for (index_t r = 0; r < count; ++r) {
                             const auto rr = static_cast<std::size_t>(r);
                             for (index_t u = 0; u < UU; ++u) {
-                                const auto t = terms(B::load_unaligned(gp[I][rr] + at + u * W)...);
+                                const auto t = terms(simd::in_register(B::load_unaligned(gp[I][rr] + at + u * W))...);
                                 for (std::size_t k = 0; k < K; ++k) part[static_cast<std::size_t>(u)][k] += t[k];
                             }
                         }
@@ -534,7 +534,7 @@ template <class T, std::size_t N, std::size_t RD, class Apply, std::size_t... I>
             index_t j = 0;
             if (packed)
                 for (; j + W <= len; j += W)
-                    simd::store(o + j, B(apply(B::load_aligned(fac + j), B::load_unaligned(p[I] + j)...)));
+                    simd::store(o + j, B(apply(B::load_aligned(fac + j), simd::in_register(B::load_unaligned(p[I] + j))...)));
             // the packed tail (partial loads and stores) or every column of a strided tile
             // (gathered and scattered)
             for (; j < len; j += W) {
@@ -599,7 +599,7 @@ template <std::size_t K, class T, std::size_t N, std::size_t RD, class Terms, cl
                 store(op[static_cast<std::size_t>(r)] + j + u * W,
                       B(apply(f[static_cast<std::size_t>(u)], load(rp[I][static_cast<std::size_t>(r)] + j + u * W)...)));
     };
-    auto whole = [](const T* p) { return B::load_unaligned(p); };
+    auto whole = [](const T* p) { return simd::in_register(B::load_unaligned(p)); };
     auto put = [](T* p, const B& y) { simd::store(p, y); };
     const index_t full = len - len % W;
     index_t j = 0;

@@ -325,6 +325,27 @@ struct wide_sum {
     }
 };
 
+/// v, held in a register. Where one loaded batch feeds several operations, g++ otherwise
+/// folds the load into each of them as a memory operand, and a loop with a few multiply-adds
+/// per input becomes load-bound (docs/design.md). Values are unchanged.
+template <class V>
+PATCHBAY_ALWAYS_INLINE V in_register(V v) noexcept {
+    if constexpr (is_batch_v<V>) {
+#if defined(__GNUC__) && defined(__AVX512F__)
+        typename V::register_type r = v;
+        __asm__("" : "+v"(r));
+        return V(r);
+#elif defined(__GNUC__) && defined(__SSE2__)
+        if constexpr (sizeof(V) <= 32) {
+            typename V::register_type r = v;
+            __asm__("" : "+x"(r));
+            return V(r);
+        }
+#endif
+    }
+    return v;
+}
+
 /// V with every lane x.
 template <class V>
 PATCHBAY_ALWAYS_INLINE V broadcast(scalar_t<V> x) noexcept {
