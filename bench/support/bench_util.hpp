@@ -185,6 +185,60 @@ double two_pass_time(index_t n) {
     return t;
 }
 
+/// The floor of a per-pixel channel statistic (CFGNorm's), measured in the same binary: plain
+/// loops over Read tensors of shape (channels, pixels) and one output making the passes of
+/// patchbay's channel map. Up to kernels' few_rows channels (8): one pass over batches of
+/// pixels, summing every channel row of every input, then writing every channel row; the
+/// channel rows sit pixels * 4 bytes apart, often a multiple of 4 KiB, so they share L1 sets,
+/// which this floor pays as the patch does. More channels: tiles of `tile` pixels (the
+/// kernel's 192 KiB map tiles), summed channel by channel, then mapped channel by channel
+/// from the cache. Memoised per shape.
+template <int Read>
+double channel_map_time(index_t channels, index_t pixels, index_t tile) {
+    static std::map<std::pair<index_t, index_t>, double> memo;
+    auto& t = memo[{channels, pixels}];
+    if (t > 0) return t;
+    const index_t n = channels * pixels;
+    stream_buffers<Read, 1> b(n);
+    using V = simd::vec<float>;
+    constexpr index_t W = static_cast<index_t>(simd::lanes<float>);
+    std::vector<float> sums(static_cast<std::size_t>(tile) + W);
+    auto element = [&](index_t i) {
+        V s = simd::load<V>(b.in[0] + i);
+        for (int k = 1; k < Read; ++k) s = s + simd::load<V>(b.in[static_cast<std::size_t>(k)] + i);
+        return s;
+    };
+    // (pixels a multiple of the lanes: every benchmark shape is)
+    auto one_pass = [&] {
+        for (index_t j = 0; j + W <= pixels; j += W) {
+            V acc(0.f);
+            for (index_t c = 0; c < channels; ++c) acc = acc + element(c * pixels + j);
+            for (index_t c = 0; c < channels; ++c) simd::store(b.out[0] + c * pixels + j, V(acc * element(c * pixels + j)));
+        }
+    };
+    auto tiled = [&] {
+        for (index_t j0 = 0; j0 < pixels; j0 += tile) {
+            const index_t len = std::min(tile, pixels - j0);
+            for (index_t j = 0; j + W <= len; j += W) simd::store(sums.data() + j, V(0.f));
+            for (index_t c = 0; c < channels; ++c)
+                for (index_t j = 0; j + W <= len; j += W)
+                    simd::store(sums.data() + j, V(simd::load<V>(sums.data() + j) + element(c * pixels + j0 + j)));
+            for (index_t c = 0; c < channels; ++c)
+                for (index_t j = 0; j + W <= len; j += W)
+                    simd::store(b.out[0] + c * pixels + j0 + j, V(simd::load<V>(sums.data() + j) * element(c * pixels + j0 + j)));
+        }
+    };
+    t = best_time(
+        [&] {
+            if (channels <= 8) one_pass();
+            else tiled();
+            benchmark::DoNotOptimize(b.out[0]);
+            benchmark::ClobberMemory();
+        },
+        20);
+    return t;
+}
+
 /// Reports the two-pass floor beside the bound: two_pass_us and x_two_pass (ours / floor).
 inline void report_floor(benchmark::State& st, double ours, double floor) {
     st.counters["two_pass_us"] = floor * 1e6;

@@ -3,7 +3,8 @@
 // x - cond arguments and x - result), single-threaded. Counters: ours_us, torch_us,
 // x_vs_torch (torch / ours), bytes (minimum traffic; post: read cond and denoised, write
 // denoised; pre: read x, cond, uncond, write denoised), bound_us (one streaming pass over
-// those bytes), x_bound (ours / bound).
+// those bytes), x_bound (ours / bound); pre_cfg also two_pass_us and x_two_pass (the floor of
+// its passes: plain loops in this binary, bench::channel_map_time).
 #include <algorithm>
 #include <map>
 #include <string>
@@ -89,6 +90,13 @@ void run(benchmark::State& st, const std::vector<index_t>& dims, bool pre) {
     tt = torch_time(dims, pre);
 #endif
     bench::report(st, ours, bound, tt, pre ? 4 : 3, n);
+    if (pre) {
+        // the floor of its passes: the channel map over x, cond, uncond (tiles as the kernel's:
+        // 192 KiB of input, at most 1024 pixels, a multiple of 64)
+        const index_t channels = dims[1], pixels = n / (dims[0] * channels);
+        const index_t tile = std::max<index_t>(std::min<index_t>(196608 / (channels * 3 * 4), 1024) / 64 * 64, 64);
+        bench::report_floor(st, ours, bench::channel_map_time<3>(channels, pixels, tile));
+    }
 }
 
 void register_all() {
