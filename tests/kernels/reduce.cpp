@@ -216,10 +216,13 @@ TEST_CASE("reduce_columns sums over the middle dims per column in double blocks"
 }
 
 TEST_CASE("the column maps write apply(factor(sums)) in place, bit for bit across layouts", "[kernels][reduce]") {
-    // 1 to 8 channels take the single-pass register path on packed data, more the tiles;
-    // the transposed copy takes the gathered tile path either way
-    for (index_t channels : {1, 4, 8, 9, 19}) {
-        const auto t = test::random_tensor({2, channels, 9, 7}, 51);
+    // 1 to 8 channels take the single-pass register path on packed data (1 to 4 compiled per
+    // count, more with a run-time count and wider column batches: 135 pixels reach those at 16
+    // lanes), more the tiles; the transposed copy takes the gathered tile path either way
+    for (index_t width : {7, 15})
+    for (index_t channels : {1, 2, 3, 4, 5, 8, 9, 19}) {
+        const index_t P = 9 * width;
+        const auto t = test::random_tensor({2, channels, 9, width}, 51);
         // each pixel scaled by 1 / (1 + its channel sum of squares)
         auto terms = [](auto a) { return std::array{a * a}; };
         auto factor = [](const auto& s) { return 1.0f / (s[0] + 1.0f); };
@@ -228,14 +231,14 @@ TEST_CASE("the column maps write apply(factor(sums)) in place, bit for bit acros
         kernels::reduce_channels_map<1>(packed.as<4>(), terms, factor, apply, view<const float, 4>(packed.as<4>()));
         transposed_copy s(t);
         kernels::reduce_channels_map<1>(s.v, terms, factor, apply, view<const float, 4>(s.v));
-        INFO("channels = " << channels);
+        INFO("channels = " << channels << ", width = " << width);
         CHECK(test::bit_equal(tensor<float>::copy_of(view<const float, 4>(s.v)), packed));
         for (index_t b = 0; b < 2; ++b)
-            for (index_t p = 0; p < 63; ++p) {
+            for (index_t p = 0; p < P; ++p) {
                 double sq = 0;
-                for (index_t c = 0; c < channels; ++c) sq += double(t[(b * channels + c) * 63 + p]) * t[(b * channels + c) * 63 + p];
+                for (index_t c = 0; c < channels; ++c) sq += double(t[(b * channels + c) * P + p]) * t[(b * channels + c) * P + p];
                 for (index_t c = 0; c < channels; ++c) {
-                    const index_t i = (b * channels + c) * 63 + p;
+                    const index_t i = (b * channels + c) * P + p;
                     REQUIRE(packed[i] == Approx(t[i] / (sq + 1.0)).epsilon(1e-5));
                 }
             }
