@@ -204,9 +204,10 @@ TEST_CASE("FreeU_V2 weights by the min-max normalised channel mean; constant map
 }
 
 TEST_CASE("strided views give the same result as contiguous copies", "[free_u]") {
-    // rows read in place when contiguous (W a multiple of the SIMD width: 16, 32) or gathered
-    // (10, 21: with a SIMD tail on every width); H = 2 takes the general direct path
-    for (auto [H, W] : std::vector<std::pair<index_t, index_t>>{{7, 10}, {7, 16}, {7, 21}, {7, 32}, {2, 13}}) {
+    // rows read in place when contiguous (W a multiple of the SIMD width: 16, 32, 80: 80 is
+    // five 16-lane vectors, so two column chunks at every width) or gathered (10, 21: with a
+    // SIMD tail on every width); H = 2 takes the general direct path
+    for (auto [H, W] : std::vector<std::pair<index_t, index_t>>{{7, 10}, {7, 16}, {7, 21}, {7, 32}, {5, 80}, {2, 13}}) {
         INFO(H << "x" << W);
         auto h = test::random_tensor({2, 8, H, W}, 11);
         auto hsp = test::random_tensor({2, 4, H, W}, 12);
