@@ -243,21 +243,8 @@ static void check_channel_map(index_t channels, index_t width) {
         }
 }
 
-// KNOWN DEFECT (found in session 8, open): under g++ -O2 on AArch64 the register path and the
-// tile path round differently at 3 channels (63 and 135 pixels) and at 4, 5 and 8 channels
-// (135 pixels); main before session 8 fails the same cases, so the kernels' change of that
-// session did not cause it. The likely cause is a multiply-add contracted in one path and not
-// in its twin (see docs/design.md). The values still agree with double sums (REQUIRE below);
-// only the bit-for-bit check differs. Until it is fixed these cases are reported, not fatal,
-// on AArch64; everywhere else they must pass.
-#if defined(__aarch64__)
-#define PATCHBAY_AARCH64_KNOWN_DEFECT "[!mayfail]"
-#else
-#define PATCHBAY_AARCH64_KNOWN_DEFECT ""
-#endif
-
 TEST_CASE("the channel map's register path per row count, bit for bit with the tiles",
-          "[kernels][reduce]" PATCHBAY_AARCH64_KNOWN_DEFECT) {
+          "[kernels][reduce]") {
     for (index_t width : {7, 15})
         for (index_t channels : {1, 2, 3, 4, 5, 8, 9}) check_channel_map(channels, width);
 }

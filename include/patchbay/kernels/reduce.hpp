@@ -397,7 +397,7 @@ template <std::size_t K, class Acc, class T, std::size_t N, std::size_t RD, std:
                 auto part = zeros<B, K>();
                 for (index_t r = 0; r < nb; ++r) {
                     const auto t = terms(load(I, static_cast<std::size_t>(r))...);
-                    for (std::size_t k = 0; k < K; ++k) part[k] += t[k];
+                    for (std::size_t k = 0; k < K; ++k) part[k] += simd::rounded(t[k]);
                 }
                 return part;
             };
@@ -430,7 +430,7 @@ template <std::size_t K, class Acc, class T, std::size_t N, std::size_t RD, std:
                             const auto rr = static_cast<std::size_t>(r);
                             for (index_t u = 0; u < UU; ++u) {
                                 const auto t = terms(simd::in_register(B::load_unaligned(gp[I][rr] + at + u * W))...);
-                                for (std::size_t k = 0; k < K; ++k) part[static_cast<std::size_t>(u)][k] += t[k];
+                                for (std::size_t k = 0; k < K; ++k) part[static_cast<std::size_t>(u)][k] += simd::rounded(t[k]);
                             }
                         }
                         for (index_t u = 0; u < UU; ++u)
@@ -482,7 +482,7 @@ template <std::size_t K, class Acc, class T, std::size_t N, std::size_t RD, std:
                 for (index_t r = 0; r < nb; ++r) {
                     const auto rr = static_cast<std::size_t>(r);
                     const auto t = terms(rp[I][rr][coloff[I][j]]...);
-                    for (std::size_t k = 0; k < K; ++k) part[k] += T(t[k]);
+                    for (std::size_t k = 0; k < K; ++k) part[k] += simd::rounded(T(t[k]));
                 }
                 for (std::size_t k = 0; k < K; ++k) flush_lanes<Acc>(sums[k] + j, part[k], first);
             }
@@ -602,7 +602,7 @@ template <std::size_t K, index_t Fixed, class T, std::size_t N, std::size_t RD, 
                 auto& v = held[static_cast<std::size_t>(r)][static_cast<std::size_t>(u)];
                 ((v[I] = load(rp[I][static_cast<std::size_t>(r)] + j + u * W)), ...);
                 const auto t = terms(simd::in_register(v[I])...);
-                for (std::size_t k = 0; k < K; ++k) sums[static_cast<std::size_t>(u)][k] += t[k];
+                for (std::size_t k = 0; k < K; ++k) sums[static_cast<std::size_t>(u)][k] += simd::rounded(t[k]);
             }
         std::array<B, U> f;
         for (index_t u = 0; u < U; ++u) f[static_cast<std::size_t>(u)] = B(factor(sums[static_cast<std::size_t>(u)]));

@@ -346,6 +346,42 @@ PATCHBAY_ALWAYS_INLINE V in_register(V v) noexcept {
     return v;
 }
 
+/// v as rounded, opaque to the optimiser: an add of it cannot be contracted with the product
+/// that made it. Kernels whose paths must agree bit for bit (a packed path and its strided
+/// twin) pass the caller's terms through this before accumulating them: whether g++ fuses
+/// `sum + a * b` into one multiply-add is decided per inlined copy, and under g++ -O2 on
+/// AArch64 the channel map's tail (partial loads) added a rounded product where its strided
+/// twin fused the same one. Values are unchanged.
+template <class V>
+PATCHBAY_ALWAYS_INLINE V rounded(V v) noexcept {
+#if defined(__GNUC__) && (defined(__AVX512F__) || defined(__SSE2__) || defined(__aarch64__))
+    if constexpr (is_batch_v<V>) {
+        typename V::register_type r = v;
+#if defined(__aarch64__)
+        __asm__("" : "+w"(r));
+#elif defined(__AVX512F__)
+        __asm__("" : "+v"(r));
+#else
+        __asm__("" : "+x"(r));
+#endif
+        return V(r);
+    } else if constexpr (std::is_same_v<V, float> || std::is_same_v<V, double>) {
+#if defined(__aarch64__)
+        __asm__("" : "+w"(v));
+#elif defined(__AVX512F__)
+        __asm__("" : "+v"(v));
+#else
+        __asm__("" : "+x"(v));
+#endif
+        return v;
+    } else {
+        return v;
+    }
+#else
+    return v;
+#endif
+}
+
 /// V with every lane x.
 template <class V>
 PATCHBAY_ALWAYS_INLINE V broadcast(scalar_t<V> x) noexcept {
