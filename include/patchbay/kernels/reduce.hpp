@@ -353,13 +353,15 @@ PATCHBAY_ALWAYS_INLINE void flush_lanes(Acc* dst, T part, bool first) noexcept {
 
 /// A batch of the n <= lanes values at(0) .. at(n-1), zero in the lanes past n: the strided
 /// columns and the tails run the same batch code as the packed columns, so every column is
-/// computed alike (bit for bit, whatever the compiler fuses).
+/// computed alike (bit for bit, whatever the compiler fuses). Every batch these kernels hand
+/// to a functor, loaded, partial or gathered, passes through simd::in_register: with its
+/// lanes unknown, g++ contracts the functor's multiply-adds alike in every copy.
 template <class B, class At>
 PATCHBAY_ALWAYS_INLINE B gather(index_t n, At at) noexcept {
     using T = simd::scalar_t<B>;
     alignas(simd::alignment) T tmp[B::size];
     for (index_t l = 0; l < static_cast<index_t>(B::size); ++l) tmp[l] = l < n ? at(l) : T(0);
-    return B::load_aligned(tmp);
+    return simd::in_register(B::load_aligned(tmp));
 }
 
 /// Rows a packed tile sweep reads at once: their streams, times the inputs, stay few enough
@@ -397,7 +399,7 @@ template <std::size_t K, class Acc, class T, std::size_t N, std::size_t RD, std:
                 auto part = zeros<B, K>();
                 for (index_t r = 0; r < nb; ++r) {
                     const auto t = terms(load(I, static_cast<std::size_t>(r))...);
-                    for (std::size_t k = 0; k < K; ++k) part[k] += simd::rounded(t[k]);
+                    for (std::size_t k = 0; k < K; ++k) part[k] += t[k];
                 }
                 return part;
             };
@@ -430,7 +432,7 @@ template <std::size_t K, class Acc, class T, std::size_t N, std::size_t RD, std:
                             const auto rr = static_cast<std::size_t>(r);
                             for (index_t u = 0; u < UU; ++u) {
                                 const auto t = terms(simd::in_register(B::load_unaligned(gp[I][rr] + at + u * W))...);
-                                for (std::size_t k = 0; k < K; ++k) part[static_cast<std::size_t>(u)][k] += simd::rounded(t[k]);
+                                for (std::size_t k = 0; k < K; ++k) part[static_cast<std::size_t>(u)][k] += t[k];
                             }
                         }
                         for (index_t u = 0; u < UU; ++u)
@@ -471,7 +473,7 @@ template <std::size_t K, class Acc, class T, std::size_t N, std::size_t RD, std:
                 const index_t n = std::min(W, len - j);
                 const auto part = block_sums([&](std::size_t v, std::size_t r) {
                     const T* p = rp[v][r];
-                    if (packed) return simd::load_partial(p + j, n);
+                    if (packed) return simd::in_register(simd::load_partial(p + j, n));
                     return gather<B>(n, [&](index_t l) { return p[coloff[v][j + l]]; });
                 });
                 for (std::size_t k = 0; k < K; ++k) flush_lanes<Acc>(sums[k] + j, part[k], first, n);
@@ -482,7 +484,7 @@ template <std::size_t K, class Acc, class T, std::size_t N, std::size_t RD, std:
                 for (index_t r = 0; r < nb; ++r) {
                     const auto rr = static_cast<std::size_t>(r);
                     const auto t = terms(rp[I][rr][coloff[I][j]]...);
-                    for (std::size_t k = 0; k < K; ++k) part[k] += simd::rounded(T(t[k]));
+                    for (std::size_t k = 0; k < K; ++k) part[k] += T(t[k]);
                 }
                 for (std::size_t k = 0; k < K; ++k) flush_lanes<Acc>(sums[k] + j, part[k], first);
             }
@@ -501,12 +503,12 @@ template <std::size_t K, bool Batches, class Acc, class T, class Factor>
         index_t j = 0;
         for (; j + W <= len; j += W) {
             std::array<B, K> s;
-            for (std::size_t k = 0; k < K; ++k) s[k] = B::load_aligned(sums[k] + j);
+            for (std::size_t k = 0; k < K; ++k) s[k] = simd::in_register(B::load_aligned(sums[k] + j));
             simd::store_aligned(fac + j, B(factor(s)));
         }
         if (j < len) {
             std::array<B, K> s;
-            for (std::size_t k = 0; k < K; ++k) s[k] = simd::load_partial(sums[k] + j, len - j);
+            for (std::size_t k = 0; k < K; ++k) s[k] = simd::in_register(simd::load_partial(sums[k] + j, len - j));
             simd::store_partial(fac + j, B(factor(s)), len - j);
         }
     } else {
@@ -534,14 +536,14 @@ template <class T, std::size_t N, std::size_t RD, class Apply, std::size_t... I>
             index_t j = 0;
             if (packed)
                 for (; j + W <= len; j += W)
-                    simd::store(o + j, B(apply(B::load_aligned(fac + j), simd::in_register(B::load_unaligned(p[I] + j))...)));
+                    simd::store(o + j, B(apply(simd::in_register(B::load_aligned(fac + j)), simd::in_register(B::load_unaligned(p[I] + j))...)));
             // the packed tail (partial loads and stores) or every column of a strided tile
             // (gathered and scattered)
             for (; j < len; j += W) {
                 const index_t n = std::min(W, len - j);
                 if (packed) {
-                    const B f = simd::load_partial(fac + j, n);
-                    simd::store_partial(o + j, B(apply(f, simd::load_partial(p[I] + j, n)...)), n);
+                    const B f = simd::in_register(simd::load_partial(fac + j, n));
+                    simd::store_partial(o + j, B(apply(f, simd::in_register(simd::load_partial(p[I] + j, n))...)), n);
                 } else {
                     const B y(apply(gather<B>(n, [&](index_t l) { return fac[j + l]; }),
                                     gather<B>(n, [&](index_t l) { return p[I][coloff[I][j + l]]; })...));
@@ -602,7 +604,7 @@ template <std::size_t K, index_t Fixed, class T, std::size_t N, std::size_t RD, 
                 auto& v = held[static_cast<std::size_t>(r)][static_cast<std::size_t>(u)];
                 ((v[I] = load(rp[I][static_cast<std::size_t>(r)] + j + u * W)), ...);
                 const auto t = terms(simd::in_register(v[I])...);
-                for (std::size_t k = 0; k < K; ++k) sums[static_cast<std::size_t>(u)][k] += simd::rounded(t[k]);
+                for (std::size_t k = 0; k < K; ++k) sums[static_cast<std::size_t>(u)][k] += t[k];
             }
         std::array<B, U> f;
         for (index_t u = 0; u < U; ++u) f[static_cast<std::size_t>(u)] = B(factor(sums[static_cast<std::size_t>(u)]));
@@ -622,7 +624,7 @@ template <std::size_t K, index_t Fixed, class T, std::size_t N, std::size_t RD, 
     for (; j < full; j += W) columns(j, std::integral_constant<index_t, 1>{}, whole, put);
     if (full < len) {
         const index_t n = len - full;
-        columns(full, std::integral_constant<index_t, 1>{}, [n](const T* p) { return simd::load_partial(p, n); },
+        columns(full, std::integral_constant<index_t, 1>{}, [n](const T* p) { return simd::in_register(simd::load_partial(p, n)); },
                 [n](T* p, const B& y) { simd::store_partial(p, y, n); });
     }
 }

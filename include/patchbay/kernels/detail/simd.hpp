@@ -325,13 +325,23 @@ struct wide_sum {
     }
 };
 
-/// v, held in a register. Where one loaded batch feeds several operations, g++ otherwise
-/// folds the load into each of them as a memory operand, and a loop with a few multiply-adds
-/// per input becomes load-bound (docs/design.md). Values are unchanged.
+/// v, held in a register, its lanes unknown to the optimiser. Two uses:
+/// - Where one loaded batch feeds several operations, g++ otherwise folds the load into each
+///   of them as a memory operand, and a loop with a few multiply-adds per input becomes
+///   load-bound (docs/design.md).
+/// - Twin paths that must round alike (a packed path and its strided twin, a body and its
+///   tail) hand the user's functors batches through this. A partial load's lanes are known
+///   zero when its copy loop does not run; g++ -O2 on AArch64 then moved a product into that
+///   branch, away from its add, and left it unfused where the twin fused it.
+/// Values are unchanged.
 template <class V>
 PATCHBAY_ALWAYS_INLINE V in_register(V v) noexcept {
     if constexpr (is_batch_v<V>) {
-#if defined(__GNUC__) && defined(__AVX512F__)
+#if defined(__GNUC__) && defined(__aarch64__)
+        typename V::register_type r = v;
+        __asm__("" : "+w"(r));
+        return V(r);
+#elif defined(__GNUC__) && defined(__AVX512F__)
         typename V::register_type r = v;
         __asm__("" : "+v"(r));
         return V(r);
@@ -344,42 +354,6 @@ PATCHBAY_ALWAYS_INLINE V in_register(V v) noexcept {
 #endif
     }
     return v;
-}
-
-/// v as rounded, opaque to the optimiser: an add of it cannot be contracted with the product
-/// that made it. Kernels whose paths must agree bit for bit (a packed path and its strided
-/// twin) pass the caller's terms through this before accumulating them: whether g++ fuses
-/// `sum + a * b` into one multiply-add is decided per inlined copy, and under g++ -O2 on
-/// AArch64 the channel map's tail (partial loads) added a rounded product where its strided
-/// twin fused the same one. Values are unchanged.
-template <class V>
-PATCHBAY_ALWAYS_INLINE V rounded(V v) noexcept {
-#if defined(__GNUC__) && (defined(__AVX512F__) || defined(__SSE2__) || defined(__aarch64__))
-    if constexpr (is_batch_v<V>) {
-        typename V::register_type r = v;
-#if defined(__aarch64__)
-        __asm__("" : "+w"(r));
-#elif defined(__AVX512F__)
-        __asm__("" : "+v"(r));
-#else
-        __asm__("" : "+x"(r));
-#endif
-        return V(r);
-    } else if constexpr (std::is_same_v<V, float> || std::is_same_v<V, double>) {
-#if defined(__aarch64__)
-        __asm__("" : "+w"(v));
-#elif defined(__AVX512F__)
-        __asm__("" : "+v"(v));
-#else
-        __asm__("" : "+x"(v));
-#endif
-        return v;
-    } else {
-        return v;
-    }
-#else
-    return v;
-#endif
 }
 
 /// V with every lane x.
