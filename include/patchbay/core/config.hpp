@@ -14,7 +14,10 @@
 #if defined(__GNUC__) || defined(__clang__)
 #define PATCHBAY_RESTRICT __restrict__
 #define PATCHBAY_ALWAYS_INLINE inline __attribute__((always_inline))
+// after a lambda's parameter list: the body of a simd::unrolled step, inlined into each copy
+#define PATCHBAY_INLINE_LAMBDA __attribute__((always_inline))
 #else
 #define PATCHBAY_RESTRICT
 #define PATCHBAY_ALWAYS_INLINE inline
+#define PATCHBAY_INLINE_LAMBDA
 #endif

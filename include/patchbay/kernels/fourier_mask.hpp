@@ -157,18 +157,20 @@ PATCHBAY_ALWAYS_INLINE void gemm_tile(const T* A, index_t lda, const T* B, index
                                       index_t ldc, index_t K, bool accumulate) {
     using O = vec<T>;
     typename O::V acc[MR][NR];
-    for (int i = 0; i < MR; ++i)
-        for (int j = 0; j < NR; ++j) acc[i][j] = accumulate ? O::load(C + i * ldc + j * O::L) : O::zero();
+    simd::unrolled<MR>([&](auto i) PATCHBAY_INLINE_LAMBDA {
+        simd::unrolled<NR>([&](auto j) PATCHBAY_INLINE_LAMBDA { acc[i][j] = accumulate ? O::load(C + i * ldc + j * O::L) : O::zero(); });
+    });
     for (index_t k = 0; k < K; ++k) {
         typename O::V b[NR];
-        for (int j = 0; j < NR; ++j) b[j] = in_register(O::load(B + k * ldb + j * O::L));
-        for (int i = 0; i < MR; ++i) {
+        simd::unrolled<NR>([&](auto j) PATCHBAY_INLINE_LAMBDA { b[j] = in_register(O::load(B + k * ldb + j * O::L)); });
+        simd::unrolled<MR>([&](auto i) PATCHBAY_INLINE_LAMBDA {
             const auto a = O::bcast(A[i * lda + k]);
-            for (int j = 0; j < NR; ++j) acc[i][j] = O::fma(a, b[j], acc[i][j]);
-        }
+            simd::unrolled<NR>([&](auto j) PATCHBAY_INLINE_LAMBDA { acc[i][j] = O::fma(a, b[j], acc[i][j]); });
+        });
     }
-    for (int i = 0; i < MR; ++i)
-        for (int j = 0; j < NR; ++j) O::store(C + i * ldc + j * O::L, acc[i][j]);
+    simd::unrolled<MR>([&](auto i) PATCHBAY_INLINE_LAMBDA {
+        simd::unrolled<NR>([&](auto j) PATCHBAY_INLINE_LAMBDA { O::store(C + i * ldc + j * O::L, acc[i][j]); });
+    });
 }
 
 template <class T, int MR>
@@ -496,20 +498,20 @@ public:
             const index_t nv = std::min<index_t>(4, nvec - j0);
             fourier_detail::with_count(nv, [&]<int NV>() {
                 typename O::V a0[NV], ac[NV], as[NV];
-                for (int j = 0; j < NV; ++j) a0[j] = ac[j] = as[j] = O::zero();
+                simd::unrolled<NV>([&](auto j) PATCHBAY_INLINE_LAMBDA { a0[j] = ac[j] = as[j] = O::zero(); });
                 for (index_t h = 0; h < H_; ++h) {
                     const auto c = O::bcast(ch_[static_cast<std::size_t>(h)]);
                     const auto sn = O::bcast(sh_[static_cast<std::size_t>(h)]);
                     const T* xr = x + h * ldx + j0 * O::L;
-                    for (int j = 0; j < NV; ++j) {
+                    simd::unrolled<NV>([&](auto j) PATCHBAY_INLINE_LAMBDA {
                         // one load feeding three operations (not three folded loads)
                         const auto v = simd::in_register(O::load(xr + j * O::L));
                         a0[j] = a0[j] + v;
                         ac[j] = O::fma(c, v, ac[j]);
                         as[j] = O::fma(sn, v, as[j]);
-                    }
+                    });
                 }
-                for (int j = 0; j < NV; ++j) {
+                simd::unrolled<NV>([&](auto j) PATCHBAY_INLINE_LAMBDA {
                     const auto cw = O::load(cw_.data() + (j0 + j) * O::L);
                     const auto sw = O::load(sw_.data() + (j0 + j) * O::L);
                     acc[0] = acc[0] + a0[j];
@@ -519,7 +521,7 @@ public:
                     acc[4] = O::fma(a0[j], sw, acc[4]);
                     acc[5] = O::fma(ac[j], cw, acc[5]) - as[j] * sw;
                     acc[6] = O::fma(ac[j], sw, acc[6]) + as[j] * cw;
-                }
+                });
             });
         }
         double xs[7];
@@ -701,23 +703,23 @@ void box_filter_direct(const box_projector<T>& proj, const freeu_box_filter<T>* 
                                   ost = out.stride(hd);
                     const auto so = sov;
                     typename O::V av[NV], bv[NV], cv[NV];
-                    for (int j = 0; j < NV; ++j) {
+                    simd::unrolled<NV>([&](auto j) PATCHBAY_INLINE_LAMBDA {
                         av[j] = O::load(A + c0 + j * O::L);
                         bv[j] = O::load(B + c0 + j * O::L);
                         cv[j] = O::load(C + c0 + j * O::L);
-                    }
+                    });
                     for (index_t h = 0; h < H0; ++h) {
                         const auto c = O::bcast(ch0[h]), sn = O::bcast(sh0[h]);
                         const T* gr = g0 + h * ldg0;
                         T* orow = o0 + h * ost;
-                        for (int j = 0; j < NV; ++j) {
+                        simd::unrolled<NV>([&](auto j) PATCHBAY_INLINE_LAMBDA {
                             const index_t w = j * O::L;
                             typename O::V pv;
                             if constexpr (Pre == prefix::unit) pv = O::load(gr + w);
                             else if constexpr (Pre == prefix::scaled) pv = O::fma(so, O::load(gr + w), O::zero());
                             else pv = O::fma(so, O::load(gr + w), O::load(b0 + h * bst + w));
                             O::store(orow + w, value(pv, av[j], bv[j], cv[j], c, sn));
-                        }
+                        });
                     }
                 });
                 continue;

@@ -67,24 +67,23 @@ PATCHBAY_ALWAYS_INLINE index_t blocked_run(const Terms& terms, index_t len, std:
     std::array<simd::wide_sum<T>, K> lanes;
     index_t i = 0;
     while (i + U * Wi <= len) {
-        std::array<std::array<B, K>, U> acc;
+        std::array<std::array<B, K>, static_cast<std::size_t>(U)> acc;
         for (auto& a : acc) a = zeros<B, K>();
         const index_t stop = std::min(len - U * Wi, i + U * Wi * (reduce_block - 1));
         for (; i <= stop; i += U * Wi)
-            for (index_t u = 0; u < U; ++u) {
-                const auto t = terms(i + u * Wi);
-                for (std::size_t k = 0; k < K; ++k) acc[static_cast<std::size_t>(u)][k] += t[k];
-            }
-        for (const auto& a : acc)
-            for (std::size_t k = 0; k < K; ++k) lanes[k].add(a[k]);
+            simd::unrolled<static_cast<std::size_t>(U)>([&](auto u) {
+                const auto t = terms(i + index_t(u) * Wi);
+                simd::unrolled<K>([&](auto k) { acc[u][k] += t[k]; });
+            });
+        simd::unrolled<static_cast<std::size_t>(U)>([&](auto u) { simd::unrolled<K>([&](auto k) { lanes[k].add(acc[u][k]); }); });
     }
     if (i + Wi <= len) { // fewer than U batches left: one set
         auto acc = zeros<B, K>();
         for (; i + Wi <= len; i += Wi) {
             const auto t = terms(i);
-            for (std::size_t k = 0; k < K; ++k) acc[k] += t[k];
+            simd::unrolled<K>([&](auto k) { acc[k] += t[k]; });
         }
-        for (std::size_t k = 0; k < K; ++k) lanes[k].add(acc[k]);
+        simd::unrolled<K>([&](auto k) { lanes[k].add(acc[k]); });
     }
     for (std::size_t k = 0; k < K; ++k) {
         alignas(simd::alignment) double lane[W];
@@ -420,28 +419,31 @@ template <std::size_t K, class Acc, class T, std::size_t N, std::size_t RD, std:
                         for (index_t r = 0; r < count; ++r)
                             gp[v][static_cast<std::size_t>(r)] = rp[v][static_cast<std::size_t>(g0 + r)];
                     auto step = [&](index_t at, auto unroll) {
-                        constexpr index_t UU = decltype(unroll)::value;
+                        constexpr std::size_t UU = static_cast<std::size_t>(decltype(unroll)::value);
                         std::array<std::array<B, K>, UU> part;
-                        for (index_t u = 0; u < UU; ++u)
-                            for (std::size_t k = 0; k < K; ++k) {
-                                auto& q = part[static_cast<std::size_t>(u)][k];
-                                if constexpr (decltype(resume)::value) q = B::load_aligned(partial[k] + at + u * W);
-                                else q = B(T(0));
-                            }
-                        for (index_t r = 0; r < count; ++r) {
-                            const auto rr = static_cast<std::size_t>(r);
-                            for (index_t u = 0; u < UU; ++u) {
-                                const auto t = terms(simd::in_register(B::load_unaligned(gp[I][rr] + at + u * W))...);
-                                for (std::size_t k = 0; k < K; ++k) part[static_cast<std::size_t>(u)][k] += t[k];
-                            }
-                        }
-                        for (index_t u = 0; u < UU; ++u)
-                            for (std::size_t k = 0; k < K; ++k) {
-                                const B& q = part[static_cast<std::size_t>(u)][k];
+                        simd::unrolled<UU>([&](auto u) {
+                            simd::unrolled<K>([&](auto k) {
+                                if constexpr (decltype(resume)::value) part[u][k] = B::load_aligned(partial[k] + at + index_t(u) * W);
+                                else part[u][k] = B(T(0));
+                            });
+                        });
+                        auto add_row = [&](auto r) { // (generic: each row its own copy, inlined)
+                            simd::unrolled<UU>([&](auto u) {
+                                const auto t = terms(simd::in_register(B::load_unaligned(gp[I][r] + at + index_t(u) * W))...);
+                                simd::unrolled<K>([&](auto k) { part[u][k] += t[k]; });
+                            });
+                        };
+                        if constexpr (std::is_integral_v<decltype(count)>)
+                            for (index_t r = 0; r < count; ++r) add_row(static_cast<std::size_t>(r));
+                        else
+                            simd::unrolled<static_cast<std::size_t>(decltype(count)::value)>([&](auto r) { add_row(r); });
+                        simd::unrolled<UU>([&](auto u) {
+                            simd::unrolled<K>([&](auto k) {
                                 constexpr sweep_end e = decltype(end)::value;
-                                if constexpr (e == sweep_end::keep) simd::store_aligned(partial[k] + at + u * W, q);
-                                else flush_block<Acc, e == sweep_end::set>(sums[k] + at + u * W, q);
-                            }
+                                if constexpr (e == sweep_end::keep) simd::store_aligned(partial[k] + at + index_t(u) * W, part[u][k]);
+                                else flush_block<Acc, e == sweep_end::set>(sums[k] + at + index_t(u) * W, part[u][k]);
+                            });
+                        });
                     };
                     index_t at = 0;
                     for (; at + U * W <= full; at += U * W) step(at, std::integral_constant<index_t, U>{});
@@ -596,23 +598,27 @@ template <std::size_t K, index_t Fixed, class T, std::size_t N, std::size_t RD, 
     // U batches of columns at once: their sums, roots and divides are independent chains the
     // core overlaps (one batch alone waits on each in turn)
     auto columns = [&](index_t j, auto unroll, auto load, auto store) {
-        constexpr index_t U = decltype(unroll)::value;
+        constexpr auto U = static_cast<std::size_t>(decltype(unroll)::value);
         std::array<std::array<B, K>, U> sums;
         for (auto& s : sums) s = zeros<B, K>();
-        for (index_t r = 0; r < rows; ++r)
-            for (index_t u = 0; u < U; ++u) {
-                auto& v = held[static_cast<std::size_t>(r)][static_cast<std::size_t>(u)];
-                ((v[I] = load(rp[I][static_cast<std::size_t>(r)] + j + u * W)), ...);
+        // every row: a compile-time count unrolls (each row its own copy of the lambda)
+        auto each_row = [&](auto body) {
+            if constexpr (Fixed > 0) simd::unrolled<static_cast<std::size_t>(Fixed)>(body);
+            else for (index_t r = 0; r < rows; ++r) body(static_cast<std::size_t>(r));
+        };
+        each_row([&](auto r) {
+            simd::unrolled<U>([&](auto u) {
+                auto& v = held[r][u];
+                ((v[I] = load(rp[I][r] + j + index_t(u) * W)), ...);
                 const auto t = terms(simd::in_register(v[I])...);
-                for (std::size_t k = 0; k < K; ++k) sums[static_cast<std::size_t>(u)][k] += t[k];
-            }
+                simd::unrolled<K>([&](auto k) { sums[u][k] += t[k]; });
+            });
+        });
         std::array<B, U> f;
-        for (index_t u = 0; u < U; ++u) f[static_cast<std::size_t>(u)] = B(factor(sums[static_cast<std::size_t>(u)]));
-        for (index_t r = 0; r < rows; ++r)
-            for (index_t u = 0; u < U; ++u) {
-                const auto& v = held[static_cast<std::size_t>(r)][static_cast<std::size_t>(u)];
-                store(op[static_cast<std::size_t>(r)] + j + u * W, B(apply(f[static_cast<std::size_t>(u)], v[I]...)));
-            }
+        simd::unrolled<U>([&](auto u) { f[u] = B(factor(sums[u])); });
+        each_row([&](auto r) {
+            simd::unrolled<U>([&](auto u) { store(op[r] + j + index_t(u) * W, B(apply(f[u], held[r][u][I]...))); });
+        });
     };
     auto whole = [](const T* p) { return simd::in_register(B::load_unaligned(p)); };
     auto put = [](T* p, const B& y) { simd::store(p, y); };

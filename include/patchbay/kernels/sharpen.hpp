@@ -15,6 +15,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstddef>
 #include <span>
@@ -64,19 +65,20 @@ PATCHBAY_ALWAYS_INLINE void symmetric_taps(const T* w, index_t radius, const T* 
     if constexpr (simd::enabled) {
         using B = simd::batch<T>;
         constexpr index_t L = static_cast<index_t>(B::size);
-        constexpr index_t U = 4;
-        for (; x + U * L <= n; x += U * L) {
+        constexpr std::size_t U = 4;
+        for (; x + index_t(U) * L <= n; x += index_t(U) * L) {
             const B w0(w[0]);
-            B acc[U];
-            for (index_t u = 0; u < U; ++u) acc[u] = B::load_unaligned(centre + x + u * L) * w0;
+            std::array<B, U> acc;
+            simd::unrolled<U>([&](auto u) { acc[u] = B::load_unaligned(centre + x + index_t(u) * L) * w0; });
             for (index_t k = 1; k <= radius; ++k) {
                 const B wk(w[k]);
                 const T* const a = lo(k) + x;
                 const T* const b = hi(k) + x;
-                for (index_t u = 0; u < U; ++u)
-                    acc[u] = simd::fma(B::load_unaligned(a + u * L) + B::load_unaligned(b + u * L), wk, acc[u]);
+                simd::unrolled<U>([&](auto u) {
+                    acc[u] = simd::fma(B::load_unaligned(a + index_t(u) * L) + B::load_unaligned(b + index_t(u) * L), wk, acc[u]);
+                });
             }
-            for (index_t u = 0; u < U; ++u) acc[u].store_unaligned(dst + x + u * L);
+            simd::unrolled<U>([&](auto u) { acc[u].store_unaligned(dst + x + index_t(u) * L); });
         }
         for (; x + L <= n; x += L) {
             B acc = B::load_unaligned(centre + x) * B(w[0]);

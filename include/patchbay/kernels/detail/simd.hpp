@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <type_traits>
+#include <utility>
 
 #include <xsimd/xsimd.hpp>
 
@@ -354,6 +355,18 @@ PATCHBAY_ALWAYS_INLINE V in_register(V v) noexcept {
 #endif
     }
     return v;
+}
+
+/// f(0), f(1), ... f(N - 1), each index a compile-time constant: unrolled at every
+/// optimisation level. g++ -O3 unrolls short loops over arrays of batches (accumulators,
+/// column batches) completely, but -O2 keeps them as loops, and the arrays then live on the
+/// stack, stored and reloaded on every step: kernels::reduce<3> over 64K floats took 16.1 us
+/// at -O2 against 4.7 us at -O3 (AVX-512); written with this, 5.0 us at -O2.
+template <auto N, class F>
+PATCHBAY_ALWAYS_INLINE void unrolled(F&& f) {
+    [&]<auto... i>(std::integer_sequence<decltype(N), i...>) {
+        (f(std::integral_constant<decltype(N), i>{}), ...);
+    }(std::make_integer_sequence<decltype(N), N>{});
 }
 
 /// V with every lane x.
