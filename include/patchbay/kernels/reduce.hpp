@@ -71,19 +71,19 @@ PATCHBAY_ALWAYS_INLINE index_t blocked_run(const Terms& terms, index_t len, std:
         for (auto& a : acc) a = zeros<B, K>();
         const index_t stop = std::min(len - U * Wi, i + U * Wi * (reduce_block - 1));
         for (; i <= stop; i += U * Wi)
-            simd::unrolled<static_cast<std::size_t>(U)>([&](auto u) {
+            simd::unrolled<static_cast<std::size_t>(U)>([&](auto u) PATCHBAY_INLINE_LAMBDA {
                 const auto t = terms(i + index_t(u) * Wi);
-                simd::unrolled<K>([&](auto k) { acc[u][k] += t[k]; });
+                simd::unrolled<K>([&](auto k) PATCHBAY_INLINE_LAMBDA { acc[u][k] += t[k]; });
             });
-        simd::unrolled<static_cast<std::size_t>(U)>([&](auto u) { simd::unrolled<K>([&](auto k) { lanes[k].add(acc[u][k]); }); });
+        simd::unrolled<static_cast<std::size_t>(U)>([&](auto u) PATCHBAY_INLINE_LAMBDA { simd::unrolled<K>([&](auto k) PATCHBAY_INLINE_LAMBDA { lanes[k].add(acc[u][k]); }); });
     }
     if (i + Wi <= len) { // fewer than U batches left: one set
         auto acc = zeros<B, K>();
         for (; i + Wi <= len; i += Wi) {
             const auto t = terms(i);
-            simd::unrolled<K>([&](auto k) { acc[k] += t[k]; });
+            simd::unrolled<K>([&](auto k) PATCHBAY_INLINE_LAMBDA { acc[k] += t[k]; });
         }
-        simd::unrolled<K>([&](auto k) { lanes[k].add(acc[k]); });
+        simd::unrolled<K>([&](auto k) PATCHBAY_INLINE_LAMBDA { lanes[k].add(acc[k]); });
     }
     for (std::size_t k = 0; k < K; ++k) {
         alignas(simd::alignment) double lane[W];
@@ -421,24 +421,23 @@ template <std::size_t K, class Acc, class T, std::size_t N, std::size_t RD, std:
                     auto step = [&](index_t at, auto unroll) {
                         constexpr std::size_t UU = static_cast<std::size_t>(decltype(unroll)::value);
                         std::array<std::array<B, K>, UU> part;
-                        simd::unrolled<UU>([&](auto u) {
-                            simd::unrolled<K>([&](auto k) {
+                        simd::unrolled<UU>([&](auto u) PATCHBAY_INLINE_LAMBDA {
+                            simd::unrolled<K>([&](auto k) PATCHBAY_INLINE_LAMBDA {
                                 if constexpr (decltype(resume)::value) part[u][k] = B::load_aligned(partial[k] + at + index_t(u) * W);
                                 else part[u][k] = B(T(0));
                             });
                         });
-                        auto add_row = [&](auto r) { // (generic: each row its own copy, inlined)
-                            simd::unrolled<UU>([&](auto u) {
-                                const auto t = terms(simd::in_register(B::load_unaligned(gp[I][r] + at + index_t(u) * W))...);
-                                simd::unrolled<K>([&](auto k) { part[u][k] += t[k]; });
+                        // (rows stay a loop: unrolled in the source, each row would be a call
+                        // of `terms` of its own, and g++ stops inlining heavy ones, Mahiro's)
+                        for (index_t r = 0; r < count; ++r) {
+                            const auto rr = static_cast<std::size_t>(r);
+                            simd::unrolled<UU>([&](auto u) PATCHBAY_INLINE_LAMBDA {
+                                const auto t = terms(simd::in_register(B::load_unaligned(gp[I][rr] + at + index_t(u) * W))...);
+                                simd::unrolled<K>([&](auto k) PATCHBAY_INLINE_LAMBDA { part[u][k] += t[k]; });
                             });
-                        };
-                        if constexpr (std::is_integral_v<decltype(count)>)
-                            for (index_t r = 0; r < count; ++r) add_row(static_cast<std::size_t>(r));
-                        else
-                            simd::unrolled<static_cast<std::size_t>(decltype(count)::value)>([&](auto r) { add_row(r); });
-                        simd::unrolled<UU>([&](auto u) {
-                            simd::unrolled<K>([&](auto k) {
+                        }
+                        simd::unrolled<UU>([&](auto u) PATCHBAY_INLINE_LAMBDA {
+                            simd::unrolled<K>([&](auto k) PATCHBAY_INLINE_LAMBDA {
                                 constexpr sweep_end e = decltype(end)::value;
                                 if constexpr (e == sweep_end::keep) simd::store_aligned(partial[k] + at + index_t(u) * W, part[u][k]);
                                 else flush_block<Acc, e == sweep_end::set>(sums[k] + at + index_t(u) * W, part[u][k]);
@@ -601,23 +600,24 @@ template <std::size_t K, index_t Fixed, class T, std::size_t N, std::size_t RD, 
         constexpr auto U = static_cast<std::size_t>(decltype(unroll)::value);
         std::array<std::array<B, K>, U> sums;
         for (auto& s : sums) s = zeros<B, K>();
-        // every row: a compile-time count unrolls (each row its own copy of the lambda)
-        auto each_row = [&](auto body) {
+        // every row; a compile-time count unrolls, each row its own copy (at most 4 rows x 2
+        // batches of calls of `terms` and `apply`: g++ still inlines CFGNorm's)
+        auto each_row = [&](auto body) PATCHBAY_INLINE_LAMBDA {
             if constexpr (Fixed > 0) simd::unrolled<static_cast<std::size_t>(Fixed)>(body);
             else for (index_t r = 0; r < rows; ++r) body(static_cast<std::size_t>(r));
         };
-        each_row([&](auto r) {
-            simd::unrolled<U>([&](auto u) {
+        each_row([&](auto r) PATCHBAY_INLINE_LAMBDA {
+            simd::unrolled<U>([&](auto u) PATCHBAY_INLINE_LAMBDA {
                 auto& v = held[r][u];
                 ((v[I] = load(rp[I][r] + j + index_t(u) * W)), ...);
                 const auto t = terms(simd::in_register(v[I])...);
-                simd::unrolled<K>([&](auto k) { sums[u][k] += t[k]; });
+                simd::unrolled<K>([&](auto k) PATCHBAY_INLINE_LAMBDA { sums[u][k] += t[k]; });
             });
         });
         std::array<B, U> f;
-        simd::unrolled<U>([&](auto u) { f[u] = B(factor(sums[u])); });
-        each_row([&](auto r) {
-            simd::unrolled<U>([&](auto u) { store(op[r] + j + index_t(u) * W, B(apply(f[u], held[r][u][I]...))); });
+        simd::unrolled<U>([&](auto u) PATCHBAY_INLINE_LAMBDA { f[u] = B(factor(sums[u])); });
+        each_row([&](auto r) PATCHBAY_INLINE_LAMBDA {
+            simd::unrolled<U>([&](auto u) PATCHBAY_INLINE_LAMBDA { store(op[r] + j + index_t(u) * W, B(apply(f[u], held[r][u][I]...))); });
         });
     };
     auto whole = [](const T* p) { return simd::in_register(B::load_unaligned(p)); };

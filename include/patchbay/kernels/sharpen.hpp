@@ -69,16 +69,16 @@ PATCHBAY_ALWAYS_INLINE void symmetric_taps(const T* w, index_t radius, const T* 
         for (; x + index_t(U) * L <= n; x += index_t(U) * L) {
             const B w0(w[0]);
             std::array<B, U> acc;
-            simd::unrolled<U>([&](auto u) { acc[u] = B::load_unaligned(centre + x + index_t(u) * L) * w0; });
+            simd::unrolled<U>([&](auto u) PATCHBAY_INLINE_LAMBDA { acc[u] = B::load_unaligned(centre + x + index_t(u) * L) * w0; });
             for (index_t k = 1; k <= radius; ++k) {
                 const B wk(w[k]);
                 const T* const a = lo(k) + x;
                 const T* const b = hi(k) + x;
-                simd::unrolled<U>([&](auto u) {
+                simd::unrolled<U>([&](auto u) PATCHBAY_INLINE_LAMBDA {
                     acc[u] = simd::fma(B::load_unaligned(a + index_t(u) * L) + B::load_unaligned(b + index_t(u) * L), wk, acc[u]);
                 });
             }
-            simd::unrolled<U>([&](auto u) { acc[u].store_unaligned(dst + x + index_t(u) * L); });
+            simd::unrolled<U>([&](auto u) PATCHBAY_INLINE_LAMBDA { acc[u].store_unaligned(dst + x + index_t(u) * L); });
         }
         for (; x + L <= n; x += L) {
             B acc = B::load_unaligned(centre + x) * B(w[0]);
