@@ -31,6 +31,7 @@
 #include <cmath>
 #include <complex>
 #include <cstddef>
+#include <cstring>
 #include <memory>
 #include <new>
 #include <numbers>
@@ -102,7 +103,10 @@ struct vec {
     static V fma(const V& a, const V& b, const V& c) noexcept { return fft_detail::fmadd(a, b, c); }
     /// The lanes' sum in double, as four interleaved partial sums (short chains; the order
     /// depends on the lane count). Not xsimd's hadd: its AVX-512 form trips g++ 12's
-    /// -Wuninitialized inside avx512fintrin.h (an "undefined" pass-through operand).
+    /// -Wuninitialized inside avx512fintrin.h (an "undefined" pass-through operand). The four
+    /// partial sums are one vector of the compiler's generic vector extension: the same adds
+    /// as four scalar chains, in a fifth of the instructions (FreeU's filter on 32x32 planes
+    /// is 5 % faster).
     static double sum(const V& v) noexcept {
         if constexpr (!simd) {
             return static_cast<double>(v);
@@ -110,9 +114,14 @@ struct vec {
             alignas(simd::alignment) T t[L];
             v.store_aligned(t);
             if constexpr (L % 4 == 0) {
-                double s[4] = {};
-                for (index_t i = 0; i < L; i += 4)
-                    for (index_t k = 0; k < 4; ++k) s[k] += static_cast<double>(t[i + k]);
+                typedef T four __attribute__((vector_size(4 * sizeof(T))));
+                typedef double four_d __attribute__((vector_size(4 * sizeof(double))));
+                four_d s = {};
+                for (index_t i = 0; i < L; i += 4) {
+                    four q;
+                    std::memcpy(&q, t + i, sizeof q);
+                    s += __builtin_convertvector(q, four_d);
+                }
                 return (s[0] + s[1]) + (s[2] + s[3]);
             } else {
                 double s = 0;
@@ -701,6 +710,15 @@ void box_filter_direct(const box_projector<T>& proj, const freeu_box_filter<T>* 
                     const T* const sh0 = sh;
                     const index_t H0 = H, ldg0 = ldg, bst = has_base ? base.stride(hd) : 0,
                                   ost = out.stride(hd);
+                    // the same columns of the next plane, prefetched to L2 row by row: this
+                    // pass computes from L1, and the memory would sit idle (FreeU at
+                    // 1x640x64x64: 13 % faster with AVX-512, 16 % with AVX2; equal at 32x32)
+                    const char* const ahead =
+                        in_place && p + 1 < planes
+                            ? reinterpret_cast<const char*>(x.data_handle() + plane_offset(x, p + 1) + c0)
+                            : nullptr;
+                    constexpr index_t chunk_bytes = NV * O::L * static_cast<index_t>(sizeof(T));
+                    const index_t ahead_ld = ldg * static_cast<index_t>(sizeof(T));
                     const auto so = sov;
                     typename O::V av[NV], bv[NV], cv[NV];
                     simd::unrolled<NV>([&](auto j) PATCHBAY_INLINE_LAMBDA {
@@ -712,6 +730,8 @@ void box_filter_direct(const box_projector<T>& proj, const freeu_box_filter<T>* 
                         const auto c = O::bcast(ch0[h]), sn = O::bcast(sh0[h]);
                         const T* gr = g0 + h * ldg0;
                         T* orow = o0 + h * ost;
+                        if (ahead)
+                            for (index_t b = 0; b < chunk_bytes; b += 64) __builtin_prefetch(ahead + h * ahead_ld + b, 0, 2);
                         simd::unrolled<NV>([&](auto j) PATCHBAY_INLINE_LAMBDA {
                             const index_t w = j * O::L;
                             typename O::V pv;
