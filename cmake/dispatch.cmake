@@ -28,6 +28,14 @@ if(PATCHBAY_DISPATCH AND NOT _pb_dispatch_supported)
   set(PATCHBAY_DISPATCH OFF)
 endif()
 
+# Compile options for the x86-64-v3 and -v4 variant objects alone, after the build's own: e.g.
+# -O2 in a build compiled at -O1 elsewhere (our test matrix builds its SSE2 code at -O1, which
+# computes the same values there, and the variants, whose multiply-adds g++ contracts, as
+# users build them).
+set(PATCHBAY_DISPATCH_VARIANT_OPTIONS "" CACHE STRING
+    "Extra compile options for patchbay::dispatch's x86-64-v3/v4 variants (e.g. -O2)")
+mark_as_advanced(PATCHBAY_DISPATCH_VARIANT_OPTIONS)
+
 if(NOT PATCHBAY_DISPATCH)
   add_library(patchbay_dispatch INTERFACE)
   target_link_libraries(patchbay_dispatch INTERFACE patchbay::patchbay)
@@ -57,7 +65,8 @@ else()
     add_library(${obj_target} OBJECT ${_pb_exclude} ${CMAKE_CURRENT_SOURCE_DIR}/src/dispatch/isa_variant.cpp)
     target_link_libraries(${obj_target} PRIVATE patchbay::patchbay)
     target_compile_definitions(${obj_target} PRIVATE PATCHBAY_ISA_VARIANT=x86_64_${level} PATCHBAY_ISA_ENTRY=${entry})
-    target_compile_options(${obj_target} PRIVATE ${_pb_variant_warnings} -march=x86-64-${level})
+    target_compile_options(${obj_target} PRIVATE ${_pb_variant_warnings} -march=x86-64-${level}
+                           ${PATCHBAY_DISPATCH_VARIANT_OPTIONS})
     if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
       # function-local statics as ordinary (localisable) symbols, not STB_GNU_UNIQUE
       target_compile_options(${obj_target} PRIVATE -fno-gnu-unique)
