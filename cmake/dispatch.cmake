@@ -28,10 +28,10 @@ if(PATCHBAY_DISPATCH AND NOT _pb_dispatch_supported)
   set(PATCHBAY_DISPATCH OFF)
 endif()
 
-# Compile options for the x86-64-v3 and -v4 variant objects alone, after the build's own: e.g.
-# -O2 in a build compiled at -O1 elsewhere (our test matrix builds its SSE2 code at -O1, which
-# computes the same values there, and the variants, whose multiply-adds g++ contracts, as
-# users build them).
+# Compile options for the x86-64-v3 and -v4 variant objects alone, after the build's own (a
+# CMake list): e.g. -O2 in a build compiled at -O1 elsewhere (our test matrix builds its SSE2
+# code at -O1, which computes the same values there, and the variants, whose multiply-adds g++
+# contracts, as users build them).
 set(PATCHBAY_DISPATCH_VARIANT_OPTIONS "" CACHE STRING
     "Extra compile options for patchbay::dispatch's x86-64-v3/v4 variants (e.g. -O2)")
 mark_as_advanced(PATCHBAY_DISPATCH_VARIANT_OPTIONS)
@@ -40,7 +40,8 @@ if(NOT PATCHBAY_DISPATCH)
   add_library(patchbay_dispatch INTERFACE)
   target_link_libraries(patchbay_dispatch INTERFACE patchbay::patchbay)
 else()
-  # Our own lint builds check the variants with the project's warnings (not its -march).
+  # The variants get the project's warnings (not its -march); our test matrix's dispatch build
+  # makes them errors there (scripts/test.sh: PATCHBAY_DISPATCH_VARIANT_OPTIONS="-O2;-Werror").
   set(_pb_variant_warnings)
   if(TARGET patchbay_project_flags)
     get_target_property(_pb_variant_warnings patchbay_project_flags INTERFACE_COMPILE_OPTIONS)

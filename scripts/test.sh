@@ -62,7 +62,8 @@ has_avx512() { # x86-64-v4's AVX-512 subsets
 
 release() {
   # Without the dispatch component: everything here runs this build's own x86-64-v3 code (the
-  # matrix's dispatch build compiles and runs every variant; here they cost about 170 s of CPU).
+  # matrix's dispatch build compiles, lints and runs every variant; here they cost about 170 s
+  # of CPU).
   cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release -DPATCHBAY_BENCH_TORCH=OFF \
         -DPATCHBAY_WERROR=ON -DPATCHBAY_DISPATCH=OFF -DCMAKE_CXX_FLAGS="-march=x86-64-v3" >/dev/null
   cmake --build build/release -j"$jobs"
@@ -109,9 +110,11 @@ isa_entry() { # isa_entry NAME -O<level> CMAKE_ARGS...
 # The default build with run-time dispatch: the compiler's default flags (no -march) and
 # patchbay::dispatch, run once per level this CPU has, capped through PATCHBAY_ISA. The
 # x86-64 run is the compiler's baseline build: everything runs SSE2 code. That code is built
-# at -O1 (no FMA: the same values, 40 % less compile time), the AVX2/AVX-512 variants at -O2.
+# at -O1 (no FMA: the same values, 40 % less compile time), the AVX2/AVX-512 variants at -O2
+# and with -Werror: compiled at fixed flags, they are linted here (the Release build leaves
+# the component out).
 isa_dispatch() {
-  isa_build dispatch -O1 -DPATCHBAY_DISPATCH=ON -DPATCHBAY_DISPATCH_VARIANT_OPTIONS=-O2
+  isa_build dispatch -O1 -DPATCHBAY_DISPATCH=ON -DPATCHBAY_DISPATCH_VARIANT_OPTIONS="-O2;-Werror"
   local status=0 level
   for level in x86-64 x86-64-v3 x86-64-v4; do
     case $level in
