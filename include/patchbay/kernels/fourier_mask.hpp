@@ -105,7 +105,7 @@ struct vec {
     /// depends on the lane count). Not xsimd's hadd: its AVX-512 form trips g++ 12's
     /// -Wuninitialized inside avx512fintrin.h (an "undefined" pass-through operand). The four
     /// partial sums are one vector of the compiler's generic vector extension: the same adds
-    /// as four scalar chains, in a fifth of the instructions (FreeU's filter on 32x32 planes
+    /// as four scalar chains, in fewer instructions (FreeU's filter on 32x32 planes
     /// is 5 % faster).
     static double sum(const V& v) noexcept {
         if constexpr (!simd) {
