@@ -130,16 +130,13 @@ double stream_time(index_t n) {
 
 /// A plain SIMD reduction over K buffers of n floats (four independent batch sums, no patchbay
 /// kernel): the first pass of a patch that needs a whole-tensor statistic before it writes.
-/// Root: each element also takes one square root, sqrt|in0 * in1| (Mahiro's similarity must).
-template <int K, bool Root = false>
+template <int K>
 float reduce_pass(const std::array<const float*, K>& in, index_t n) {
-    static_assert(!Root || K >= 2, "the root pass multiplies two inputs");
     using V = simd::vec<float>; // (float itself where SIMD is disabled)
     constexpr index_t W = static_cast<index_t>(simd::lanes<float>), U = 4;
     auto element = [&](auto load) {
         auto s = load(in[0]);
         for (int k = 1; k < K; ++k) s = s + load(in[static_cast<std::size_t>(k)]);
-        if constexpr (Root) s = s + simd::sqrt(simd::abs(load(in[0]) * load(in[1])));
         return s;
     };
     std::array<V, U> acc;
@@ -154,15 +151,45 @@ float reduce_pass(const std::array<const float*, K>& in, index_t n) {
     return static_cast<float>(total);
 }
 
+/// Mahiro's similarity terms as a plain loop over three buffers a, b, c of n floats: with
+/// u = s a and m = (s b + c) / 2, the sums of sign(u m) sqrt|u m|, |u| and |m| (the square
+/// root per element and the arithmetic its cosine needs) in two independent sets of register
+/// sums. No per-pixel sums: the terms' cost alone.
+inline float similarity_pass(const std::array<const float*, 3>& in, index_t n) {
+    using V = simd::vec<float>;
+    constexpr index_t W = static_cast<index_t>(simd::lanes<float>), U = 2;
+    const float s = 7.0f;
+    auto element = [&](auto load, auto& acc) {
+        const auto u = load(in[0]) * s;
+        const auto m = (load(in[1]) * s + load(in[2])) * 0.5f;
+        acc[0] += simd::signed_sqrt(u * m);
+        acc[1] += simd::abs(u);
+        acc[2] += simd::abs(m);
+    };
+    std::array<std::array<V, 3>, U> acc;
+    for (auto& a : acc) a.fill(V(0.f));
+    index_t i = 0;
+    for (; i + U * W <= n; i += U * W)
+        for (index_t u = 0; u < U; ++u)
+            element([&](const float* p) { return simd::load<V>(p + i + u * W); }, acc[static_cast<std::size_t>(u)]);
+    std::array<float, 3> rest{};
+    for (; i < n; ++i) element([&](const float* p) { return p[i]; }, rest);
+    double total = 0;
+    for (const auto& a : acc)
+        for (const V& v : a) total += simd::hsum(v);
+    for (float r : rest) total += r;
+    return static_cast<float>(total);
+}
+
 /// The floor of a two-pass patch, measured in the same binary: best time over n floats of a
-/// plain reduction reading Read buffers (Root: with one square root per element) followed by a
+/// plain reduction reading Read buffers (Similarity: Mahiro's terms, similarity_pass) followed by a
 /// streaming pass reading Write buffers (the first Write of the Read ones) and writing one
 /// (InPlace: the first input, as a patch that rewrites one of its inputs), the second pass run
 /// forward or backward, whichever is faster here (patchbay's two-pass patches run it backward).
 /// pixels > 0: the first pass also takes a quotient and a square root per pixel over three
 /// cached per-pixel sums, d / sqrt(a b) (Mahiro's channel cosine, computed per column tile).
 /// Memoised per n and pixels.
-template <int Read, int Write, bool InPlace = false, bool Root = false>
+template <int Read, int Write, bool InPlace = false, bool Similarity = false>
 double two_pass_time(index_t n, index_t pixels = 0) {
     static std::map<std::pair<index_t, index_t>, double> memo;
     auto& t = memo[{n, pixels}];
@@ -190,7 +217,8 @@ double two_pass_time(index_t n, index_t pixels = 0) {
     auto both = [&](auto backward) {
         return best_time(
             [&] {
-                benchmark::DoNotOptimize(reduce_pass<Read, Root>(first, n));
+                if constexpr (Similarity) benchmark::DoNotOptimize(similarity_pass(first, n));
+                else benchmark::DoNotOptimize(reduce_pass<Read>(first, n));
                 if (pixels > 0) benchmark::DoNotOptimize(per_pixel());
                 stream_pass<Write, 1, decltype(backward)::value>(second, out, n);
                 benchmark::DoNotOptimize(out[0]);

@@ -76,7 +76,8 @@ void run_ours(benchmark::State& st, const std::vector<index_t>& dims) {
     tt = torch_time(dims);
 #endif
     bench::report(st, ours, bench::stream_time<3>(n), tt, 4, n);
-    // the similarity (a root per element, a quotient and a root per pixel), then denoised rewritten
+    // the similarity's terms (a signed root and two magnitudes per element, a quotient and a
+    // root per pixel), then denoised rewritten
     bench::report_floor(st, ours, bench::two_pass_time<3, 2, true, true>(n, n / dims[1]));
 }
 

@@ -414,6 +414,13 @@ template <std::size_t K, class Acc, class T, std::size_t N, std::size_t RD, std:
                 // `count` rows from g0: a compile-time count for whole groups (their loop
                 // unrolls and the row pointers stay in registers), a run-time one otherwise
                 auto sweep_tile = [&](index_t g0, auto count, auto resume, auto end) {
+                    // locals, not the captures: reached through references they would be
+                    // reloaded after every store of a running sum (a vector store may alias
+                    // anything)
+                    const Terms tm = terms;
+                    const std::array<T*, K> pk = partial;
+                    const std::array<Acc*, K> sk = sums;
+                    const index_t n_full = full;
                     std::array<std::array<const T*, rows_per_sweep<N>>, N> gp;
                     for (std::size_t v = 0; v < N; ++v)
                         for (index_t r = 0; r < count; ++r)
@@ -423,7 +430,7 @@ template <std::size_t K, class Acc, class T, std::size_t N, std::size_t RD, std:
                         std::array<std::array<B, K>, UU> part;
                         simd::unrolled<UU>([&](auto u) PATCHBAY_INLINE_LAMBDA {
                             simd::unrolled<K>([&](auto k) PATCHBAY_INLINE_LAMBDA {
-                                if constexpr (decltype(resume)::value) part[u][k] = B::load_aligned(partial[k] + at + index_t(u) * W);
+                                if constexpr (decltype(resume)::value) part[u][k] = B::load_aligned(pk[k] + at + index_t(u) * W);
                                 else part[u][k] = B(T(0));
                             });
                         });
@@ -432,21 +439,21 @@ template <std::size_t K, class Acc, class T, std::size_t N, std::size_t RD, std:
                         for (index_t r = 0; r < count; ++r) {
                             const auto rr = static_cast<std::size_t>(r);
                             simd::unrolled<UU>([&](auto u) PATCHBAY_INLINE_LAMBDA {
-                                const auto t = terms(simd::in_register(B::load_unaligned(gp[I][rr] + at + index_t(u) * W))...);
+                                const auto t = tm(simd::in_register(B::load_unaligned(gp[I][rr] + at + index_t(u) * W))...);
                                 simd::unrolled<K>([&](auto k) PATCHBAY_INLINE_LAMBDA { part[u][k] += t[k]; });
                             });
                         }
                         simd::unrolled<UU>([&](auto u) PATCHBAY_INLINE_LAMBDA {
                             simd::unrolled<K>([&](auto k) PATCHBAY_INLINE_LAMBDA {
                                 constexpr sweep_end e = decltype(end)::value;
-                                if constexpr (e == sweep_end::keep) simd::store_aligned(partial[k] + at + index_t(u) * W, part[u][k]);
-                                else flush_block<Acc, e == sweep_end::set>(sums[k] + at + index_t(u) * W, part[u][k]);
+                                if constexpr (e == sweep_end::keep) simd::store_aligned(pk[k] + at + index_t(u) * W, part[u][k]);
+                                else flush_block<Acc, e == sweep_end::set>(sk[k] + at + index_t(u) * W, part[u][k]);
                             });
                         });
                     };
                     index_t at = 0;
-                    for (; at + U * W <= full; at += U * W) step(at, std::integral_constant<index_t, U>{});
-                    for (; at < full; at += W) step(at, std::integral_constant<index_t, 1>{});
+                    for (; at + U * W <= n_full; at += U * W) step(at, std::integral_constant<index_t, U>{});
+                    for (; at < n_full; at += W) step(at, std::integral_constant<index_t, 1>{});
                 };
                 using keep = std::integral_constant<sweep_end, sweep_end::keep>;
                 using set = std::integral_constant<sweep_end, sweep_end::set>;

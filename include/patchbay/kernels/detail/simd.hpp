@@ -441,6 +441,18 @@ PATCHBAY_ALWAYS_INLINE batch<double> min(const batch<double>& a, const batch<dou
 }
 #endif
 
+/// sign(x) sqrt|x|, the same bits as copysign(sqrt(abs(x)), x): the root is never negative,
+/// so x's sign bit is simply or-ed in (copysign would clear the root's first).
+template <class T, class A>
+PATCHBAY_ALWAYS_INLINE xsimd::batch<T, A> signed_sqrt(const xsimd::batch<T, A>& x) noexcept {
+    return sqrt(abs(x)) | xsimd::bitofsign(x);
+}
+template <class T>
+    requires std::is_floating_point_v<T>
+PATCHBAY_ALWAYS_INLINE T signed_sqrt(T x) noexcept {
+    return std::copysign(std::sqrt(std::abs(x)), x);
+}
+
 /// True when this build's batch fma is one fused operation; the scalar fma then fuses too,
 /// so SIMD bodies and scalar tails round alike (a batch fma without FMA hardware is a
 /// multiply and an add, and so is the scalar one).

@@ -41,8 +41,9 @@ template <class V, class T>
 PATCHBAY_ALWAYS_INLINE std::array<V, 3> mahiro_terms(V c, V u, V cfg, T s) noexcept {
     const V us = u * s;
     const V merge = (c * s + cfg) * T(0.5);
-    const V aus = simd::abs(us), am = simd::abs(merge);
-    return {simd::copysign(simd::sqrt(aus * am), us * merge), aus, am};
+    // |us merge| = |us| |merge| exactly, so the root of the product's magnitude is the root
+    // of the norms' terms' product
+    return {simd::signed_sqrt(us * merge), simd::abs(us), simd::abs(merge)};
 }
 
 /// torch.cosine_similarity from the sums, dot / (max(|x|, eps) * max(|y|, eps)) with
