@@ -12,7 +12,9 @@
 #include <map>
 #include <random>
 #include <string>
+#include <tuple>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <benchmark/benchmark.h>
@@ -151,28 +153,31 @@ float reduce_pass(const std::array<const float*, K>& in, index_t n) {
     return static_cast<float>(total);
 }
 
-/// Mahiro's similarity terms as a plain loop over three buffers a, b, c of n floats: with
-/// u = s a and m = (s b + c) / 2, the sums of sign(u m) sqrt|u m|, |u| and |m| (the square
-/// root per element and the arithmetic its cosine needs) in two independent sets of register
-/// sums. No per-pixel sums: the terms' cost alone.
-inline float similarity_pass(const std::array<const float*, 3>& in, index_t n) {
+template <class Terms, class V, std::size_t... I>
+auto terms_result(std::index_sequence<I...>) -> decltype(std::declval<Terms&>()((static_cast<void>(I), std::declval<V>())...));
+
+/// A patch's first pass as a plain loop: over Read buffers of n floats, terms(v0, v1, ...)
+/// returns K per-element terms (batches, or floats in the tail) and each is summed, in two
+/// independent sets of register sums. The arithmetic a two-pass patch's statistic needs, with
+/// no patchbay kernel around it.
+template <int Read, class Terms>
+float terms_pass(const std::array<const float*, Read>& in, index_t n, Terms terms) {
     using V = simd::vec<float>;
     constexpr index_t W = static_cast<index_t>(simd::lanes<float>), U = 2;
-    const float s = 7.0f;
     auto element = [&](auto load, auto& acc) {
-        const auto u = load(in[0]) * s;
-        const auto m = (load(in[1]) * s + load(in[2])) * 0.5f;
-        acc[0] += simd::signed_sqrt(u * m);
-        acc[1] += simd::abs(u);
-        acc[2] += simd::abs(m);
+        const auto t = [&]<std::size_t... I>(std::index_sequence<I...>) {
+            return terms(load(in[I])...);
+        }(std::make_index_sequence<static_cast<std::size_t>(Read)>{});
+        for (std::size_t k = 0; k < t.size(); ++k) acc[k] += t[k];
     };
-    std::array<std::array<V, 3>, U> acc;
+    constexpr std::size_t K = std::tuple_size_v<decltype(terms_result<Terms, V>(std::make_index_sequence<Read>{}))>;
+    std::array<std::array<V, K>, U> acc;
     for (auto& a : acc) a.fill(V(0.f));
     index_t i = 0;
     for (; i + U * W <= n; i += U * W)
         for (index_t u = 0; u < U; ++u)
             element([&](const float* p) { return simd::load<V>(p + i + u * W); }, acc[static_cast<std::size_t>(u)]);
-    std::array<float, 3> rest{};
+    std::array<float, K> rest{};
     for (; i < n; ++i) element([&](const float* p) { return p[i]; }, rest);
     double total = 0;
     for (const auto& a : acc)
@@ -181,16 +186,20 @@ inline float similarity_pass(const std::array<const float*, 3>& in, index_t n) {
     return static_cast<float>(total);
 }
 
+/// The terms of reduce_pass: the plain sum of the inputs (a floor that only reads).
+struct plain_sum {};
+
 /// The floor of a two-pass patch, measured in the same binary: best time over n floats of a
-/// plain reduction reading Read buffers (Similarity: Mahiro's terms, similarity_pass) followed by a
+/// plain reduction reading Read buffers (reduce_pass; given `terms`, terms_pass: the patch's own
+/// per-element arithmetic) followed by a
 /// streaming pass reading Write buffers (the first Write of the Read ones) and writing one
 /// (InPlace: the first input, as a patch that rewrites one of its inputs), the second pass run
 /// forward or backward, whichever is faster here (patchbay's two-pass patches run it backward).
 /// pixels > 0: the first pass also takes a quotient and a square root per pixel over three
 /// cached per-pixel sums, d / sqrt(a b) (Mahiro's channel cosine, computed per column tile).
-/// Memoised per n and pixels.
-template <int Read, int Write, bool InPlace = false, bool Similarity = false>
-double two_pass_time(index_t n, index_t pixels = 0) {
+/// Memoised per n, pixels and terms type.
+template <int Read, int Write, bool InPlace = false, class Terms = plain_sum>
+double two_pass_time(index_t n, index_t pixels = 0, Terms terms = {}) {
     static std::map<std::pair<index_t, index_t>, double> memo;
     auto& t = memo[{n, pixels}];
     if (t > 0) return t;
@@ -217,8 +226,8 @@ double two_pass_time(index_t n, index_t pixels = 0) {
     auto both = [&](auto backward) {
         return best_time(
             [&] {
-                if constexpr (Similarity) benchmark::DoNotOptimize(similarity_pass(first, n));
-                else benchmark::DoNotOptimize(reduce_pass<Read>(first, n));
+                if constexpr (std::is_same_v<Terms, plain_sum>) benchmark::DoNotOptimize(reduce_pass<Read>(first, n));
+                else benchmark::DoNotOptimize(terms_pass<Read>(first, n, terms));
                 if (pixels > 0) benchmark::DoNotOptimize(per_pixel());
                 stream_pass<Write, 1, decltype(backward)::value>(second, out, n);
                 benchmark::DoNotOptimize(out[0]);
