@@ -2,7 +2,8 @@
 """The table of scripts/bench_summary.sh: runs the patch benchmarks of each build REPS times and
 prints, per build, a markdown row per patch and shape, the measured bandwidth and the three
 worst-ratio lines. Counters come from the benchmarks (bench/support/bench_util.hpp): ours_us,
-torch_us, bound_us, bytes, two_pass_us.
+torch_us, bound_us, bytes, two_pass_us, same_passes_us (where a benchmark has it: the patch's
+own passes and arithmetic as plain loops).
 
 usage: scripts/bench_summary.py [--reps N] LABEL=BUILD_DIR [LABEL=BUILD_DIR ...]"""
 import argparse
@@ -46,8 +47,9 @@ def collect(build, reps):
         med = lambda key: statistics.median(r[key] for r in rs) if key in rs[0] else None
         ours, bound = med("ours_us"), min(r["bound_us"] for r in rs)
         floor = min(r["two_pass_us"] for r in rs) if "two_pass_us" in rs[0] else None
+        same = min(r["same_passes_us"] for r in rs) if "same_passes_us" in rs[0] else None
         rows.append({"name": bench, "ours": ours, "torch": med("torch_us"), "bound": bound,
-                     "bytes": rs[0]["bytes"], "floor": floor})
+                     "bytes": rs[0]["bytes"], "floor": floor, "same": same})
     return rows
 
 
@@ -57,12 +59,15 @@ def us(v):
 
 def table(label, rows):
     print(f"\n### {label}\n")
-    print("| patch / shape | ours | libtorch | bound | x_bound | floor of its passes | floor / bound | ours / floor |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| patch / shape | ours | libtorch | bound | x_bound | floor of its passes | floor / bound | ours / floor "
+          "| same passes, plain | it / bound |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         xb = r["ours"] / r["bound"]
         fl = r["floor"]
         fcols = ["-", "-", "-"] if fl is None else [us(fl), f"{fl / r['bound']:.2f}", f"{r['ours'] / fl:.2f}"]
+        sp = r["same"]
+        fcols += ["-", "-"] if sp is None else [us(sp), f"{sp / r['bound']:.2f}"]
         print(f"| {r['name']} | {us(r['ours'])} | {us(r['torch'])} | {us(r['bound'])} | {xb:.2f} | " +
               " | ".join(fcols) + " |")
     print()

@@ -6,7 +6,8 @@
 #   runs: one SIMD pass over the tensors the patch must read and write, in the same binary and
 #   cache state), x_bound = ours / bound, and the floor of the passes the patch makes (plain
 #   loops in the same binary: a reduction before the write for two-pass patches) with
-#   floor / bound and ours / floor;
+#   floor / bound and ours / floor; and where a benchmark measures it, the patch's own passes
+#   with its own arithmetic as plain loops (same passes, plain) and that time / bound;
 # then the bandwidth it measured and the lines
 #   worst x_bound at 1x16x128x128: X.XX
 #   worst x_bound at 1x4x128x128: X.XX

@@ -305,6 +305,13 @@ inline void report_floor(benchmark::State& st, double ours, double floor) {
     st.counters["x_two_pass"] = ours / floor;
 }
 
+/// Reports the patch's own passes written as plain loops, its arithmetic included (a second
+/// floor where the read-only one misses): same_passes_us and x_same_passes (ours / it).
+inline void report_same_passes(benchmark::State& st, double ours, double same) {
+    st.counters["same_passes_us"] = same * 1e6;
+    st.counters["x_same_passes"] = ours / same;
+}
+
 /// Fills the counters every patch benchmark reports (times in seconds; torch_s <= 0 = no
 /// baseline): bytes (minimum traffic: tensors_moved tensors of n floats), ours_us, bound_us
 /// (streaming pass over those bytes), x_bound (ours / bound), torch_us, x_vs_torch

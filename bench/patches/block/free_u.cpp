@@ -5,7 +5,12 @@
 // bytes (minimum traffic: FreeU reads and writes the first half of h, V2 also reads the second
 // half for the channel mean; hsp read and written once), bound_us (streaming passes moving
 // those bytes), x_bound (ours / bound), two_pass_us and x_two_pass (the floor of FreeU's passes:
-// plain loops in this binary, floor_time). Times are thread CPU time (the machine is shared).
+// plain loops in this binary, floor_time), same_passes_us and x_same_passes (FreeU's own passes
+// and arithmetic as plain loops, same_passes_time). Times are thread CPU time (the machine is
+// shared).
+#include <algorithm>
+#include <array>
+#include <cmath>
 #include <cstring>
 #include <map>
 #include <string>
@@ -69,6 +74,7 @@ double torch_time(const std::vector<index_t>& dims, bool v2) {
 #endif
 
 double floor_time(index_t n, index_t plane, bool v2);
+double same_passes_time(index_t channels, index_t rows, index_t cols, bool v2);
 
 template <class P>
 void run_ours(benchmark::State& st, const std::vector<index_t>& dims, bool restore_inputs) {
@@ -106,6 +112,7 @@ void run_ours(benchmark::State& st, const std::vector<index_t>& dims, bool resto
         (v2 ? bench::stream_time<2>(n / 2) : bench::stream_time<1>(n / 2)) + bench::stream_time<1>(n);
     bench::report(st, ours, bound, tt, v2 ? 4 : 3, n);
     bench::report_floor(st, ours, floor_time(n, dims[2] * dims[3], v2));
+    bench::report_same_passes(st, ours, same_passes_time(dims[1], dims[2], dims[3], v2));
 }
 
 /// The floor of the passes FreeU makes, plain loops over buffers of the same sizes: h's scaled
@@ -127,6 +134,96 @@ double floor_time(index_t n, index_t plane, bool v2) {
                 bench::stream_pass<1, 1>({q}, {q}, plane);
             }
             benchmark::DoNotOptimize(hsp.data());
+            benchmark::ClobberMemory();
+        },
+        10);
+    return t;
+}
+
+/// FreeU's passes as plain loops with its arithmetic, on one item of `channels` planes of
+/// rows x cols (cols a multiple of the lanes):
+/// - V2: the channel mean (a running per-pixel sum, a channel at a time), its min and max, the
+///   per-pixel weight (b - 1) m + 1;
+/// - h's first half scaled in place (V2: by the weight; FreeU: by b);
+/// - per hsp plane, as patchbay's direct filter: three weighted column sums (1, cos, sin of the
+///   row's angle: one add and two multiply-adds per element), folded into rows A, B, C, then
+///   hsp + A(w) + cos B(w) + sin C(w) written in place (one add and two multiply-adds).
+/// The fold is a few operations per column and stands in for the real coefficients. Best of
+/// 10, memoised.
+double same_passes_time(index_t channels, index_t rows, index_t cols, bool v2) {
+    static std::map<std::pair<std::array<index_t, 3>, bool>, double> memo;
+    auto& t = memo[{{channels, rows, cols}, v2}];
+    if (t > 0) return t;
+    using V = simd::vec<float>;
+    constexpr index_t W = static_cast<index_t>(simd::lanes<float>);
+    const index_t plane = rows * cols, n = channels * plane;
+    auto h = bench::random_tensor({n}, 4), hsp = bench::random_tensor({n}, 5);
+    std::vector<float> mean(static_cast<std::size_t>(plane)), cr(static_cast<std::size_t>(rows)),
+        sr(static_cast<std::size_t>(rows)), col(static_cast<std::size_t>(6 * cols));
+    for (index_t r = 0; r < rows; ++r) {
+        cr[static_cast<std::size_t>(r)] = static_cast<float>(std::cos(6.283185307179586 * static_cast<double>(r) / static_cast<double>(rows)));
+        sr[static_cast<std::size_t>(r)] = static_cast<float>(std::sin(6.283185307179586 * static_cast<double>(r) / static_cast<double>(rows)));
+    }
+    float* s0 = col.data();
+    float* s1 = s0 + cols;
+    float* s2 = s1 + cols;
+    float* ra = s2 + cols;
+    float* rb = ra + cols;
+    float* rc = rb + cols;
+    const float b = v2 ? 1.3f : 1.1f, sc = 0.9f - 1.0f;
+    t = bench::best_time(
+        [&] {
+            float* hp = h.data();
+            float* xp = hsp.data();
+            if (v2) {
+                std::fill(mean.begin(), mean.end(), 0.0f);
+                for (index_t c = 0; c < channels; ++c)
+                    for (index_t p = 0; p < plane; p += W)
+                        simd::store(mean.data() + p, V(simd::load<V>(mean.data() + p) + simd::load<V>(hp + c * plane + p)));
+                const auto [lo, hi] = std::minmax_element(mean.begin(), mean.end());
+                const float k = (b - 1.0f) / (*hi - *lo), k0 = 1.0f - k * *lo;
+                for (index_t p = 0; p < plane; p += W)
+                    simd::store(mean.data() + p, V(simd::load<V>(mean.data() + p) * k + k0));
+                for (index_t c = 0; c < channels / 2; ++c)
+                    for (index_t p = 0; p < plane; p += W)
+                        simd::store(hp + c * plane + p, V(simd::load<V>(hp + c * plane + p) * simd::load<V>(mean.data() + p)));
+            } else {
+                for (index_t i = 0; i < n / 2; i += W) simd::store(hp + i, V(simd::load<V>(hp + i) * b));
+            }
+            for (index_t c = 0; c < channels; ++c) {
+                float* q = xp + c * plane;
+                // (a batch of columns down the plane, its sums in registers: faster here than
+                // row by row with the sums in L1)
+                for (index_t w = 0; w < cols; w += W) {
+                    V a0(0.f), a1(0.f), a2(0.f);
+                    for (index_t r = 0; r < rows; ++r) {
+                        const V x = simd::load<V>(q + r * cols + w);
+                        a0 = a0 + x;
+                        a1 = simd::fma(x, V(cr[static_cast<std::size_t>(r)]), a1);
+                        a2 = simd::fma(x, V(sr[static_cast<std::size_t>(r)]), a2);
+                    }
+                    simd::store(s0 + w, a0);
+                    simd::store(s1 + w, a1);
+                    simd::store(s2 + w, a2);
+                }
+                for (index_t w = 0; w < cols; w += W) {
+                    const V a0 = simd::load<V>(s0 + w), a1 = simd::load<V>(s1 + w), a2 = simd::load<V>(s2 + w);
+                    simd::store(ra + w, V(a0 * sc));
+                    simd::store(rb + w, V((a1 + a2) * sc));
+                    simd::store(rc + w, V((a2 - a1) * sc));
+                }
+                for (index_t r = 0; r < rows; ++r) {
+                    const V cv(cr[static_cast<std::size_t>(r)]), sv(sr[static_cast<std::size_t>(r)]);
+                    for (index_t w = 0; w < cols; w += W) {
+                        V y = simd::load<V>(q + r * cols + w) + simd::load<V>(ra + w);
+                        y = simd::fma(cv, simd::load<V>(rb + w), y);
+                        y = simd::fma(sv, simd::load<V>(rc + w), y);
+                        simd::store(q + r * cols + w, y);
+                    }
+                }
+            }
+            benchmark::DoNotOptimize(hp);
+            benchmark::DoNotOptimize(xp);
             benchmark::ClobberMemory();
         },
         10);

@@ -4,7 +4,8 @@
 // ours_us, torch_us, x_vs_torch (torch / ours), bytes (minimum traffic: read x, cond, uncond
 // (flow: cond, uncond), write denoised), bound_us (one streaming pass over those bytes),
 // x_bound (ours / bound), two_pass_us and
-// x_two_pass (the floor of its two passes: plain loops in this binary, bench::two_pass_time).
+// x_two_pass (the floor of its two passes: plain loops in this binary, bench::two_pass_time),
+// same_passes_us and x_same_passes (those loops with its shifted sums and squares).
 #include <algorithm>
 #include <map>
 #include <string>
@@ -99,6 +100,16 @@ void run(benchmark::State& st, const std::vector<index_t>& dims, bool flow) {
     bench::report(st, ours, bound, tt, flow ? 3 : 4, n);
     // two passes: the sums (flow: cond, uncond; v: x too), then the write
     bench::report_floor(st, ours, flow ? bench::two_pass_time<2, 2>(n) : bench::two_pass_time<3, 3>(n));
+    // the same with its arithmetic: the shifted cond and cfg terms and their squares
+    const float k = 7.0f, inv = 0.5f, kc = 0.1f, kg = 0.2f;
+    bench::report_same_passes(st, ours, flow ? bench::two_pass_time<2, 2>(n, 0, [=](auto cp, auto up) {
+        const auto dc = cp - kc, dg = (up + (cp - up) * k) - kg;
+        return std::array{dc, dc * dc, dg, dg * dg};
+    }) : bench::two_pass_time<3, 3>(n, 0, [=](auto xp, auto cp, auto up) {
+        const auto xc = xp * inv;
+        const auto dc = xc - cp - kc, dg = xc - (up + (cp - up) * k) - kg;
+        return std::array{dc, dc * dc, dg, dg * dg};
+    }));
 }
 
 void register_all() {

@@ -4,7 +4,8 @@
 // x_vs_torch (torch / ours), bytes (minimum traffic; post: read cond and denoised, write
 // denoised; pre: read x, cond, uncond, write denoised), bound_us (one streaming pass over
 // those bytes), x_bound (ours / bound); pre_cfg also two_pass_us and x_two_pass (the floor of
-// its passes: plain loops in this binary, bench::channel_map_time).
+// its passes: plain loops in this binary, bench::channel_map_time), and up to 8 channels
+// same_passes_us and x_same_passes (its own passes and arithmetic as plain loops).
 #include <algorithm>
 #include <map>
 #include <string>
@@ -61,6 +62,47 @@ double torch_time(const std::vector<index_t>& dims, bool pre) {
 }
 #endif
 
+/// CFGNorm pre_cfg's passes as plain loops, its arithmetic included, for at most 8 channels:
+/// per batch of pixels, every channel's x, cond and uncond loaded once and held, the two
+/// squared channel norms summed (|x - cond|^2 and |x - cfg|^2), one quotient and one root for
+/// the factor, then every channel written. Best of 20, memoised.
+double same_passes_time(index_t channels, index_t pixels) {
+    static std::map<std::pair<index_t, index_t>, double> memo;
+    auto& t = memo[{channels, pixels}];
+    if (t > 0) return t;
+    using V = simd::vec<float>;
+    constexpr index_t W = static_cast<index_t>(simd::lanes<float>);
+    bench::stream_buffers<3, 1> b(channels * pixels);
+    const float s = 7.0f;
+    const V tiny2(1e-24f);
+    t = bench::best_time(
+        [&] {
+            for (index_t j = 0; j + W <= pixels; j += W) { // (pixels a multiple of the lanes)
+                std::array<V, 8> hx, hc, hu;
+                V n0(0.f), n1(0.f);
+                for (index_t ch = 0; ch < channels; ++ch) {
+                    const auto k = static_cast<std::size_t>(ch);
+                    const index_t at = ch * pixels + j;
+                    hx[k] = simd::load<V>(b.in[0] + at);
+                    hc[k] = simd::load<V>(b.in[1] + at);
+                    hu[k] = simd::load<V>(b.in[2] + at);
+                    const V dc = hx[k] - hc[k], dg = hx[k] - (hu[k] + (hc[k] - hu[k]) * s);
+                    n0 = n0 + dc * dc;
+                    n1 = n1 + dg * dg;
+                }
+                const V f = simd::sqrt(V(n0 / simd::max(n1, tiny2)));
+                for (index_t ch = 0; ch < channels; ++ch) {
+                    const auto k = static_cast<std::size_t>(ch);
+                    simd::store(b.out[0] + ch * pixels + j, V(hx[k] - (hx[k] - (hu[k] + (hc[k] - hu[k]) * s)) * f));
+                }
+            }
+            benchmark::DoNotOptimize(b.out[0]);
+            benchmark::ClobberMemory();
+        },
+        20);
+    return t;
+}
+
 template <std::size_t R>
 void run(benchmark::State& st, const std::vector<index_t>& dims, bool pre) {
     auto x = bench::random_tensor(dims, 1, 0.f, 2.f), c = bench::random_tensor(dims, 2),
@@ -96,6 +138,7 @@ void run(benchmark::State& st, const std::vector<index_t>& dims, bool pre) {
         const index_t channels = dims[1], pixels = n / (dims[0] * channels);
         const index_t tile = std::max<index_t>(std::min<index_t>(196608 / (channels * 3 * 4), 1024) / 64 * 64, 64);
         bench::report_floor(st, ours, bench::channel_map_time<3>(channels, pixels, tile));
+        if (channels <= 8) bench::report_same_passes(st, ours, same_passes_time(channels, pixels));
     }
 }
 

@@ -2,7 +2,8 @@
 // nodes_tcfg.py (torch.linalg.svd of the 2 x N score matrix), single-threaded. Counters:
 // ours_us, torch_us, x_vs_torch (torch / ours), bytes (minimum traffic: read x, cond, uncond;
 // write uncond), bound_us (one streaming pass over those bytes), x_bound (ours / bound), two_pass_us and
-// x_two_pass (the floor of its two passes: plain loops in this binary, bench::two_pass_time).
+// x_two_pass (the floor of its two passes: plain loops in this binary, bench::two_pass_time),
+// same_passes_us and x_same_passes (those loops with the Gram matrix's products).
 #include <cstring>
 #include <map>
 #include <string>
@@ -75,6 +76,11 @@ void run_ours(benchmark::State& st, const std::vector<index_t>& dims) {
 #endif
     bench::report(st, ours, bench::stream_time<3>(n), tt, 4, n);
     bench::report_floor(st, ours, bench::two_pass_time<3, 3, true>(n)); // the Gram matrix, then uncond rewritten
+    // the same with the Gram matrix's products: a = x - uncond, b = x - cond, sums of aa, ab, bb
+    bench::report_same_passes(st, ours, bench::two_pass_time<3, 3, true>(n, 0, [](auto xp, auto up, auto cp) {
+        const auto a = xp - up, b = xp - cp;
+        return std::array{a * a, a * b, b * b};
+    }));
 }
 
 void register_all() {
