@@ -186,17 +186,12 @@ PATCHBAY_ALWAYS_INLINE void transpose(std::array<batch<T>, N>& m) noexcept {
     static_assert(N == batch<T>::size, "transpose takes lanes rows of lanes values");
     using B = batch<T>;
 #if defined(__AVX__)
-    if constexpr (std::is_same_v<T, float> && N == 8) {
-        __m256 r[8];
+    constexpr bool is_float = std::is_same_v<T, float>;
+    if constexpr ((is_float && N == 8) || (std::is_same_v<T, double> && N == 4)) {
+        typename B::register_type r[N]; // __m256 or __m256d
         for (std::size_t i = 0; i < N; ++i) r[i] = m[i];
-        transpose8(r);
-        for (std::size_t i = 0; i < N; ++i) m[i] = B(r[i]);
-        return;
-    }
-    if constexpr (std::is_same_v<T, double> && N == 4) {
-        __m256d r[4];
-        for (std::size_t i = 0; i < N; ++i) r[i] = m[i];
-        transpose4(r);
+        if constexpr (is_float) transpose8(r);
+        else transpose4(r);
         for (std::size_t i = 0; i < N; ++i) m[i] = B(r[i]);
         return;
     }
