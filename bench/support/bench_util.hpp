@@ -130,40 +130,17 @@ double stream_time(index_t n) {
     return t;
 }
 
-/// A plain SIMD reduction over K buffers of n floats (four independent batch sums, no patchbay
-/// kernel): the first pass of a patch that needs a whole-tensor statistic before it writes.
-template <int K>
-float reduce_pass(const std::array<const float*, K>& in, index_t n) {
-    using V = simd::vec<float>; // (float itself where SIMD is disabled)
-    constexpr index_t W = static_cast<index_t>(simd::lanes<float>), U = 4;
-    auto element = [&](auto load) {
-        auto s = load(in[0]);
-        for (int k = 1; k < K; ++k) s = s + load(in[static_cast<std::size_t>(k)]);
-        return s;
-    };
-    std::array<V, U> acc;
-    acc.fill(V(0.f));
-    index_t i = 0;
-    for (; i + U * W <= n; i += U * W)
-        for (index_t u = 0; u < U; ++u)
-            acc[static_cast<std::size_t>(u)] += element([&](const float* p) { return simd::load<V>(p + i + u * W); });
-    double total = 0;
-    for (; i < n; ++i) total += element([&](const float* p) { return p[i]; });
-    for (const V& a : acc) total += simd::hsum(a);
-    return static_cast<float>(total);
-}
-
 template <class Terms, class V, std::size_t... I>
 auto terms_result(std::index_sequence<I...>) -> decltype(std::declval<Terms&>()((static_cast<void>(I), std::declval<V>())...));
 
 /// A patch's first pass as a plain loop: over Read buffers of n floats, terms(v0, v1, ...)
-/// returns K per-element terms (batches, or floats in the tail) and each is summed, in two
+/// returns K per-element terms (batches, or floats in the tail) and each is summed, in U
 /// independent sets of register sums. The arithmetic a two-pass patch's statistic needs, with
 /// no patchbay kernel around it.
-template <int Read, class Terms>
+template <int Read, index_t U = 2, class Terms>
 float terms_pass(const std::array<const float*, Read>& in, index_t n, Terms terms) {
     using V = simd::vec<float>;
-    constexpr index_t W = static_cast<index_t>(simd::lanes<float>), U = 2;
+    constexpr index_t W = static_cast<index_t>(simd::lanes<float>);
     auto element = [&](auto load, auto& acc) {
         const auto t = [&]<std::size_t... I>(std::index_sequence<I...>) {
             return terms(load(in[I])...);
@@ -186,7 +163,15 @@ float terms_pass(const std::array<const float*, Read>& in, index_t n, Terms term
     return static_cast<float>(total);
 }
 
-/// The terms of reduce_pass: the plain sum of the inputs (a floor that only reads).
+/// A plain SIMD reduction over K buffers of n floats (four independent batch sums, no patchbay
+/// kernel): the first pass of a patch that needs a whole-tensor statistic before it writes.
+template <int K>
+float reduce_pass(const std::array<const float*, K>& in, index_t n) {
+    return terms_pass<K, 4>(in, n, [](auto... v) { return std::array{(... + v)}; });
+}
+
+/// two_pass_time's default first pass: reduce_pass, the plain sum of the inputs (a floor that
+/// only reads).
 struct plain_sum {};
 
 /// The floor of a two-pass patch, measured in the same binary: best time over n floats of a
