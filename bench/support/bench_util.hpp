@@ -175,9 +175,9 @@ float reduce_pass(const std::array<const float*, K>& in, index_t n) {
 struct plain_sum {};
 
 /// The floor of a two-pass patch, measured in the same binary: best time over n floats of a
-/// plain reduction reading Read buffers (reduce_pass; given `terms`, terms_pass: the patch's own
-/// per-element arithmetic) followed by a
-/// streaming pass reading Write buffers (the first Write of the Read ones) and writing one
+/// plain reduction reading Read buffers (reduce_pass; given `terms`, terms_pass: the patch's
+/// own per-element arithmetic) followed by a streaming pass reading Write buffers (the first
+/// Write of the Read ones) and writing one
 /// (InPlace: the first input, as a patch that rewrites one of its inputs), the second pass run
 /// forward or backward, whichever is faster here (patchbay's two-pass patches run it backward).
 /// pixels > 0: the first pass also takes a quotient and a square root per pixel over three
