@@ -207,6 +207,28 @@ TEST_CASE("planes are independent: batch split and out-of-place give identical b
     }
 }
 
+TEST_CASE("a call big enough to request its lines ahead gives the bits of small calls", "[kernels][fft]") {
+    // 1027 planes of 32 x 32: 8.4 MiB each way, past PATCHBAY_FFT_STREAM_BYTES (8 MiB) in place
+    // and out of place, so every chunk requests its output and the next chunk's input while it
+    // runs; calls of 79 planes stay below it. The last chunk has no next one, and the rest
+    // (1027 mod V) goes line by line.
+    const index_t H = 32, W = 32, count = 1027, part = 79;
+    const auto x = random_planes<float>(count * H * W, 22);
+    const auto plan = kernels::fft_plan<float>(H, W);
+    patchbay::workspace ws;
+    for (auto dir : {fft_direction::forward, fft_direction::inverse}) {
+        auto small = x;
+        for (index_t c = 0; c < count; c += part)
+            plan->execute(small.data() + c * H * W, small.data() + c * H * W, std::min(part, count - c), dir, ws);
+        std::vector<std::complex<float>> out(x.size());
+        plan->execute(x.data(), out.data(), count, dir, ws);
+        CHECK(out == small);
+        auto inplace = x;
+        plan->execute(inplace.data(), inplace.data(), count, dir, ws);
+        CHECK(inplace == small);
+    }
+}
+
 TEST_CASE("real input and real-part output, contiguous and strided", "[kernels][fft]") {
     const index_t count = 6, H = 12, W = 10;
     std::mt19937 rng(5);

@@ -39,6 +39,15 @@
 #ifndef PATCHBAY_FFT_PREFETCH
 #define PATCHBAY_FFT_PREFETCH 1
 #endif
+// A call streams its lines ahead (prefetch_stream) when its input and output planes together
+// take at least PATCHBAY_FFT_STREAM_BYTES, and each chunk at most PATCHBAY_FFT_PREFETCH_BYTES
+// of them (output and next input).
+#ifndef PATCHBAY_FFT_STREAM_BYTES
+#define PATCHBAY_FFT_STREAM_BYTES (8 << 20)
+#endif
+#ifndef PATCHBAY_FFT_PREFETCH_BYTES
+#define PATCHBAY_FFT_PREFETCH_BYTES (512 << 10)
+#endif
 
 namespace patchbay::kernels::fft_detail {
 
@@ -69,13 +78,16 @@ PATCHBAY_ALWAYS_INLINE V fmadd(const V& a, const V& b, const V& c) noexcept {
     }
 }
 /// a*b - c and c - a*b: negating an operand is exact, so these round exactly as fmadd does.
+/// Without FMA they are written out: the same two roundings, without an xor for the sign.
 template <class V>
 PATCHBAY_ALWAYS_INLINE V fmsub(const V& a, const V& b, const V& c) noexcept {
-    return fmadd(a, b, V(-c));
+    if constexpr (hardware_fma) return fmadd(a, b, V(-c));
+    else return a * b - c;
 }
 template <class V>
 PATCHBAY_ALWAYS_INLINE V fnmadd(const V& a, const V& b, const V& c) noexcept {
-    return fmadd(V(-a), b, c);
+    if constexpr (hardware_fma) return fmadd(V(-a), b, c);
+    else return c - a * b;
 }
 
 /// The FFT's SIMD batch: the build's, capped at 256 bits. The FFT's time goes to moving planes
@@ -248,47 +260,111 @@ struct stage {
     std::size_t tw; // offset of this stage's twiddles (complex) in the table
 };
 
+/// Cache lines requested a few at a time between butterflies, so that memory traffic overlaps
+/// the transforms: a chunk's output lines (written when the chunk ends), then the next chunk's
+/// input lines. Requested as bursts between row blocks they measured slower than none (the
+/// requests queue up behind each other); spread this way they take 7-10 % off the SSE2
+/// transform of 1280 x 32x32 planes, which come from and go to DRAM (docs/kernels_fft.md).
+/// A read request serves the output lines too: a line no other core holds arrives exclusive,
+/// so the write needs no second request.
+/// Only 128-bit packs (SSE2, NEON) use it: with 256-bit packs it measured 10-25 % slower at
+/// 1280 x 32x32 and 640 x 64x64 (their gathers keep enough lines in flight already, and the
+/// requested lines crowd the chunk's own out of L1 and L2).
+template <class T>
+inline constexpr bool streamed_packs = ops<T>::PS * sizeof(T) <= 32;
+
+struct prefetch_stream {
+    const char* next = nullptr; // the range being requested
+    const char* end = nullptr;
+    const char* then_next = nullptr; // the range after it
+    const char* then_end = nullptr;
+    index_t step_bytes = 0; // requested per butterfly: a multiple of 64
+
+    PATCHBAY_ALWAYS_INLINE void step() noexcept {
+#if PATCHBAY_FFT_PREFETCH && (defined(__GNUC__) || defined(__clang__))
+        if (next < end) {
+            for (index_t b = 0; b < step_bytes; b += 64) __builtin_prefetch(next + b, 0, 3);
+            next += step_bytes;
+        } else if (then_next != then_end) {
+            next = then_next;
+            end = then_end;
+            then_next = then_end;
+        }
+#endif
+    }
+};
+
+// `count` radix-P butterflies, the k-th reading its P inputs at x + k xstep + r rstride and
+// writing its outputs at y + k ystep + j jstride, the outputs j > 0 times w[j] when Twiddled.
+// Everything the loop needs is a parameter or a local: reached through a lambda's captures, the
+// pointers and strides were reloaded after every store (a vector store may alias them).
+// With Stream, `pf` requests its next cache lines once per butterfly (a compile-time choice:
+// the test per butterfly cost the transforms without a stream 8 % at SSE2).
+template <int P, bool Twiddled, bool Stream, class T>
+PATCHBAY_ALWAYS_INLINE void butterflies(const T* PATCHBAY_RESTRICT x, T* PATCHBAY_RESTRICT y, index_t count,
+                                        index_t xstep, index_t ystep, index_t rstride, index_t jstride,
+                                        const cpx<T>* tw, prefetch_stream* pf) noexcept {
+    using O = ops<T>;
+    constexpr index_t V = O::V;
+    cpx<T> w[P];
+    if constexpr (Twiddled)
+        for (int j = 1; j < P; ++j) w[j] = tw[j];
+    for (index_t k = 0; k < count; ++k) {
+        const T* p = x + k * xstep;
+        T* q = y + k * ystep;
+        cpx<T> a[P];
+        for (int r = 0; r < P; ++r) a[r] = {O::load(p + r * rstride), O::load(p + r * rstride + V)};
+        dft<P, T>(a);
+        if constexpr (Stream) pf->step();
+        for (int j = 0; j < P; ++j) {
+            const cpx<T> b = Twiddled && j > 0 ? cmul(a[j], w[j]) : a[j];
+            O::store(q + j * jstride, b.re);
+            O::store(q + j * jstride + V, b.im);
+        }
+    }
+}
+
 // One Stockham stage over packs: for each pp < m and each of the L = s*inner contiguous packs,
 // a_r = x[(pp + m r) xs + k], y[(P pp + j) L + k] = DFT_P(a)_j * w^(pp j). The input element
 // stride xs is L except for a first stage reading straight from a wider array (column blocks).
-template <int P, class T>
-void run_stage(const T* PATCHBAY_RESTRICT x, T* PATCHBAY_RESTRICT y, index_t outer, index_t xseq,
-               index_t yseq, index_t m, index_t L, index_t xs, const T* tw) noexcept {
+// With L = 1 (a row pass's first stage) the butterflies of one pp run along the sequences.
+template <int P, bool Stream, class T>
+void run_stage_of(const T* PATCHBAY_RESTRICT x, T* PATCHBAY_RESTRICT y, index_t outer, index_t xseq,
+                  index_t yseq, index_t m, index_t L, index_t xs, const T* tw, prefetch_stream* pf) noexcept {
     using O = ops<T>;
-    constexpr index_t PS = O::PS, V = O::V;
+    constexpr index_t PS = O::PS;
     const index_t rstride = m * xs * PS, jstride = L * PS;
     for (index_t pp = 0; pp < m; ++pp) {
         cpx<T> w[P];
-        const bool twiddle = pp != 0;
+        const bool twiddle = pp != 0; // the first pp's twiddles are all 1: no multiplies
         if (twiddle)
             for (int j = 1; j < P; ++j) {
                 const T* t = tw + 2 * (pp * (P - 1) + (j - 1));
                 w[j] = {O::bcast(t[0]), O::bcast(t[1])};
             }
+        const T* xb = x + pp * xs * PS;
+        T* yb = y + P * pp * L * PS;
+        if (L == 1) {
+            if (twiddle) butterflies<P, true, Stream>(xb, yb, outer, xseq * PS, yseq * PS, rstride, jstride, w, pf);
+            else butterflies<P, false, Stream>(xb, yb, outer, xseq * PS, yseq * PS, rstride, jstride, w, pf);
+            continue;
+        }
         for (index_t o = 0; o < outer; ++o) {
-            const T* xb = x + (o * xseq + pp * xs) * PS;
-            T* yb = y + (o * yseq + P * pp * L) * PS;
-            // (twiddled is a compile-time flag: the first pass of each stage skips the multiplies)
-            auto butterflies = [&](auto twiddled) {
-                for (index_t k = 0; k < L; ++k) {
-                    cpx<T> a[P];
-                    for (int r = 0; r < P; ++r) {
-                        const T* p = xb + r * rstride + k * PS;
-                        a[r] = {O::load(p), O::load(p + V)};
-                    }
-                    dft<P, T>(a);
-                    T* q = yb + k * PS;
-                    for (int j = 0; j < P; ++j) {
-                        const cpx<T> b = decltype(twiddled)::value && j > 0 ? cmul(a[j], w[j]) : a[j];
-                        O::store(q + j * jstride, b.re);
-                        O::store(q + j * jstride + V, b.im);
-                    }
-                }
-            };
-            if (twiddle) butterflies(std::true_type{});
-            else butterflies(std::false_type{});
+            const T* xo = xb + o * xseq * PS;
+            T* yo = yb + o * yseq * PS;
+            if (twiddle) butterflies<P, true, Stream>(xo, yo, L, PS, PS, rstride, jstride, w, pf);
+            else butterflies<P, false, Stream>(xo, yo, L, PS, PS, rstride, jstride, w, pf);
         }
     }
+}
+
+/// One stage, with the prefetch stream `pf` advancing through it when there is one.
+template <int P, class T>
+void run_stage(const T* x, T* y, index_t outer, index_t xseq, index_t yseq, index_t m, index_t L, index_t xs,
+               const T* tw, prefetch_stream* pf) noexcept {
+    if constexpr (streamed_packs<T>)
+        if (pf) return run_stage_of<P, true>(x, y, outer, xseq, yseq, m, L, xs, tw, pf);
+    run_stage_of<P, false>(x, y, outer, xseq, yseq, m, L, xs, tw, nullptr);
 }
 
 /// Smallest 2^a 3^b 5^c >= n (Bluestein's convolution length).
@@ -361,33 +437,42 @@ public:
     /// True when run() leaves the result in its first buffer.
     bool result_in_first() const noexcept { return sub_ || stages_.size() % 2 == 0; }
 
+    /// Butterflies per sequence of one pack (what a prefetch_stream spreads its lines over).
+    index_t butterflies() const noexcept {
+        if (sub_) return 2 * sub_->butterflies();
+        index_t total = 0;
+        for (const stage& st : stages_) total += n_ / st.radix;
+        return total;
+    }
+
     /// Transform the (outer, n, inner) packs in `a`; `b` is a buffer of the same size. Returns
-    /// the buffer holding the result (a or b).
-    T* run(T* a, T* b, T* scratch, index_t outer, index_t inner) const {
+    /// the buffer holding the result (a or b). `pf` (may be null) advances once per butterfly.
+    T* run(T* a, T* b, T* scratch, index_t outer, index_t inner, prefetch_stream* pf = nullptr) const {
         if (sub_) {
-            run_bluestein(a, scratch, outer, inner);
+            run_bluestein(a, scratch, outer, inner, pf);
             return a;
         }
-        return run_stages(a, n_ * inner, inner, a, b, outer, inner);
+        return run_stages(a, n_ * inner, inner, a, b, outer, inner, pf);
     }
 
     /// One column block (outer 1): sequence element e, pack i is read at src + (e xs + i) PS
     /// (src is not written); the result lands in b1 or b2 (returned), each n * inner packs.
-    T* run_from(const T* src, index_t xs, T* b1, T* b2, T* scratch, index_t inner) const {
+    T* run_from(const T* src, index_t xs, T* b1, T* b2, T* scratch, index_t inner,
+                prefetch_stream* pf = nullptr) const {
         if (sub_ || stages_.empty()) {
             for (index_t e = 0; e < n_; ++e)
                 std::copy(src + e * xs * O::PS, src + (e * xs + inner) * O::PS, b1 + e * inner * O::PS);
-            return run(b1, b2, scratch, 1, inner);
+            return run(b1, b2, scratch, 1, inner, pf);
         }
         // the first stage reads src and writes b1; later stages ping-pong b1 / b2
-        return run_stages(src, n_ * xs, xs, b1, b2, 1, inner);
+        return run_stages(src, n_ * xs, xs, b1, b2, 1, inner, pf);
     }
 
 private:
     // Stages from x0 (element stride xs0 packs, sequences xseq0 packs apart) ping-ponging
     // between a and b; x0 is a or an external read-only array. Returns the result buffer.
     T* run_stages(const T* x0, index_t xseq0, index_t xs0, T* a, T* b, index_t outer,
-                  index_t inner) const {
+                  index_t inner, prefetch_stream* pf) const {
         const T* x = x0;
         T* y = x0 == a ? b : a;
         const index_t seq = n_ * inner;
@@ -396,12 +481,12 @@ private:
             const index_t L = st.s * inner;
             const T* tw = tw_.data() + 2 * st.tw;
             switch (st.radix) {
-            case 2: run_stage<2, T>(x, y, outer, xseq, seq, st.m, L, xs, tw); break;
-            case 3: run_stage<3, T>(x, y, outer, xseq, seq, st.m, L, xs, tw); break;
-            case 4: run_stage<4, T>(x, y, outer, xseq, seq, st.m, L, xs, tw); break;
-            case 5: run_stage<5, T>(x, y, outer, xseq, seq, st.m, L, xs, tw); break;
-            case 7: run_stage<7, T>(x, y, outer, xseq, seq, st.m, L, xs, tw); break;
-            default: run_stage<8, T>(x, y, outer, xseq, seq, st.m, L, xs, tw); break;
+            case 2: run_stage<2, T>(x, y, outer, xseq, seq, st.m, L, xs, tw, pf); break;
+            case 3: run_stage<3, T>(x, y, outer, xseq, seq, st.m, L, xs, tw, pf); break;
+            case 4: run_stage<4, T>(x, y, outer, xseq, seq, st.m, L, xs, tw, pf); break;
+            case 5: run_stage<5, T>(x, y, outer, xseq, seq, st.m, L, xs, tw, pf); break;
+            case 7: run_stage<7, T>(x, y, outer, xseq, seq, st.m, L, xs, tw, pf); break;
+            default: run_stage<8, T>(x, y, outer, xseq, seq, st.m, L, xs, tw, pf); break;
             }
             x = y;
             y = y == a ? b : a;
@@ -455,7 +540,7 @@ private:
         void operator()(double* p) const noexcept { ::operator delete[](p, std::align_val_t{64}); }
     };
 
-    void run_bluestein(T* a, T* scratch, index_t outer, index_t inner) const {
+    void run_bluestein(T* a, T* scratch, index_t outer, index_t inner, prefetch_stream* pf) const {
         constexpr index_t PS = O::PS, V = O::V;
         using vec = typename O::vec;
         T* u = scratch;
@@ -476,7 +561,7 @@ private:
                     std::fill(dst, dst + inner * PS, T(0));
                 }
             }
-        T* r = sub_->run(u, v, nullptr, outer, inner);
+        T* r = sub_->run(u, v, nullptr, outer, inner, pf);
         T* other = r == u ? v : u;
         // r = swap(r * K): the inverse DFT of the product as a forward DFT of swapped parts
         for (index_t o = 0; o < outer; ++o)
@@ -489,7 +574,7 @@ private:
                     O::store(p + i * PS + V, z.re);
                 }
             }
-        T* r2 = sub_->run(r, other, nullptr, outer, inner);
+        T* r2 = sub_->run(r, other, nullptr, outer, inner, pf);
         // x = swap(r2) * chirp
         for (index_t o = 0; o < outer; ++o)
             for (index_t e = 0; e < n_; ++e) {
@@ -573,8 +658,9 @@ struct pack_reg {
 /// register transpose; register c of a block holds part (c & 1) of element b + c / 2 of the
 /// group's planes. One group at a time: its G plane lines stay in L1 for the next block (planes
 /// often lie a multiple of 4 KiB apart, so all of a chunk's lines compete for one 8-way set).
-/// Returns the first element not moved (0 when the packs are not full).
-template <bool ToPacks, class T, class A>
+/// Returns the first element not moved (0 when the packs are not full). Scaled: the values
+/// are multiplied by `scale` (a forward scatter skips the multiply by 1).
+template <bool ToPacks, bool Scaled, class T, class A>
 index_t move_reg_blocks(const T* src, T* dst, index_t nb, index_t ps, index_t count, bool swap, T scale) noexcept {
     constexpr index_t V = ops<T>::V, PS = ops<T>::PS, G = A::n, C = G / 2;
     if (nb != V) return 0;
@@ -587,7 +673,10 @@ index_t move_reg_blocks(const T* src, T* dst, index_t nb, index_t ps, index_t co
             if constexpr (ToPacks)
                 for (index_t p = 0; p < A::n; ++p) r[p] = A::loadu(src + plane + p * ps * 2);
             else
-                for (index_t c = 0; c < A::n; ++c) r[c] = A::scaled(A::load(src + pack + pack_at(c)), scale);
+                for (index_t c = 0; c < A::n; ++c) {
+                    r[c] = A::load(src + pack + pack_at(c));
+                    if constexpr (Scaled) r[c] = A::scaled(r[c], scale);
+                }
             A::transpose(r);
             if constexpr (ToPacks)
                 for (index_t c = 0; c < A::n; ++c) A::store(dst + pack + pack_at(c), r[c]);
@@ -602,14 +691,20 @@ index_t move_reg_blocks(const T* src, T* dst, index_t nb, index_t ps, index_t co
 template <bool ToPacks, class T>
 index_t move_blocks(const T* src, T* dst, index_t nb, index_t ps, index_t count, bool swap, T scale) noexcept {
 #if defined(__AVX__)
-    if constexpr (avx_packs<T>())
-        return move_reg_blocks<ToPacks, T, pack_reg<T, xsimd::avx>>(src, dst, nb, ps, count, swap, scale);
+    using reg = pack_reg<T, xsimd::avx>;
+    constexpr bool fast = avx_packs<T>();
 #elif defined(__SSE2__)
     // without AVX the packs are 128 bits wide: 4 x 4 (2 x 2) transposes instead of one scalar
     // copy per value (a build with the compiler's default flags on x86-64)
     using reg = pack_reg<T, xsimd::sse2>;
-    if constexpr (ops<T>::vectorised && ops<T>::V == reg::n)
-        return move_reg_blocks<ToPacks, T, reg>(src, dst, nb, ps, count, swap, scale);
+    constexpr bool fast = ops<T>::vectorised && ops<T>::V == reg::n;
+#endif
+#if defined(__SSE2__)
+    if constexpr (fast) {
+        if (ToPacks || scale == T(1))
+            return move_reg_blocks<ToPacks, false, T, reg>(src, dst, nb, ps, count, swap, scale);
+        return move_reg_blocks<ToPacks, true, T, reg>(src, dst, nb, ps, count, swap, scale);
+    }
 #endif
     (void)src, (void)dst, (void)nb, (void)ps, (void)count, (void)swap, (void)scale;
     return 0;
@@ -756,10 +851,10 @@ struct engine {
 
     /// One chunk of V planes. gather(dst, h0, rows) fills rows [h0, h0 + rows) of every plane
     /// as packs; scatter(src, w0, cols) takes the finished columns [w0, w0 + cols) (H x cols
-    /// packs, row-major).
+    /// packs, row-major). `pf` (may be null) advances once per butterfly.
     template <class Gather, class Scatter>
     static void run_chunk(const pass_plan<T>& row, const pass_plan<T>& col, index_t H, index_t W,
-                          T* ws, Gather&& gather, Scatter&& scatter) {
+                          T* ws, Gather&& gather, Scatter&& scatter, prefetch_stream* pf = nullptr) {
         const blocking bl = blocking::make(row, col, H, W);
         constexpr index_t PS = O::PS;
         T* A = ws + bl.a * PS;
@@ -773,19 +868,19 @@ struct engine {
             T* x = in_first ? blk : R1;
             T* y = in_first ? R1 : blk;
             gather(x, h0, gb);
-            row.run(x, y, S, gb, 1);
+            row.run(x, y, S, gb, 1, pf);
         }
         T* C1 = ws + bl.c1 * PS;
         T* C2 = ws + bl.c2 * PS;
         if (bl.wb == W) {
-            scatter(col.run_from(A, W, C1, C2, S, W), 0, W);
+            scatter(col.run_from(A, W, C1, C2, S, W, pf), 0, W);
             return;
         }
         // column blocks go back into A, then one sequential scatter of whole rows: scattering
         // narrow column blocks would write every output plane at a stride (slow on big chunks)
         for (index_t w0 = 0; w0 < W; w0 += bl.wb) {
             const index_t wbb = std::min(bl.wb, W - w0);
-            const T* r = col.run_from(A + w0 * PS, W, C1, C2, S, wbb);
+            const T* r = col.run_from(A + w0 * PS, W, C1, C2, S, wbb, pf);
             for (index_t h = 0; h < H; ++h)
                 std::memcpy(A + (h * W + w0) * PS, r + h * wbb * PS,
                             static_cast<std::size_t>(wbb * PS) * sizeof(T));
@@ -793,31 +888,28 @@ struct engine {
         scatter(A, 0, W);
     }
 
-    /// Prefetch the input rows of the next row block (in this chunk or the next one) and the
-    /// output rows of this block, so memory traffic overlaps the transforms.
-    static void prefetch_next(const T* in, T* out, index_t count, index_t c0, index_t nb,
-                              index_t h0, index_t rows, index_t H, index_t W) noexcept {
-#if PATCHBAY_FFT_PREFETCH && (defined(__GNUC__) || defined(__clang__))
-        const index_t HW = H * W;
-        constexpr index_t line = 64 / static_cast<index_t>(sizeof(T));
-        index_t nc0 = c0, nh0 = h0 + rows, nnb = nb;
-        if (nh0 >= H) {
-            nc0 = c0 + O::V, nh0 = 0;
-            nnb = std::min(O::V, count - nc0);
-        }
-        const index_t nrows = std::min(rows, H - nh0);
-        for (index_t p = 0; p < nnb; ++p) {
-            const T* base = in + 2 * ((nc0 + p) * HW + nh0 * W);
-            for (index_t i = 0; i < 2 * nrows * W; i += line) __builtin_prefetch(base + i, 0, 3);
-        }
-        if (out != in)
-            for (index_t p = 0; p < nb; ++p) {
-                T* base = out + 2 * ((c0 + p) * HW + h0 * W);
-                for (index_t i = 0; i < 2 * rows * W; i += line) __builtin_prefetch(base + i, 1, 3);
-            }
-#else
-        (void)in, (void)out, (void)count, (void)c0, (void)nb, (void)h0, (void)rows, (void)H, (void)W;
-#endif
+    /// The lines a chunk's transforms request as they go (prefetch_stream): its output
+    /// [out, out + out_bytes), then the next chunk's input [in, in + in_bytes), spread evenly
+    /// over the chunk's butterflies (the output's lines are in by the middle of the chunk). Nothing when together they exceed
+    /// PATCHBAY_FFT_PREFETCH_BYTES: lines requested that early would leave L2 before their use.
+    /// (Planes small enough to stay in cache gain nothing and pay for the requests: the caller
+    /// decides, see PATCHBAY_FFT_STREAM_BYTES.)
+    static prefetch_stream chunk_prefetch(const pass_plan<T>& row, const pass_plan<T>& col, index_t H,
+                                          index_t W, const void* out, std::size_t out_bytes,
+                                          const void* in, std::size_t in_bytes) noexcept {
+        prefetch_stream pf;
+        const std::size_t bytes = out_bytes + in_bytes;
+        if (bytes == 0 || bytes > PATCHBAY_FFT_PREFETCH_BYTES) return pf;
+        const char* o = static_cast<const char*>(out);
+        const char* i = static_cast<const char*>(in);
+        pf.next = o;
+        pf.end = o + out_bytes;
+        pf.then_next = i;
+        pf.then_end = i + in_bytes;
+        const index_t lines = static_cast<index_t>(bytes / 64) + 2;
+        const index_t steps = std::max<index_t>(1, H * row.butterflies() + W * col.butterflies());
+        pf.step_bytes = 64 * ((lines + steps - 1) / steps);
+        return pf;
     }
 
     /// Planes in chunks of V when the chunk fills the lanes; a last partial chunk of r planes
@@ -830,24 +922,29 @@ struct engine {
         const T scale = inverse ? static_cast<T>(1.0 / static_cast<double>(HW)) : T(1);
         const index_t rest = count % O::V;
         const index_t chunked = rest > 0 && std::min(H, W) > rest ? count - rest : count;
+        const auto bytes = [HW](index_t planes) { return static_cast<std::size_t>(planes * HW) * 2 * sizeof(T); };
+        const bool stream = streamed_packs<T> && (in == out ? 1 : 2) * bytes(count) >= PATCHBAY_FFT_STREAM_BYTES;
         for (index_t p = chunked; p < count; ++p)
             run_lines(row, col, H, W, in + 2 * p * HW, out + 2 * p * HW, inverse, scale, ws);
         for (index_t c0 = 0; c0 < chunked; c0 += O::V) {
             const index_t nb = std::min(O::V, count - c0);
+            const index_t next = std::clamp<index_t>(chunked - c0 - O::V, 0, O::V); // planes
             const T* src = in + 2 * c0 * HW;
             T* dst = out + 2 * c0 * HW;
+            // in place, the output lines are the chunk's own input, already in cache
+            prefetch_stream pf =
+                stream ? chunk_prefetch(row, col, H, W, dst, dst == src ? 0 : bytes(nb), src + 2 * nb * HW, bytes(next))
+                       : prefetch_stream{};
             run_chunk(
                 row, col, H, W, ws,
-                [&](T* d, index_t h0, index_t rows) {
-                    gather_complex(src + 2 * h0 * W, nb, HW, rows * W, d, inverse);
-                    prefetch_next(in, out, count, c0, nb, h0, rows, H, W);
-                },
+                [&](T* d, index_t h0, index_t rows) { gather_complex(src + 2 * h0 * W, nb, HW, rows * W, d, inverse); },
                 [&](const T* r, index_t w0, index_t cols) {
                     if (cols == W) return scatter_complex(r, nb, HW, dst, HW, inverse, scale);
                     for (index_t h = 0; h < H; ++h)
                         scatter_complex(r + h * cols * O::PS, nb, cols, dst + 2 * (h * W + w0), HW,
                                         inverse, scale);
-                });
+                },
+                pf.step_bytes > 0 ? &pf : nullptr);
         }
     }
 
