@@ -265,7 +265,7 @@ TEST_CASE("double precision agrees with float", "[free_u]") {
     }
 }
 
-TEST_CASE("bad input is rejected with patchbay::error", "[free_u][errors]") {
+TEST_CASE("FreeU rejects bad input with patchbay::error", "[free_u][errors]") {
     auto h = test::random_tensor({1, 8, 4, 4}, 17);
     auto hsp = test::random_tensor({1, 8, 4, 4}, 18);
     no_state st;

@@ -214,7 +214,7 @@ TEST_CASE("strided views and batch split give the same result", "[fresca]") {
         }
 }
 
-TEST_CASE("bad input is rejected with patchbay::error", "[fresca][errors]") {
+TEST_CASE("FreSca rejects bad input with patchbay::error", "[fresca][errors]") {
     auto c = test::random_tensor({1, 4, 8, 8}, 61);
     auto u = test::random_tensor({1, 4, 8, 8}, 62);
     // parameters are checked by the checked standalone entry point (and at guider / chain construction)
