@@ -17,6 +17,8 @@
 #include "patchbay/sampling/model_sampling.hpp"
 #include "test_util.hpp"
 
+namespace test_sampling_model_sampling {
+
 using namespace patchbay;
 
 // Template argument lists contain commas, so wrap the call in a lambda for Catch's macros.
@@ -593,3 +595,8 @@ TEST_CASE("class_type and names", "[model_sampling]") {
     });
     CHECK(msg.find("ModelSamplingFlux.calculate_input") != std::string::npos);
 }
+
+#undef REQUIRE_BAD
+#undef REQUIRE_OK
+
+} // namespace test_sampling_model_sampling

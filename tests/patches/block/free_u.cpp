@@ -15,6 +15,8 @@
 #include "patchbay/patches/block/free_u.hpp"
 #include "test_util.hpp"
 
+namespace test_patches_block_free_u {
+
 using namespace patchbay;
 
 namespace {
@@ -312,3 +314,5 @@ TEST_CASE("FreeU filters h and hsp separately: their spatial sizes may differ (D
         CHECK(!test::bit_equal(s1, hsp_big));  // the skip at its own size was filtered
     }
 }
+
+} // namespace test_patches_block_free_u

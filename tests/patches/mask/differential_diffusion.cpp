@@ -12,6 +12,8 @@
 #include "patchbay/sampling/schedules.hpp"
 #include "test_util.hpp"
 
+namespace test_patches_mask_differential_diffusion {
+
 using namespace patchbay;
 
 #define REQUIRE_BAD(...) CHECK_THROWS_AS(([&] { __VA_ARGS__; }()), patchbay::error)
@@ -189,3 +191,7 @@ TEST_CASE("mask does not allocate", "[differential_diffusion]") {
     }
     CHECK(counter.count() == 0);
 }
+
+#undef REQUIRE_BAD
+
+} // namespace test_patches_mask_differential_diffusion

@@ -16,6 +16,8 @@
 #include "patchbay/patches/pre_cfg/fresca.hpp"
 #include "test_util.hpp"
 
+namespace test_patches_pre_cfg_fresca {
+
 using namespace patchbay;
 
 namespace {
@@ -242,3 +244,5 @@ TEST_CASE("FreSca rejects bad input with patchbay::error", "[fresca][errors]") {
     in.cond_scale = std::nan("");
     CHECK_THROWS_AS((apply_pre_cfg(fresca{}, st, in, c.as<4>(), u.as<4>())), error);
 }
+
+} // namespace test_patches_pre_cfg_fresca
