@@ -156,8 +156,11 @@ tsan() {
   cmake -S . -B build/tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1 -DNDEBUG" \
         -DPATCHBAY_BUILD_BENCHMARKS=OFF \
         -DPATCHBAY_BUILD_EXAMPLES=OFF -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_DISABLE_FIND_PACKAGE_Torch=ON \
-        -DPATCHBAY_DISPATCH=OFF -DCMAKE_CXX_FLAGS="-fsanitize=thread" -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=thread" >/dev/null
-  # (test_core_guider's allocation counter replaces operator new, which TSan's runtime owns)
+        -DPATCHBAY_DISPATCH=OFF -DCMAKE_CXX_FLAGS="-fsanitize=thread" -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=thread" \
+        -DPATCHBAY_TEST_UNITY=OFF >/dev/null
+  # One executable per test file (PATCHBAY_TEST_UNITY=OFF): test_core, the whole folder, would
+  # bring the allocation counter's operator new (tests/support/counting_allocator.hpp), which
+  # TSan's runtime owns.
   cmake --build build/tsan -j"$jobs" --target test_core_concurrency test_kernels_fft
   local t
   for t in test_core_concurrency test_kernels_fft; do
@@ -178,9 +181,12 @@ asan() {
   # -O0 -g1: clang's warnings do not depend on the optimisation level and ASan reports at -O0
   # at least as precisely; measured on 2 cores, the build takes 306 s here against about 700 s
   # at -O1, the tests 111 s against about 50 s. The standalone header checks and the package
-  # consumers are the Release build's (about 75 s and 50 s of CPU here).
+  # consumers are the Release build's (about 75 s and 50 s of CPU here). Each test file is its
+  # own executable here (PATCHBAY_TEST_UNITY=OFF; the other builds compile each test folder as
+  # one translation unit): a test file missing an #include fails in this build.
   cmake -S . -B build/asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O0 -g1" \
         -DPATCHBAY_BUILD_BENCHMARKS=OFF -DPATCHBAY_TEST_HEADERS=OFF -DPATCHBAY_TEST_PACKAGE=OFF \
+        -DPATCHBAY_TEST_UNITY=OFF \
         -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_DISABLE_FIND_PACKAGE_Torch=ON -DPATCHBAY_DISPATCH=OFF \
         -DPATCHBAY_WERROR=ON -DCMAKE_CXX_FLAGS="$san -march=x86-64-v3" -DCMAKE_EXE_LINKER_FLAGS="$san" >/dev/null
   cmake --build build/asan -j"$jobs"

@@ -10,6 +10,8 @@
 #include "patchbay/kernels/reduce.hpp"
 #include "test_util.hpp"
 
+namespace test_adapters_eigen {
+
 using namespace patchbay;
 
 TEST_CASE("RowMajor TensorMap gives the same view as raw", "[adapters][eigen]") {
@@ -63,3 +65,5 @@ TEST_CASE("Eigen::half and Eigen::bfloat16 tensors are f16 / bf16 storage views"
     CHECK(to_f16(0.1f).bits == Eigen::half(0.1f).x);
     CHECK(to_bf16(0.1f).bits == Eigen::numext::bit_cast<std::uint16_t>(Eigen::bfloat16(0.1f)));
 }
+
+} // namespace test_adapters_eigen

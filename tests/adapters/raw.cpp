@@ -5,6 +5,8 @@
 #include "patchbay/kernels/reduce.hpp"
 #include "test_util.hpp"
 
+namespace test_adapters_raw {
+
 using namespace patchbay;
 
 TEST_CASE("from_raw gives a C-order view", "[adapters]") {
@@ -56,3 +58,5 @@ TEST_CASE("ggml F16 tensors are f16 storage views (2-byte strides)", "[adapters]
     const std::size_t bad_nb[3] = {2, 9, 30}; // not a multiple of the element size
     CHECK_THROWS_WITH(from_ggml<3>(reinterpret_cast<f16*>(buf.data()), ne, bad_nb), Catch::Contains("nb[1]"));
 }
+
+} // namespace test_adapters_raw

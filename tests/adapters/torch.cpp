@@ -8,6 +8,8 @@
 #include "patchbay/adapters/torch.hpp"
 #include "patchbay/kernels/reduce.hpp"
 
+namespace test_adapters_torch {
+
 using namespace patchbay;
 
 TEST_CASE("at::Tensor gives the raw view, strides kept", "[adapters][torch]") {
@@ -28,3 +30,5 @@ TEST_CASE("at::Tensor gives the raw view, strides kept", "[adapters][torch]") {
     CHECK_THROWS_AS((from_torch<const float, 4>(t.to(torch::kDouble))), patchbay::error);
     CHECK_THROWS_AS((from_torch<const float, 3>(t)), patchbay::error);
 }
+
+} // namespace test_adapters_torch

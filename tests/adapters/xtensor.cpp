@@ -8,6 +8,8 @@
 #include "patchbay/adapters/xtensor.hpp"
 #include "test_util.hpp"
 
+namespace test_adapters_xtensor {
+
 using namespace patchbay;
 
 TEST_CASE("xt::xtensor and xt::adapt give the same view as raw", "[adapters][xtensor]") {
@@ -30,3 +32,5 @@ TEST_CASE("xt::xtensor and xt::adapt give the same view as raw", "[adapters][xte
     CHECK(from_xtensor<4>(one).is_contiguous());
     CHECK_THROWS_AS(from_xtensor<3>(owned), patchbay::error);
 }
+
+} // namespace test_adapters_xtensor

@@ -5,6 +5,8 @@
 
 #include "patchbay/comfy/workflow.hpp"
 
+namespace test_comfy_guider_nodes {
+
 using namespace patchbay;
 
 TEST_CASE("a PerpNegGuider node imports as the multi-prompt patch, after the model's patches", "[workflow][guider]") {
@@ -38,3 +40,5 @@ TEST_CASE("a PerpNegGuider node imports as the multi-prompt patch, after the mod
     CHECK_THROWS_WITH(comfy::build_cfg_chain(wf2, model_sampling::discrete()),
                       Catch::Contains("PerpNegGuider"));
 }
+
+} // namespace test_comfy_guider_nodes

@@ -7,6 +7,8 @@
 #include "patchbay/comfy/workflow.hpp"
 #include "test_patches.hpp"
 
+namespace test_comfy_model_sampling_nodes {
+
 using namespace patchbay;
 
 namespace {
@@ -88,3 +90,5 @@ TEST_CASE("model-sampling patches in a guider equal the factories", "[model_samp
                                                                               model_sampling_discrete{.sampling = "flow"})),
                       Catch::Contains("ModelSamplingDiscrete: parameter 'sampling' must be one of eps, v_prediction"));
 }
+
+} // namespace test_comfy_model_sampling_nodes

@@ -8,6 +8,8 @@
 
 #include "patchbay/comfy/workflow.hpp"
 
+namespace test_comfy_node_table {
+
 using namespace patchbay;
 
 TEST_CASE("docs/workflow_import.md's node table is the descriptors' table", "[workflow][docs]") {
@@ -36,3 +38,5 @@ TEST_CASE("every built-in node class describes its inputs", "[workflow][docs]") 
     }
     CHECK(comfy::describe_input(input_info{"eta", input_kind::floating, 1.0, -10.0, 10.0}) == "eta 1 [-10, 10]");
 }
+
+} // namespace test_comfy_node_table

@@ -19,6 +19,8 @@
 #include "patchbay/sampling/samplers.hpp"
 #include "patchbay/sampling/schedules.hpp"
 
+namespace test_comfy_workflow {
+
 using namespace patchbay;
 using namespace patchbay::comfy;
 using json = nlohmann::json;
@@ -836,3 +838,5 @@ TEST_CASE("build_chain: inpainting workflow (DifferentialDiffusion, TCFG, Renorm
     sample_euler(g3, run3, in, out3.as<4>());
     CHECK(max_abs_diff(out1, out3) > 1e-4);
 }
+
+} // namespace test_comfy_workflow

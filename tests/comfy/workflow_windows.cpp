@@ -5,6 +5,8 @@
 
 #include "patchbay/comfy/workflow.hpp"
 
+namespace test_comfy_workflow_windows {
+
 using namespace patchbay;
 
 namespace {
@@ -41,3 +43,5 @@ TEST_CASE("window inputs are range-checked and refused on the mask function", "[
       "3": {"class_type": "KSampler", "inputs": {"model": ["11", 0], "cfg": 5.0}}})";
     CHECK_THROWS_WITH(comfy::parse_workflow_text(dd), Catch::Contains("unknown input 'start_percent'"));
 }
+
+} // namespace test_comfy_workflow_windows

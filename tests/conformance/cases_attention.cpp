@@ -12,6 +12,8 @@
 #include "registry.hpp"
 #include "storage.hpp"
 
+namespace conformance_cases_attention {
+
 namespace {
 
 using patchbay::tensor;
@@ -162,3 +164,5 @@ PATCHBAY_CONFORMANCE("PerturbedAttentionGuidance", "sampler_post_cfg_function") 
     if (gc.tensor_input<float>("x").rank() == 5) pag_post_cfg<5>(gc, out);
     else pag_post_cfg<4>(gc, out);
 }
+
+} // namespace conformance_cases_attention

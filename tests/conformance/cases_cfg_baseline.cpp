@@ -3,4 +3,8 @@
 // model, guider and Euler sampler together.
 #include "e2e.hpp"
 
+namespace conformance_cases_cfg_baseline {
+
 PATCHBAY_CONFORMANCE("CFGBaseline", "e2e.sample_euler") { patchbay::e2e::run(gc, out); }
+
+} // namespace conformance_cases_cfg_baseline

@@ -14,6 +14,8 @@
 #include "patchbay/core/dispatch.hpp"
 #include "patchbay/patches/post_cfg/cfg_norm.hpp"
 
+namespace conformance_cases_cfg_mods {
+
 namespace {
 
 using namespace patchbay;
@@ -137,3 +139,5 @@ PATCHBAY_CONFORMANCE("CFGNorm", "sampler_post_cfg_function") {
     if (p.pre_cfg) cfg_function_case(gc, out, p);
     else post_cfg_case(gc, out, p);
 }
+
+} // namespace conformance_cases_cfg_mods

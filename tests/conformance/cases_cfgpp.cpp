@@ -8,6 +8,8 @@
 
 #include "patchbay/patches/cfg/rescale_cfg.hpp"
 
+namespace conformance_cases_cfgpp {
+
 namespace {
 
 using namespace patchbay;
@@ -31,3 +33,5 @@ void cfgpp_case(const golden_case& gc, results& out) {
 PATCHBAY_CONFORMANCE("SamplerEulerCFGpp", "e2e.sample_euler_cfg_pp") { cfgpp_case(gc, out); }
 
 PATCHBAY_CONFORMANCE("SamplerEulerAncestralCFGPP", "e2e.sample_euler_ancestral_cfg_pp") { cfgpp_case(gc, out); }
+
+} // namespace conformance_cases_cfgpp

@@ -12,6 +12,8 @@
 #include "patchbay/patches/block/deep_shrink.hpp"
 #include "patchbay/sampling/model_sampling.hpp"
 
+namespace conformance_cases_deep_shrink {
+
 namespace {
 
 using namespace patchbay;
@@ -85,3 +87,5 @@ PATCHBAY_CONFORMANCE("PatchModelAddDownscale", "output_block_patch") {
     conformance::put(out, "h", tensor<float>::copy_of(r));
     conformance::put(out, "hsp", hsp);
 }
+
+} // namespace conformance_cases_deep_shrink

@@ -7,6 +7,8 @@
 #include "e2e.hpp"
 #include "registry.hpp"
 
+namespace conformance_cases_differential_diffusion {
+
 namespace {
 
 using namespace patchbay;
@@ -64,3 +66,5 @@ PATCHBAY_CONFORMANCE("DifferentialDiffusion", "denoise_mask_function.sequence") 
     else if (rank == 5) sequence<5>(gc, out);
     else fail("DifferentialDiffusion", "tensor 'denoise_mask' must have rank 4 or 5");
 }
+
+} // namespace conformance_cases_differential_diffusion

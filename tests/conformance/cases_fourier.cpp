@@ -11,6 +11,8 @@
 #include "patchbay/patches/block/free_u.hpp"
 #include "patchbay/patches/pre_cfg/fresca.hpp"
 
+namespace conformance_cases_fourier {
+
 namespace {
 
 using namespace patchbay;
@@ -97,3 +99,5 @@ PATCHBAY_CONFORMANCE("FreeU", "output_block_patch") { free_u_case(gc, out, free_
 PATCHBAY_CONFORMANCE("FreeU_V2", "output_block_patch") { free_u_case(gc, out, free_u_v2{}); }
 
 PATCHBAY_CONFORMANCE("FreSca", "e2e.sample_euler") { e2e::run(gc, out, fresca_from(gc)); }
+
+} // namespace conformance_cases_fourier

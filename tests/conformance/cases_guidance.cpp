@@ -12,6 +12,8 @@
 #include "patchbay/patches/pre_cfg/apg.hpp"
 #include "patchbay/patches/pre_cfg/tcfg.hpp"
 
+namespace conformance_cases_guidance {
+
 namespace {
 
 using namespace patchbay;
@@ -139,3 +141,5 @@ PATCHBAY_CONFORMANCE("APG", "e2e.sample_euler") { e2e::run(gc, out, apg_from(gc)
 PATCHBAY_CONFORMANCE("TCFG", "e2e.sample_euler") { e2e::run(gc, out, tcfg{}); }
 
 PATCHBAY_CONFORMANCE("Mahiro", "e2e.sample_euler") { e2e::run(gc, out, mahiro{}); }
+
+} // namespace conformance_cases_guidance

@@ -24,6 +24,8 @@
 #include "patchbay/patches/post_cfg/temporal_score_rescaling.hpp"
 #include "patchbay/patches/pre_cfg/latent_apply_operation_cfg.hpp"
 
+namespace conformance_cases_guidance_wave {
+
 namespace {
 
 using namespace patchbay;
@@ -176,3 +178,5 @@ PATCHBAY_CONFORMANCE("LatentApplyOperationCFG", "sampler_pre_cfg_function") {
     pre_cfg_case(gc, out, latent_operation_from(gc));
 }
 PATCHBAY_CONFORMANCE("LatentApplyOperationCFG", "e2e.sample_euler") { e2e::run(gc, out, latent_operation_from(gc)); }
+
+} // namespace conformance_cases_guidance_wave

@@ -10,6 +10,8 @@
 #include "patchbay/sampling/model_sampling.hpp"
 #include "registry.hpp"
 
+namespace conformance_cases_model_sampling {
+
 namespace {
 
 using namespace patchbay;
@@ -196,3 +198,5 @@ PATCHBAY_CONFORMANCE("ModelSamplingContinuousEDM", "e2e.sample_euler") { e2e::ru
 PATCHBAY_CONFORMANCE("ModelSamplingContinuousV", "e2e.sample_euler") { e2e::run(gc, out); }
 PATCHBAY_CONFORMANCE("ModelSamplingStableCascade", "e2e.sample_euler") { e2e::run(gc, out); }
 PATCHBAY_CONFORMANCE("ModelNoiseScale", "e2e.sample_euler") { e2e::run(gc, out); }
+
+} // namespace conformance_cases_model_sampling

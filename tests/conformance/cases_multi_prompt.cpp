@@ -21,6 +21,8 @@
 #include "patchbay/patches/guider/dual_cfg_guider.hpp"
 #include "patchbay/patches/guider/perp_neg_guider.hpp"
 
+namespace conformance_cases_multi_prompt {
+
 namespace {
 
 using namespace patchbay;
@@ -138,3 +140,5 @@ PATCHBAY_CONFORMANCE("DualCFGGuider", "guider.predict_noise") {
 PATCHBAY_CONFORMANCE("DualCFGGuider", "e2e.sample_euler") {
     e2e::run_three_prompts(gc, out, "mu_middle", dual_cfg_from(gc));
 }
+
+} // namespace conformance_cases_multi_prompt

@@ -22,6 +22,8 @@
 #include "patchbay/patches/post_cfg/skip_layer_guidance_dit.hpp"
 #include "patchbay/sampling/model_sampling.hpp"
 
+namespace conformance_cases_network {
+
 namespace {
 
 using namespace patchbay;
@@ -190,3 +192,5 @@ PATCHBAY_CONFORMANCE("SkipLayerGuidanceDiT", "e2e.sample_euler") { e2e::run_skip
 PATCHBAY_CONFORMANCE("SkipLayerGuidanceSD3", "e2e.sample_euler") { e2e::run_skip_layer(gc, out, sd3_from(gc)); }
 
 PATCHBAY_CONFORMANCE("SkipLayerGuidanceDiTSimple", "e2e.sample_euler") { e2e::run_skip_layer(gc, out, simple_from(gc)); }
+
+} // namespace conformance_cases_network

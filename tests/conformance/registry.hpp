@@ -98,7 +98,9 @@ struct registrar {
 #define PATCHBAY_CONF_CAT2(a, b) a##b
 #define PATCHBAY_CONF_CAT(a, b) PATCHBAY_CONF_CAT2(a, b)
 /// Register a handler: PATCHBAY_CONFORMANCE("APG", "sampler_pre_cfg_function") { ... }
-/// The body sees `const golden_case& gc` and `results& out`.
+/// The body sees `const golden_case& gc` and `results& out`. Its names are made from __LINE__:
+/// each cases_*.cpp keeps its code in a namespace of its own (the files may be one translation
+/// unit, tests/CMakeLists.txt).
 #define PATCHBAY_CONFORMANCE(patch, function)                                                   \
     static void PATCHBAY_CONF_CAT(conf_fn_, __LINE__)(const ::patchbay::conformance::golden_case&, \
                                                       ::patchbay::conformance::results&);        \

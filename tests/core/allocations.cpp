@@ -9,6 +9,8 @@
 #include "prompt_batcher.hpp"
 #include "test_patches.hpp"
 
+namespace test_core_allocations {
+
 using namespace patchbay;
 
 namespace {
@@ -96,3 +98,5 @@ TEST_CASE("FreeU and FreeU_V2 allocate nothing after the first call", "[alloc]")
     }
     CHECK(counter.count() == 0);
 }
+
+} // namespace test_core_allocations

@@ -13,6 +13,8 @@
 #include "patchbay/patches/pre_cfg/apg.hpp"
 #include "test_patches.hpp"
 
+namespace test_core_cfg_chain {
+
 using namespace patchbay;
 using namespace patchbay::test;
 
@@ -68,3 +70,5 @@ TEST_CASE("a workflow's cfg stage as a cfg_chain", "[cfg_chain][workflow]") {
     CHECK_THROWS_WITH(comfy::build_cfg_chain(comfy::parse_workflow_text(pag), model_sampling::discrete("eps")),
                       Catch::Contains("workflow node '10' (PerturbedAttentionGuidance)"));
 }
+
+} // namespace test_core_cfg_chain

@@ -11,6 +11,8 @@
 #include "test_util.hpp"
 #include "toy_gaussian.hpp"
 
+namespace test_core_concurrency {
+
 using namespace patchbay;
 using examples::toy_gaussian;
 using examples::toy_kind;
@@ -60,3 +62,5 @@ TEST_CASE("parallel sampling runs over one guider equal sequential runs", "[thre
     // and the runs differ from each other (the comparison above is not vacuous)
     CHECK_FALSE(test::bit_equal(sequential[0], sequential[1]));
 }
+
+} // namespace test_core_concurrency

@@ -20,6 +20,8 @@
 #include "patchbay/core/dispatch.hpp"
 #include "test_util.hpp"
 
+namespace test_core_descriptor {
+
 using namespace patchbay;
 using Catch::Matchers::Contains;
 using Catch::Matchers::StartsWith;
@@ -227,3 +229,5 @@ TEST_CASE("to_string round-trips the class_type through the importer", "[descrip
     // a held type asked for as another is an error naming both
     CHECK_THAT(test::error_of([] { (void)any_patch(mahiro{}).as<tcfg>(); }), Contains("'Mahiro'") && Contains("'TCFG'"));
 }
+
+} // namespace test_core_descriptor

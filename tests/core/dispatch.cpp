@@ -23,6 +23,8 @@
 #include "test_patches.hpp"
 #include "../../examples/toy_unet.hpp"
 
+namespace test_core_dispatch {
+
 using namespace patchbay;
 using namespace patchbay::test;
 
@@ -587,3 +589,5 @@ TEST_CASE("a patch needing batched passes is refused when the run begins on a pe
     const guider<batched_hooked_model, needs_batching> g2(batched, sc.ms, needs_batching{});
     CHECK_NOTHROW(g2.begin_run(&sc.pos, &sc.neg));
 }
+
+} // namespace test_core_dispatch

@@ -15,6 +15,8 @@
 #include "test_util.hpp"
 #include "toy_gaussian.hpp"
 
+namespace test_core_guider {
+
 using namespace patchbay;
 using examples::toy_gaussian;
 using examples::toy_kind;
@@ -386,3 +388,5 @@ TEST_CASE("double precision and 5-D latents", "[guider]") {
     kernels::cfg_combine<double, 5>(c.as<5>(), u.as<5>(), 3.5, want.as<5>());
     CHECK(test::bit_equal(out, want));
 }
+
+} // namespace test_core_guider

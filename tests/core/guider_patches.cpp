@@ -17,6 +17,8 @@
 #include "patchbay/patches/pre_cfg/apg.hpp"
 #include "test_patches.hpp"
 
+namespace test_core_guider_patches {
+
 using namespace patchbay;
 using namespace patchbay::test;
 
@@ -108,3 +110,5 @@ TEST_CASE("inpainting with a mask function allocates nothing after the first ste
     }
     CHECK(counter.count() == 0);
 }
+
+} // namespace test_core_guider_patches

@@ -36,6 +36,8 @@
 #include "patchbay/patches/pre_cfg/apg.hpp"
 #include "test_util.hpp"
 
+namespace test_core_half {
+
 using namespace patchbay;
 
 namespace {
@@ -585,3 +587,5 @@ TEST_CASE("guider::combine with three prompts refuses what the guider's rule doe
     auto run2 = rg.begin_run();
     CHECK_THROWS_WITH(rg.combine(run2, in, av, bv, cv, dv), Catch::Contains("no multi-prompt guider"));
 }
+
+} // namespace test_core_half

@@ -16,6 +16,8 @@
 #include "patchbay/kernels/detail/simd.hpp"
 #include "test_util.hpp"
 
+namespace test_core_isa {
+
 using namespace patchbay;
 
 namespace {
@@ -180,3 +182,5 @@ TEST_CASE("the ISA variants of the built-in patches agree within float32 roundin
     check_variants_agree(free_u_v2{1.3, 1.4, 0.9, 0.2, 2});
 }
 #endif
+
+} // namespace test_core_isa

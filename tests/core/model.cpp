@@ -11,6 +11,8 @@
 #include "patchbay/core/tensor.hpp"
 #include "toy_gaussian.hpp"
 
+namespace test_core_model {
+
 using namespace patchbay;
 
 namespace {
@@ -339,3 +341,5 @@ TEST_CASE("model_access rejects a re-evaluation prompt that is not cond or uncon
     CHECK_THROWS_AS(access.evaluate(pass_kind::reevaluation, x.as<4>(), out.as<4>()), error);
     CHECK(calls == 1);
 }
+
+} // namespace test_core_model

@@ -11,6 +11,8 @@
 #include "patchbay/core/patch_chain.hpp"
 #include "test_patches.hpp"
 
+namespace test_core_patch_chain {
+
 using namespace patchbay;
 using namespace patchbay::test;
 
@@ -177,3 +179,5 @@ TEST_CASE("a chain's denoise allocates nothing after the first step", "[patch_ch
     }
     CHECK(counter.count() == 0);
 }
+
+} // namespace test_core_patch_chain

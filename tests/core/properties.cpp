@@ -25,6 +25,8 @@
 #include "patchbay/patchbay.hpp"
 #include "test_patches.hpp"
 
+namespace test_core_properties {
+
 using namespace patchbay;
 using test::toy_gaussian;
 using test::toy_kind;
@@ -444,3 +446,5 @@ TEST_CASE("NAG and Skip Layer Guidance keep the properties on the toy DiT", "[pr
                         prompts, w, false);
     }
 }
+
+} // namespace test_core_properties

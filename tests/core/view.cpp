@@ -9,6 +9,8 @@
 #include "patchbay/core/view.hpp"
 #include "test_util.hpp"
 
+namespace test_core_view {
+
 using namespace patchbay;
 
 namespace {
@@ -87,3 +89,5 @@ TEST_CASE("tensor copies strided views and keeps storage on shrink", "[core][ten
     tensor<float> copy = packed;
     CHECK(test::bit_equal(copy, packed));
 }
+
+} // namespace test_core_view

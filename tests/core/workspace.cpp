@@ -17,6 +17,8 @@
 #include "patchbay/patches/pre_cfg/fresca.hpp"
 #include "test_util.hpp"
 
+namespace test_core_workspace {
+
 using namespace patchbay;
 using examples::toy_unet;
 
@@ -206,3 +208,5 @@ TEST_CASE("PAG's perturbed prediction lives in the arena and survives the block 
     for (index_t i = 0; i < denoised2.size(); ++i)
         REQUIRE(denoised2[i] == Approx(denoised0[i] + 2.f * (cond[i] - perturbed[i])).margin(1e-5));
 }
+
+} // namespace test_core_workspace

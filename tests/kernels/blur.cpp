@@ -12,6 +12,8 @@
 #include "patchbay/kernels/blur.hpp"
 #include "test_util.hpp"
 
+namespace test_kernels_blur {
+
 using namespace patchbay;
 
 namespace {
@@ -208,3 +210,5 @@ TEST_CASE("blur: bad input is rejected") {
         CHECK(std::string(e.what()).find("at least 5x5") != std::string::npos);
     }
 }
+
+} // namespace test_kernels_blur

@@ -9,6 +9,8 @@
 #include "patchbay/kernels/elementwise.hpp"
 #include "test_util.hpp"
 
+namespace test_kernels_elementwise {
+
 using namespace patchbay;
 
 TEST_CASE("cfg_combine is uncond + s * (cond - uncond) on every path", "[kernels][elementwise]") {
@@ -111,3 +113,5 @@ TEST_CASE("the SIMD layer's helpers match their scalar forms lane by lane", "[ke
         }());
     }
 }
+
+} // namespace test_kernels_elementwise

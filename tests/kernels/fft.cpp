@@ -15,6 +15,8 @@
 
 #include "patchbay/kernels/fft.hpp"
 
+namespace test_kernels_fft {
+
 using namespace patchbay;
 using kernels::fft_direction;
 
@@ -330,3 +332,5 @@ TEST_CASE("bad sizes and counts are rejected", "[kernels][fft]") {
     patchbay::workspace ws;
     CHECK_THROWS_AS(plan->forward_real(view<const float, 3>(r.data(), {2, 2, 3}), x.data(), ws), patchbay::error);
 }
+
+} // namespace test_kernels_fft

@@ -11,6 +11,8 @@
 #include "patchbay/kernels/reduce.hpp"
 #include "test_util.hpp"
 
+namespace test_kernels_reduce {
+
 using namespace patchbay;
 
 TEST_CASE("sample reductions match a long double reference on 10^7 elements", "[kernels][reduce]") {
@@ -269,3 +271,5 @@ TEST_CASE("the column maps write apply(factor(sums)) in place, bit for bit acros
             }
         }
 }
+
+} // namespace test_kernels_reduce

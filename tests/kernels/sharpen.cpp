@@ -12,6 +12,8 @@
 #include "patchbay/kernels/sharpen.hpp"
 #include "../patches/guidance_wave.hpp"
 
+namespace test_kernels_sharpen {
+
 using namespace patchbay;
 
 namespace {
@@ -102,3 +104,5 @@ TEST_CASE("reflect_blur_rows rejects a plane not larger than the radius", "[shar
     auto none = [](auto...) {};
     CHECK_THROWS_WITH(kernels::reflect_blur_rows<float>(3, 8, 1, taps, none, none, ws), Catch::Contains("radius"));
 }
+
+} // namespace test_kernels_sharpen

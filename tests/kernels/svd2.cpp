@@ -21,6 +21,8 @@
 #include "patchbay/kernels/svd2.hpp"
 #include "test_util.hpp"
 
+namespace test_kernels_svd2 {
+
 using namespace patchbay;
 
 namespace {
@@ -209,3 +211,5 @@ TEST_CASE("svd2 on strided rows equals the contiguous rows", "[svd2]") {
     CHECK(strided.e1 == Approx(contiguous.e1).epsilon(1e-6));
     CHECK(strided.e2 == Approx(contiguous.e2).epsilon(1e-6));
 }
+
+} // namespace test_kernels_svd2

@@ -17,6 +17,8 @@
 #include "patchbay/sampling/samplers.hpp"
 #include "sampler_util.hpp"
 
+namespace test_sampling_cfgpp {
+
 using namespace patchbay;
 using examples::toy_gaussian;
 using examples::toy_kind;
@@ -266,3 +268,5 @@ TEST_CASE("CFG++ samplers reject bad input", "[samplers][cfgpp]") {
     st.uncond_denoised = den.as<4>();
     CHECK_THROWS_WITH(g.denoise(run, st, den.as<4>()), Catch::Contains("overlaps"));
 }
+
+} // namespace test_sampling_cfgpp

@@ -14,6 +14,8 @@
 #include "patchbay/sampling/model_sampling.hpp"
 #include "test_util.hpp"
 
+namespace test_sampling_continuous {
+
 using namespace patchbay;
 using test::batch_sigma;
 
@@ -224,3 +226,5 @@ TEST_CASE("continuous bad input", "[continuous]") {
     CHECK_THROWS_AS(c.timestep(std::nan("")), patchbay::error);
     CHECK_THROWS_AS(c.percent_to_sigma(std::nan("")), patchbay::error);
 }
+
+} // namespace test_sampling_continuous

@@ -14,6 +14,8 @@
 #include "patchbay/sampling/model_sampling.hpp"
 #include "test_util.hpp"
 
+namespace test_sampling_flow {
+
 using namespace patchbay;
 using test::batch_sigma;
 
@@ -254,3 +256,5 @@ TEST_CASE("ModelNoiseScale bad input", "[noise_scale]") {
         CHECK(msg.find(other.class_type()) != std::string::npos);
     }
 }
+
+} // namespace test_sampling_flow

@@ -7,6 +7,8 @@
 #include "patchbay/sampling/latent_format.hpp"
 #include "test_util.hpp"
 
+namespace test_sampling_latent_format {
+
 using namespace patchbay;
 
 TEST_CASE("SDXL_Playground_2_5 constants", "[latent_format]") {
@@ -53,3 +55,5 @@ TEST_CASE("latent format bad input", "[latent_format]") {
     CHECK(msg.find("4 channels") != std::string::npos);
     CHECK_THROWS_AS(([&] { f.process_out<float, 4>(four.as<4>(), other.as<4>()); }()), patchbay::error);
 }
+
+} // namespace test_sampling_latent_format

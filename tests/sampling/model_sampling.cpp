@@ -2,10 +2,7 @@
 // sigma <-> timestep conversions, prediction identities, strides, float/double, validation.
 #include <catch2/catch.hpp>
 
-#include <atomic>
 #include <cmath>
-#include <cstdlib>
-#include <new>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -14,28 +11,15 @@
 
 #include <nlohmann/json.hpp>
 
+#include "counting_allocator.hpp"
 #include "golden_util.hpp"
 #include "npy.hpp"
 #include "patchbay/sampling/model_sampling.hpp"
 #include "test_util.hpp"
 
-using namespace patchbay;
+namespace test_sampling_model_sampling {
 
-// Count global allocations so a test can check the per-call paths allocate nothing.
-namespace {
-std::atomic<long> allocations{0};
-}
-#if defined(__GNUC__) && !defined(__clang__)
-// GCC flags free() of a replaced operator new's malloc as a mismatch; it is the matching pair.
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-#endif
-void* operator new(std::size_t n) {
-    ++allocations;
-    if (void* p = std::malloc(n ? n : 1)) return p;
-    throw std::bad_alloc();
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+using namespace patchbay;
 
 // Template argument lists contain commas, so wrap the call in a lambda for Catch's macros.
 #define REQUIRE_BAD(...) CHECK_THROWS_AS(([&] { __VA_ARGS__; }()), patchbay::error)
@@ -426,7 +410,7 @@ TEST_CASE("tensor ops do not allocate", "[model_sampling]") {
     for (const char* n : all_kinds) {
         INFO(n);
         const auto m = by_name(n);
-        const long before = allocations.load();
+        const test::allocation_counter counter;
         m.calculate_input<float, 4>(s.as<1>(), x.as<4>(), out.as<4>());
         m.calculate_denoised<float, 4>(s.as<1>(), x.as<4>(), x.as<4>(), out.as<4>());
         m.noise_scaling<float, 4>(s.as<1>(), x.as<4>(), x.as<4>(), true, out.as<4>());
@@ -434,12 +418,12 @@ TEST_CASE("tensor ops do not allocate", "[model_sampling]") {
         (void)m.timestep(0.5);
         (void)m.sigma(300.5);
         (void)m.scalings_at(0.5);
-        CHECK(allocations.load() == before);
+        CHECK(counter.count() == 0);
     }
     // the counter does see allocations (building a table allocates)
-    const long before = allocations.load();
+    const test::allocation_counter counter;
     const auto built = model_sampling::discrete("x0");
-    CHECK(allocations.load() > before);
+    CHECK(counter.count() > 0);
     CHECK(built.sigmas().size() == 1000);
 }
 
@@ -611,3 +595,8 @@ TEST_CASE("class_type and names", "[model_sampling]") {
     });
     CHECK(msg.find("ModelSamplingFlux.calculate_input") != std::string::npos);
 }
+
+#undef REQUIRE_BAD
+#undef REQUIRE_OK
+
+} // namespace test_sampling_model_sampling

@@ -12,6 +12,8 @@
 #include "patchbay/sampling/samplers.hpp"
 #include "sampler_util.hpp"
 
+namespace test_sampling_samplers {
+
 using namespace patchbay;
 using examples::toy_gaussian;
 using examples::toy_kind;
@@ -231,3 +233,5 @@ TEST_CASE("samplers reject bad input", "[samplers]") {
     CHECK_THROWS_AS(sample_euler(g, run, {n2.as<4>(), {}, ok, 2.0, {}}, n2.as<4>()), error); // out aliases noise
     CHECK_NOTHROW(sample_euler(g, run, {su.noise.as<4>(), {}, ok, 2.0, {}}, out.as<4>()));
 }
+
+} // namespace test_sampling_samplers

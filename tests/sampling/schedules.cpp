@@ -15,6 +15,8 @@
 #include "npy.hpp"
 #include "patchbay/sampling/schedules.hpp"
 
+namespace test_sampling_schedules {
+
 using namespace patchbay;
 
 namespace {
@@ -169,3 +171,5 @@ TEST_CASE("schedules take the step count first; karras / exponential also from a
         CHECK(n.back() == 0.0);
     }
 }
+
+} // namespace test_sampling_schedules

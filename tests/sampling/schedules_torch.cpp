@@ -13,6 +13,8 @@
 
 #include "patchbay/sampling/schedules.hpp"
 
+namespace test_sampling_schedules_torch {
+
 using namespace patchbay;
 
 namespace {
@@ -137,3 +139,5 @@ TEST_CASE("most schedule entries are bit-identical to torch", "[schedules][torch
 #else
 TEST_CASE("libtorch not available", "[schedules][torch]") { SUCCEED("built without libtorch"); }
 #endif
+
+} // namespace test_sampling_schedules_torch

@@ -1,6 +1,8 @@
 // patchbay tests: a global operator new that counts allocations, to check that a hot path
-// allocates nothing. Replacement allocation functions must be defined once per program:
-// include this header in exactly one .cpp of a test executable.
+// allocates nothing. Replacement allocation functions must be defined once per program: include
+// this header only in test files (tests/<folder>/*.cpp). A test executable is one translation
+// unit, one file or a whole folder (tests/CMakeLists.txt), where #pragma once leaves one copy;
+// the folder's other tests then run with the counter too.
 #pragma once
 
 #include <atomic>

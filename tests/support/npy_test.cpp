@@ -4,6 +4,8 @@
 
 #include "npy.hpp"
 
+namespace test_support_npy_test {
+
 using namespace patchbay;
 
 namespace {
@@ -60,3 +62,5 @@ TEST_CASE("malformed npy files are rejected with patchbay::error", "[npy]") {
     CHECK_THROWS_AS(npy::parse(swap_text(good, "(4,)", "'x'")), patchbay::error);
     CHECK_THROWS_AS(npy::load("/nonexistent/file.npy"), patchbay::error);
 }
+
+} // namespace test_support_npy_test

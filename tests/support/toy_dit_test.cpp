@@ -14,6 +14,8 @@
 #include "patchbay/sampling/schedules.hpp"
 #include "test_util.hpp"
 
+namespace test_support_toy_dit_test {
+
 using namespace patchbay;
 using examples::toy_dit;
 using examples::toy_dit_config;
@@ -259,3 +261,5 @@ TEST_CASE("toy_dit: samples through the guider look like the prompt's picture; t
         CHECK(m.counts.uncond == 8);
     }
 }
+
+} // namespace test_support_toy_dit_test

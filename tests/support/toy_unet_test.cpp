@@ -25,6 +25,8 @@
 #include "patchbay/sampling/samplers.hpp"
 #include "test_util.hpp"
 
+namespace test_support_toy_unet_test {
+
 using namespace patchbay;
 using examples::toy_unet;
 
@@ -576,3 +578,5 @@ TEST_CASE("toy_unet: Deep Shrink through the guider: inside its window only; bat
     CHECK(test::bit_equal(sample_on(m1, m1, steps, 5.0, 4, idle), sample_on(m2, m2, steps, 5.0, 4)));
     CHECK(m1.counts.input_block_hook_calls == 0);
 }
+
+} // namespace test_support_toy_unet_test

@@ -22,6 +22,8 @@
 #include "patchbay/sampling/model_sampling.hpp"
 #include "test_util.hpp"
 
+namespace test_patches_attention_nag {
+
 using namespace patchbay;
 using examples::toy_dit;
 
@@ -372,3 +374,5 @@ TEST_CASE("nag: with SkipLayerGuidanceDiTSimple the negative items skip blocks a
     CHECK(m.counts.attention_output_calls == 8); // at skipped blocks the hook sees only the positive items
     for (index_t i = 0; i < out.size(); ++i) REQUIRE(std::isfinite(out[i]));
 }
+
+} // namespace test_patches_attention_nag

@@ -21,6 +21,8 @@
 #include "patchbay/sampling/model_sampling.hpp"
 #include "test_util.hpp"
 
+namespace test_patches_block_deep_shrink {
+
 using namespace patchbay;
 using kernels::resize_method;
 
@@ -442,3 +444,5 @@ TEST_CASE("deep_shrink: imported from a ComfyUI workflow, its window its own inp
                       Catch::Contains("PatchModelAddDownscale") && Catch::Contains("downscale_method") &&
                           Catch::Contains("lanczos"));
 }
+
+} // namespace test_patches_block_deep_shrink

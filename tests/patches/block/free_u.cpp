@@ -15,6 +15,8 @@
 #include "patchbay/patches/block/free_u.hpp"
 #include "test_util.hpp"
 
+namespace test_patches_block_free_u {
+
 using namespace patchbay;
 
 namespace {
@@ -265,7 +267,7 @@ TEST_CASE("double precision agrees with float", "[free_u]") {
     }
 }
 
-TEST_CASE("bad input is rejected with patchbay::error", "[free_u][errors]") {
+TEST_CASE("FreeU rejects bad input with patchbay::error", "[free_u][errors]") {
     auto h = test::random_tensor({1, 8, 4, 4}, 17);
     auto hsp = test::random_tensor({1, 8, 4, 4}, 18);
     no_state st;
@@ -312,3 +314,5 @@ TEST_CASE("FreeU filters h and hsp separately: their spatial sizes may differ (D
         CHECK(!test::bit_equal(s1, hsp_big));  // the skip at its own size was filtered
     }
 }
+
+} // namespace test_patches_block_free_u

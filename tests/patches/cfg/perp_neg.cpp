@@ -21,6 +21,8 @@
 #include "test_util.hpp"
 #include "toy_gaussian.hpp"
 
+namespace test_patches_cfg_perp_neg {
+
 using namespace patchbay;
 using test::error_of;
 
@@ -306,3 +308,5 @@ TEST_CASE("perp_neg rejects bad input with messages naming PerpNeg", "[perp_neg]
     chain.add(perp_neg{});
     CHECK_THROWS_WITH(chain.add(perp_neg{}), Catch::Contains("PerpNeg") && Catch::Contains("cfg function"));
 }
+
+} // namespace test_patches_cfg_perp_neg

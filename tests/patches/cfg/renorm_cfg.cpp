@@ -16,6 +16,8 @@
 #include "patchbay/patches/cfg/renorm_cfg.hpp"
 #include "test_util.hpp"
 
+namespace test_patches_cfg_renorm_cfg {
+
 using namespace patchbay;
 
 namespace {
@@ -199,3 +201,5 @@ TEST_CASE("renorm_cfg rejects bad input", "[renorm_cfg][errors]") {
     rejects(renorm_cfg{}, s, test::random_tensor({2, 3, 8, 8}, 1), 5.0, "uncond");
     rejects(renorm_cfg{}, s, test::random_tensor({1, 4, 8, 8}, 1), 5.0, "uncond");
 }
+
+} // namespace test_patches_cfg_renorm_cfg

@@ -16,6 +16,8 @@
 #include "patchbay/patches/cfg/rescale_cfg.hpp"
 #include "test_util.hpp"
 
+namespace test_patches_cfg_rescale_cfg {
+
 using namespace patchbay;
 
 namespace {
@@ -340,3 +342,5 @@ TEST_CASE("rescale_cfg: 5-D with a non-unit W stride (scalar column path) matche
     rescale_cfg{0.7}.cfg_function(st, in, cv, uv, ov);
     CHECK(test::max_abs_diff(tensor<float>::copy_of(ov), want) < 1e-6);
 }
+
+} // namespace test_patches_cfg_rescale_cfg

@@ -13,6 +13,8 @@
 #include "patchbay/core/dispatch.hpp"
 #include "patchbay/patches/cfg/video_cfg_guidance.hpp"
 
+namespace test_patches_cfg_video_cfg_guidance {
+
 using namespace patchbay;
 using test::wave::cfg_call;
 using test::wave::random_call;
@@ -134,3 +136,5 @@ TEST_CASE("Video CFG rejects bad input through apply_cfg_function", "[video_cfg]
                                          out.as<4>()),
                       Catch::Contains("VideoTriangleCFGGuidance") && Catch::Contains("'x'"));
 }
+
+} // namespace test_patches_cfg_video_cfg_guidance

@@ -21,6 +21,8 @@
 #include "prompt_model.hpp"
 #include "test_util.hpp"
 
+namespace test_patches_guider_dual_cfg_guider {
+
 using namespace patchbay;
 using test::body;
 using test::error_of;
@@ -168,3 +170,5 @@ TEST_CASE("dual_cfg_guider rejects parameters outside ComfyUI's ranges and unkno
     CHECK(to_string(dual_cfg_guider{2, 3, dual_cfg_style::nested}) ==
           "DualCFGGuider(cond1=None, cond2=None, negative=None, cfg_conds=2, cfg_cond2_negative=3, style=nested)");
 }
+
+} // namespace test_patches_guider_dual_cfg_guider

@@ -23,6 +23,8 @@
 #include "prompt_model.hpp"
 #include "test_util.hpp"
 
+namespace test_patches_guider_hook_order {
+
 using namespace patchbay;
 using test::fixed_prompt;
 using test::lookup_model;
@@ -198,3 +200,5 @@ TEST_CASE("hook order inside DualCFGGuider: cfg function, post-cfg, then the out
         CHECK_THROWS_WITH(chain.add(pre(log, "A")), Catch::Contains("DualCFGGuider") && Catch::Contains("pre-cfg"));
     }
 }
+
+} // namespace test_patches_guider_hook_order

@@ -24,6 +24,8 @@
 #include "test_util.hpp"
 #include "toy_gaussian.hpp"
 
+namespace test_patches_guider_perp_neg_guider {
+
 using namespace patchbay;
 using test::body;
 using test::error_of;
@@ -209,3 +211,5 @@ TEST_CASE("PerpNeg, PerpNegGuider and DualCFGGuider allocate nothing after the f
     CHECK(after_first(guider<toy, rescale_cfg, dual_cfg_guider, mahiro>(model, ms, rescale_cfg{}, dual_cfg_guider{}, mahiro{})) == 0);
     CHECK(after_first(guider<toy, dual_cfg_guider>(model, ms, dual_cfg_guider{.style = dual_cfg_style::nested})) == 0);
 }
+
+} // namespace test_patches_guider_perp_neg_guider

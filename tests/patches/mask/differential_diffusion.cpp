@@ -3,34 +3,18 @@
 // for an empty timestep range, and rejection of bad masks and parameters.
 #include <catch2/catch.hpp>
 
-#include <atomic>
 #include <cmath>
-#include <cstdlib>
-#include <new>
 #include <string>
 #include <vector>
 
+#include "counting_allocator.hpp"
 #include "patchbay/patches/mask/differential_diffusion.hpp"
 #include "patchbay/sampling/schedules.hpp"
 #include "test_util.hpp"
 
-using namespace patchbay;
+namespace test_patches_mask_differential_diffusion {
 
-// Count global allocations so a test can check the per-call paths allocate nothing.
-namespace {
-std::atomic<long> allocations{0};
-}
-#if defined(__GNUC__) && !defined(__clang__)
-// GCC flags free() of a replaced operator new's malloc as a mismatch; it is the matching pair.
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-#endif
-void* operator new(std::size_t n) {
-    ++allocations;
-    if (void* p = std::malloc(n ? n : 1)) return p;
-    throw std::bad_alloc();
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+using namespace patchbay;
 
 #define REQUIRE_BAD(...) CHECK_THROWS_AS(([&] { __VA_ARGS__; }()), patchbay::error)
 
@@ -200,10 +184,14 @@ TEST_CASE("mask does not allocate", "[differential_diffusion]") {
     const auto m = ramp_mask(64);
     tensor<float> out(m.shape());
     no_state st;
-    const long before = allocations.load();
+    const test::allocation_counter counter;
     for (std::size_t i = 0; i + 1 < sig.size(); ++i) {
         differential_diffusion{1.0}.mask<float, 4>(st, {sig[i], sig, &ms}, m.as<4>(), out.as<4>());
         differential_diffusion{0.3}.mask<float, 4>(st, {sig[i], sig, &ms}, m.as<4>(), out.as<4>());
     }
-    CHECK(allocations.load() == before);
+    CHECK(counter.count() == 0);
 }
+
+#undef REQUIRE_BAD
+
+} // namespace test_patches_mask_differential_diffusion

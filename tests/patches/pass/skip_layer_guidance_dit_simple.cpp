@@ -17,6 +17,8 @@
 #include "patchbay/sampling/model_sampling.hpp"
 #include "test_util.hpp"
 
+namespace test_patches_pass_skip_layer_guidance_dit_simple {
+
 using namespace patchbay;
 using examples::toy_dit;
 
@@ -141,3 +143,5 @@ TEST_CASE("slg simple: refused on a model that cannot skip blocks; only one pass
     CHECK(test::error_of([&] { chain.add(skip_layer_guidance_dit_simple{}); }).find("both occupy the pass composition slot") !=
           std::string::npos);
 }
+
+} // namespace test_patches_pass_skip_layer_guidance_dit_simple

@@ -16,6 +16,8 @@
 #include "patchbay/patches/post_cfg/cfg_norm.hpp"
 #include "test_util.hpp"
 
+namespace test_patches_post_cfg_cfg_norm {
+
 using namespace patchbay;
 
 namespace {
@@ -288,3 +290,5 @@ TEST_CASE("cfg_norm rejects bad input", "[cfg_norm][errors]") {
     tensor<float> x_small({2, 4, 4, 8});
     rejects([&] { run_pre<4>(cfg_norm{1.0, true}, x_small, c, u, 5.0); }, "'x'");
 }
+
+} // namespace test_patches_post_cfg_cfg_norm

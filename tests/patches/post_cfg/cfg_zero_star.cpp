@@ -13,6 +13,8 @@
 #include "patchbay/core/dispatch.hpp"
 #include "patchbay/patches/post_cfg/cfg_zero_star.hpp"
 
+namespace test_patches_post_cfg_cfg_zero_star {
+
 using namespace patchbay;
 using test::wave::cfg_call;
 using test::wave::random_call;
@@ -129,3 +131,5 @@ TEST_CASE("CFGZeroStar rejects bad input through apply_post_cfg", "[cfg_zero_sta
                           Catch::Contains("CFGZeroStar") && Catch::Contains("cond_scale"));
     }
 }
+
+} // namespace test_patches_post_cfg_cfg_zero_star

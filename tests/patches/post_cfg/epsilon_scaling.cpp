@@ -11,6 +11,8 @@
 #include "patchbay/core/dispatch.hpp"
 #include "patchbay/patches/post_cfg/epsilon_scaling.hpp"
 
+namespace test_patches_post_cfg_epsilon_scaling {
+
 using namespace patchbay;
 using test::wave::cfg_call;
 using test::wave::random_call;
@@ -89,3 +91,5 @@ TEST_CASE("Epsilon Scaling rejects bad input through apply_post_cfg", "[epsilon_
     CHECK_THROWS_WITH(apply_post_cfg(epsilon_scaling{}, st, in, c.cond.as<4>(), c.uncond.as<4>(), d.as<4>()),
                       Catch::Contains("Epsilon Scaling") && Catch::Contains("'x'"));
 }
+
+} // namespace test_patches_post_cfg_epsilon_scaling

@@ -15,6 +15,8 @@
 #include "patchbay/patches/post_cfg/mahiro.hpp"
 #include "test_util.hpp"
 
+namespace test_patches_post_cfg_mahiro {
+
 using namespace patchbay;
 using test::random_tensor;
 
@@ -245,3 +247,5 @@ TEST_CASE("Mahiro rejects bad inputs", "[mahiro][errors]") {
     view<float, 4> cv(buf.data(), {2, 4, 8, 8}), dv(buf.data() + 4, {2, 4, 8, 8});
     rejects([&] { apply_post_cfg(mahiro{}, st, in, cv, c.uncond.as<4>(), dv); }, "overlaps");
 }
+
+} // namespace test_patches_post_cfg_mahiro

@@ -14,6 +14,8 @@
 #include "patchbay/patches/post_cfg/pag.hpp"
 #include "test_util.hpp"
 
+namespace test_patches_post_cfg_pag {
+
 using namespace patchbay;
 
 namespace {
@@ -208,3 +210,5 @@ TEST_CASE("pag: parameters and shapes are validated") {
     }
     CHECK(fm.calls == 0);
 }
+
+} // namespace test_patches_post_cfg_pag

@@ -15,6 +15,8 @@
 #include "patchbay/patches/post_cfg/sag.hpp"
 #include "test_util.hpp"
 
+namespace test_patches_post_cfg_sag {
+
 using namespace patchbay;
 
 namespace {
@@ -465,3 +467,5 @@ TEST_CASE("sag: a batch gives the same result as its items run one at a time") {
         CHECK(test::bit_equal(item, want));
     }
 }
+
+} // namespace test_patches_post_cfg_sag

@@ -21,6 +21,8 @@
 #include "patchbay/sampling/schedules.hpp"
 #include "test_util.hpp"
 
+namespace test_patches_post_cfg_skip_layer_guidance_dit {
+
 using namespace patchbay;
 using examples::toy_dit;
 
@@ -374,3 +376,5 @@ TEST_CASE("slg: no allocation per step after the first, with rescaling", "[slg][
     CHECK(counter.count() == 0);
     CHECK(model.skipping == 4);
 }
+
+} // namespace test_patches_post_cfg_skip_layer_guidance_dit

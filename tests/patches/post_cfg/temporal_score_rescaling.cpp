@@ -13,6 +13,8 @@
 #include "patchbay/patches/post_cfg/temporal_score_rescaling.hpp"
 #include "patchbay/sampling/model_sampling.hpp"
 
+namespace test_patches_post_cfg_temporal_score_rescaling {
+
 using namespace patchbay;
 using test::wave::cfg_call;
 using test::wave::random_call;
@@ -163,3 +165,5 @@ TEST_CASE("TemporalScoreRescaling rejects bad input", "[tsr]") {
                           Catch::Contains("sigma"));
     }
 }
+
+} // namespace test_patches_post_cfg_temporal_score_rescaling

@@ -14,6 +14,8 @@
 #include "patchbay/patches/pre_cfg/apg.hpp"
 #include "test_util.hpp"
 
+namespace test_patches_pre_cfg_apg {
+
 using namespace patchbay;
 using test::random_tensor;
 
@@ -379,3 +381,5 @@ TEST_CASE("APG rejects bad parameters and inputs", "[apg][errors]") {
     const auto in = c.inputs<4>();
     CHECK_THROWS_AS(apply_pre_cfg(apg{}, st, in, cv, uv), patchbay::error);
 }
+
+} // namespace test_patches_pre_cfg_apg

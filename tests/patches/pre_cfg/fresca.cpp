@@ -16,6 +16,8 @@
 #include "patchbay/patches/pre_cfg/fresca.hpp"
 #include "test_util.hpp"
 
+namespace test_patches_pre_cfg_fresca {
+
 using namespace patchbay;
 
 namespace {
@@ -214,7 +216,7 @@ TEST_CASE("strided views and batch split give the same result", "[fresca]") {
         }
 }
 
-TEST_CASE("bad input is rejected with patchbay::error", "[fresca][errors]") {
+TEST_CASE("FreSca rejects bad input with patchbay::error", "[fresca][errors]") {
     auto c = test::random_tensor({1, 4, 8, 8}, 61);
     auto u = test::random_tensor({1, 4, 8, 8}, 62);
     // parameters are checked by the checked standalone entry point (and at guider / chain construction)
@@ -242,3 +244,5 @@ TEST_CASE("bad input is rejected with patchbay::error", "[fresca][errors]") {
     in.cond_scale = std::nan("");
     CHECK_THROWS_AS((apply_pre_cfg(fresca{}, st, in, c.as<4>(), u.as<4>())), error);
 }
+
+} // namespace test_patches_pre_cfg_fresca

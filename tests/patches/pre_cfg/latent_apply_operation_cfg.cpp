@@ -16,6 +16,8 @@
 #include "patchbay/core/workspace.hpp"
 #include "patchbay/patches/pre_cfg/latent_apply_operation_cfg.hpp"
 
+namespace test_patches_pre_cfg_latent_apply_operation_cfg {
+
 using namespace patchbay;
 using test::wave::cfg_call;
 using test::wave::random_call;
@@ -258,3 +260,5 @@ TEST_CASE("LatentApplyOperationCFG rejects bad input through apply_pre_cfg", "[l
     CHECK_THROWS_WITH(apply_pre_cfg(tonemap(1.0), st, c.inputs<4>(), c.cond.as<4>(), c.cond.as<4>()),
                       Catch::Contains("LatentApplyOperationCFG") && Catch::Contains("overlap"));
 }
+
+} // namespace test_patches_pre_cfg_latent_apply_operation_cfg

@@ -16,6 +16,8 @@
 #include "patchbay/patches/pre_cfg/tcfg.hpp"
 #include "test_util.hpp"
 
+namespace test_patches_pre_cfg_tcfg {
+
 using namespace patchbay;
 using test::random_tensor;
 
@@ -257,3 +259,5 @@ TEST_CASE("TCFG rejects bad inputs", "[tcfg][errors]") {
     CHECK_THROWS_AS(apply_pre_cfg(tcfg{}, st, in, cc.as<4>(), view<float, 4>(c.x.data(), {2, 4, 8, 8})),
                     patchbay::error);
 }
+
+} // namespace test_patches_pre_cfg_tcfg
